@@ -1,0 +1,300 @@
+//! berthd's configuration: TOML, every key with a default.
+//!
+//! An absent file means the embedded defaults. An unknown key or a bad value stops
+//! start-up with a message naming the key, because a typo silently ignored on a node is
+//! worse than a daemon that refuses to start.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where berthd looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Persistent state: images, snapshots, the metadata database.
+    pub root: PathBuf,
+    /// Volatile state: shim sockets, namespace pins, exit files, the lock file.
+    pub state: PathBuf,
+    /// The CRI socket the kubelet connects to.
+    pub socket: PathBuf,
+    /// How long in-flight calls may run after SIGTERM/SIGINT before berthd exits anyway.
+    pub shutdown_timeout_secs: u64,
+    pub log: LogConfig,
+    pub cgroup: CgroupConfig,
+    pub registry: RegistryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            root: "/var/lib/berth".into(),
+            state: "/run/berth".into(),
+            socket: "/run/berth/berth.sock".into(),
+            shutdown_timeout_secs: 10,
+            log: LogConfig::default(),
+            cgroup: CgroupConfig::default(),
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter: a level (`info`) or directives (`info,berth_runtime=debug`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CgroupConfig {
+    pub driver: CgroupDriver,
+}
+
+/// Only the cgroupfs driver exists: berth writes cgroups itself and does not ask systemd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    #[default]
+    Cgroupfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Per registry host (`docker.io`, `registry.k8s.io`, …): endpoints tried in order
+    /// before the registry itself. A mirror keeps the repository path.
+    pub mirrors: BTreeMap<String, MirrorConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Base URLs such as `http://127.0.0.1:5000` (plain HTTP) or `https://mirror.example`.
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: key `{key}`: {message}", path.display())]
+    Key {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Parses a config file's text. `origin` is only used in error messages.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message().to_string();
+            // serde reports an unknown key as a message on its parent table; put the key
+            // itself in the path so the operator sees exactly what to fix.
+            match unknown_field_name(&message) {
+                Some(field) => ConfigError::Key {
+                    path: origin.to_path_buf(),
+                    key: join_key(&key, field),
+                    message: "unknown key".into(),
+                },
+                None => ConfigError::Key {
+                    path: origin.to_path_buf(),
+                    key,
+                    message,
+                },
+            }
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Loads the config berthd should run with: `explicit` if given (it must exist), else
+    /// [`DEFAULT_CONFIG_PATH`] when present, else the embedded defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => DEFAULT_CONFIG_PATH.into(),
+            None => return Ok((Self::default(), None)),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok((Self::parse(&text, &path)?, Some(path)))
+    }
+
+    /// The complete default config as TOML; parses back to `Config::default()`.
+    pub fn default_toml() -> String {
+        let body = toml::to_string_pretty(&Self::default()).expect("default config serializes");
+        format!(
+            "# berthd configuration. Every key is shown with its default value.\n\
+             # Mirrors are added per registry host, for example:\n\
+             #   [registry.mirrors.\"registry.k8s.io\"]\n\
+             #   endpoints = [\"http://127.0.0.1:5000\"]\n\n{body}"
+        )
+    }
+
+    /// Checks values serde cannot: absolute paths, log filter syntax, mirror URLs.
+    pub fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Key {
+            path: origin.to_path_buf(),
+            key: key.into(),
+            message,
+        };
+        for (key, path) in [
+            ("root", &self.root),
+            ("state", &self.state),
+            ("socket", &self.socket),
+        ] {
+            if !path.is_absolute() {
+                return Err(bad(
+                    key,
+                    format!("must be an absolute path, got {:?}", path),
+                ));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return Err(bad(
+                "log.level",
+                format!("invalid log filter {:?}: {e}", self.log.level),
+            ));
+        }
+        for (host, mirror) in &self.registry.mirrors {
+            let key = format!("registry.mirrors.\"{host}\".endpoints");
+            if host.is_empty() || host.contains('/') {
+                return Err(bad(&key, format!("{host:?} is not a registry host name")));
+            }
+            for endpoint in &mirror.endpoints {
+                let ok = endpoint
+                    .strip_prefix("http://")
+                    .or_else(|| endpoint.strip_prefix("https://"))
+                    .is_some_and(|rest| !rest.is_empty());
+                if !ok {
+                    return Err(bad(
+                        &key,
+                        format!("{endpoint:?} must be a URL starting with http:// or https://"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unknown_field_name(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn join_key(parent: &str, field: &str) -> String {
+    if parent.is_empty() || parent == "." {
+        field.to_string()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn default_toml_round_trips() {
+        assert_eq!(parse(&Config::default_toml()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn mirrors_parse() {
+        let c = parse(
+            "[registry.mirrors.\"registry.k8s.io\"]\nendpoints = [\"http://127.0.0.1:5000\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.registry.mirrors["registry.k8s.io"].endpoints,
+            ["http://127.0.0.1:5000"]
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("rooot = \"/x\"").unwrap_err().to_string();
+        assert!(err.contains("`rooot`"), "{err}");
+        let err = parse("[log]\nlevle = \"debug\"").unwrap_err().to_string();
+        assert!(err.contains("`log.levle`"), "{err}");
+        let err = parse("[registry.mirrors.\"docker.io\"]\nendpoint = []")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("endpoint`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = parse("[log]\nformat = \"xml\"").unwrap_err().to_string();
+        assert!(err.contains("`log.format`"), "{err}");
+        let err = parse("[cgroup]\ndriver = \"systemd\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`cgroup.driver`"), "{err}");
+        let err = parse("shutdown_timeout_secs = -1").unwrap_err().to_string();
+        assert!(err.contains("`shutdown_timeout_secs`"), "{err}");
+        let err = parse("root = \"relative\"").unwrap_err().to_string();
+        assert!(err.contains("`root`"), "{err}");
+        let err = parse("[registry.mirrors.\"docker.io\"]\nendpoints = [\"127.0.0.1:5000\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("registry.mirrors.\"docker.io\".endpoints"),
+            "{err}"
+        );
+        let err = parse("[log]\nlevel = \"loud\"").unwrap_err().to_string();
+        assert!(err.contains("`log.level`"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_is_reported() {
+        let err = parse("root = ").unwrap_err().to_string();
+        assert!(err.contains("test.toml"), "{err}");
+    }
+}

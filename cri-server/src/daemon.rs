@@ -1,0 +1,137 @@
+//! berthd's life: claim the state dir, bind the socket, serve CRI, stop cleanly.
+
+use crate::config::Config;
+use crate::rpc::Cri;
+use crate::rpc_span::RpcSpanLayer;
+use anyhow::Context;
+use berth_proto::{ImageServiceServer, RuntimeServiceServer};
+use berth_runtime::{Layout, StateLock};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+
+pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let layout = Layout::new(&config.root, &config.state);
+    layout
+        .create()
+        .context("cannot create berth's directories")?;
+    let _lock = StateLock::acquire(layout.state())?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("berthd")
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config, config_path, layout))
+}
+
+async fn serve(config: Config, config_path: Option<PathBuf>, layout: Layout) -> anyhow::Result<()> {
+    let socket = config.socket.clone();
+    let listener = bind_socket(&socket)?;
+    let shutdown_timeout = Duration::from_secs(config.shutdown_timeout_secs);
+    let cri = Cri::new(config, config_path, layout);
+
+    // A watch channel, not a Notify: a signal that lands before anyone waits is not lost.
+    let (stop_tx, stop) = watch::channel(false);
+    spawn_signal_watch(stop_tx)?;
+
+    let server = tonic::transport::Server::builder()
+        .layer(RpcSpanLayer)
+        .add_service(RuntimeServiceServer::new(cri.clone()))
+        .add_service(ImageServiceServer::new(cri))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), {
+            let mut stop = stop.clone();
+            async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            }
+        });
+    tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving CRI");
+    notify_systemd(sd_notify::NotifyState::Ready);
+
+    // Serve until a signal, then give in-flight calls (a pull, a long-lived event stream)
+    // a bounded time to finish so the daemon always exits.
+    let mut server = std::pin::pin!(server);
+    let served = tokio::select! {
+        r = &mut server => r,
+        () = async {
+            let mut stop = stop.clone();
+            let _ = stop.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(shutdown_timeout).await
+        } => {
+            tracing::warn!(?shutdown_timeout, "in-flight calls did not finish in time; exiting anyway");
+            Ok(())
+        }
+    };
+    notify_systemd(sd_notify::NotifyState::Stopping);
+    remove_socket(&socket);
+    served.context("the gRPC server failed")?;
+    tracing::info!("berthd stopped");
+    Ok(())
+}
+
+/// Binds the CRI socket: parent dirs created, a stale socket replaced, mode 0660 owned by
+/// root (only root and the socket's group may drive the runtime).
+fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(parent)
+            .with_context(|| format!("cannot create socket directory {}", parent.display()))?;
+    }
+    match fs::symlink_metadata(path) {
+        // The state lock guarantees no other berthd owns it: it is a leftover of a crash.
+        Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?,
+        Ok(_) => anyhow::bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind CRI socket {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    if nix::unistd::geteuid().is_root() {
+        nix::unistd::chown(path, Some(0.into()), Some(0.into()))
+            .with_context(|| format!("cannot chown {} to root", path.display()))?;
+    }
+    Ok(listener)
+}
+
+fn remove_socket(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(socket = %path.display(), "cannot remove socket: {e}");
+        }
+    }
+}
+
+/// Turns the first SIGTERM or SIGINT into a stop request.
+fn spawn_signal_watch(stop: watch::Sender<bool>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping: no new calls accepted");
+        stop.send_replace(true);
+        // Keep the sender alive: receivers must see "stopping", never "channel closed".
+        stop.closed().await;
+    });
+    Ok(())
+}
+
+fn notify_systemd(state: sd_notify::NotifyState) {
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::debug!("sd_notify failed: {e}");
+    }
+}

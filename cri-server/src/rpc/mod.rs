@@ -1,0 +1,47 @@
+//! The CRI services. `runtime_service.rs` and `image_service.rs` are the tonic trait
+//! impls and only dispatch; each group of RPCs lives in its own file, thin: validate,
+//! call the domain, map the answer.
+
+mod image_service;
+mod runtime_config;
+mod runtime_service;
+mod status;
+mod version;
+
+use crate::config::Config;
+use berth_runtime::Layout;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// What every handler can reach. Cheap to clone: tonic wants one value per service.
+#[derive(Clone)]
+pub struct Cri {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    config_path: Option<PathBuf>,
+    layout: Layout,
+    /// Set by the kubelet through UpdateRuntimeConfig; handed to the network when it asks.
+    pod_cidr: Mutex<String>,
+}
+
+impl Cri {
+    pub fn new(config: Config, config_path: Option<PathBuf>, layout: Layout) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                config_path,
+                layout,
+                pod_cidr: Mutex::new(String::new()),
+            }),
+        }
+    }
+}
+
+/// The answer for an RPC berth does not implement yet: an honest UNIMPLEMENTED naming it,
+/// never a fake success the kubelet would act on.
+fn unbuilt(rpc: &str) -> tonic::Status {
+    tonic::Status::unimplemented(format!("{rpc} is not implemented by berth yet"))
+}

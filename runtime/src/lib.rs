@@ -1,0 +1,10 @@
+//! berth's domain: images, snapshots, sandboxes, containers, shims and cgroups.
+//!
+//! Nothing here knows about gRPC; `berth-cri-server` validates requests, calls into this
+//! crate and maps its errors onto status codes.
+
+pub mod layout;
+pub mod state_lock;
+
+pub use layout::Layout;
+pub use state_lock::StateLock;
