@@ -51,10 +51,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
+        Self { level: "info".into(), format: LogFormat::Text }
     }
 }
 
@@ -97,16 +94,9 @@ pub struct MirrorConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}: key `{key}`: {message}", path.display())]
-    Key {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
+    Key { path: PathBuf, key: String, message: String },
     #[error("{}: {message}", path.display())]
     Syntax { path: PathBuf, message: String },
 }
@@ -122,20 +112,10 @@ impl Config {
             let key = e.path().to_string();
             let inner = e.into_inner();
             let message = inner.message().to_string();
-            // serde reports an unknown key as a message on its parent table; put the key
-            // itself in the path so the operator sees exactly what to fix.
-            match unknown_field_name(&message) {
-                Some(field) => ConfigError::Key {
-                    path: origin.to_path_buf(),
-                    key: join_key(&key, field),
-                    message: "unknown key".into(),
-                },
-                None => ConfigError::Key {
-                    path: origin.to_path_buf(),
-                    key,
-                    message,
-                },
-            }
+            // serde_path_to_error already ends the path with the unknown key's name.
+            let message =
+                if message.starts_with("unknown field") { "unknown key".into() } else { message };
+            ConfigError::Key { path: origin.to_path_buf(), key, message }
         })?;
         config.validate(origin)?;
         Ok(config)
@@ -149,10 +129,8 @@ impl Config {
             None if Path::new(DEFAULT_CONFIG_PATH).exists() => DEFAULT_CONFIG_PATH.into(),
             None => return Ok((Self::default(), None)),
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
         Ok((Self::parse(&text, &path)?, Some(path)))
     }
 
@@ -174,23 +152,15 @@ impl Config {
             key: key.into(),
             message,
         };
-        for (key, path) in [
-            ("root", &self.root),
-            ("state", &self.state),
-            ("socket", &self.socket),
-        ] {
+        for (key, path) in [("root", &self.root), ("state", &self.state), ("socket", &self.socket)]
+        {
             if !path.is_absolute() {
-                return Err(bad(
-                    key,
-                    format!("must be an absolute path, got {:?}", path),
-                ));
+                return Err(bad(key, format!("must be an absolute path, got {:?}", path)));
             }
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
-            return Err(bad(
-                "log.level",
-                format!("invalid log filter {:?}: {e}", self.log.level),
-            ));
+        if let Err(why) = check_log_filter(&self.log.level) {
+            let message = format!("invalid log filter {:?}: {why}", self.log.level);
+            return Err(bad("log.level", message));
         }
         for (host, mirror) in &self.registry.mirrors {
             let key = format!("registry.mirrors.\"{host}\".endpoints");
@@ -214,17 +184,17 @@ impl Config {
     }
 }
 
-fn unknown_field_name(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split('`').next()
-}
-
-fn join_key(parent: &str, field: &str) -> String {
-    if parent.is_empty() || parent == "." {
-        field.to_string()
-    } else {
-        format!("{parent}.{field}")
+/// A level (`info`) or `target=level` directives. tracing would take a bare word as a
+/// target name, so `level = "loud"` would silently log nothing; refuse it instead.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!("{level:?} is not one of {}", LEVELS.join(", ")));
+        }
     }
+    tracing_subscriber::EnvFilter::builder().parse(filter).map(drop).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -251,10 +221,7 @@ mod tests {
             "[registry.mirrors.\"registry.k8s.io\"]\nendpoints = [\"http://127.0.0.1:5000\"]\n",
         )
         .unwrap();
-        assert_eq!(
-            c.registry.mirrors["registry.k8s.io"].endpoints,
-            ["http://127.0.0.1:5000"]
-        );
+        assert_eq!(c.registry.mirrors["registry.k8s.io"].endpoints, ["http://127.0.0.1:5000"]);
     }
 
     #[test]
@@ -263,9 +230,7 @@ mod tests {
         assert!(err.contains("`rooot`"), "{err}");
         let err = parse("[log]\nlevle = \"debug\"").unwrap_err().to_string();
         assert!(err.contains("`log.levle`"), "{err}");
-        let err = parse("[registry.mirrors.\"docker.io\"]\nendpoint = []")
-            .unwrap_err()
-            .to_string();
+        let err = parse("[registry.mirrors.\"docker.io\"]\nendpoint = []").unwrap_err().to_string();
         assert!(err.contains("endpoint`"), "{err}");
     }
 
@@ -273,9 +238,7 @@ mod tests {
     fn bad_values_are_named() {
         let err = parse("[log]\nformat = \"xml\"").unwrap_err().to_string();
         assert!(err.contains("`log.format`"), "{err}");
-        let err = parse("[cgroup]\ndriver = \"systemd\"")
-            .unwrap_err()
-            .to_string();
+        let err = parse("[cgroup]\ndriver = \"systemd\"").unwrap_err().to_string();
         assert!(err.contains("`cgroup.driver`"), "{err}");
         let err = parse("shutdown_timeout_secs = -1").unwrap_err().to_string();
         assert!(err.contains("`shutdown_timeout_secs`"), "{err}");
@@ -284,10 +247,7 @@ mod tests {
         let err = parse("[registry.mirrors.\"docker.io\"]\nendpoints = [\"127.0.0.1:5000\"]")
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("registry.mirrors.\"docker.io\".endpoints"),
-            "{err}"
-        );
+        assert!(err.contains("registry.mirrors.\"docker.io\".endpoints"), "{err}");
         let err = parse("[log]\nlevel = \"loud\"").unwrap_err().to_string();
         assert!(err.contains("`log.level`"), "{err}");
     }

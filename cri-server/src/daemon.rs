@@ -16,9 +16,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let layout = Layout::new(&config.root, &config.state);
-    layout
-        .create()
-        .context("cannot create berth's directories")?;
+    layout.create().context("cannot create berth's directories")?;
     let _lock = StateLock::acquire(layout.state())?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -86,10 +84,9 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
         // The state lock guarantees no other berthd owns it: it is a leftover of a crash.
         Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path)
             .with_context(|| format!("cannot remove stale socket {}", path.display()))?,
-        Ok(_) => anyhow::bail!(
-            "{} exists and is not a socket; refusing to replace it",
-            path.display()
-        ),
+        Ok(_) => {
+            anyhow::bail!("{} exists and is not a socket; refusing to replace it", path.display())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
     }

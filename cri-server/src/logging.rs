@@ -15,11 +15,7 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let result = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }

@@ -12,11 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "berthd",
-    version,
-    about = "berth: a Kubernetes CRI container runtime"
-)]
+#[command(name = "berthd", version, about = "berth: a Kubernetes CRI container runtime")]
 struct Cli {
     /// Config file (default: /etc/berth/config.toml when present, else embedded defaults).
     #[arg(long, global = true)]
@@ -59,10 +55,7 @@ enum ConfigAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Config {
-        action: ConfigAction::Default,
-    }) = cli.command
-    {
+    if let Some(Command::Config { action: ConfigAction::Default }) = cli.command {
         print!("{}", Config::default_toml());
         return ExitCode::SUCCESS;
     }
@@ -78,14 +71,8 @@ fn main() -> ExitCode {
         eprintln!("berthd: {e}");
         return ExitCode::from(2);
     }
-    if let Some(Command::Config {
-        action: ConfigAction::Show,
-    }) = cli.command
-    {
-        print!(
-            "{}",
-            toml::to_string_pretty(&config).expect("config serializes")
-        );
+    if let Some(Command::Config { action: ConfigAction::Show }) = cli.command {
+        print!("{}", toml::to_string_pretty(&config).expect("config serializes"));
         return ExitCode::SUCCESS;
     }
     if let Err(e) = logging::init(&config.log.level, config.log.format) {

@@ -92,8 +92,5 @@ where
 
 /// Codes that mean berthd (not the caller) is at fault, worth an operator's attention.
 fn is_server_fault(code: tonic::Code) -> bool {
-    matches!(
-        code,
-        tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss
-    )
+    matches!(code, tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss)
 }

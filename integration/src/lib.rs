@@ -1,1 +1,6 @@
-//! placeholder
+//! End-to-end test support for berth: a real `berthd` started as root on temporary
+//! directories, and the fixtures tests pull images from.
+
+pub mod berthd;
+
+pub use berthd::{Berthd, Options};

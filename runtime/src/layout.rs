@@ -18,10 +18,7 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(root: impl Into<PathBuf>, state: impl Into<PathBuf>) -> Self {
-        Self {
-            root: root.into(),
-            state: state.into(),
-        }
+        Self { root: root.into(), state: state.into() }
     }
 
     /// Persistent root (`/var/lib/berth` by default).
@@ -38,10 +35,7 @@ impl Layout {
     /// (image layers, logs, namespace pins), so only root may list them.
     pub fn create(&self) -> io::Result<()> {
         for dir in [&self.root, &self.state] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o711)
-                .create(dir)?;
+            fs::DirBuilder::new().recursive(true).mode(0o711).create(dir)?;
             // An existing directory keeps whatever mode it had; tighten it.
             let mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
             if mode & 0o022 != 0 {
@@ -57,10 +51,7 @@ impl Layout {
         for (what, dir) in [("root", &self.root), ("state", &self.state)] {
             let probe = dir.join(".berth-ready-probe");
             if let Err(e) = fs::write(&probe, b"") {
-                return Err(format!(
-                    "{what} directory {} is not writable: {e}",
-                    dir.display()
-                ));
+                return Err(format!("{what} directory {} is not writable: {e}", dir.display()));
             }
             let _ = fs::remove_file(&probe);
         }
@@ -89,12 +80,7 @@ mod tests {
         let root = tmp.path().join("root");
         fs::create_dir(&root).unwrap();
         fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
-        Layout::new(&root, tmp.path().join("state"))
-            .create()
-            .unwrap();
-        assert_eq!(
-            fs::metadata(&root).unwrap().permissions().mode() & 0o777,
-            0o711
-        );
+        Layout::new(&root, tmp.path().join("state")).create().unwrap();
+        assert_eq!(fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o711);
     }
 }

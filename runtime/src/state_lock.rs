@@ -29,10 +29,7 @@ impl StateLock {
 
     pub fn acquire(state_dir: &Path) -> Result<Self, LockError> {
         let path = state_dir.join(Self::FILE_NAME);
-        let io_err = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io_err = |source| LockError::Io { path: path.clone(), source };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -48,11 +45,7 @@ impl StateLock {
                 let holder = holder.trim();
                 return Err(LockError::Held {
                     dir: state_dir.to_path_buf(),
-                    holder: if holder.is_empty() {
-                        "unknown".into()
-                    } else {
-                        holder.into()
-                    },
+                    holder: if holder.is_empty() { "unknown".into() } else { holder.into() },
                 });
             }
             Err((_, errno)) => return Err(io_err(errno.into())),

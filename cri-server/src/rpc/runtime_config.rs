@@ -13,9 +13,7 @@ pub fn runtime_config(cri: &Cri) -> RuntimeConfigResponse {
         CgroupDriver::Cgroupfs => berth_proto::CgroupDriver::Cgroupfs,
     };
     RuntimeConfigResponse {
-        linux: Some(LinuxRuntimeConfiguration {
-            cgroup_driver: driver as i32,
-        }),
+        linux: Some(LinuxRuntimeConfiguration { cgroup_driver: driver as i32 }),
     }
 }
 
@@ -24,11 +22,7 @@ pub fn update_runtime_config(
     req: UpdateRuntimeConfigRequest,
 ) -> Result<UpdateRuntimeConfigResponse, tonic::Status> {
     // The kubelet sends this with an empty config on start; only a CIDR is meaningful.
-    let Some(cidr) = req
-        .runtime_config
-        .and_then(|c| c.network_config)
-        .map(|n| n.pod_cidr)
-    else {
+    let Some(cidr) = req.runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr) else {
         return Ok(UpdateRuntimeConfigResponse {});
     };
     if !cidr.is_empty() {
@@ -50,9 +44,7 @@ pub fn update_runtime_config(
 
 /// Accepts `ADDR/PREFIX` with an IPv4 or IPv6 address and a prefix the family allows.
 fn validate_cidr(cidr: &str) -> Result<(), &'static str> {
-    let (addr, prefix) = cidr
-        .split_once('/')
-        .ok_or("is not in ADDRESS/PREFIX form")?;
+    let (addr, prefix) = cidr.split_once('/').ok_or("is not in ADDRESS/PREFIX form")?;
     let addr: std::net::IpAddr = addr.parse().map_err(|_| "has an invalid address")?;
     let prefix: u8 = prefix.parse().map_err(|_| "has an invalid prefix length")?;
     let max = if addr.is_ipv4() { 32 } else { 128 };

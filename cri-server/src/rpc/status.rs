@@ -22,15 +22,9 @@ pub fn status(cri: &Cri, req: StatusRequest) -> StatusResponse {
             condition(NETWORK_READY, Some((&reason, message)))
         }
     };
-    let info = if req.verbose {
-        verbose_info(cri)
-    } else {
-        HashMap::new()
-    };
+    let info = if req.verbose { verbose_info(cri) } else { HashMap::new() };
     StatusResponse {
-        status: Some(RuntimeStatus {
-            conditions: vec![runtime, network],
-        }),
+        status: Some(RuntimeStatus { conditions: vec![runtime, network] }),
         info,
         runtime_handlers: vec![RuntimeHandler {
             name: String::new(),
@@ -45,17 +39,10 @@ pub fn status(cri: &Cri, req: StatusRequest) -> StatusResponse {
 
 fn condition(kind: &str, failure: Option<(&str, String)>) -> RuntimeCondition {
     match failure {
-        None => RuntimeCondition {
-            r#type: kind.into(),
-            status: true,
-            ..Default::default()
-        },
-        Some((reason, message)) => RuntimeCondition {
-            r#type: kind.into(),
-            status: false,
-            reason: reason.into(),
-            message,
-        },
+        None => RuntimeCondition { r#type: kind.into(), status: true, ..Default::default() },
+        Some((reason, message)) => {
+            RuntimeCondition { r#type: kind.into(), status: false, reason: reason.into(), message }
+        }
     }
 }
 
@@ -69,8 +56,5 @@ fn verbose_info(cri: &Cri) -> HashMap<String, String> {
         "podCIDR": *inner.pod_cidr.lock().unwrap_or_else(|p| p.into_inner()),
         "version": env!("CARGO_PKG_VERSION"),
     });
-    HashMap::from([
-        ("config".to_string(), config),
-        ("runtime".to_string(), runtime.to_string()),
-    ])
+    HashMap::from([("config".to_string(), config), ("runtime".to_string(), runtime.to_string())])
 }
