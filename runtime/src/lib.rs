@@ -4,6 +4,7 @@
 //! crate and maps its errors onto status codes.
 
 pub mod layout;
+pub mod metadata;
 pub mod state_lock;
 
 pub use layout::Layout;
