@@ -3,6 +3,8 @@
 //! Nothing here knows about gRPC; `berth-cri-server` validates requests, calls into this
 //! crate and maps its errors onto status codes.
 
+pub mod content;
+pub mod digest;
 pub mod layout;
 pub mod metadata;
 pub mod state_lock;
