@@ -95,7 +95,8 @@ impl ContentStore {
     pub fn writer(&self, expected: Digest, size: u64) -> Result<BlobWriter> {
         let n = self.next_ingest.fetch_add(1, Ordering::Relaxed);
         let path = self.ingest_dir().join(format!("{}-{}-{n}", expected.hex(), std::process::id()));
-        let file = File::options().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
+        let file =
+            File::options().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
         Ok(BlobWriter {
             file: Some(file),
             path,
@@ -122,7 +123,9 @@ impl ContentStore {
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
             // Anything that is not a well-formed digest name is not ours to report.
-            if let Some(d) = entry.file_name().to_str().and_then(|n| format!("sha256:{n}").parse().ok()) {
+            if let Some(d) =
+                entry.file_name().to_str().and_then(|n| format!("sha256:{n}").parse().ok())
+            {
                 out.push(d);
             }
         }
@@ -172,7 +175,8 @@ impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.hasher.len() + buf.len() as u64 > self.size {
             // Stop a registry that sends more than it declared before it fills the disk.
-            let e = ContentError::TooLarge { digest: self.expected.clone(), expected_size: self.size };
+            let e =
+                ContentError::TooLarge { digest: self.expected.clone(), expected_size: self.size };
             return Err(io::Error::other(e.to_string()));
         }
         let file = self.file.as_mut().ok_or_else(|| io::Error::other("blob already committed"))?;

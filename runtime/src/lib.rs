@@ -5,6 +5,7 @@
 
 pub mod content;
 pub mod digest;
+pub mod image;
 pub mod layout;
 pub mod metadata;
 pub mod state_lock;
