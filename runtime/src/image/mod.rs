@@ -1,1 +1,2 @@
 pub mod manifest;
+pub mod record;
