@@ -3,7 +3,9 @@
 //! Nothing here knows about gRPC; `berth-cri-server` validates requests, calls into this
 //! crate and maps its errors onto status codes.
 
+pub mod image;
 pub mod layout;
+pub mod snapshot;
 pub mod state_lock;
 
 pub use layout::Layout;

@@ -1,0 +1,3 @@
+//! Images: references, pulling and the image store.
+
+pub mod reference;
