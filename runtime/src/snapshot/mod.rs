@@ -1,3 +1,8 @@
 //! The overlay snapshotter: one directory per layer, overlay mounts for container rootfs.
 
+mod beneath;
+pub mod decompress;
 pub mod unpack;
+
+pub use decompress::{decompress, Compression, DecompressError};
+pub use unpack::{unpack_layer, UnpackError, UnpackLimits, UnpackStats};
