@@ -410,11 +410,11 @@ impl Unpacker {
         shown: &str,
     ) -> Result<(), UnpackError> {
         let raw_path = entry.path_bytes().into_owned();
-        let components = normalise(&raw_path).map_err(|reason| rejected(shown, reason))?;
         let kind = kind_of(&entry, raw_path.ends_with(b"/")).map_err(|r| rejected(shown, r))?;
         if let Kind::Ignored = kind {
             return Ok(());
         }
+        let components = normalise(&raw_path).map_err(|reason| rejected(shown, reason))?;
         let meta = meta_of(&mut entry).map_err(|r| rejected(shown, r))?;
 
         let Some((name, parent)) = components.split_last() else {
