@@ -120,14 +120,21 @@ impl Registries {
             .entry(key)
             .or_insert_with(|| {
                 let mut config = ClientConfig {
-                    protocol: if ep.plain_http { ClientProtocol::Http } else { ClientProtocol::Https },
+                    protocol: if ep.plain_http {
+                        ClientProtocol::Http
+                    } else {
+                        ClientProtocol::Https
+                    },
                     connect_timeout: Some(Duration::from_secs(30)),
                     read_timeout: Some(self.settings.progress_timeout),
                     user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
                     ..Default::default()
                 };
-                if let Some(pem) = self.settings.hosts.get(&ep.host).and_then(|h| h.ca_pem.clone()) {
-                    config.extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data: pem });
+                if let Some(pem) = self.settings.hosts.get(&ep.host).and_then(|h| h.ca_pem.clone())
+                {
+                    config
+                        .extra_root_certificates
+                        .push(Certificate { encoding: CertificateEncoding::Pem, data: pem });
                 }
                 Arc::new(oci_client::Client::new(config))
             })
@@ -135,15 +142,23 @@ impl Registries {
     }
 
     /// The credentials to present to `host`: the pull's own, else the auth file's.
-    fn auth_for(&self, host: &str, creds: Option<&Credentials>) -> Result<RegistryAuth, RegistryError> {
+    fn auth_for(
+        &self,
+        host: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<RegistryAuth, RegistryError> {
         if let Some(auth) = creds.filter(|c| c.applies_to(host)).and_then(Credentials::to_auth) {
             return Ok(auth);
         }
         let Some(path) = &self.settings.auth_file else { return Ok(RegistryAuth::Anonymous) };
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RegistryAuth::Anonymous),
-            Err(e) => return Err(RegistryError::AuthFile { path: path.clone(), message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(RegistryAuth::Anonymous)
+            }
+            Err(e) => {
+                return Err(RegistryError::AuthFile { path: path.clone(), message: e.to_string() })
+            }
         };
         let file: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| RegistryError::AuthFile { path: path.clone(), message: e.to_string() })?;
@@ -153,7 +168,11 @@ impl Registries {
                 auth: entry.get("auth").and_then(|v| v.as_str()).unwrap_or_default().into(),
                 username: entry.get("username").and_then(|v| v.as_str()).unwrap_or_default().into(),
                 password: entry.get("password").and_then(|v| v.as_str()).unwrap_or_default().into(),
-                registry_token: entry.get("registrytoken").and_then(|v| v.as_str()).unwrap_or_default().into(),
+                registry_token: entry
+                    .get("registrytoken")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .into(),
                 server_address: server.clone(),
                 ..Default::default()
             };
@@ -179,8 +198,13 @@ impl Registries {
         let fetch = client.pull_manifest_raw(&reference, &auth, super::manifest::ACCEPTED);
         match tokio::time::timeout(self.settings.progress_timeout, fetch).await {
             Ok(Ok((bytes, _digest))) => Ok(bytes),
-            Ok(Err(e)) => Err(RegistryError::Request { host: ep.host.clone(), message: error_text(&e) }),
-            Err(_) => Err(RegistryError::Stalled { host: ep.host.clone(), timeout: self.settings.progress_timeout }),
+            Ok(Err(e)) => {
+                Err(RegistryError::Request { host: ep.host.clone(), message: error_text(&e) })
+            }
+            Err(_) => Err(RegistryError::Stalled {
+                host: ep.host.clone(),
+                timeout: self.settings.progress_timeout,
+            }),
         }
     }
 
@@ -206,45 +230,41 @@ impl Registries {
             Ok(Err(e)) => return Err(RegistryError::Request { host, message: error_text(&e) }),
             Err(_) => return Err(RegistryError::Stalled { host, timeout }),
         };
-        let mut inner = sized.stream;
-        let stream = async_stream_from(move || {
+        // Each chunk must arrive within the progress timeout; the first error ends it.
+        let stream = futures::stream::unfold((sized.stream, false), move |(mut inner, failed)| {
             let host = host.clone();
-            let next = tokio::time::timeout(timeout, inner.next());
             async move {
-                match next.await {
-                    Ok(Some(Ok(b))) => Some(Ok(b)),
-                    Ok(Some(Err(e))) => Some(Err(RegistryError::Request { host, message: e.to_string() })),
+                if failed {
+                    return None;
+                }
+                match tokio::time::timeout(timeout, inner.next()).await {
+                    Ok(Some(Ok(bytes))) => Some((Ok(bytes), (inner, false))),
+                    Ok(Some(Err(e))) => Some((
+                        Err(RegistryError::Request { host, message: e.to_string() }),
+                        (inner, true),
+                    )),
                     Ok(None) => None,
-                    Err(_) => Some(Err(RegistryError::Stalled { host, timeout })),
+                    Err(_) => Some((Err(RegistryError::Stalled { host, timeout }), (inner, true))),
                 }
             }
         });
-        Ok(stream)
+        Ok(Box::pin(stream))
     }
-}
-
-/// A stream whose items come from repeatedly calling `next`, ending at the first `None`
-/// (or after the first error).
-fn async_stream_from<F, Fut>(mut next: F) -> ByteStream
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Option<Result<Bytes, RegistryError>>> + Send,
-{
-    Box::pin(futures::stream::unfold(false, move |done| {
-        let fut = (!done).then(&mut next);
-        async move {
-            let item = fut?.await?;
-            let failed = item.is_err();
-            Some((item, failed))
-        }
-    }))
 }
 
 fn oci_ref(ep: &Endpoint, tag_or_digest: &str) -> oci_client::Reference {
     if tag_or_digest.contains(':') {
-        oci_client::Reference::with_digest(ep.host.clone(), ep.repository.clone(), tag_or_digest.into())
+        oci_client::Reference::with_digest(
+            ep.host.clone(),
+            ep.repository.clone(),
+            tag_or_digest.into(),
+        )
     } else {
-        oci_client::Reference::with_tag(ep.host.clone(), ep.repository.clone(), tag_or_digest.into())
+        oci_client::Reference::with_tag(
+            ep.host.clone(),
+            ep.repository.clone(),
+            tag_or_digest.into(),
+        )
     }
 }
 

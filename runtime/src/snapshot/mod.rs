@@ -1,3 +1,9 @@
 //! The overlay snapshotter: one directory per layer, overlay mounts for container rootfs.
 
+mod beneath;
+pub mod decompress;
 pub mod layers;
+pub mod unpack;
+
+pub use decompress::{decompress, Compression, DecompressError};
+pub use unpack::{unpack_layer, UnpackError, UnpackLimits, UnpackStats};

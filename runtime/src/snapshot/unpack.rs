@@ -1,0 +1,785 @@
+//! Extracting one OCI image layer (an untrusted tar stream) into a fresh directory that
+//! becomes an overlayfs lower dir.
+//!
+//! Safety model:
+//! - Entry names are normalised: leading `/` and `.` components are dropped (tar names are
+//!   relative to the layer root whatever they look like); a `..` component, a NUL byte, a
+//!   component over 255 bytes or a name over 4096 bytes rejects the layer. Real layers
+//!   never contain these, and refusing is clearer than guessing.
+//! - Every path is resolved component by component below a directory fd for the layer
+//!   root, never following a symlink (see `beneath`). An entry whose parent is a symlink
+//!   — whether the archive made it or not — is refused rather than followed, so a layer
+//!   cannot write, link, whiteout or chmod through a symlink it planted. Symlink *targets*
+//!   are stored verbatim: they are only dangerous when followed, and this code never
+//!   follows one.
+//! - Hard-link targets are resolved the same way and must already exist in the layer; the
+//!   link is made with `linkat` without `AT_SYMLINK_FOLLOW`, so linking to a symlink links
+//!   the symlink itself.
+//! - Fifos and device nodes are never opened; their metadata is set by name relative to
+//!   their parent fd.
+//! - Device nodes are created, as containerd does when running as root: base images carry
+//!   a few (`/dev/null` and friends), and whether a container may *use* a device is
+//!   decided by the device cgroup and the mount options of its rootfs, not by the layer.
+//! - xattrs from the archive are applied, except overlayfs's own (`trusted.overlay.*`,
+//!   `user.overlay.*`): a layer must not forge redirects, metacopy or opaque markers; it
+//!   says "opaque" with an OCI `.wh..wh..opq` entry instead. xattrs the filesystem does not
+//!   support, and `user.*` xattrs on non-regular files (which Linux forbids), are skipped.
+//! - Bombs: `max_entries` bounds how many entries (inodes) a layer may create;
+//!   `max_bytes` bounds the bytes of file content written, counted as they are produced —
+//!   so a sparse file counts its holes and a file that lies about its size still stops at
+//!   the limit — and refused up front when an entry's declared size alone exceeds what
+//!   is left. Tar metadata (headers, PAX records, GNU long names, skipped data of non-file
+//!   entries) between two entries may not exceed [`METADATA_WINDOW`] bytes, so a huge PAX
+//!   record cannot make the tar parser buffer gigabytes.
+
+use std::cell::Cell;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
+
+use super::beneath::{self, WalkError};
+
+/// Bytes of tar metadata allowed between the end of one entry's content and the start of
+/// the next: generous for PAX records full of xattrs, far too small to hurt.
+pub const METADATA_WINDOW: u64 = 1 << 20;
+
+const PATH_MAX_BYTES: usize = 4096;
+const NAME_MAX_BYTES: usize = 255;
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// AUFS metadata entries (`.wh..wh.plnk`, `.wh..wh.aufs`, …) share this prefix.
+const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
+const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
+const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
+
+/// What one layer may create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Bytes of regular-file content (holes of sparse files included).
+    pub max_bytes: u64,
+    /// Archive entries, of any kind.
+    pub max_entries: u64,
+}
+
+impl Default for UnpackLimits {
+    /// Far above any real layer (64 GiB, 10 million entries), well below a full disk.
+    fn default() -> Self {
+        Self { max_bytes: 64 << 30, max_entries: 10_000_000 }
+    }
+}
+
+/// What an unpack wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnpackStats {
+    /// Bytes of regular-file content written.
+    pub bytes: u64,
+    /// Archive entries processed (whiteouts and directories included).
+    pub entries: u64,
+}
+
+/// Why a layer could not be unpacked. Entry paths are shown as they appear in the archive.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("opening layer directory {}: {source}", path.display())]
+    Dest { path: PathBuf, source: io::Error },
+    #[error("reading layer tar after entry {after:?}: {source}")]
+    Read { after: String, source: io::Error },
+    #[error(
+        "layer tar has more than {limit} bytes of metadata before the entry following \
+         {after:?}; refusing it as a metadata bomb"
+    )]
+    MetadataTooLarge { after: String, limit: u64 },
+    #[error("layer entry {path:?}: {reason}")]
+    Rejected { path: String, reason: String },
+    #[error("layer entry {path:?}: layer content exceeds the limit of {limit} bytes")]
+    TooManyBytes { path: String, limit: u64 },
+    #[error("layer entry {path:?}: layer has more than the limit of {limit} entries")]
+    TooManyEntries { path: String, limit: u64 },
+    #[error("layer entry {path:?}: {op}: {source}")]
+    Io { path: String, op: String, source: io::Error },
+}
+
+impl UnpackError {
+    /// The archive entry the error is about, if it is about one.
+    pub fn entry_path(&self) -> Option<&str> {
+        match self {
+            UnpackError::Rejected { path, .. }
+            | UnpackError::TooManyBytes { path, .. }
+            | UnpackError::TooManyEntries { path, .. }
+            | UnpackError::Io { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// Extracts the (already decompressed, see [`super::decompress()`]) layer tar `reader`
+/// into `dest`, an existing, empty directory private to this call, converting OCI
+/// whiteouts into overlayfs whiteouts (`.wh.NAME` → a 0/0 character device `NAME`) and
+/// opaque directories (`.wh..wh..opq` → `trusted.overlay.opaque=y` on its directory).
+///
+/// Owners (numeric), modes including setuid/setgid/sticky, modification times, xattrs,
+/// hard links, symlinks, fifos and device nodes are kept; a later entry replaces an
+/// earlier one of the same name (a directory over a directory only updates its metadata).
+/// Must run as root (it sets owners, makes device nodes and sets `trusted.*` xattrs).
+///
+/// Reading stops at the tar end-of-archive marker; a caller verifying the blob digest
+/// must drain what follows itself.
+///
+/// On error `dest` is left partly written and the caller must delete it; the error names
+/// the offending entry and why. See the module docs for the safety rules.
+pub fn unpack_layer(
+    reader: impl Read,
+    dest: &Path,
+    limits: &UnpackLimits,
+) -> Result<UnpackStats, UnpackError> {
+    let root = rfs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| UnpackError::Dest { path: dest.to_owned(), source: e.into() })?;
+
+    let meter = Rc::new(Meter::default());
+    let mut archive = tar::Archive::new(Metered { inner: reader, meter: Rc::clone(&meter) });
+    let start = "<start of archive>".to_owned();
+    let mut entries =
+        archive.entries().map_err(|source| UnpackError::Read { after: start.clone(), source })?;
+
+    let mut unpacker = Unpacker {
+        root,
+        limits: *limits,
+        stats: UnpackStats::default(),
+        dir_times: Vec::new(),
+        buf: vec![0; 128 << 10],
+    };
+    let mut last = start;
+    loop {
+        meter.open_window(METADATA_WINDOW);
+        let next = entries.next();
+        meter.close_window();
+        let entry = match next {
+            None => break,
+            Some(Ok(entry)) => entry,
+            Some(Err(_)) if meter.tripped.get() => {
+                return Err(UnpackError::MetadataTooLarge { after: last, limit: METADATA_WINDOW })
+            }
+            Some(Err(source)) => return Err(UnpackError::Read { after: last, source }),
+        };
+        let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if unpacker.stats.entries >= limits.max_entries {
+            return Err(UnpackError::TooManyEntries { path: shown, limit: limits.max_entries });
+        }
+        unpacker.stats.entries += 1;
+        unpacker.entry(entry, &shown)?;
+        last = shown;
+    }
+    unpacker.apply_dir_times()?;
+    Ok(unpacker.stats)
+}
+
+/// Counts bytes read from the tar stream and refuses to read past a limit, which the
+/// unpacker moves so that only bounded metadata can be read between entries.
+#[derive(Default)]
+struct Meter {
+    consumed: Cell<u64>,
+    limit: Cell<Option<u64>>,
+    tripped: Cell<bool>,
+}
+
+impl Meter {
+    fn open_window(&self, bytes: u64) {
+        self.limit.set(Some(self.consumed.get().saturating_add(bytes)));
+    }
+
+    fn close_window(&self) {
+        self.limit.set(None);
+    }
+}
+
+struct Metered<R> {
+    inner: R,
+    meter: Rc<Meter>,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let consumed = self.meter.consumed.get();
+        let allowed = match self.meter.limit.get() {
+            None => buf.len(),
+            Some(limit) => {
+                let left = limit.saturating_sub(consumed);
+                if left == 0 && !buf.is_empty() {
+                    self.meter.tripped.set(true);
+                    return Err(io::Error::other("tar metadata limit exceeded"));
+                }
+                buf.len().min(usize::try_from(left).unwrap_or(usize::MAX))
+            }
+        };
+        let n = self.inner.read(&mut buf[..allowed])?;
+        self.meter.consumed.set(consumed.saturating_add(n as u64));
+        Ok(n)
+    }
+}
+
+/// What an entry is, with what its kind needs.
+enum Kind {
+    File,
+    Dir,
+    Symlink(Vec<u8>),
+    HardLink(Vec<u8>),
+    Fifo,
+    CharDevice(rfs::Dev),
+    BlockDevice(rfs::Dev),
+    /// PAX global headers: nothing to create.
+    Ignored,
+}
+
+/// Ownership, mode, times and xattrs an entry carries.
+struct Meta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    times: Timestamps,
+    xattrs: Vec<(OsString, Vec<u8>)>,
+}
+
+/// Where to apply metadata to something that was just created.
+enum Target<'a> {
+    /// An open regular file or directory.
+    Fd(BorrowedFd<'a>),
+    /// A symlink, fifo or device node: never opened, addressed by name in its parent.
+    Name(BorrowedFd<'a>, &'a OsStr),
+}
+
+struct Unpacker {
+    root: OwnedFd,
+    limits: UnpackLimits,
+    stats: UnpackStats,
+    /// Directory mtimes are set last: creating entries inside a directory changes it.
+    dir_times: Vec<(Vec<OsString>, Timestamps)>,
+    buf: Vec<u8>,
+}
+
+fn rejected(path: &str, reason: impl Into<String>) -> UnpackError {
+    UnpackError::Rejected { path: path.to_owned(), reason: reason.into() }
+}
+
+fn io_err(path: &str, op: impl Into<String>, source: impl Into<io::Error>) -> UnpackError {
+    UnpackError::Io { path: path.to_owned(), op: op.into(), source: source.into() }
+}
+
+/// Splits an archive name into safe components; empty means the layer root.
+fn normalise(raw: &[u8]) -> Result<Vec<OsString>, String> {
+    if raw.contains(&0) {
+        return Err("name contains a NUL byte".into());
+    }
+    if raw.len() > PATH_MAX_BYTES {
+        return Err(format!(
+            "name is {} bytes long; at most {PATH_MAX_BYTES} are allowed",
+            raw.len()
+        ));
+    }
+    let mut components = Vec::new();
+    for component in raw.split(|&b| b == b'/') {
+        match component {
+            b"" | b"." => {}
+            b".." => {
+                return Err(
+                    "name has a \"..\" component; entries may not climb out of the layer".into()
+                )
+            }
+            c if c.len() > NAME_MAX_BYTES => {
+                return Err(format!(
+                    "a name component is {} bytes long; at most {NAME_MAX_BYTES} are allowed",
+                    c.len()
+                ))
+            }
+            c => components.push(OsStr::from_bytes(c).to_owned()),
+        }
+    }
+    Ok(components)
+}
+
+fn show(components: &[OsString]) -> String {
+    let joined: Vec<u8> = components.iter().map(|c| c.as_bytes()).collect::<Vec<_>>().join(&b'/');
+    String::from_utf8_lossy(&joined).into_owned()
+}
+
+fn describe_walk(components: &[OsString], err: &WalkError) -> (String, Option<Errno>) {
+    let prefix = |depth: usize| show(&components[..depth.min(components.len())]);
+    match *err {
+        WalkError::Symlink { depth } => (
+            format!("{:?} is a symlink; refusing to resolve a path through it", prefix(depth)),
+            None,
+        ),
+        WalkError::NotDir { depth } => (format!("{:?} is not a directory", prefix(depth)), None),
+        WalkError::Missing { depth } => (format!("{:?} does not exist", prefix(depth)), None),
+        WalkError::Io { depth, errno } => {
+            (format!("opening directory {:?}", prefix(depth)), Some(errno))
+        }
+    }
+}
+
+/// Parses a PAX time (`seconds[.fraction]`, possibly negative).
+fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut secs: i64 = secs.parse().ok()?;
+    let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    let mut nanos: i64 = digits.parse().ok()?;
+    if negative {
+        secs = -secs;
+        if nanos > 0 {
+            secs -= 1;
+            nanos = 1_000_000_000 - nanos;
+        }
+    }
+    Some(Timespec { tv_sec: secs, tv_nsec: nanos as _ })
+}
+
+impl Unpacker {
+    fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    fn entry<R: Read>(
+        &mut self,
+        mut entry: tar::Entry<'_, R>,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
+        let raw_path = entry.path_bytes().into_owned();
+        let kind = kind_of(&entry, raw_path.ends_with(b"/")).map_err(|r| rejected(shown, r))?;
+        if let Kind::Ignored = kind {
+            return Ok(());
+        }
+        let components = normalise(&raw_path).map_err(|reason| rejected(shown, reason))?;
+        let meta = meta_of(&mut entry).map_err(|r| rejected(shown, r))?;
+
+        let Some((name, parent)) = components.split_last() else {
+            return match kind {
+                Kind::Dir => self.dir(&[], &meta, shown),
+                _ => Err(rejected(shown, "the layer root can only be a directory")),
+            };
+        };
+        if name.as_bytes().starts_with(WHITEOUT_PREFIX) {
+            return self.whiteout(parent, name, shown);
+        }
+        match kind {
+            Kind::Dir => self.dir(&components, &meta, shown),
+            Kind::File => {
+                let parent_fd = self.parent(parent, shown)?;
+                self.file(&mut entry, parent_fd.as_fd(), name, &meta, shown)
+            }
+            Kind::Symlink(target) => {
+                let parent_fd = self.parent(parent, shown)?;
+                let dir = parent_fd.as_fd();
+                replace(dir, name, shown)?;
+                rfs::symlinkat(target.as_slice(), dir, name.as_os_str())
+                    .map_err(|e| io_err(shown, "creating symlink", e))?;
+                apply_meta(Target::Name(dir, name), &meta, false, shown)
+            }
+            Kind::HardLink(target) => self.hard_link(parent, name, &components, &target, shown),
+            Kind::Fifo | Kind::CharDevice(_) | Kind::BlockDevice(_) => {
+                let (file_type, dev) = match kind {
+                    Kind::CharDevice(dev) => (FileType::CharacterDevice, dev),
+                    Kind::BlockDevice(dev) => (FileType::BlockDevice, dev),
+                    _ => (FileType::Fifo, 0),
+                };
+                let parent_fd = self.parent(parent, shown)?;
+                let dir = parent_fd.as_fd();
+                replace(dir, name, shown)?;
+                rfs::mknodat(dir, name.as_os_str(), file_type, Mode::empty(), dev)
+                    .map_err(|e| io_err(shown, "creating special file", e))?;
+                apply_meta(Target::Name(dir, name), &meta, true, shown)
+            }
+            Kind::Ignored => Ok(()),
+        }
+    }
+
+    /// Opens (creating as needed) the parent directory of an entry.
+    fn parent(&self, components: &[OsString], shown: &str) -> Result<OwnedFd, UnpackError> {
+        beneath::walk(self.root(), components, true).map_err(|e| {
+            match describe_walk(components, &e) {
+                (reason, None) => rejected(shown, format!("parent {reason}")),
+                (op, Some(errno)) => io_err(shown, op, errno),
+            }
+        })
+    }
+
+    fn dir(
+        &mut self,
+        components: &[OsString],
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
+        let dir = match components.split_last() {
+            None => beneath::walk(self.root(), &[], false)
+                .map_err(|_| io_err(shown, "opening the layer root", Errno::IO))?,
+            Some((name, parent)) => {
+                let parent_fd = self.parent(parent, shown)?;
+                let parent_fd = parent_fd.as_fd();
+                let existing = beneath::file_type_at(parent_fd, name)
+                    .map_err(|e| io_err(shown, "inspecting existing entry", e))?;
+                match existing {
+                    Some(FileType::Directory) => {}
+                    Some(_) => {
+                        replace(parent_fd, name, shown)?;
+                        make_dir(parent_fd, name, shown)?;
+                    }
+                    None => make_dir(parent_fd, name, shown)?,
+                }
+                beneath::open_dir_at(parent_fd, name)
+                    .map_err(|e| io_err(shown, "opening directory", e))?
+            }
+        };
+        apply_owner_mode_xattrs(Target::Fd(dir.as_fd()), meta, true, true, shown)?;
+        self.dir_times.push((components.to_vec(), meta.times.clone()));
+        Ok(())
+    }
+
+    fn file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
+        let too_big =
+            || UnpackError::TooManyBytes { path: shown.to_owned(), limit: self.limits.max_bytes };
+        let mut left = self.limits.max_bytes.saturating_sub(self.stats.bytes);
+        if entry.size() > left {
+            return Err(too_big());
+        }
+        replace(dir, name, shown)?;
+        let fd =
+            beneath::create_file_at(dir, name).map_err(|e| io_err(shown, "creating file", e))?;
+        let mut file = File::from(fd);
+        let mut written = 0u64;
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(shown, "reading file content from the archive", e)),
+            };
+            if n > left {
+                return Err(too_big());
+            }
+            left -= n;
+            file.write_all(&self.buf[..n as usize])
+                .map_err(|e| io_err(shown, "writing file", e))?;
+            written += n;
+        }
+        self.stats.bytes += written;
+        apply_meta(Target::Fd(file.as_fd()), meta, true, shown)
+    }
+
+    fn hard_link(
+        &mut self,
+        parent: &[OsString],
+        name: &OsStr,
+        components: &[OsString],
+        raw_target: &[u8],
+        shown: &str,
+    ) -> Result<(), UnpackError> {
+        let target = normalise(raw_target)
+            .map_err(|reason| rejected(shown, format!("hard link target: {reason}")))?;
+        if target == components {
+            return Ok(());
+        }
+        let Some((target_name, target_parent)) = target.split_last() else {
+            return Err(rejected(shown, "hard link to the layer root"));
+        };
+        let not_in_layer = || {
+            rejected(
+                shown,
+                format!(
+                    "hard link target {:?} is not in the layer (links may only point at \
+                     earlier entries)",
+                    show(&target)
+                ),
+            )
+        };
+        let target_dir = beneath::walk(self.root(), target_parent, false).map_err(|e| {
+            match describe_walk(target_parent, &e) {
+                _ if matches!(e, WalkError::Missing { .. }) => not_in_layer(),
+                (reason, None) => rejected(shown, format!("hard link target parent {reason}")),
+                (op, Some(errno)) => io_err(shown, format!("hard link target: {op}"), errno),
+            }
+        })?;
+        match beneath::file_type_at(target_dir.as_fd(), target_name)
+            .map_err(|e| io_err(shown, "inspecting hard link target", e))?
+        {
+            None => return Err(not_in_layer()),
+            Some(FileType::Directory) => {
+                return Err(rejected(
+                    shown,
+                    format!("hard link target {:?} is a directory", show(&target)),
+                ))
+            }
+            Some(_) => {}
+        }
+        let parent_fd = self.parent(parent, shown)?;
+        replace(parent_fd.as_fd(), name, shown)?;
+        rfs::linkat(
+            target_dir.as_fd(),
+            target_name.as_os_str(),
+            parent_fd.as_fd(),
+            name,
+            AtFlags::empty(),
+        )
+        .map_err(|e| io_err(shown, format!("linking to {:?}", show(&target)), e))
+    }
+
+    fn whiteout(
+        &mut self,
+        parent: &[OsString],
+        name: &OsStr,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
+        let bytes = name.as_bytes();
+        let parent_fd = self.parent(parent, shown)?;
+        let dir = parent_fd.as_fd();
+        if bytes == OPAQUE_WHITEOUT {
+            return rfs::fsetxattr(dir, OVERLAY_OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())
+                .map_err(|e| io_err(shown, "marking directory opaque", e));
+        }
+        if bytes.starts_with(WHITEOUT_META_PREFIX) {
+            return Ok(());
+        }
+        let hidden = OsStr::from_bytes(&bytes[WHITEOUT_PREFIX.len()..]);
+        if hidden.is_empty() || hidden == "." || hidden == ".." {
+            return Err(rejected(shown, "whiteout does not name an entry"));
+        }
+        replace(dir, hidden, shown)?;
+        rfs::mknodat(dir, hidden, FileType::CharacterDevice, Mode::empty(), rfs::makedev(0, 0))
+            .map_err(|e| io_err(shown, "creating overlay whiteout", e))?;
+        rfs::chownat(dir, hidden, Some(Uid::ROOT), Some(Gid::ROOT), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_err(shown, "chown of overlay whiteout", e))
+    }
+
+    fn apply_dir_times(&mut self) -> Result<(), UnpackError> {
+        for (components, times) in std::mem::take(&mut self.dir_times) {
+            let shown = show(&components);
+            let dir = match beneath::walk(self.root(), &components, false) {
+                Ok(dir) => dir,
+                // Replaced by a later non-directory entry: nothing left to date.
+                Err(
+                    WalkError::Missing { .. }
+                    | WalkError::NotDir { .. }
+                    | WalkError::Symlink { .. },
+                ) => continue,
+                Err(WalkError::Io { errno, .. }) => {
+                    return Err(io_err(&shown, "opening directory to set its times", errno))
+                }
+            };
+            rfs::futimens(&dir, &times).map_err(|e| io_err(&shown, "setting times", e))?;
+        }
+        Ok(())
+    }
+}
+
+fn make_dir(parent: BorrowedFd<'_>, name: &OsStr, shown: &str) -> Result<(), UnpackError> {
+    rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
+        .map_err(|e| io_err(shown, "creating directory", e))
+}
+
+/// Clears the way for a new non-directory (or directory) entry `name`.
+fn replace(dir: BorrowedFd<'_>, name: &OsStr, shown: &str) -> Result<(), UnpackError> {
+    beneath::remove_at(dir, name)
+        .map(|_| ())
+        .map_err(|e| io_err(shown, "removing the existing entry it replaces", e))
+}
+
+fn kind_of<R: Read>(entry: &tar::Entry<'_, R>, trailing_slash: bool) -> Result<Kind, String> {
+    use tar::EntryType as T;
+    let header = entry.header();
+    let link_target = || -> Result<Vec<u8>, String> {
+        match entry.link_name_bytes() {
+            Some(target) if !target.is_empty() => {
+                if target.contains(&0) {
+                    Err("link target contains a NUL byte".into())
+                } else {
+                    Ok(target.into_owned())
+                }
+            }
+            _ => Err("link entry without a target".into()),
+        }
+    };
+    let device = || -> Result<rfs::Dev, String> {
+        let major = header.device_major().map_err(|e| format!("bad device major: {e}"))?;
+        let minor = header.device_minor().map_err(|e| format!("bad device minor: {e}"))?;
+        match (major, minor) {
+            (Some(major), Some(minor)) => Ok(rfs::makedev(major, minor)),
+            _ => Err("device entry without device numbers".into()),
+        }
+    };
+    Ok(match header.entry_type() {
+        T::Regular if trailing_slash => Kind::Dir,
+        T::Regular | T::Continuous | T::GNUSparse => Kind::File,
+        T::Directory => Kind::Dir,
+        T::Symlink => Kind::Symlink(link_target()?),
+        T::Link => Kind::HardLink(link_target()?),
+        T::Fifo => Kind::Fifo,
+        T::Char => Kind::CharDevice(device()?),
+        T::Block => Kind::BlockDevice(device()?),
+        T::XGlobalHeader => Kind::Ignored,
+        other => {
+            return Err(format!("unsupported tar entry type {:?}", char::from(other.as_byte())))
+        }
+    })
+}
+
+fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, String> {
+    let header = entry.header();
+    let id = |value: io::Result<u64>, what: &str| -> Result<u32, String> {
+        let value = value.map_err(|e| format!("bad {what}: {e}"))?;
+        u32::try_from(value).map_err(|_| format!("{what} {value} is out of range"))
+    };
+    let uid = id(header.uid(), "uid")?;
+    let gid = id(header.gid(), "gid")?;
+    let mode = header.mode().map_err(|e| format!("bad mode: {e}"))? & 0o7777;
+    let mtime = header.mtime().map_err(|e| format!("bad mtime: {e}"))?;
+    let mut mtime = Timespec {
+        tv_sec: i64::try_from(mtime).map_err(|_| format!("mtime {mtime} is out of range"))?,
+        tv_nsec: 0,
+    };
+    let mut atime = None;
+    let mut xattrs = Vec::new();
+    if let Some(extensions) =
+        entry.pax_extensions().map_err(|e| format!("reading PAX extensions: {e}"))?
+    {
+        for extension in extensions {
+            let extension = extension.map_err(|e| format!("malformed PAX record: {e}"))?;
+            let key = extension.key_bytes();
+            let value = extension.value_bytes();
+            if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
+                if name.is_empty() || name.contains(&0) {
+                    return Err("PAX xattr record with an invalid name".into());
+                }
+                xattrs.push((OsStr::from_bytes(name).to_owned(), value.to_vec()));
+            } else if key == b"mtime" {
+                mtime = parse_pax_time(value).ok_or("malformed PAX mtime")?;
+            } else if key == b"atime" {
+                atime = Some(parse_pax_time(value).ok_or("malformed PAX atime")?);
+            }
+        }
+    }
+    Ok(Meta {
+        uid,
+        gid,
+        mode,
+        times: Timestamps { last_access: atime.unwrap_or(mtime), last_modification: mtime },
+        xattrs,
+    })
+}
+
+/// Owner, mode, xattrs, then times — in that order because chown clears setuid/setgid
+/// and the file-capability xattr, and every change bumps ctime but setting times last
+/// keeps the recorded mtime.
+fn apply_meta(
+    target: Target<'_>,
+    meta: &Meta,
+    chmod: bool,
+    shown: &str,
+) -> Result<(), UnpackError> {
+    let regular = matches!(target, Target::Fd(_));
+    apply_owner_mode_xattrs(target.reborrow(), meta, chmod, regular, shown)?;
+    match target {
+        Target::Fd(fd) => rfs::futimens(fd, &meta.times),
+        Target::Name(dir, name) => {
+            rfs::utimensat(dir, name, &meta.times, AtFlags::SYMLINK_NOFOLLOW)
+        }
+    }
+    .map_err(|e| io_err(shown, "setting times", e))
+}
+
+impl Target<'_> {
+    fn reborrow(&self) -> Target<'_> {
+        match *self {
+            Target::Fd(fd) => Target::Fd(fd),
+            Target::Name(dir, name) => Target::Name(dir, name),
+        }
+    }
+}
+
+fn apply_owner_mode_xattrs(
+    target: Target<'_>,
+    meta: &Meta,
+    chmod: bool,
+    user_xattrs_allowed: bool,
+    shown: &str,
+) -> Result<(), UnpackError> {
+    let uid = Some(Uid::from_raw(meta.uid));
+    let gid = Some(Gid::from_raw(meta.gid));
+    let mode = Mode::from_raw_mode(meta.mode);
+    match target {
+        Target::Fd(fd) => {
+            rfs::fchown(fd, uid, gid).map_err(|e| io_err(shown, "chown", e))?;
+            if chmod {
+                rfs::fchmod(fd, mode).map_err(|e| io_err(shown, "chmod", e))?;
+            }
+        }
+        Target::Name(dir, name) => {
+            rfs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| io_err(shown, "chown", e))?;
+            if chmod {
+                // Only ever called on a fifo or device node this unpack just created in a
+                // directory nobody else writes to, so following (which fchmodat cannot
+                // avoid here) finds that very node.
+                rfs::chmodat(dir, name, mode, AtFlags::empty())
+                    .map_err(|e| io_err(shown, "chmod", e))?;
+            }
+        }
+    }
+    for (name, value) in &meta.xattrs {
+        let bytes = name.as_bytes();
+        if bytes.starts_with(b"trusted.overlay.") || bytes.starts_with(b"user.overlay.") {
+            continue;
+        }
+        let result = match target {
+            Target::Fd(fd) => rfs::fsetxattr(fd, name.as_os_str(), value, rfs::XattrFlags::empty()),
+            Target::Name(dir, entry) => {
+                // No fd to set xattrs through for a symlink or device: address it through
+                // the parent's fd; `l` keeps the last component from being followed.
+                let mut path = OsString::from(format!("/proc/self/fd/{}/", dir.as_raw_fd()));
+                path.push(entry);
+                rfs::lsetxattr(
+                    PathBuf::from(path).as_path(),
+                    name.as_os_str(),
+                    value,
+                    rfs::XattrFlags::empty(),
+                )
+            }
+        };
+        match result {
+            Ok(()) | Err(Errno::OPNOTSUPP) => {}
+            Err(Errno::PERM) if bytes.starts_with(b"user.") && !user_xattrs_allowed => {}
+            Err(e) => {
+                return Err(io_err(
+                    shown,
+                    format!("setting xattr {}", String::from_utf8_lossy(bytes)),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
