@@ -24,6 +24,7 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     pub log: LogConfig,
     pub cgroup: CgroupConfig,
+    pub image: ImageConfig,
     pub registry: RegistryConfig,
 }
 
@@ -36,6 +37,7 @@ impl Default for Config {
             shutdown_timeout_secs: 10,
             log: LogConfig::default(),
             cgroup: CgroupConfig::default(),
+            image: ImageConfig::default(),
             registry: RegistryConfig::default(),
         }
     }
@@ -76,12 +78,45 @@ pub enum CgroupDriver {
     Cgroupfs,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageConfig {
+    /// A pull that receives nothing from the registry for this long is aborted.
+    pub pull_progress_timeout_secs: u64,
+    /// Refuse a layer that unpacks to more than this many bytes (a decompression bomb).
+    pub max_layer_bytes: u64,
+    /// Refuse a layer with more than this many entries.
+    pub max_layer_entries: u64,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        Self {
+            pull_progress_timeout_secs: 60,
+            max_layer_bytes: 64 << 30,
+            max_layer_entries: 10_000_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
+    /// A docker-style `config.json` whose `auths` are used when a pull brings no
+    /// credentials of its own. Empty: none.
+    pub auth_file: String,
     /// Per registry host (`docker.io`, `registry.k8s.io`, …): endpoints tried in order
     /// before the registry itself. A mirror keeps the repository path.
     pub mirrors: BTreeMap<String, MirrorConfig>,
+    /// Per endpoint host (`host[:port]`): TLS settings.
+    pub hosts: BTreeMap<String, HostConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    /// A PEM file of CA certificates to trust for this host, besides the system's.
+    pub ca_file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -168,17 +203,22 @@ impl Config {
                 return Err(bad(&key, format!("{host:?} is not a registry host name")));
             }
             for endpoint in &mirror.endpoints {
-                let ok = endpoint
-                    .strip_prefix("http://")
-                    .or_else(|| endpoint.strip_prefix("https://"))
-                    .is_some_and(|rest| !rest.is_empty());
-                if !ok {
-                    return Err(bad(
-                        &key,
-                        format!("{endpoint:?} must be a URL starting with http:// or https://"),
-                    ));
-                }
+                berth_runtime::image::reference::parse_mirror_url(endpoint)
+                    .map_err(|e| bad(&key, e.to_string()))?;
             }
+        }
+        if self.image.pull_progress_timeout_secs == 0 {
+            return Err(bad("image.pull_progress_timeout_secs", "must be at least 1".into()));
+        }
+        for (host, h) in &self.registry.hosts {
+            if !h.ca_file.is_empty() && !Path::new(&h.ca_file).is_absolute() {
+                let key = format!("registry.hosts.\"{host}\".ca_file");
+                return Err(bad(&key, format!("must be an absolute path, got {:?}", h.ca_file)));
+            }
+        }
+        if !self.registry.auth_file.is_empty() && !Path::new(&self.registry.auth_file).is_absolute()
+        {
+            return Err(bad("registry.auth_file", "must be an absolute path".into()));
         }
         Ok(())
     }

@@ -5,10 +5,15 @@ use crate::rpc::Cri;
 use crate::rpc_span::RpcSpanLayer;
 use anyhow::Context;
 use berth_proto::{ImageServiceServer, RuntimeServiceServer};
+use berth_runtime::image::registry::{HostSettings, RegistrySettings};
+use berth_runtime::image::{ImageSettings, Images};
+use berth_runtime::metadata::MetadataStore;
+use berth_runtime::snapshot::UnpackLimits;
 use berth_runtime::{Layout, StateLock};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
@@ -30,7 +35,13 @@ async fn serve(config: Config, config_path: Option<PathBuf>, layout: Layout) -> 
     let socket = config.socket.clone();
     let listener = bind_socket(&socket)?;
     let shutdown_timeout = Duration::from_secs(config.shutdown_timeout_secs);
-    let cri = Cri::new(config, config_path, layout);
+    let meta = Arc::new(
+        MetadataStore::open(&layout.root().join("metadata.redb"))
+            .context("cannot open the metadata database")?,
+    );
+    let images = Images::open(layout.root(), meta, image_settings(&config)?)
+        .context("cannot open the image store")?;
+    let cri = Cri::new(config, config_path, layout, images);
 
     // A watch channel, not a Notify: a signal that lands before anyone waits is not lost.
     let (stop_tx, stop) = watch::channel(false);
@@ -68,6 +79,40 @@ async fn serve(config: Config, config_path: Option<PathBuf>, layout: Layout) -> 
     served.context("the gRPC server failed")?;
     tracing::info!("berthd stopped");
     Ok(())
+}
+
+/// The image store's settings from the config; CA files are read now so a missing one
+/// stops start-up instead of failing every pull.
+fn image_settings(config: &Config) -> anyhow::Result<ImageSettings> {
+    let mut hosts = std::collections::BTreeMap::new();
+    for (host, h) in &config.registry.hosts {
+        let ca_pem = match h.ca_file.as_str() {
+            "" => None,
+            path => Some(fs::read(path).with_context(|| {
+                format!("registry.hosts.\"{host}\".ca_file: cannot read {path}")
+            })?),
+        };
+        hosts.insert(host.clone(), HostSettings { ca_pem });
+    }
+    Ok(ImageSettings {
+        registry: RegistrySettings {
+            mirrors: config
+                .registry
+                .mirrors
+                .iter()
+                .map(|(h, m)| (h.clone(), m.endpoints.clone()))
+                .collect(),
+            hosts,
+            auth_file: Some(&config.registry.auth_file)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            progress_timeout: Duration::from_secs(config.image.pull_progress_timeout_secs),
+        },
+        unpack_limits: UnpackLimits {
+            max_bytes: config.image.max_layer_bytes,
+            max_entries: config.image.max_layer_entries,
+        },
+    })
 }
 
 /// Binds the CRI socket: parent dirs created, a stale socket replaced, mode 0660 owned by

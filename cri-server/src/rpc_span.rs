@@ -58,7 +58,7 @@ where
         // "/runtime.v1.RuntimeService/RunPodSandbox" -> "RunPodSandbox"
         let path = req.uri().path();
         let rpc = path.rsplit('/').next().unwrap_or(path).to_string();
-        let span = tracing::info_span!("rpc", rpc = %rpc, pod_id = Empty, container_id = Empty);
+        let span = tracing::info_span!("rpc", rpc = %rpc, pod_id = Empty, container_id = Empty, image = Empty);
         let started = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(

@@ -1,6 +1,6 @@
 //! tonic's ImageService trait: dispatch only. Each RPC group lives in its own module.
 
-use super::{unbuilt, Cri};
+use super::{image_fs_info, image_pull, image_remove, image_status, Cri};
 use berth_proto::{
     ImageFsInfoRequest, ImageFsInfoResponse, ImageService, ImageStatusRequest, ImageStatusResponse,
     ListImagesRequest, ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
@@ -12,36 +12,36 @@ use tonic::{Request, Response, Status};
 impl ImageService for Cri {
     async fn list_images(
         &self,
-        _req: Request<ListImagesRequest>,
+        req: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
-        Err(unbuilt("ListImages"))
+        image_status::list_images(self, req.into_inner()).map(Response::new)
     }
 
     async fn image_status(
         &self,
-        _req: Request<ImageStatusRequest>,
+        req: Request<ImageStatusRequest>,
     ) -> Result<Response<ImageStatusResponse>, Status> {
-        Err(unbuilt("ImageStatus"))
+        image_status::image_status(self, req.into_inner()).map(Response::new)
     }
 
     async fn pull_image(
         &self,
-        _req: Request<PullImageRequest>,
+        req: Request<PullImageRequest>,
     ) -> Result<Response<PullImageResponse>, Status> {
-        Err(unbuilt("PullImage"))
+        image_pull::pull_image(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn remove_image(
         &self,
-        _req: Request<RemoveImageRequest>,
+        req: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
-        Err(unbuilt("RemoveImage"))
+        image_remove::remove_image(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn image_fs_info(
         &self,
         _req: Request<ImageFsInfoRequest>,
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
-        Err(unbuilt("ImageFsInfo"))
+        image_fs_info::image_fs_info(self).map(Response::new)
     }
 }

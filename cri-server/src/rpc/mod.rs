@@ -2,13 +2,19 @@
 //! impls and only dispatch; each group of RPCs lives in its own file, thin: validate,
 //! call the domain, map the answer.
 
+mod errors;
+mod image_fs_info;
+mod image_pull;
+mod image_remove;
 mod image_service;
+mod image_status;
 mod runtime_config;
 mod runtime_service;
 mod status;
 mod version;
 
 use crate::config::Config;
+use berth_runtime::image::Images;
 use berth_runtime::Layout;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -25,18 +31,18 @@ struct Inner {
     layout: Layout,
     /// Set by the kubelet through UpdateRuntimeConfig; handed to the network when it asks.
     pod_cidr: Mutex<String>,
+    images: Images,
 }
 
 impl Cri {
-    pub fn new(config: Config, config_path: Option<PathBuf>, layout: Layout) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                config,
-                config_path,
-                layout,
-                pod_cidr: Mutex::new(String::new()),
-            }),
-        }
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        layout: Layout,
+        images: Images,
+    ) -> Self {
+        let pod_cidr = Mutex::new(String::new());
+        Self { inner: Arc::new(Inner { config, config_path, layout, pod_cidr, images }) }
     }
 }
 

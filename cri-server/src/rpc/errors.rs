@@ -1,0 +1,20 @@
+//! Domain errors as gRPC status codes.
+
+use berth_runtime::image::ImageError;
+use tonic::Status;
+
+pub fn image(e: ImageError) -> Status {
+    match e {
+        ImageError::InvalidReference(e) => Status::invalid_argument(format!("image.image: {e}")),
+        ImageError::InvalidArgument(m) => Status::invalid_argument(m),
+        // The registry said no, or could not be reached: not berth's fault, and the
+        // kubelet retries with back-off whatever the code.
+        e @ ImageError::Pull { .. } => Status::unknown(e.to_string()),
+        e @ (ImageError::Metadata(_) | ImageError::Storage(_)) => Status::internal(e.to_string()),
+    }
+}
+
+/// A required message field the caller left out.
+pub fn missing(field: &str) -> Status {
+    Status::invalid_argument(format!("{field}: required"))
+}

@@ -1,0 +1,286 @@
+//! The image store: pull, look up, list and remove images, and collect what nothing
+//! references any more.
+
+use super::locks::KeyedLocks;
+use super::manifest::NodePlatform;
+use super::pull::{PullError, Puller};
+use super::record::{ImageRecord, LayerRecord, NameRecord};
+use super::reference::{parse_image_id, resolve_endpoints, Reference, ReferenceError};
+use super::registry::{Credentials, Registries, RegistrySettings};
+use crate::content::ContentStore;
+use crate::digest::Digest;
+use crate::metadata::{MetadataError, MetadataStore};
+use crate::snapshot::layers::LayerStore;
+use crate::snapshot::UnpackLimits;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::RwLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    InvalidReference(#[from] ReferenceError),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("failed to pull {reference}: {message}")]
+    Pull { reference: String, message: String },
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// Image store settings.
+#[derive(Debug, Clone)]
+pub struct ImageSettings {
+    pub registry: RegistrySettings,
+    pub unpack_limits: UnpackLimits,
+}
+
+pub struct Images {
+    meta: Arc<MetadataStore>,
+    content: ContentStore,
+    layers: LayerStore,
+    layers_root: PathBuf,
+    registries: Registries,
+    limits: UnpackLimits,
+    platform: NodePlatform,
+    pull_locks: KeyedLocks,
+    layer_locks: KeyedLocks,
+    /// Pulls hold it shared, garbage collection exclusively: a layer a pull has unpacked
+    /// but not yet recorded must not look unreferenced.
+    gc: RwLock<()>,
+}
+
+impl Images {
+    /// Opens the image store under `root` and removes what a crash left unreferenced.
+    pub fn open(
+        root: &Path,
+        meta: Arc<MetadataStore>,
+        settings: ImageSettings,
+    ) -> Result<Self, ImageError> {
+        let storage = |e: std::io::Error| ImageError::Storage(e.to_string());
+        let content = ContentStore::open(root.join("content"))
+            .map_err(|e| ImageError::Storage(e.to_string()))?;
+        let layers_root = root.join("snapshots");
+        let layers = LayerStore::open(&layers_root).map_err(storage)?;
+        let images = Self {
+            meta,
+            content,
+            layers,
+            layers_root,
+            registries: Registries::new(settings.registry),
+            limits: settings.unpack_limits,
+            platform: NodePlatform::current(),
+            pull_locks: KeyedLocks::default(),
+            layer_locks: KeyedLocks::default(),
+            gc: RwLock::new(()),
+        };
+        images.collect_garbage_now()?;
+        Ok(images)
+    }
+
+    /// Pulls `image` (a reference, not an id) and records it; returns the record.
+    pub async fn pull(
+        &self,
+        image: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<ImageRecord, ImageError> {
+        if parse_image_id(image).is_some() {
+            return Err(ImageError::InvalidArgument(format!(
+                "image.image: {image:?} is an image id; pull by reference (name:tag or name@digest)"
+            )));
+        }
+        let reference = Reference::parse(image)?;
+        let _gc = self.gc.read().await;
+        // Concurrent pulls of one reference: the first does the work, the rest find the
+        // layers on disk and only re-read the manifest.
+        let _pulling = self.pull_locks.lock(reference.to_string()).await;
+        let puller = Puller {
+            registries: &self.registries,
+            content: &self.content,
+            layers: &self.layers,
+            limits: self.limits,
+            platform: &self.platform,
+            layer_locks: &self.layer_locks,
+        };
+        let mut failures = Vec::new();
+        for ep in resolve_endpoints(&reference, &self.registries.settings().mirrors) {
+            match puller.pull(&reference, &ep, creds).await {
+                Ok(pulled) => return self.record(&reference, pulled),
+                Err(e) => {
+                    tracing::info!(endpoint = %ep.host, error = %e, "pull from endpoint failed");
+                    let err = match e {
+                        PullError::Storage(m) => return Err(ImageError::Storage(m)),
+                        other => other.to_string(),
+                    };
+                    failures.push(format!("{}://{}: {err}", ep.scheme(), ep.host));
+                }
+            }
+        }
+        Err(ImageError::Pull { reference: reference.to_string(), message: failures.join("; ") })
+    }
+
+    fn record(
+        &self,
+        reference: &Reference,
+        pulled: super::pull::Pulled,
+    ) -> Result<ImageRecord, ImageError> {
+        let id = pulled.config_digest.clone();
+        let tag_name = reference.tag().map(|_| {
+            // name:tag, without any digest the reference also carried
+            format!("{}:{}", reference.name(), reference.tag().unwrap_or_default())
+        });
+        let digest_name = format!("{}@{}", reference.name(), pulled.top_digest);
+        let mut tx = self.meta.write()?;
+        let mut record = tx.get::<ImageRecord>(&id.to_string())?.unwrap_or_else(|| ImageRecord {
+            id: id.clone(),
+            repo_tags: Vec::new(),
+            repo_digests: Vec::new(),
+            manifest: pulled.manifest_digest.clone(),
+            layers: pulled.layers.clone(),
+            size: pulled.size,
+            config: pulled.config.clone(),
+            pulled_at: now_nanos(),
+        });
+        for name in tag_name.iter().chain(std::iter::once(&digest_name)) {
+            // A tag that pointed at another image moves here; that image loses it.
+            if let Some(previous) = tx.get::<NameRecord>(name)? {
+                if previous.image != id {
+                    if let Some(mut other) = tx.get::<ImageRecord>(&previous.image.to_string())? {
+                        other.repo_tags.retain(|t| t != name);
+                        other.repo_digests.retain(|t| t != name);
+                        tx.put(&previous.image.to_string(), &other)?;
+                    }
+                }
+            }
+            tx.put(name, &NameRecord { image: id.clone() })?;
+        }
+        if let Some(tag) = tag_name {
+            if !record.repo_tags.contains(&tag) {
+                record.repo_tags.push(tag);
+            }
+        }
+        if !record.repo_digests.contains(&digest_name) {
+            record.repo_digests.push(digest_name);
+        }
+        for layer in &pulled.new_layers {
+            tx.put(&layer.chain_id.to_string(), layer)?;
+        }
+        tx.put(&id.to_string(), &record)?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// Finds an image by id (`sha256:…` or bare hex), by `name:tag`, by `name@digest`, or
+    /// by a short name (`busybox`). `None` if there is no such image.
+    pub fn resolve(&self, image: &str) -> Result<Option<ImageRecord>, ImageError> {
+        if let Some(id) = parse_image_id(image) {
+            return Ok(self.meta.get::<ImageRecord>(&id)?);
+        }
+        let reference = Reference::parse(image)?;
+        let key = match (reference.digest(), reference.tag()) {
+            (Some(digest), _) => format!("{}@{digest}", reference.name()),
+            (None, Some(tag)) => format!("{}:{tag}", reference.name()),
+            (None, None) => return Ok(None),
+        };
+        let tx = self.meta.read()?;
+        match tx.get::<NameRecord>(&key)? {
+            Some(name) => Ok(tx.get::<ImageRecord>(&name.image.to_string())?),
+            None => Ok(None),
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
+        Ok(self.meta.list::<ImageRecord>()?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Removes an image and every name pointing at it, then its unreferenced layers and
+    /// blobs. Removing an image that is not there succeeds.
+    pub async fn remove(&self, image: &str) -> Result<(), ImageError> {
+        let Some(record) = self.resolve(image)? else { return Ok(()) };
+        let _gc = self.gc.write().await;
+        let mut tx = self.meta.write()?;
+        for name in record.repo_tags.iter().chain(&record.repo_digests) {
+            if tx.get::<NameRecord>(name)?.is_some_and(|n| n.image == record.id) {
+                tx.delete::<NameRecord>(name)?;
+            }
+        }
+        tx.delete::<ImageRecord>(&record.id.to_string())?;
+        tx.commit()?;
+        self.collect_garbage_now()
+    }
+
+    /// Deletes layers and blobs that no image references. Callers hold the GC lock (or
+    /// run before any pull can start).
+    fn collect_garbage_now(&self) -> Result<(), ImageError> {
+        let images = self.list()?;
+        let mut live_layers = HashSet::new();
+        let mut live_blobs = HashSet::new();
+        for image in &images {
+            live_blobs.insert(image.id.clone());
+            live_blobs.insert(image.manifest.clone());
+            for name in &image.repo_digests {
+                if let Some(d) = name.rsplit_once('@').and_then(|(_, d)| d.parse::<Digest>().ok()) {
+                    live_blobs.insert(d);
+                }
+            }
+            for layer in &image.layers {
+                live_layers.insert(layer.chain_id.clone());
+            }
+        }
+        let storage = |e: &dyn std::fmt::Display| ImageError::Storage(e.to_string());
+        let mut tx = self.meta.write()?;
+        for (key, layer) in tx.list::<LayerRecord>()? {
+            if !live_layers.contains(&layer.chain_id) {
+                tx.delete::<LayerRecord>(&key)?;
+            }
+        }
+        tx.commit()?;
+        for chain_id in self.layers.list().map_err(|e| storage(&e))? {
+            if !live_layers.contains(&chain_id) {
+                tracing::debug!(layer = %chain_id, "removing unreferenced layer");
+                self.layers.remove(&chain_id).map_err(|e| storage(&e))?;
+            }
+        }
+        for blob in self.content.list().map_err(|e| storage(&e))? {
+            if !live_blobs.contains(&blob) {
+                self.content.delete(&blob).map_err(|e| storage(&e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes and inodes the image store uses: unpacked layers plus kept blobs.
+    pub fn usage(&self) -> Result<FsUsage, ImageError> {
+        let mut usage = FsUsage { mountpoint: self.layers_root.clone(), bytes: 0, inodes: 0 };
+        for (_, layer) in self.meta.list::<LayerRecord>()? {
+            usage.bytes += layer.bytes;
+            usage.inodes += layer.inodes;
+        }
+        for blob in self.content.list().map_err(|e| ImageError::Storage(e.to_string()))? {
+            usage.bytes += self.content.size(&blob).unwrap_or(0);
+            usage.inodes += 1;
+        }
+        Ok(usage)
+    }
+
+    /// The directory of an unpacked layer, for overlay mounts.
+    pub fn layer_path(&self, chain_id: &Digest) -> PathBuf {
+        self.layers.fs_path(chain_id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsUsage {
+    pub mountpoint: PathBuf,
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
