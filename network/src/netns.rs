@@ -196,12 +196,8 @@ pub fn remove(path: &Path) -> Result<()> {
 
 /// Whether `path` is a pinned network namespace (a bind mount of an nsfs net inode).
 pub fn is_netns(path: &Path) -> bool {
-    // NSFS_MAGIC; the ns type is checked by setns itself when used.
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    match nix::sys::statfs::statfs(path) {
-        Ok(st) => st.filesystem_type().0 as i64 == NSFS_MAGIC,
-        Err(_) => false,
-    }
+    // The ns type itself is checked by setns when the pin is used.
+    matches!(nix::sys::statfs::statfs(path), Ok(st) if st.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 fn open_netns(path: &Path) -> Result<File> {
