@@ -97,6 +97,26 @@ pub(crate) fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
+/// Collects a netlink dump, retrying while the kernel answers EBUSY: a socket can run one
+/// dump at a time, and one handle may be shared by concurrent tasks.
+pub(crate) async fn dump<T, S, F>(mut request: F) -> std::result::Result<Vec<T>, rtnetlink::Error>
+where
+    F: FnMut() -> S,
+    S: futures::Stream<Item = std::result::Result<T, rtnetlink::Error>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match request().try_collect::<Vec<T>>().await {
+            Err(e) if netlink_errno(&e) == Some(libc::EBUSY) && attempt < 200 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt.min(20))))
+                    .await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens an rtnetlink connection in the calling thread's namespace and spawns its task on
 /// the current tokio runtime.
 pub fn connect() -> Result<Handle> {
@@ -147,11 +167,15 @@ fn bridge_mac(name: &str) -> Vec<u8> {
 /// Makes sure the bridge `name` exists, is up and has `gateway/prefix`, and sets the
 /// sysctls described in the module documentation. Returns the bridge's interface index.
 /// Idempotent, and safe against a concurrent creator.
+///
+/// `mtu` is applied when the bridge is created (an existing bridge keeps its MTU): set
+/// explicitly, a bridge keeps it instead of following its ports.
 pub async fn ensure_bridge(
     handle: &Handle,
     name: &str,
     gateway: Ipv4Addr,
     prefix: u8,
+    mtu: u32,
 ) -> Result<u32> {
     validate_ifname(name)?;
     let index = match find_link(handle, name).await? {
@@ -173,6 +197,7 @@ pub async fn ensure_bridge(
             let msg = LinkBridge::new(name)
                 .nf_call_iptables(true)
                 .address(bridge_mac(name))
+                .mtu(mtu)
                 .build();
             match handle.link().add(msg).execute().await {
                 Ok(()) => {}
@@ -183,38 +208,22 @@ pub async fn ensure_bridge(
         }
     };
 
-    // The gateway address, unless it is already there.
-    let has_addr = handle
+    // The gateway address; EEXIST means it is there already. (Adding rather than listing
+    // first keeps this path free of netlink dumps, which the kernel allows only one at a
+    // time per socket.)
+    match handle
         .address()
-        .get()
-        .set_link_index_filter(index)
+        .add(index, IpAddr::V4(gateway), prefix)
         .execute()
-        .try_filter(|a| {
-            let hit = a.header.prefix_len == prefix
-                && a.attributes.iter().any(
-                    |at| matches!(at, AddressAttribute::Local(IpAddr::V4(v)) if *v == gateway),
-                );
-            futures::future::ready(hit)
-        })
-        .try_next()
         .await
-        .map_err(|e| NetworkError::netlink(format!("list addresses of {name}"), e))?
-        .is_some();
-    if !has_addr {
-        match handle
-            .address()
-            .add(index, IpAddr::V4(gateway), prefix)
-            .execute()
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {}
-            Err(e) => {
-                return Err(NetworkError::netlink(
-                    format!("add {gateway}/{prefix} to {name}"),
-                    e,
-                ))
-            }
+    {
+        Ok(()) => {}
+        Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {}
+        Err(e) => {
+            return Err(NetworkError::netlink(
+                format!("add {gateway}/{prefix} to {name}"),
+                e,
+            ))
         }
     }
 
@@ -250,6 +259,8 @@ pub struct PodAddress {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
+    /// MTU of both ends of the veth pair.
+    pub mtu: u32,
 }
 
 /// Creates the veth pair of a pod: `host_name` in the host namespace, attached to the
@@ -280,10 +291,12 @@ pub async fn create_pod_veth(
     let peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(POD_IFNAME)
         .setns_by_fd(ns.as_raw_fd())
+        .mtu(addr.mtu)
         .build();
     let msg = LinkVeth::new(host_name, POD_IFNAME)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .controller(bridge_index)
+        .mtu(addr.mtu)
         .build();
     match handle.link().add(msg).execute().await {
         Ok(()) => {}
@@ -374,9 +387,18 @@ pub async fn configure_pod_side(netns_path: &Path, addr: PodAddress) -> Result<(
 pub struct LinkState {
     pub index: u32,
     pub up: bool,
+    pub mtu: Option<u32>,
     pub controller: Option<u32>,
     pub alias: Option<String>,
     pub ipv4: Vec<(Ipv4Addr, u8)>,
+}
+
+/// The alias (`IFLA_IFALIAS`) of a link, if it has one.
+pub fn alias_of(link: &LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfAlias(alias) => Some(alias.as_str()),
+        _ => None,
+    })
 }
 
 /// Reads the state of the link `name` through `handle`.
@@ -388,6 +410,7 @@ pub async fn link_state(handle: &Handle, name: &str) -> Result<Option<LinkState>
     let mut state = LinkState {
         index,
         up: link.header.flags.contains(LinkFlags::Up),
+        mtu: None,
         controller: None,
         alias: None,
         ipv4: Vec::new(),
@@ -396,17 +419,19 @@ pub async fn link_state(handle: &Handle, name: &str) -> Result<Option<LinkState>
         match attr {
             LinkAttribute::Controller(c) => state.controller = Some(*c),
             LinkAttribute::IfAlias(a) => state.alias = Some(a.clone()),
+            LinkAttribute::Mtu(m) => state.mtu = Some(*m),
             _ => {}
         }
     }
-    let addrs: Vec<_> = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| NetworkError::netlink(format!("list addresses of {name}"), e))?;
+    let addrs = dump(|| {
+        handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+    })
+    .await
+    .map_err(|e| NetworkError::netlink(format!("list addresses of {name}"), e))?;
     for a in addrs {
         for attr in &a.attributes {
             if let AddressAttribute::Local(IpAddr::V4(v)) = attr {
@@ -417,15 +442,81 @@ pub async fn link_state(handle: &Handle, name: &str) -> Result<Option<LinkState>
     Ok(Some(state))
 }
 
+/// The MTU of the interface that holds the IPv4 default route, if there is one: the
+/// uplink pods' traffic leaves through, so pods should not send larger packets.
+pub async fn uplink_mtu(handle: &Handle) -> Result<Option<u32>> {
+    let routes = dump(|| {
+        handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+    })
+    .await
+    .map_err(|e| NetworkError::netlink("list routes", e))?;
+    let oif = routes
+        .iter()
+        .filter(|r| r.header.destination_prefix_length == 0)
+        .flat_map(|r| r.attributes.iter())
+        .find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        });
+    let Some(oif) = oif else {
+        return Ok(None);
+    };
+    let link = handle
+        .link()
+        .get()
+        .match_index(oif)
+        .execute()
+        .try_next()
+        .await
+        .map_err(|e| NetworkError::netlink(format!("look up link {oif}"), e))?;
+    Ok(link.and_then(|l| {
+        l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(*m),
+            _ => None,
+        })
+    }))
+}
+
+/// Host veths carrying a berth alias, as (veth name, pod id): what start-up
+/// reconciliation compares with the pods it knows.
+pub async fn pod_veths(handle: &Handle) -> Result<Vec<(String, String)>> {
+    let links = dump(|| handle.link().get().execute())
+        .await
+        .map_err(|e| NetworkError::netlink("list links", e))?;
+    let mut out = Vec::new();
+    for link in links {
+        let mut name = None;
+        let mut pod = None;
+        for attr in link.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => name = Some(n),
+                LinkAttribute::IfAlias(a) => {
+                    pod = a.strip_prefix(VETH_ALIAS_PREFIX).map(str::to_string)
+                }
+                _ => {}
+            }
+        }
+        if let (Some(name), Some(pod)) = (name, pod) {
+            out.push((name, pod));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The IPv4 default gateway of the main table seen through `handle`, if any.
 pub async fn default_gateway(handle: &Handle) -> Result<Option<Ipv4Addr>> {
-    let routes: Vec<_> = handle
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| NetworkError::netlink("list routes", e))?;
+    let routes = dump(|| {
+        handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+    })
+    .await
+    .map_err(|e| NetworkError::netlink("list routes", e))?;
     for r in routes {
         if r.header.destination_prefix_length != 0 {
             continue;

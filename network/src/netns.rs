@@ -101,6 +101,20 @@ impl NetnsDir {
         Ok(path)
     }
 
+    /// Names of the pins in the directory (for start-up reconciliation).
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| NetworkError::io(format!("read {}", self.dir.display()), e))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| NetworkError::io(format!("read {}", self.dir.display()), e))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// Removes the pin `<dir>/<name>`; succeeds if it is already gone.
     pub fn remove(&self, name: &str) -> Result<()> {
         remove(&self.path_of(name)?)

@@ -13,6 +13,10 @@ use crate::firewall::{Firewall, PortMapping, DEFAULT_TABLE};
 use crate::ipam::Ipam;
 use crate::Readiness;
 
+const DEFAULT_MTU: u32 = 1500;
+const MIN_MTU: u32 = 68;
+const MAX_MTU: u32 = 65535;
+
 /// Settings of the bridge network (all of them are berth config keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkConfig {
@@ -22,6 +26,10 @@ pub struct NetworkConfig {
     pub subnet: Ipv4Net,
     /// nftables table (family `ip`), default `berth`.
     pub nft_table: String,
+    /// MTU of the bridge and pod interfaces. `None` (the default): the MTU of the host
+    /// interface holding the default route, or 1500 without one — so pods on a host whose
+    /// uplink has a small MTU (tunnels, some clouds) do not send packets it cannot carry.
+    pub mtu: Option<u32>,
 }
 
 impl Default for NetworkConfig {
@@ -30,6 +38,7 @@ impl Default for NetworkConfig {
             bridge: "berth0".into(),
             subnet: "10.88.0.0/16".parse().expect("valid default subnet"),
             nft_table: DEFAULT_TABLE.into(),
+            mtu: None,
         }
     }
 }
@@ -69,6 +78,8 @@ pub struct PodNetwork {
     pub prefix: u8,
     /// Name of the host end of the pod's veth pair.
     pub veth: String,
+    /// MTU of the pod's `eth0`.
+    pub mtu: u32,
 }
 
 /// The bridge network: bridge, IPAM (through an [`IpAllocator`]), veths and firewall.
@@ -80,6 +91,7 @@ pub struct Network {
     firewall: Firewall,
     allocator: Arc<dyn IpAllocator>,
     base_ready: tokio::sync::OnceCell<()>,
+    mtu: tokio::sync::OnceCell<u32>,
 }
 
 impl std::fmt::Debug for Network {
@@ -99,6 +111,13 @@ impl Network {
         bridge::validate_ifname(&config.bridge)?;
         let plan = Ipam::new(config.subnet)?;
         let firewall = Firewall::new(&config.nft_table, config.subnet, &config.bridge)?;
+        if let Some(mtu) = config.mtu {
+            if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+                return Err(NetworkError::InvalidArgument(format!(
+                    "mtu {mtu} must be {MIN_MTU}-{MAX_MTU}"
+                )));
+            }
+        }
         let handle = bridge::connect()?;
         Ok(Network {
             gateway: plan.gateway(),
@@ -111,6 +130,7 @@ impl Network {
             firewall,
             allocator,
             base_ready: tokio::sync::OnceCell::new(),
+            mtu: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -137,13 +157,40 @@ impl Network {
     /// Makes sure the bridge (with its address and sysctls) and the firewall table exist.
     /// Returns the bridge's interface index. Idempotent; [`Network::setup_pod`] calls it.
     pub async fn ensure(&self) -> Result<u32> {
-        let index =
-            bridge::ensure_bridge(&self.handle, &self.config.bridge, self.gateway, self.prefix)
-                .await?;
+        let mtu = self.mtu().await?;
+        let index = bridge::ensure_bridge(
+            &self.handle,
+            &self.config.bridge,
+            self.gateway,
+            self.prefix,
+            mtu,
+        )
+        .await?;
         self.base_ready
             .get_or_try_init(|| self.firewall.ensure_base())
             .await?;
         Ok(index)
+    }
+
+    /// The MTU used for the bridge and pod interfaces (see [`NetworkConfig::mtu`]).
+    pub async fn mtu(&self) -> Result<u32> {
+        self.mtu
+            .get_or_try_init(|| async {
+                if let Some(mtu) = self.config.mtu {
+                    return Ok(mtu);
+                }
+                let found = bridge::uplink_mtu(&self.handle).await?;
+                Ok(found
+                    .filter(|m| (MIN_MTU..=MAX_MTU).contains(m))
+                    .unwrap_or(DEFAULT_MTU))
+            })
+            .await
+            .copied()
+    }
+
+    /// Host veths that carry a berth alias, as (veth, pod id), for reconciliation.
+    pub async fn pod_veths(&self) -> Result<Vec<(String, String)>> {
+        bridge::pod_veths(&self.handle).await
     }
 
     /// Gives the pod whose network namespace is pinned at `netns_path` an address from the
@@ -160,10 +207,10 @@ impl Network {
         validate_pod_id(pod_id)?;
         Firewall::validate_mappings(port_mappings)?;
         let veth = bridge::veth_name(pod_id);
-        if let Some(state) = bridge::link_state(&self.handle, &veth).await? {
+        if let Some(link) = bridge::find_link(&self.handle, &veth).await? {
             return Err(NetworkError::AlreadyExists(format!(
                 "veth {veth} exists (alias {:?})",
-                state.alias.unwrap_or_default()
+                bridge::alias_of(&link).unwrap_or_default()
             )));
         }
         let bridge_index = self.ensure().await?;
@@ -203,6 +250,7 @@ impl Network {
             ip,
             prefix: self.prefix,
             gateway: self.gateway,
+            mtu: self.mtu().await?,
         };
         // create_pod_veth removes the pair itself if configuring it fails.
         bridge::create_pod_veth(&self.handle, bridge_index, veth, pod_id, netns_path, addr).await?;
@@ -228,6 +276,7 @@ impl Network {
             gateway: self.gateway,
             prefix: self.prefix,
             veth: veth.to_string(),
+            mtu: addr.mtu,
         })
     }
 
@@ -246,9 +295,9 @@ impl Network {
 
         let veth = bridge::veth_name(pod_id);
         let veth_result = async {
-            if let Some(state) = bridge::link_state(&self.handle, &veth).await? {
+            if let Some(link) = bridge::find_link(&self.handle, &veth).await? {
                 let ours = format!("{VETH_ALIAS_PREFIX}{pod_id}");
-                match state.alias {
+                match bridge::alias_of(&link) {
                     // Same hashed name but another pod's veth: not ours to delete.
                     Some(alias) if alias != ours => {
                         tracing::warn!(pod_id, veth, alias, "veth belongs to another pod; kept");

@@ -108,6 +108,25 @@ async fn two_pods_talk_through_the_bridge() {
     assert_eq!(br.ipv4, vec![(env.gateway(), 24)]);
     let v1 = bridge::link_state(h, &p1.veth).await.unwrap().unwrap();
     assert!(v1.up);
+    // MTU follows the uplink (the interface of the default route) on bridge and veths.
+    let mtu = net.mtu().await.unwrap();
+    if let Some(uplink) = bridge::uplink_mtu(h).await.unwrap() {
+        assert_eq!(mtu, uplink);
+    }
+    assert_eq!(p1.mtu, mtu);
+    assert_eq!(br.mtu, Some(mtu));
+    assert_eq!(v1.mtu, Some(mtu));
+    let mut veths = net.pod_veths().await.unwrap();
+    veths.retain(|(_, pod)| pod == &id1 || pod == &id2);
+    let mut want = vec![
+        (p1.veth.clone(), id1.clone()),
+        (p2.veth.clone(), id2.clone()),
+    ];
+    want.sort();
+    assert_eq!(veths, want);
+    let mut pins = vec![id1.clone(), id2.clone()];
+    pins.sort();
+    assert_eq!(env.dir.list().unwrap(), pins);
     assert_eq!(v1.controller, Some(br.index));
     assert_eq!(v1.alias.as_deref(), Some(format!("berth:{id1}").as_str()));
     assert_eq!(
@@ -131,6 +150,7 @@ async fn two_pods_talk_through_the_bridge() {
         let ph = netns::netlink_in(ns).unwrap();
         let eth0 = bridge::link_state(&ph, POD_IFNAME).await.unwrap().unwrap();
         assert!(eth0.up);
+        assert_eq!(eth0.mtu, Some(mtu));
         assert_eq!(eth0.ipv4, vec![(p.ip, 24)]);
         let lo = bridge::link_state(&ph, "lo").await.unwrap().unwrap();
         assert!(lo.up);
@@ -382,11 +402,17 @@ async fn failed_setup_leaves_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_the_netns_takes_the_veth_with_it() {
     require_root!();
-    let env = Env::new();
+    let mut env = Env::new();
+    env.config.mtu = Some(1280);
     let net = env.network();
     let id = env.pod_id();
     let ns = env.pin(&id);
     let p = net.setup_pod(&id, &ns, &[]).await.unwrap();
+    assert_eq!(p.mtu, 1280);
+    let ph = netns::netlink_in(&ns).unwrap();
+    let eth0 = bridge::link_state(&ph, POD_IFNAME).await.unwrap().unwrap();
+    assert_eq!(eth0.mtu, Some(1280));
+    drop(ph);
     // Drop the pin first (a crashed or out-of-order teardown): the namespace dies and
     // the kernel deletes the pair; teardown must still succeed.
     env.dir.remove(&id).unwrap();
@@ -406,6 +432,117 @@ async fn removing_the_netns_takes_the_veth_with_it() {
         .unwrap()
         .is_none());
     net.destroy().await.unwrap();
+    env.dir.unmount().unwrap();
+    env.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_setups_get_distinct_addresses() {
+    require_root!();
+    let env = Env::new();
+    let net = Arc::new(env.network());
+    let ids: Vec<String> = (0..6).map(|_| env.pod_id()).collect();
+    let pins: Vec<_> = ids.iter().map(|id| env.pin(id)).collect();
+    // All at once, including the first creation of the bridge and table.
+    let results = futures::future::join_all(ids.iter().zip(&pins).map(|(id, ns)| {
+        let net = net.clone();
+        let (id, ns) = (id.clone(), ns.clone());
+        tokio::spawn(async move { net.setup_pod(&id, &ns, &[]).await })
+    }))
+    .await;
+    let pods: Vec<_> = results.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    let mut ips: Vec<_> = pods.iter().map(|p| p.ip).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), ids.len());
+    // The last pod can reach the first.
+    let listener = common::listen_in(&pins[0], 7000);
+    let to = SocketAddr::from((pods[0].ip, 7000));
+    let (_, got) = common::round_trip(&listener, Some(&pins[5]), to, "hi");
+    assert_eq!(got, "hi");
+    drop(listener);
+    futures::future::join_all(ids.iter().map(|id| net.teardown_pod(id)))
+        .await
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    for id in &ids {
+        env.dir.remove(id).unwrap();
+    }
+    net.destroy().await.unwrap();
+    env.dir.unmount().unwrap();
+    env.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_cleans_up_an_abandoned_test() {
+    require_root!();
+    // Set everything up, then drop the Env without tearing down, as a failing test would.
+    let (config, root, pods) = {
+        let env = Env::new();
+        let net = env.network();
+        let id = env.pod_id();
+        let ns = env.pin(&id);
+        net.setup_pod(
+            &id,
+            &ns,
+            &[PortMapping::new(Protocol::Tcp, env.host_port(6), 80)],
+        )
+        .await
+        .unwrap();
+        assert!(common::nft_table_exists(&env.config.nft_table));
+        let pods = env.pods.lock().unwrap().clone();
+        (env.config.clone(), env.tmp.path().to_path_buf(), pods)
+    };
+    let links = common::link_names();
+    assert!(!links.contains(&config.bridge));
+    for pod in pods {
+        assert!(!links.contains(&bridge::veth_name(&pod)));
+    }
+    assert!(common::mounts_under(&root).is_empty());
+    assert!(!common::nft_table_exists(&config.nft_table));
+    assert!(!root.exists());
+}
+
+/// The pin directory's propagation: a mount namespace copied from ours after the directory
+/// was set up sees pins made later, and loses them when they are removed — so a copy held
+/// by some other process never keeps a pod's namespace alive.
+#[test]
+fn pins_propagate_to_copied_mount_namespaces_and_so_do_removals() {
+    require_root!();
+    let env = Env::new();
+    let dir = env.dir.path().to_path_buf();
+    let (to_child, child_rx) = std::sync::mpsc::channel::<&'static str>();
+    let (to_parent, parent_rx) = std::sync::mpsc::channel::<Vec<String>>();
+    let child = std::thread::spawn(move || {
+        // A thread of our own in a copy of the mount namespace.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+        let names = |dir: &std::path::Path| -> Vec<String> {
+            let d = dir.to_string_lossy().into_owned();
+            std::fs::read_to_string("/proc/thread-self/mountinfo")
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+                .filter(|m| m.starts_with(&format!("{d}/")))
+                .collect()
+        };
+        while let Ok(msg) = child_rx.recv() {
+            if msg == "stop" {
+                break;
+            }
+            to_parent.send(names(&dir)).unwrap();
+        }
+    });
+    let ask = || {
+        to_child.send("look").unwrap();
+        parent_rx.recv().unwrap()
+    };
+    assert!(ask().is_empty());
+    let pin = env.dir.create("p").unwrap();
+    assert_eq!(ask(), vec![pin.to_string_lossy().into_owned()]);
+    env.dir.remove("p").unwrap();
+    assert!(ask().is_empty());
+    to_child.send("stop").unwrap();
+    child.join().unwrap();
     env.dir.unmount().unwrap();
     env.assert_no_leaks();
 }

@@ -75,6 +75,7 @@ impl Env {
                 bridge: format!("bt-{u:08x}"),
                 subnet: format!("10.250.{x}.0/24").parse().unwrap(),
                 nft_table: format!("bt_{u:08x}"),
+                mtu: None,
             },
             x,
             tmp,
