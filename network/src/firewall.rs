@@ -21,8 +21,10 @@
 //!   same bridge — hairpin — would otherwise get a reply straight from the other pod's
 //!   address and drop it).
 //! * `prerouting` and `output` hold per-pod rules only. Every one carries the comment
-//!   `berth:pod=<pod id>`; [`Firewall::remove_pod`] lists the table, finds that pod's rules
-//!   by their exact comment and deletes them by handle in one transaction.
+//!   `berth:pod=<pod id>|<proto>/<host ip>:<host port>`; [`Firewall::remove_pod`] lists
+//!   the table, finds that pod's rules by the pod id in their comment and deletes them by
+//!   handle in one transaction. The same listing lets [`Firewall::add_port_mappings`]
+//!   refuse a host port another pod already holds (`AlreadyExists`).
 //!
 //! A hostPort without a host IP matches any local address (`fib daddr type local`, which
 //! includes 127.0.0.1); with one it matches that address only.
@@ -44,7 +46,10 @@ use crate::error::{validate_pod_id, NetworkError, Result};
 
 /// The default table name.
 pub const DEFAULT_TABLE: &str = "berth";
-/// Comment prefix of per-pod rules.
+/// Comment prefix of per-pod rules. The whole comment is
+/// `berth:pod=<pod id>|<proto>/<host ip or 0.0.0.0>:<host port>`: the pod id finds a pod's
+/// rules exactly (`|` cannot occur in a pod id), the rest detects hostPort conflicts
+/// between pods without parsing rule expressions.
 pub const POD_COMMENT_PREFIX: &str = "berth:pod=";
 
 /// Transport protocol of a port mapping.
@@ -84,6 +89,45 @@ impl PortMapping {
             container_port,
             host_ip: None,
         }
+    }
+
+    /// `<proto>/<host ip>:<host port>`, with `0.0.0.0` for any address.
+    fn key(&self) -> String {
+        format!(
+            "{}/{}:{}",
+            self.protocol.nft(),
+            self.specific_host_ip().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            self.host_port
+        )
+    }
+
+    /// Whether two mappings claim the same host port (same protocol and port, and the
+    /// same host IP or either on every address).
+    fn conflicts_with(&self, other: &PortMapping) -> bool {
+        self.protocol == other.protocol
+            && self.host_port == other.host_port
+            && match (self.specific_host_ip(), other.specific_host_ip()) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+
+    /// Parses [`PortMapping::key`] back (container port unknown, set to 0).
+    fn from_key(key: &str) -> Option<PortMapping> {
+        let (proto, rest) = key.split_once('/')?;
+        let (ip, port) = rest.rsplit_once(':')?;
+        let protocol = match proto {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "sctp" => Protocol::Sctp,
+            _ => return None,
+        };
+        Some(PortMapping {
+            protocol,
+            host_port: port.parse().ok()?,
+            container_port: 0,
+            host_ip: Some(ip.parse().ok()?),
+        })
     }
 
     /// The host IP, with `0.0.0.0` meaning "any".
@@ -173,10 +217,11 @@ impl Firewall {
             for chain in ["prerouting", "output"] {
                 let _ = writeln!(
                     script,
-                    "add rule ip {t} {chain} {dest} {proto} dport {hp} dnat to {pod_ip}:{cp} comment \"{POD_COMMENT_PREFIX}{pod_id}\"",
+                    "add rule ip {t} {chain} {dest} {proto} dport {hp} dnat to {pod_ip}:{cp} comment \"{POD_COMMENT_PREFIX}{pod_id}|{key}\"",
                     proto = m.protocol.nft(),
                     hp = m.host_port,
                     cp = m.container_port,
+                    key = m.key(),
                 );
             }
         }
@@ -186,20 +231,20 @@ impl Firewall {
     /// Validates mappings: ports non-zero, and no two mappings for one protocol, host IP
     /// and host port.
     pub fn validate_mappings(mappings: &[PortMapping]) -> Result<()> {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = Vec::new();
         for m in mappings {
             if m.host_port == 0 || m.container_port == 0 {
                 return Err(NetworkError::InvalidArgument(format!(
                     "port mapping {m:?}: host and container ports must be 1-65535"
                 )));
             }
-            if !seen.insert((m.protocol, m.specific_host_ip(), m.host_port)) {
+            if seen.iter().any(|s: &PortMapping| s.conflicts_with(m)) {
                 return Err(NetworkError::InvalidArgument(format!(
-                    "host port {}/{} is mapped twice",
-                    m.host_port,
-                    m.protocol.nft()
+                    "host port {} is mapped twice",
+                    m.key()
                 )));
             }
+            seen.push(*m);
         }
         Ok(())
     }
@@ -223,7 +268,25 @@ impl Firewall {
             )));
         }
         let _g = self.lock.lock().await;
-        let mut script = self.delete_script(&self.pod_rule_handles(pod_id).await?);
+        let rules = self.rules().await?;
+        for (_, _, comment) in &rules {
+            let Some((other, key)) = comment.as_deref().and_then(parse_comment) else {
+                continue;
+            };
+            let Some(taken) = key.and_then(PortMapping::from_key) else {
+                continue;
+            };
+            if other == pod_id {
+                continue;
+            }
+            if let Some(m) = mappings.iter().find(|m| m.conflicts_with(&taken)) {
+                return Err(NetworkError::AlreadyExists(format!(
+                    "host port {} is already mapped by pod {other}",
+                    m.key()
+                )));
+            }
+        }
+        let mut script = self.delete_script(&pod_handles(&rules, pod_id));
         script.push_str(&self.mapping_rules(pod_id, pod_ip, mappings));
         if script.is_empty() {
             return Ok(());
@@ -268,7 +331,7 @@ impl Firewall {
             .rules()
             .await?
             .into_iter()
-            .filter_map(|(_, _, c)| c?.strip_prefix(POD_COMMENT_PREFIX).map(str::to_string))
+            .filter_map(|(_, _, c)| parse_comment(c.as_deref()?).map(|(pod, _)| pod.to_string()))
             .collect();
         pods.sort();
         pods.dedup();
@@ -288,14 +351,7 @@ impl Firewall {
     }
 
     async fn pod_rule_handles(&self, pod_id: &str) -> Result<Vec<(String, u64)>> {
-        let want = format!("{POD_COMMENT_PREFIX}{pod_id}");
-        Ok(self
-            .rules()
-            .await?
-            .into_iter()
-            .filter(|(_, _, c)| c.as_deref() == Some(want.as_str()))
-            .map(|(chain, handle, _)| (chain, handle))
-            .collect())
+        Ok(pod_handles(&self.rules().await?, pod_id))
     }
 
     /// Every rule of the table as (chain, handle, comment); empty if there is no table.
@@ -354,6 +410,28 @@ impl Firewall {
         }
         write.map_err(|e| NetworkError::io("write nftables script", e))
     }
+}
+
+/// Splits a per-pod rule comment into the pod id and the mapping key (if any).
+fn parse_comment(comment: &str) -> Option<(&str, Option<&str>)> {
+    let rest = comment.strip_prefix(POD_COMMENT_PREFIX)?;
+    Some(match rest.split_once('|') {
+        Some((pod, key)) => (pod, Some(key)),
+        None => (rest, None),
+    })
+}
+
+/// The (chain, handle) of the rules of `pod_id` among `rules`.
+fn pod_handles(rules: &[(String, u64, Option<String>)], pod_id: &str) -> Vec<(String, u64)> {
+    rules
+        .iter()
+        .filter(|(_, _, c)| {
+            c.as_deref()
+                .and_then(parse_comment)
+                .is_some_and(|(pod, _)| pod == pod_id)
+        })
+        .map(|(chain, handle, _)| (chain.clone(), *handle))
+        .collect()
 }
 
 /// Extracts (chain, handle, comment) of every rule from `nft -j` output.
@@ -423,12 +501,12 @@ mod tests {
             ],
         );
         let want = "\
-add rule ip berth prerouting fib daddr type local tcp dport 8080 dnat to 10.88.0.5:80 comment \"berth:pod=pod1\"
-add rule ip berth output fib daddr type local tcp dport 8080 dnat to 10.88.0.5:80 comment \"berth:pod=pod1\"
-add rule ip berth prerouting ip daddr 192.0.2.1 udp dport 5353 dnat to 10.88.0.5:53 comment \"berth:pod=pod1\"
-add rule ip berth output ip daddr 192.0.2.1 udp dport 5353 dnat to 10.88.0.5:53 comment \"berth:pod=pod1\"
-add rule ip berth prerouting fib daddr type local tcp dport 9000 dnat to 10.88.0.5:9000 comment \"berth:pod=pod1\"
-add rule ip berth output fib daddr type local tcp dport 9000 dnat to 10.88.0.5:9000 comment \"berth:pod=pod1\"
+add rule ip berth prerouting fib daddr type local tcp dport 8080 dnat to 10.88.0.5:80 comment \"berth:pod=pod1|tcp/0.0.0.0:8080\"
+add rule ip berth output fib daddr type local tcp dport 8080 dnat to 10.88.0.5:80 comment \"berth:pod=pod1|tcp/0.0.0.0:8080\"
+add rule ip berth prerouting ip daddr 192.0.2.1 udp dport 5353 dnat to 10.88.0.5:53 comment \"berth:pod=pod1|udp/192.0.2.1:5353\"
+add rule ip berth output ip daddr 192.0.2.1 udp dport 5353 dnat to 10.88.0.5:53 comment \"berth:pod=pod1|udp/192.0.2.1:5353\"
+add rule ip berth prerouting fib daddr type local tcp dport 9000 dnat to 10.88.0.5:9000 comment \"berth:pod=pod1|tcp/0.0.0.0:9000\"
+add rule ip berth output fib daddr type local tcp dport 9000 dnat to 10.88.0.5:9000 comment \"berth:pod=pod1|tcp/0.0.0.0:9000\"
 ";
         assert_eq!(rules, want);
     }
@@ -445,6 +523,52 @@ add rule ip berth output fib daddr type local tcp dport 9000 dnat to 10.88.0.5:9
         let mut any = tcp(80, 81);
         any.host_ip = Some(Ipv4Addr::UNSPECIFIED);
         assert!(Firewall::validate_mappings(&[tcp(80, 80), any]).is_err());
+        // "any" overlaps a specific address; two specific ones do not overlap.
+        let on = |ip: &str, hp| PortMapping {
+            host_ip: Some(ip.parse().unwrap()),
+            ..tcp(hp, 80)
+        };
+        assert!(Firewall::validate_mappings(&[tcp(80, 80), on("192.0.2.1", 80)]).is_err());
+        Firewall::validate_mappings(&[on("192.0.2.1", 80), on("192.0.2.2", 80)]).unwrap();
+    }
+
+    #[test]
+    fn comments_round_trip() {
+        let m = PortMapping {
+            host_ip: Some("192.0.2.1".parse().unwrap()),
+            ..PortMapping::new(Protocol::Sctp, 9, 10)
+        };
+        let back = PortMapping::from_key(&m.key()).unwrap();
+        assert!(back.conflicts_with(&m));
+        assert_eq!(back.host_ip, m.host_ip);
+        assert_eq!(
+            parse_comment("berth:pod=abc|tcp/0.0.0.0:80"),
+            Some(("abc", Some("tcp/0.0.0.0:80")))
+        );
+        assert_eq!(parse_comment("berth:pod=abc"), Some(("abc", None)));
+        assert_eq!(parse_comment("berth:egress"), None);
+        let rules = vec![
+            (
+                "prerouting".to_string(),
+                1,
+                Some("berth:pod=abc|tcp/0.0.0.0:80".to_string()),
+            ),
+            (
+                "prerouting".to_string(),
+                2,
+                Some("berth:pod=abcd|tcp/0.0.0.0:81".to_string()),
+            ),
+            (
+                "postrouting".to_string(),
+                3,
+                Some("berth:egress".to_string()),
+            ),
+            ("output".to_string(), 4, None),
+        ];
+        assert_eq!(
+            pod_handles(&rules, "abc"),
+            vec![("prerouting".to_string(), 1)]
+        );
     }
 
     #[test]

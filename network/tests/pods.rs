@@ -218,6 +218,20 @@ async fn host_ports_reach_the_pod() {
         .unwrap();
     assert_eq!(net.firewall().pod_rules(&id1).await.unwrap().len(), 4);
 
+    // A third pod asking for the same host port is refused, and leaves nothing behind.
+    let id3 = env.pod_id();
+    let ns3 = env.pin(&id3);
+    let err = net
+        .setup_pod(&id3, &ns3, &[PortMapping::new(Protocol::Tcp, hp, 80)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetworkError::AlreadyExists(_)), "{err}");
+    assert!(bridge::find_link(net.netlink(), &bridge::veth_name(&id3))
+        .await
+        .unwrap()
+        .is_none());
+    env.dir.remove(&id3).unwrap();
+
     let listener = common::listen_in(&ns1, 8080);
     // From the host via localhost (output chain + route_localnet + masquerade).
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, hp));
@@ -286,6 +300,35 @@ async fn remove_pod_only_removes_that_pods_rules() {
     )
     .await
     .unwrap();
+    // A host port another pod holds is refused, also "any" against a specific address.
+    let taken = fw
+        .add_port_mappings(
+            "other",
+            ip(7),
+            &[PortMapping::new(Protocol::Tcp, env.host_port(4), 81)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, NetworkError::AlreadyExists(_)), "{taken}");
+    assert!(taken.to_string().contains("abcd"), "{taken}");
+    let specific = PortMapping {
+        host_ip: Some(Ipv4Addr::LOCALHOST),
+        ..PortMapping::new(Protocol::Tcp, env.host_port(3), 81)
+    };
+    assert!(matches!(
+        fw.add_port_mappings("other", ip(7), &[specific]).await,
+        Err(NetworkError::AlreadyExists(_))
+    ));
+    // Same port, other protocol: fine.
+    fw.add_port_mappings(
+        "other",
+        ip(7),
+        &[PortMapping::new(Protocol::Udp, env.host_port(4), 81)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(fw.pods().await.unwrap(), vec!["abc", "abcd", "other"]);
+    fw.remove_pod("other").await.unwrap();
     fw.remove_pod("abc").await.unwrap();
     assert!(fw.pod_rules("abc").await.unwrap().is_empty());
     assert_eq!(fw.pod_rules("abcd").await.unwrap().len(), 2);
