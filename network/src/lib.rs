@@ -2,6 +2,24 @@
 //!
 //! Owns network namespaces, the `berth0` bridge with its IPAM and port mappings, and the
 //! CNI plugin mode. Knows nothing of gRPC: `berth-cri-server` translates.
+//!
+//! * [`netns`]: pinned network namespaces and running code inside them;
+//! * [`ipam`]: the pure IPv4 allocator (persistence is the runtime's);
+//! * [`bridge`]: the bridge and per-pod veth pairs over rtnetlink;
+//! * [`firewall`]: masquerade and hostPort DNAT in an nftables table of berth's own;
+//! * [`Network`]: the facade the runtime calls to set up and tear down a pod's network.
+
+pub mod bridge;
+pub mod error;
+pub mod firewall;
+pub mod ipam;
+pub mod netns;
+mod network;
+
+pub use error::{validate_pod_id, NetworkError, Result};
+pub use firewall::{Firewall, PortMapping, Protocol};
+pub use ipam::{Ipam, IpamError};
+pub use network::{IpAllocator, Network, NetworkConfig, PodNetwork};
 
 /// Whether pods can be given a network right now, as the CRI `NetworkReady` condition
 /// reports it to the kubelet.
@@ -11,13 +29,29 @@ pub enum Readiness {
     NotReady { reason: String, message: String },
 }
 
+impl Readiness {
+    /// A `NotReady` with the given reason and message.
+    pub fn not_ready(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Readiness::NotReady {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether this is `Ready`.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Readiness::Ready)
+    }
+}
+
 /// The readiness of the default (bridge) network.
 ///
-/// The bridge network is not built yet, so the honest answer is "not ready": the kubelet
-/// then keeps non-host-network pods pending instead of starting them without a network.
+/// The runtime does not drive [`Network`] yet, so the honest answer is "not ready": the
+/// kubelet then keeps non-host-network pods pending instead of starting them without a
+/// network. Once wired, the runtime reports [`Network::readiness`] instead.
 pub fn readiness() -> Readiness {
-    Readiness::NotReady {
-        reason: "NetworkPluginNotReady".into(),
-        message: "berth's bridge network (berth0) is not implemented yet".into(),
-    }
+    Readiness::not_ready(
+        "NetworkPluginNotReady",
+        "berth's bridge network (berth0) is not wired into the runtime yet",
+    )
 }

@@ -1,0 +1,351 @@
+//! The facade the runtime calls: one bridge network, pods in and out of it.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use ipnet::Ipv4Net;
+use rtnetlink::Handle;
+
+use crate::bridge::{self, PodAddress, VETH_ALIAS_PREFIX};
+use crate::error::{validate_pod_id, NetworkError, Result};
+use crate::firewall::{Firewall, PortMapping, DEFAULT_TABLE};
+use crate::ipam::Ipam;
+use crate::Readiness;
+
+const DEFAULT_MTU: u32 = 1500;
+const MIN_MTU: u32 = 68;
+const MAX_MTU: u32 = 65535;
+
+/// Settings of the bridge network (all of them are berth config keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Bridge name, default `berth0`.
+    pub bridge: String,
+    /// Pod subnet, default `10.88.0.0/16`; the first host address is the gateway.
+    pub subnet: Ipv4Net,
+    /// nftables table (family `ip`), default `berth`.
+    pub nft_table: String,
+    /// MTU of the bridge and pod interfaces. `None` (the default): the MTU of the host
+    /// interface holding the default route, or 1500 without one — so pods on a host whose
+    /// uplink has a small MTU (tunnels, some clouds) do not send packets it cannot carry.
+    pub mtu: Option<u32>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: "berth0".into(),
+            subnet: "10.88.0.0/16".parse().expect("valid default subnet"),
+            nft_table: DEFAULT_TABLE.into(),
+            mtu: None,
+        }
+    }
+}
+
+/// Where pod addresses come from. The runtime implements this over its metadata store
+/// (typically: in one transaction, read the leases, [`Ipam::from_leases`], allocate, write
+/// the new lease back), so leases survive restarts. Both calls are keyed by pod id;
+/// `allocate` for a pod that already holds a lease should return that lease, and `release`
+/// of a pod without one must succeed.
+pub trait IpAllocator: Send + Sync {
+    fn allocate(&self, pod_id: &str) -> Result<Ipv4Addr>;
+    fn release(&self, pod_id: &str) -> Result<()>;
+}
+
+/// An in-memory allocator (tests, or a runtime that persists leases elsewhere).
+impl IpAllocator for Mutex<Ipam> {
+    fn allocate(&self, pod_id: &str) -> Result<Ipv4Addr> {
+        let mut ipam = self.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ipam.allocate(pod_id)?)
+    }
+
+    fn release(&self, pod_id: &str) -> Result<()> {
+        let mut ipam = self.lock().unwrap_or_else(|p| p.into_inner());
+        ipam.release(pod_id);
+        Ok(())
+    }
+}
+
+/// What a pod got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNetwork {
+    /// The pod's address on `eth0`.
+    pub ip: Ipv4Addr,
+    /// The default gateway (the bridge's address).
+    pub gateway: Ipv4Addr,
+    /// Prefix length of the pod subnet.
+    pub prefix: u8,
+    /// Name of the host end of the pod's veth pair.
+    pub veth: String,
+    /// MTU of the pod's `eth0`.
+    pub mtu: u32,
+}
+
+/// The bridge network: bridge, IPAM (through an [`IpAllocator`]), veths and firewall.
+pub struct Network {
+    config: NetworkConfig,
+    gateway: Ipv4Addr,
+    prefix: u8,
+    handle: Handle,
+    firewall: Firewall,
+    allocator: Arc<dyn IpAllocator>,
+    base_ready: tokio::sync::OnceCell<()>,
+    mtu: tokio::sync::OnceCell<u32>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("config", &self.config)
+            .field("gateway", &self.gateway)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Network {
+    /// A network with `config`, taking addresses from `allocator`. Validates the config
+    /// and opens a netlink connection (its task runs on the current tokio runtime, so this
+    /// must be called inside one). Changes nothing on the host until used.
+    pub fn new(config: NetworkConfig, allocator: Arc<dyn IpAllocator>) -> Result<Self> {
+        bridge::validate_ifname(&config.bridge)?;
+        let plan = Ipam::new(config.subnet)?;
+        let firewall = Firewall::new(&config.nft_table, config.subnet, &config.bridge)?;
+        if let Some(mtu) = config.mtu {
+            if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+                return Err(NetworkError::InvalidArgument(format!(
+                    "mtu {mtu} must be {MIN_MTU}-{MAX_MTU}"
+                )));
+            }
+        }
+        let handle = bridge::connect()?;
+        Ok(Network {
+            gateway: plan.gateway(),
+            prefix: plan.prefix_len(),
+            config: NetworkConfig {
+                subnet: plan.subnet(),
+                ..config
+            },
+            handle,
+            firewall,
+            allocator,
+            base_ready: tokio::sync::OnceCell::new(),
+            mtu: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The configuration (subnet with host bits cleared).
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    /// The gateway address (the bridge's).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway
+    }
+
+    /// The firewall.
+    pub fn firewall(&self) -> &Firewall {
+        &self.firewall
+    }
+
+    /// The host-side netlink handle.
+    pub fn netlink(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Makes sure the bridge (with its address and sysctls) and the firewall table exist.
+    /// Returns the bridge's interface index. Idempotent; [`Network::setup_pod`] calls it.
+    pub async fn ensure(&self) -> Result<u32> {
+        let mtu = self.mtu().await?;
+        let index = bridge::ensure_bridge(
+            &self.handle,
+            &self.config.bridge,
+            self.gateway,
+            self.prefix,
+            mtu,
+        )
+        .await?;
+        self.base_ready
+            .get_or_try_init(|| self.firewall.ensure_base())
+            .await?;
+        Ok(index)
+    }
+
+    /// The MTU used for the bridge and pod interfaces (see [`NetworkConfig::mtu`]).
+    pub async fn mtu(&self) -> Result<u32> {
+        self.mtu
+            .get_or_try_init(|| async {
+                if let Some(mtu) = self.config.mtu {
+                    return Ok(mtu);
+                }
+                let found = bridge::uplink_mtu(&self.handle).await?;
+                Ok(found
+                    .filter(|m| (MIN_MTU..=MAX_MTU).contains(m))
+                    .unwrap_or(DEFAULT_MTU))
+            })
+            .await
+            .copied()
+    }
+
+    /// Host veths that carry a berth alias, as (veth, pod id), for reconciliation.
+    pub async fn pod_veths(&self) -> Result<Vec<(String, String)>> {
+        bridge::pod_veths(&self.handle).await
+    }
+
+    /// Gives the pod whose network namespace is pinned at `netns_path` an address from the
+    /// allocator, a veth pair into the bridge, a default route and its hostPort mappings.
+    /// On failure everything this call did is undone (rules, veth, lease) and the error
+    /// returned. A pod whose veth already exists gets `AlreadyExists` and nothing is
+    /// touched.
+    pub async fn setup_pod(
+        &self,
+        pod_id: &str,
+        netns_path: &Path,
+        port_mappings: &[PortMapping],
+    ) -> Result<PodNetwork> {
+        validate_pod_id(pod_id)?;
+        Firewall::validate_mappings(port_mappings)?;
+        let veth = bridge::veth_name(pod_id);
+        if let Some(link) = bridge::find_link(&self.handle, &veth).await? {
+            return Err(NetworkError::AlreadyExists(format!(
+                "veth {veth} exists (alias {:?})",
+                bridge::alias_of(&link).unwrap_or_default()
+            )));
+        }
+        let bridge_index = self.ensure().await?;
+
+        let ip = self.allocator.allocate(pod_id)?;
+        let result = self
+            .setup_with_ip(pod_id, netns_path, port_mappings, bridge_index, ip, &veth)
+            .await;
+        if result.is_err() {
+            if let Err(e) = self.allocator.release(pod_id) {
+                tracing::warn!(pod_id, error = %e, "could not release IP after failed setup");
+            }
+        }
+        result
+    }
+
+    async fn setup_with_ip(
+        &self,
+        pod_id: &str,
+        netns_path: &Path,
+        port_mappings: &[PortMapping],
+        bridge_index: u32,
+        ip: Ipv4Addr,
+        veth: &str,
+    ) -> Result<PodNetwork> {
+        let usable = self.config.subnet.contains(&ip)
+            && ip != self.gateway
+            && ip != self.config.subnet.network()
+            && ip != self.config.subnet.broadcast();
+        if !usable {
+            return Err(NetworkError::InvalidArgument(format!(
+                "allocator gave {ip}, which is not a pod address of {}",
+                self.config.subnet
+            )));
+        }
+        let addr = PodAddress {
+            ip,
+            prefix: self.prefix,
+            gateway: self.gateway,
+            mtu: self.mtu().await?,
+        };
+        // create_pod_veth removes the pair itself if configuring it fails.
+        bridge::create_pod_veth(&self.handle, bridge_index, veth, pod_id, netns_path, addr).await?;
+        if !port_mappings.is_empty() {
+            if let Err(e) = self
+                .firewall
+                .add_port_mappings(pod_id, ip, port_mappings)
+                .await
+            {
+                // add_port_mappings is one transaction: on failure it added nothing, but a
+                // partial earlier state of this pod would be removed here too.
+                if let Err(e) = self.firewall.remove_pod(pod_id).await {
+                    tracing::warn!(pod_id, error = %e, "could not remove rules after failed setup");
+                }
+                if let Err(e) = bridge::delete_link(&self.handle, veth).await {
+                    tracing::warn!(pod_id, error = %e, "could not delete veth after failed setup");
+                }
+                return Err(e);
+            }
+        }
+        Ok(PodNetwork {
+            ip,
+            gateway: self.gateway,
+            prefix: self.prefix,
+            veth: veth.to_string(),
+            mtu: addr.mtu,
+        })
+    }
+
+    /// Removes a pod's hostPort rules and veth pair and releases its address. Idempotent:
+    /// whatever is already gone is skipped. Every step is attempted; the first error is
+    /// returned. The netns pin itself is the caller's (see [`crate::netns`]).
+    pub async fn teardown_pod(&self, pod_id: &str) -> Result<()> {
+        validate_pod_id(pod_id)?;
+        let mut first_err: Option<NetworkError> = None;
+        let mut note = |r: Result<()>| {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        };
+        note(self.firewall.remove_pod(pod_id).await);
+
+        let veth = bridge::veth_name(pod_id);
+        let veth_result = async {
+            if let Some(link) = bridge::find_link(&self.handle, &veth).await? {
+                let ours = format!("{VETH_ALIAS_PREFIX}{pod_id}");
+                match bridge::alias_of(&link) {
+                    // Same hashed name but another pod's veth: not ours to delete.
+                    Some(alias) if alias != ours => {
+                        tracing::warn!(pod_id, veth, alias, "veth belongs to another pod; kept");
+                    }
+                    _ => {
+                        bridge::delete_link(&self.handle, &veth).await?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        note(veth_result);
+        note(self.allocator.release(pod_id));
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the network can take pods: the bridge exists and is up, and the firewall
+    /// table exists. Before the first [`Network::ensure`] this is `NotReady`.
+    pub async fn readiness(&self) -> Readiness {
+        match bridge::link_state(&self.handle, &self.config.bridge).await {
+            Ok(Some(state)) if state.up => {}
+            Ok(_) => {
+                return Readiness::not_ready(
+                    "NetworkPluginNotReady",
+                    format!("bridge {} is missing or down", self.config.bridge),
+                )
+            }
+            Err(e) => return Readiness::not_ready("NetworkPluginNotReady", e.to_string()),
+        }
+        match self.firewall.table_exists().await {
+            Ok(true) => Readiness::Ready,
+            Ok(false) => Readiness::not_ready(
+                "NetworkPluginNotReady",
+                format!("nftables table ip {} is missing", self.config.nft_table),
+            ),
+            Err(e) => Readiness::not_ready("NetworkPluginNotReady", e.to_string()),
+        }
+    }
+
+    /// Deletes the bridge and the firewall table (tests, uninstall). Pods' veths attached
+    /// to the bridge are detached by the kernel but not deleted; tear pods down first.
+    pub async fn destroy(&self) -> Result<()> {
+        let fw = self.firewall.remove_all().await;
+        bridge::delete_link(&self.handle, &self.config.bridge).await?;
+        fw
+    }
+}
