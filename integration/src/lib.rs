@@ -1,1 +1,4 @@
 //! placeholder
+pub mod oci_image;
+pub mod registry;
+pub mod tls;
