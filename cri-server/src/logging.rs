@@ -12,10 +12,7 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(level)?,
     };
     let ansi = std::io::stderr().is_terminal();
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
