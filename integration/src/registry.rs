@@ -73,10 +73,12 @@ impl Registry {
     }
 
     pub fn try_start(options: RegistryOptions) -> Result<Registry> {
+        sweep_stale_dirs();
         let dir = tempfile::Builder::new()
-            .prefix("berth-registry-")
+            .prefix(DIR_PREFIX)
             .tempdir()
             .context("registry temp dir")?;
+        std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())?;
         let ca = if options.tls {
             Some(TestCa::generate(dir.path(), &["127.0.0.1", "localhost"])?)
         } else {
@@ -237,6 +239,36 @@ impl Registry {
     /// The registry's stdout+stderr (its log and access log), for debugging.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+const DIR_PREFIX: &str = "berth-registry-";
+/// Holds the PID of the test process that owns a registry directory.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes registry directories whose test process is gone. Drop cleans up
+/// normally; this catches test processes that were SIGKILLed (their registry
+/// died with them through the parent-death signal, their directory did not).
+fn sweep_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        // No owner file yet: another process is just creating it; leave it.
+        let Ok(owner) = std::fs::read_to_string(entry.path().join(OWNER_FILE)) else {
+            continue;
+        };
+        let alive = owner
+            .trim()
+            .parse::<u32>()
+            .map(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            .unwrap_or(true);
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

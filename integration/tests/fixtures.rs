@@ -367,3 +367,19 @@ async fn usable_from_async_tests() {
     drop(client);
     drop(reg);
 }
+
+#[test]
+fn basic_auth_over_plain_http() {
+    let reg = Registry::start(RegistryOptions::default().basic_auth("bob", "pw"));
+    assert!(reg.url().starts_with("http://"));
+    assert!(reg.ca_pem_path().is_none());
+    assert_eq!(
+        reg.anonymous_client().get("/v2/", None).unwrap().status,
+        401
+    );
+    let pushed = images::busybox()
+        .push(&reg.client(), "plain/auth", "1")
+        .unwrap();
+    let resp = reg.client().get_manifest("plain/auth", "1").unwrap();
+    assert_eq!(sha256_digest(&resp.body), pushed.manifest_digest);
+}

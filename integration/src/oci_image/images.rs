@@ -69,10 +69,20 @@ pub fn busybox_tar() -> &'static [u8] {
     })
 }
 
-/// The busybox base layer with the given compression.
+/// The busybox base layer with the given compression (compressed once per
+/// test process: in debug builds compression dominates image building).
 pub fn busybox_layer(compression: Compression) -> Layer {
-    Layer::from_tar(busybox_tar(), compression, "berth fixture: busybox rootfs")
-        .expect("compress busybox layer")
+    static LAYERS: [OnceLock<Layer>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let slot = match compression {
+        Compression::None => &LAYERS[0],
+        Compression::Gzip => &LAYERS[1],
+        Compression::Zstd => &LAYERS[2],
+    };
+    slot.get_or_init(|| {
+        Layer::from_tar(busybox_tar(), compression, "berth fixture: busybox rootfs")
+            .expect("compress busybox layer")
+    })
+    .clone()
 }
 
 /// busybox: one gzip layer, OCI manifest, Cmd `["sh"]`, Env PATH.
