@@ -383,3 +383,24 @@ fn basic_auth_over_plain_http() {
     let resp = reg.client().get_manifest("plain/auth", "1").unwrap();
     assert_eq!(sha256_digest(&resp.body), pushed.manifest_digest);
 }
+
+/// Proxy overhead on a big blob: `cargo test --release -- --ignored --nocapture proxy_throughput`.
+#[test]
+#[ignore]
+fn proxy_throughput() {
+    let reg = Registry::start(RegistryOptions::default());
+    let client = reg.client();
+    let mut spec = BigImageSpec::new(1, 1, 128);
+    spec.busybox_base = false;
+    let pushed = push_big_image(&client, "bench/one", "1", &spec).unwrap();
+    let digest = &pushed.layers[0].digest;
+    let direct =
+        RegistryClient::new(&format!("http://{}", reg.backend_addr()), None, None).unwrap();
+    for (name, c) in [("proxy", &client), ("direct", &direct)] {
+        let t = std::time::Instant::now();
+        let blob = c.get_blob("bench/one", digest).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!("{name}: {:.0} MiB/s", blob.len() as f64 / secs / 1048576.0);
+        assert_eq!(sha256_digest(&blob), *digest);
+    }
+}
