@@ -284,7 +284,7 @@ mod tests {
         assert!(err.contains("`shutdown_timeout_secs`"), "{err}");
         let err = parse("root = \"relative\"").unwrap_err().to_string();
         assert!(err.contains("`root`"), "{err}");
-        let err = parse("[registry.mirrors.\"docker.io\"]\nendpoints = [\"127.0.0.1:5000\"]")
+        let err = parse("[registry.mirrors.\"docker.io\"]\nendpoints = [\"ftp://127.0.0.1:5000\"]")
             .unwrap_err()
             .to_string();
         assert!(err.contains("registry.mirrors.\"docker.io\".endpoints"), "{err}");

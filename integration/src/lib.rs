@@ -2,5 +2,8 @@
 //! directories, and the fixtures tests pull images from.
 
 pub mod berthd;
+pub mod oci_image;
+pub mod registry;
+pub mod tls;
 
 pub use berthd::{Berthd, Options};

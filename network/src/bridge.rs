@@ -78,9 +78,7 @@ pub fn validate_ifname(name: &str) -> Result<()> {
         || name.len() > MAX_IFNAME_LEN
         || name == "."
         || name == ".."
-        || name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
+        || name.bytes().any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
     if bad {
         return Err(NetworkError::InvalidArgument(format!(
             "interface name {name:?} must be 1-15 characters without '/', ':' or spaces"
@@ -211,19 +209,11 @@ pub async fn ensure_bridge(
     // The gateway address; EEXIST means it is there already. (Adding rather than listing
     // first keeps this path free of netlink dumps, which the kernel allows only one at a
     // time per socket.)
-    match handle
-        .address()
-        .add(index, IpAddr::V4(gateway), prefix)
-        .execute()
-        .await
-    {
+    match handle.address().add(index, IpAddr::V4(gateway), prefix).execute().await {
         Ok(()) => {}
         Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {}
         Err(e) => {
-            return Err(NetworkError::netlink(
-                format!("add {gateway}/{prefix} to {name}"),
-                e,
-            ))
+            return Err(NetworkError::netlink(format!("add {gateway}/{prefix} to {name}"), e))
         }
     }
 
@@ -235,10 +225,7 @@ pub async fn ensure_bridge(
         .map_err(|e| NetworkError::netlink(format!("set {name} up"), e))?;
 
     write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
-    write_sysctl(
-        &format!("/proc/sys/net/ipv4/conf/{name}/route_localnet"),
-        "1",
-    )?;
+    write_sysctl(&format!("/proc/sys/net/ipv4/conf/{name}/route_localnet"), "1")?;
     Ok(index)
 }
 
@@ -345,12 +332,7 @@ pub async fn create_pod_veth(
 pub async fn configure_pod_side(netns_path: &Path, addr: PodAddress) -> Result<()> {
     let handle = netns::netlink_in(netns_path)?;
     let eth0 = link_index(&handle, POD_IFNAME).await?;
-    match handle
-        .address()
-        .add(eth0, IpAddr::V4(addr.ip), addr.prefix)
-        .execute()
-        .await
-    {
+    match handle.address().add(eth0, IpAddr::V4(addr.ip), addr.prefix).execute().await {
         Ok(()) => {}
         Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {}
         Err(e) => {
@@ -368,17 +350,12 @@ pub async fn configure_pod_side(netns_path: &Path, addr: PodAddress) -> Result<(
             .await
             .map_err(|e| NetworkError::netlink(format!("set {name} up in pod netns"), e))?;
     }
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .gateway(addr.gateway)
-        .output_interface(eth0)
-        .build();
+    let route =
+        RouteMessageBuilder::<Ipv4Addr>::new().gateway(addr.gateway).output_interface(eth0).build();
     match handle.route().add(route).execute().await {
         Ok(()) => Ok(()),
         Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => Ok(()),
-        Err(e) => Err(NetworkError::netlink(
-            format!("add default route via {}", addr.gateway),
-            e,
-        )),
+        Err(e) => Err(NetworkError::netlink(format!("add default route via {}", addr.gateway), e)),
     }
 }
 
@@ -423,15 +400,9 @@ pub async fn link_state(handle: &Handle, name: &str) -> Result<Option<LinkState>
             _ => {}
         }
     }
-    let addrs = dump(|| {
-        handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-    })
-    .await
-    .map_err(|e| NetworkError::netlink(format!("list addresses of {name}"), e))?;
+    let addrs = dump(|| handle.address().get().set_link_index_filter(index).execute())
+        .await
+        .map_err(|e| NetworkError::netlink(format!("list addresses of {name}"), e))?;
     for a in addrs {
         for attr in &a.attributes {
             if let AddressAttribute::Local(IpAddr::V4(v)) = attr {
@@ -445,14 +416,10 @@ pub async fn link_state(handle: &Handle, name: &str) -> Result<Option<LinkState>
 /// The MTU of the interface that holds the IPv4 default route, if there is one: the
 /// uplink pods' traffic leaves through, so pods should not send larger packets.
 pub async fn uplink_mtu(handle: &Handle) -> Result<Option<u32>> {
-    let routes = dump(|| {
-        handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-    })
-    .await
-    .map_err(|e| NetworkError::netlink("list routes", e))?;
+    let routes =
+        dump(|| handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute())
+            .await
+            .map_err(|e| NetworkError::netlink("list routes", e))?;
     let oif = routes
         .iter()
         .filter(|r| r.header.destination_prefix_length == 0)
@@ -509,14 +476,10 @@ pub async fn pod_veths(handle: &Handle) -> Result<Vec<(String, String)>> {
 
 /// The IPv4 default gateway of the main table seen through `handle`, if any.
 pub async fn default_gateway(handle: &Handle) -> Result<Option<Ipv4Addr>> {
-    let routes = dump(|| {
-        handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-    })
-    .await
-    .map_err(|e| NetworkError::netlink("list routes", e))?;
+    let routes =
+        dump(|| handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute())
+            .await
+            .map_err(|e| NetworkError::netlink("list routes", e))?;
     for r in routes {
         if r.header.destination_prefix_length != 0 {
             continue;

@@ -44,24 +44,15 @@ pub enum NetworkError {
 
 impl NetworkError {
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
-        NetworkError::Io {
-            context: context.into(),
-            source,
-        }
+        NetworkError::Io { context: context.into(), source }
     }
 
     pub(crate) fn errno(context: impl Into<String>, errno: nix::errno::Errno) -> Self {
-        NetworkError::Io {
-            context: context.into(),
-            source: io::Error::from(errno),
-        }
+        NetworkError::Io { context: context.into(), source: io::Error::from(errno) }
     }
 
     pub(crate) fn netlink(context: impl Into<String>, source: rtnetlink::Error) -> Self {
-        NetworkError::Netlink {
-            context: context.into(),
-            source,
-        }
+        NetworkError::Netlink { context: context.into(), source }
     }
 }
 
@@ -72,9 +63,8 @@ pub type Result<T, E = NetworkError> = std::result::Result<T, E>;
 /// comment: 1–128 characters from `[A-Za-z0-9_.-]`, not `.` or `..`. CRI sandbox ids are
 /// 64 hex digits, so this only rejects what would be unsafe to splice anywhere.
 pub fn validate_pod_id(pod_id: &str) -> Result<()> {
-    let ok_chars = pod_id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    let ok_chars =
+        pod_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if pod_id.is_empty() || pod_id.len() > 128 || !ok_chars || pod_id == "." || pod_id == ".." {
         return Err(NetworkError::InvalidArgument(format!(
             "pod id {pod_id:?} must be 1-128 characters of [A-Za-z0-9_.-]"

@@ -83,12 +83,7 @@ pub struct PortMapping {
 impl PortMapping {
     /// A mapping on every local address.
     pub fn new(protocol: Protocol, host_port: u16, container_port: u16) -> Self {
-        PortMapping {
-            protocol,
-            host_port,
-            container_port,
-            host_ip: None,
-        }
+        PortMapping { protocol, host_port, container_port, host_ip: None }
     }
 
     /// `<proto>/<host ip>:<host port>`, with `0.0.0.0` for any address.
@@ -154,9 +149,7 @@ impl Firewall {
         let ok = !table.is_empty()
             && table.len() <= 64
             && table.starts_with(|c: char| c.is_ascii_alphabetic())
-            && table
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !ok {
             return Err(NetworkError::InvalidArgument(format!(
                 "nftables table name {table:?} must be 1-64 characters of [A-Za-z0-9_-], starting with a letter"
@@ -310,8 +303,7 @@ impl Firewall {
         let _g = self.lock.lock().await;
         // `add` first makes the `delete` valid whether or not the table exists.
         let t = &self.table;
-        self.apply(&format!("add table ip {t}\ndelete table ip {t}\n"))
-            .await
+        self.apply(&format!("add table ip {t}\ndelete table ip {t}\n")).await
     }
 
     /// Whether the table exists.
@@ -341,11 +333,7 @@ impl Firewall {
     fn delete_script(&self, handles: &[(String, u64)]) -> String {
         let mut script = String::new();
         for (chain, handle) in handles {
-            let _ = writeln!(
-                script,
-                "delete rule ip {} {chain} handle {handle}",
-                self.table
-            );
+            let _ = writeln!(script, "delete rule ip {} {chain} handle {handle}", self.table);
         }
         script
     }
@@ -377,11 +365,7 @@ impl Firewall {
         if stderr.contains("No such file or directory") {
             return Ok(None);
         }
-        Err(NetworkError::Firewall(format!(
-            "list table ip {}: {}",
-            self.table,
-            stderr.trim()
-        )))
+        Err(NetworkError::Firewall(format!("list table ip {}: {}", self.table, stderr.trim())))
     }
 
     /// Pipes `script` to `nft -f -`.
@@ -426,9 +410,7 @@ fn pod_handles(rules: &[(String, u64, Option<String>)], pod_id: &str) -> Vec<(St
     rules
         .iter()
         .filter(|(_, _, c)| {
-            c.as_deref()
-                .and_then(parse_comment)
-                .is_some_and(|(pod, _)| pod == pod_id)
+            c.as_deref().and_then(parse_comment).is_some_and(|(pod, _)| pod == pod_id)
         })
         .map(|(chain, handle, _)| (chain.clone(), *handle))
         .collect()
@@ -450,10 +432,7 @@ fn parse_rules(json: &str) -> Result<Vec<(String, u64, Option<String>)>> {
         let chain = rule.get("chain").and_then(|c| c.as_str());
         let handle = rule.get("handle").and_then(|h| h.as_u64());
         if let (Some(chain), Some(handle)) = (chain, handle) {
-            let comment = rule
-                .get("comment")
-                .and_then(|c| c.as_str())
-                .map(str::to_string);
+            let comment = rule.get("comment").and_then(|c| c.as_str()).map(str::to_string);
             rules.push((chain.to_string(), handle, comment));
         }
     }
@@ -524,10 +503,7 @@ add rule ip berth output fib daddr type local tcp dport 9000 dnat to 10.88.0.5:9
         any.host_ip = Some(Ipv4Addr::UNSPECIFIED);
         assert!(Firewall::validate_mappings(&[tcp(80, 80), any]).is_err());
         // "any" overlaps a specific address; two specific ones do not overlap.
-        let on = |ip: &str, hp| PortMapping {
-            host_ip: Some(ip.parse().unwrap()),
-            ..tcp(hp, 80)
-        };
+        let on = |ip: &str, hp| PortMapping { host_ip: Some(ip.parse().unwrap()), ..tcp(hp, 80) };
         assert!(Firewall::validate_mappings(&[tcp(80, 80), on("192.0.2.1", 80)]).is_err());
         Firewall::validate_mappings(&[on("192.0.2.1", 80), on("192.0.2.2", 80)]).unwrap();
     }
@@ -548,27 +524,12 @@ add rule ip berth output fib daddr type local tcp dport 9000 dnat to 10.88.0.5:9
         assert_eq!(parse_comment("berth:pod=abc"), Some(("abc", None)));
         assert_eq!(parse_comment("berth:egress"), None);
         let rules = vec![
-            (
-                "prerouting".to_string(),
-                1,
-                Some("berth:pod=abc|tcp/0.0.0.0:80".to_string()),
-            ),
-            (
-                "prerouting".to_string(),
-                2,
-                Some("berth:pod=abcd|tcp/0.0.0.0:81".to_string()),
-            ),
-            (
-                "postrouting".to_string(),
-                3,
-                Some("berth:egress".to_string()),
-            ),
+            ("prerouting".to_string(), 1, Some("berth:pod=abc|tcp/0.0.0.0:80".to_string())),
+            ("prerouting".to_string(), 2, Some("berth:pod=abcd|tcp/0.0.0.0:81".to_string())),
+            ("postrouting".to_string(), 3, Some("berth:egress".to_string())),
             ("output".to_string(), 4, None),
         ];
-        assert_eq!(
-            pod_handles(&rules, "abc"),
-            vec![("prerouting".to_string(), 1)]
-        );
+        assert_eq!(pod_handles(&rules, "abc"), vec![("prerouting".to_string(), 1)]);
     }
 
     #[test]

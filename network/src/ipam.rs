@@ -33,25 +33,13 @@ pub enum IpamError {
     Exhausted { subnet: Ipv4Net, leased: usize },
     /// A lease given to [`Ipam::from_leases`] is outside the usable range.
     #[error("lease {ip} of {owner:?} is not a usable pod address of {subnet}")]
-    OutOfRange {
-        owner: String,
-        ip: Ipv4Addr,
-        subnet: Ipv4Net,
-    },
+    OutOfRange { owner: String, ip: Ipv4Addr, subnet: Ipv4Net },
     /// Two leases given to [`Ipam::from_leases`] share one address.
     #[error("address {ip} is leased twice, to {first:?} and {second:?}")]
-    DuplicateAddress {
-        ip: Ipv4Addr,
-        first: String,
-        second: String,
-    },
+    DuplicateAddress { ip: Ipv4Addr, first: String, second: String },
     /// One owner holds two leases in what was given to [`Ipam::from_leases`].
     #[error("owner {owner:?} holds two leases, {first} and {second}")]
-    DuplicateOwner {
-        owner: String,
-        first: Ipv4Addr,
-        second: Ipv4Addr,
-    },
+    DuplicateOwner { owner: String, first: Ipv4Addr, second: Ipv4Addr },
     /// An owner id is empty.
     #[error("lease owner id must not be empty")]
     EmptyOwner,
@@ -112,11 +100,7 @@ impl Ipam {
             }
             let n = u32::from(ip);
             if n < ipam.first || n > ipam.last {
-                return Err(IpamError::OutOfRange {
-                    owner,
-                    ip,
-                    subnet: ipam.subnet,
-                });
+                return Err(IpamError::OutOfRange { owner, ip, subnet: ipam.subnet });
             }
             if let Some(first) = ipam.by_ip.get(&n) {
                 return Err(IpamError::DuplicateAddress {
@@ -145,11 +129,7 @@ impl Ipam {
     /// An address outside the usable range resets the cursor to the start.
     pub fn with_cursor(mut self, last_allocated: Ipv4Addr) -> Self {
         let n = u32::from(last_allocated);
-        self.cursor = if n >= self.first && n <= self.last {
-            n
-        } else {
-            self.last
-        };
+        self.cursor = if n >= self.first && n <= self.last { n } else { self.last };
         self
     }
 
@@ -189,15 +169,11 @@ impl Ipam {
             return Ok(Ipv4Addr::from(n));
         }
         if self.by_ip.len() >= self.capacity() {
-            return Err(IpamError::Exhausted {
-                subnet: self.subnet,
-                leased: self.by_ip.len(),
-            });
+            return Err(IpamError::Exhausted { subnet: self.subnet, leased: self.by_ip.len() });
         }
-        let n = self.next_free().ok_or(IpamError::Exhausted {
-            subnet: self.subnet,
-            leased: self.by_ip.len(),
-        })?;
+        let n = self
+            .next_free()
+            .ok_or(IpamError::Exhausted { subnet: self.subnet, leased: self.by_ip.len() })?;
         self.by_ip.insert(n, owner.to_string());
         self.by_owner.insert(owner.to_string(), n);
         self.cursor = n;
@@ -207,11 +183,7 @@ impl Ipam {
     /// First free address after the cursor, wrapping around. Walks the leased addresses in
     /// order, so the cost is bounded by the number of leases, not the subnet size.
     fn next_free(&self) -> Option<u32> {
-        let start = if self.cursor >= self.last {
-            self.first
-        } else {
-            self.cursor + 1
-        };
+        let start = if self.cursor >= self.last { self.first } else { self.cursor + 1 };
         let scan = |from: u32, to: u32| -> Option<u32> {
             let mut candidate = from;
             for (&leased, _) in self.by_ip.range(from..=to) {
@@ -249,10 +221,7 @@ impl Ipam {
 
     /// All leases as (owner, address), ordered by address.
     pub fn leases(&self) -> Vec<(String, Ipv4Addr)> {
-        self.by_ip
-            .iter()
-            .map(|(&n, owner)| (owner.clone(), Ipv4Addr::from(n)))
-            .collect()
+        self.by_ip.iter().map(|(&n, owner)| (owner.clone(), Ipv4Addr::from(n))).collect()
     }
 }
 
@@ -291,10 +260,7 @@ mod tests {
     #[test]
     fn too_small_subnets_are_rejected() {
         for s in ["10.0.0.0/31", "10.0.0.1/32"] {
-            assert!(matches!(
-                Ipam::new(net(s)),
-                Err(IpamError::SubnetTooSmall(_))
-            ));
+            assert!(matches!(Ipam::new(net(s)), Err(IpamError::SubnetTooSmall(_))));
         }
     }
 
@@ -303,16 +269,8 @@ mod tests {
         let mut ipam = Ipam::new(net("10.0.0.0/30")).unwrap();
         assert_eq!(ipam.allocate("a").unwrap(), ip("10.0.0.2"));
         let err = ipam.allocate("b").unwrap_err();
-        assert_eq!(
-            err,
-            IpamError::Exhausted {
-                subnet: net("10.0.0.0/30"),
-                leased: 1
-            }
-        );
-        assert!(err
-            .to_string()
-            .contains("no free IPv4 address left in 10.0.0.0/30"));
+        assert_eq!(err, IpamError::Exhausted { subnet: net("10.0.0.0/30"), leased: 1 });
+        assert!(err.to_string().contains("no free IPv4 address left in 10.0.0.0/30"));
         // Releasing makes room again, and the only address comes back.
         assert_eq!(ipam.release("a"), Some(ip("10.0.0.2")));
         assert_eq!(ipam.allocate("b").unwrap(), ip("10.0.0.2"));
@@ -386,48 +344,16 @@ mod tests {
         // subnet, leases, Ok(next allocation) or Err(substring of the error)
         let cases: &[Case] = &[
             ("10.0.0.0/24", &[], Ok("10.0.0.2")),
-            (
-                "10.0.0.0/24",
-                &[("a", "10.0.0.2"), ("b", "10.0.0.9")],
-                Ok("10.0.0.10"),
-            ),
+            ("10.0.0.0/24", &[("a", "10.0.0.2"), ("b", "10.0.0.9")], Ok("10.0.0.10")),
             ("10.0.0.0/24", &[("a", "10.0.0.254")], Ok("10.0.0.2")),
-            (
-                "10.0.0.0/24",
-                &[("a", "10.0.0.0")],
-                Err("not a usable pod address"),
-            ),
-            (
-                "10.0.0.0/24",
-                &[("a", "10.0.0.1")],
-                Err("not a usable pod address"),
-            ),
-            (
-                "10.0.0.0/24",
-                &[("a", "10.0.0.255")],
-                Err("not a usable pod address"),
-            ),
-            (
-                "10.0.0.0/24",
-                &[("a", "10.0.1.5")],
-                Err("not a usable pod address"),
-            ),
-            (
-                "10.0.0.0/24",
-                &[("a", "10.0.0.5"), ("b", "10.0.0.5")],
-                Err("leased twice"),
-            ),
-            (
-                "10.0.0.0/24",
-                &[("a", "10.0.0.5"), ("a", "10.0.0.6")],
-                Err("holds two leases"),
-            ),
+            ("10.0.0.0/24", &[("a", "10.0.0.0")], Err("not a usable pod address")),
+            ("10.0.0.0/24", &[("a", "10.0.0.1")], Err("not a usable pod address")),
+            ("10.0.0.0/24", &[("a", "10.0.0.255")], Err("not a usable pod address")),
+            ("10.0.0.0/24", &[("a", "10.0.1.5")], Err("not a usable pod address")),
+            ("10.0.0.0/24", &[("a", "10.0.0.5"), ("b", "10.0.0.5")], Err("leased twice")),
+            ("10.0.0.0/24", &[("a", "10.0.0.5"), ("a", "10.0.0.6")], Err("holds two leases")),
             ("10.0.0.0/24", &[("", "10.0.0.5")], Err("must not be empty")),
-            (
-                "10.0.0.0/30",
-                &[("a", "10.0.0.2")],
-                Err("no free IPv4 address"),
-            ),
+            ("10.0.0.0/30", &[("a", "10.0.0.2")], Err("no free IPv4 address")),
         ];
         for (subnet, leases, want) in cases {
             let got = Ipam::from_leases(net(subnet), leases.iter().map(|&(o, a)| (o, ip(a))))
@@ -454,12 +380,9 @@ mod tests {
         let leases = a.leases();
         let mut reversed = leases.clone();
         reversed.reverse();
-        let b = Ipam::from_leases(net("10.9.0.0/24"), leases.clone())
-            .unwrap()
-            .with_cursor(a.cursor());
-        let c = Ipam::from_leases(net("10.9.0.0/24"), reversed)
-            .unwrap()
-            .with_cursor(a.cursor());
+        let b =
+            Ipam::from_leases(net("10.9.0.0/24"), leases.clone()).unwrap().with_cursor(a.cursor());
+        let c = Ipam::from_leases(net("10.9.0.0/24"), reversed).unwrap().with_cursor(a.cursor());
         assert_eq!(b, c);
         assert_eq!(b.leases(), leases);
         let (mut a, mut b) = (a, b);

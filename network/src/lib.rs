@@ -32,10 +32,7 @@ pub enum Readiness {
 impl Readiness {
     /// A `NotReady` with the given reason and message.
     pub fn not_ready(reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Readiness::NotReady {
-            reason: reason.into(),
-            message: message.into(),
-        }
+        Readiness::NotReady { reason: reason.into(), message: message.into() }
     }
 
     /// Whether this is `Ready`.

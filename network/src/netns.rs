@@ -125,10 +125,7 @@ impl NetnsDir {
     pub fn unmount(&self) -> Result<()> {
         match umount2(&self.dir, MntFlags::MNT_DETACH) {
             Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(NetworkError::errno(
-                format!("unmount {}", self.dir.display()),
-                e,
-            )),
+            Err(e) => Err(NetworkError::errno(format!("unmount {}", self.dir.display()), e)),
         }
     }
 }
@@ -167,14 +164,8 @@ pub fn create_at(path: &Path) -> Result<()> {
             // This thread exits right after, so it never needs to go back.
             unshare(CloneFlags::CLONE_NEWNET)
                 .map_err(|e| NetworkError::errno("unshare(CLONE_NEWNET)", e))?;
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                &target,
-                NONE,
-                MsFlags::MS_BIND,
-                NONE,
-            )
-            .map_err(|e| NetworkError::errno(format!("pin netns at {}", target.display()), e))
+            mount(Some("/proc/thread-self/ns/net"), &target, NONE, MsFlags::MS_BIND, NONE)
+                .map_err(|e| NetworkError::errno(format!("pin netns at {}", target.display()), e))
         })
         .map_err(|e| NetworkError::io("spawn netns thread", e))
         .and_then(|t| t.join().unwrap_or_else(|_| Err(panicked())));
@@ -192,19 +183,13 @@ pub fn remove(path: &Path) -> Result<()> {
         // EINVAL: not a mount point (already unmounted); ENOENT: no such file.
         Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
         Err(e) => {
-            return Err(NetworkError::errno(
-                format!("unmount netns pin {}", path.display()),
-                e,
-            ))
+            return Err(NetworkError::errno(format!("unmount netns pin {}", path.display()), e))
         }
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(NetworkError::io(
-            format!("remove netns pin {}", path.display()),
-            e,
-        )),
+        Err(e) => Err(NetworkError::io(format!("remove netns pin {}", path.display()), e)),
     }
 }
 
@@ -251,9 +236,7 @@ where
                 Ok(f())
             })
             .map_err(|e| NetworkError::io("spawn netns thread", e))?;
-        handle
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
     })
 }
 

@@ -122,10 +122,7 @@ impl Network {
         Ok(Network {
             gateway: plan.gateway(),
             prefix: plan.prefix_len(),
-            config: NetworkConfig {
-                subnet: plan.subnet(),
-                ..config
-            },
+            config: NetworkConfig { subnet: plan.subnet(), ..config },
             handle,
             firewall,
             allocator,
@@ -166,9 +163,7 @@ impl Network {
             mtu,
         )
         .await?;
-        self.base_ready
-            .get_or_try_init(|| self.firewall.ensure_base())
-            .await?;
+        self.base_ready.get_or_try_init(|| self.firewall.ensure_base()).await?;
         Ok(index)
     }
 
@@ -180,9 +175,7 @@ impl Network {
                     return Ok(mtu);
                 }
                 let found = bridge::uplink_mtu(&self.handle).await?;
-                Ok(found
-                    .filter(|m| (MIN_MTU..=MAX_MTU).contains(m))
-                    .unwrap_or(DEFAULT_MTU))
+                Ok(found.filter(|m| (MIN_MTU..=MAX_MTU).contains(m)).unwrap_or(DEFAULT_MTU))
             })
             .await
             .copied()
@@ -216,9 +209,8 @@ impl Network {
         let bridge_index = self.ensure().await?;
 
         let ip = self.allocator.allocate(pod_id)?;
-        let result = self
-            .setup_with_ip(pod_id, netns_path, port_mappings, bridge_index, ip, &veth)
-            .await;
+        let result =
+            self.setup_with_ip(pod_id, netns_path, port_mappings, bridge_index, ip, &veth).await;
         if result.is_err() {
             if let Err(e) = self.allocator.release(pod_id) {
                 tracing::warn!(pod_id, error = %e, "could not release IP after failed setup");
@@ -246,20 +238,12 @@ impl Network {
                 self.config.subnet
             )));
         }
-        let addr = PodAddress {
-            ip,
-            prefix: self.prefix,
-            gateway: self.gateway,
-            mtu: self.mtu().await?,
-        };
+        let addr =
+            PodAddress { ip, prefix: self.prefix, gateway: self.gateway, mtu: self.mtu().await? };
         // create_pod_veth removes the pair itself if configuring it fails.
         bridge::create_pod_veth(&self.handle, bridge_index, veth, pod_id, netns_path, addr).await?;
         if !port_mappings.is_empty() {
-            if let Err(e) = self
-                .firewall
-                .add_port_mappings(pod_id, ip, port_mappings)
-                .await
-            {
+            if let Err(e) = self.firewall.add_port_mappings(pod_id, ip, port_mappings).await {
                 // add_port_mappings is one transaction: on failure it added nothing, but a
                 // partial earlier state of this pod would be removed here too.
                 if let Err(e) = self.firewall.remove_pod(pod_id).await {

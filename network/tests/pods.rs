@@ -35,14 +35,8 @@ fn netns_pin_run_and_remove() {
     // The caller never moved.
     assert_eq!(ns_inode_here(), host_ns);
 
-    assert!(matches!(
-        env.dir.create("a"),
-        Err(NetworkError::AlreadyExists(_))
-    ));
-    assert!(matches!(
-        env.dir.create("../x"),
-        Err(NetworkError::InvalidArgument(_))
-    ));
+    assert!(matches!(env.dir.create("a"), Err(NetworkError::AlreadyExists(_))));
+    assert!(matches!(env.dir.create("../x"), Err(NetworkError::InvalidArgument(_))));
     assert!(matches!(
         netns::run_in(&env.dir.path().join("nope"), || ()),
         Err(NetworkError::NotFound(_))
@@ -100,10 +94,7 @@ async fn two_pods_talk_through_the_bridge() {
 
     // Host side: bridge up with the gateway address; veth up, attached, aliased.
     let h = net.netlink();
-    let br = bridge::link_state(h, &env.config.bridge)
-        .await
-        .unwrap()
-        .unwrap();
+    let br = bridge::link_state(h, &env.config.bridge).await.unwrap().unwrap();
     assert!(br.up);
     assert_eq!(br.ipv4, vec![(env.gateway(), 24)]);
     let v1 = bridge::link_state(h, &p1.veth).await.unwrap().unwrap();
@@ -118,10 +109,7 @@ async fn two_pods_talk_through_the_bridge() {
     assert_eq!(v1.mtu, Some(mtu));
     let mut veths = net.pod_veths().await.unwrap();
     veths.retain(|(_, pod)| pod == &id1 || pod == &id2);
-    let mut want = vec![
-        (p1.veth.clone(), id1.clone()),
-        (p2.veth.clone(), id2.clone()),
-    ];
+    let mut want = vec![(p1.veth.clone(), id1.clone()), (p2.veth.clone(), id2.clone())];
     want.sort();
     assert_eq!(veths, want);
     let mut pins = vec![id1.clone(), id2.clone()];
@@ -138,12 +126,7 @@ async fn two_pods_talk_through_the_bridge() {
         .trim(),
         "1"
     );
-    assert_eq!(
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
-            .unwrap()
-            .trim(),
-        "1"
-    );
+    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim(), "1");
 
     // Pod side, through netlink inside the namespace.
     for (ns, p) in [(&ns1, &p1), (&ns2, &p2)] {
@@ -154,10 +137,7 @@ async fn two_pods_talk_through_the_bridge() {
         assert_eq!(eth0.ipv4, vec![(p.ip, 24)]);
         let lo = bridge::link_state(&ph, "lo").await.unwrap().unwrap();
         assert!(lo.up);
-        assert_eq!(
-            bridge::default_gateway(&ph).await.unwrap(),
-            Some(env.gateway())
-        );
+        assert_eq!(bridge::default_gateway(&ph).await.unwrap(), Some(env.gateway()));
         // Only lo and eth0 in there: the peer never had another name.
         let names = netns::run_in(ns, common::link_names).unwrap();
         let mut names = names;
@@ -202,34 +182,24 @@ async fn host_ports_reach_the_pod() {
     let (ns1, ns2) = (env.pin(&id1), env.pin(&id2));
     let hp = env.host_port(1);
     let hp_udp = env.host_port(2);
-    let mappings = [
-        PortMapping::new(Protocol::Tcp, hp, 8080),
-        PortMapping::new(Protocol::Udp, hp_udp, 5353),
-    ];
+    let mappings =
+        [PortMapping::new(Protocol::Tcp, hp, 8080), PortMapping::new(Protocol::Udp, hp_udp, 5353)];
     let p1 = net.setup_pod(&id1, &ns1, &mappings).await.unwrap();
     let _p2 = net.setup_pod(&id2, &ns2, &[]).await.unwrap();
     // Two DNAT rules (prerouting + output) per mapping, all tagged with the pod id.
     assert_eq!(net.firewall().pod_rules(&id1).await.unwrap().len(), 4);
     assert_eq!(net.firewall().pods().await.unwrap(), vec![id1.clone()]);
     // Setting the same mappings again replaces rather than duplicates.
-    net.firewall()
-        .add_port_mappings(&id1, p1.ip, &mappings)
-        .await
-        .unwrap();
+    net.firewall().add_port_mappings(&id1, p1.ip, &mappings).await.unwrap();
     assert_eq!(net.firewall().pod_rules(&id1).await.unwrap().len(), 4);
 
     // A third pod asking for the same host port is refused, and leaves nothing behind.
     let id3 = env.pod_id();
     let ns3 = env.pin(&id3);
-    let err = net
-        .setup_pod(&id3, &ns3, &[PortMapping::new(Protocol::Tcp, hp, 80)])
-        .await
-        .unwrap_err();
+    let err =
+        net.setup_pod(&id3, &ns3, &[PortMapping::new(Protocol::Tcp, hp, 80)]).await.unwrap_err();
     assert!(matches!(err, NetworkError::AlreadyExists(_)), "{err}");
-    assert!(bridge::find_link(net.netlink(), &bridge::veth_name(&id3))
-        .await
-        .unwrap()
-        .is_none());
+    assert!(bridge::find_link(net.netlink(), &bridge::veth_name(&id3)).await.unwrap().is_none());
     env.dir.remove(&id3).unwrap();
 
     let listener = common::listen_in(&ns1, 8080);
@@ -251,15 +221,11 @@ async fn host_ports_reach_the_pod() {
     assert_eq!(got, "self");
 
     // UDP from the host via localhost.
-    let sock = netns::run_in(&ns1, || std::net::UdpSocket::bind(("0.0.0.0", 5353)))
-        .unwrap()
-        .unwrap();
-    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
+    let sock =
+        netns::run_in(&ns1, || std::net::UdpSocket::bind(("0.0.0.0", 5353))).unwrap().unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
     let client = std::net::UdpSocket::bind(("127.0.0.1", 0)).unwrap();
-    client
-        .send_to(b"udp!", (Ipv4Addr::LOCALHOST, hp_udp))
-        .unwrap();
+    client.send_to(b"udp!", (Ipv4Addr::LOCALHOST, hp_udp)).unwrap();
     let mut buf = [0u8; 16];
     let (n, _) = sock.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"udp!");
@@ -286,27 +252,15 @@ async fn remove_pod_only_removes_that_pods_rules() {
     fw.ensure_base().await.unwrap();
     let ip = |n: u8| Ipv4Addr::new(10, 250, env.x, n);
     // Pod ids where one is a prefix of the other must not be confused.
-    fw.add_port_mappings(
-        "abc",
-        ip(5),
-        &[PortMapping::new(Protocol::Tcp, env.host_port(3), 80)],
-    )
-    .await
-    .unwrap();
-    fw.add_port_mappings(
-        "abcd",
-        ip(6),
-        &[PortMapping::new(Protocol::Tcp, env.host_port(4), 80)],
-    )
-    .await
-    .unwrap();
+    fw.add_port_mappings("abc", ip(5), &[PortMapping::new(Protocol::Tcp, env.host_port(3), 80)])
+        .await
+        .unwrap();
+    fw.add_port_mappings("abcd", ip(6), &[PortMapping::new(Protocol::Tcp, env.host_port(4), 80)])
+        .await
+        .unwrap();
     // A host port another pod holds is refused, also "any" against a specific address.
     let taken = fw
-        .add_port_mappings(
-            "other",
-            ip(7),
-            &[PortMapping::new(Protocol::Tcp, env.host_port(4), 81)],
-        )
+        .add_port_mappings("other", ip(7), &[PortMapping::new(Protocol::Tcp, env.host_port(4), 81)])
         .await
         .unwrap_err();
     assert!(matches!(taken, NetworkError::AlreadyExists(_)), "{taken}");
@@ -320,22 +274,15 @@ async fn remove_pod_only_removes_that_pods_rules() {
         Err(NetworkError::AlreadyExists(_))
     ));
     // Same port, other protocol: fine.
-    fw.add_port_mappings(
-        "other",
-        ip(7),
-        &[PortMapping::new(Protocol::Udp, env.host_port(4), 81)],
-    )
-    .await
-    .unwrap();
+    fw.add_port_mappings("other", ip(7), &[PortMapping::new(Protocol::Udp, env.host_port(4), 81)])
+        .await
+        .unwrap();
     assert_eq!(fw.pods().await.unwrap(), vec!["abc", "abcd", "other"]);
     fw.remove_pod("other").await.unwrap();
     fw.remove_pod("abc").await.unwrap();
     assert!(fw.pod_rules("abc").await.unwrap().is_empty());
     assert_eq!(fw.pod_rules("abcd").await.unwrap().len(), 2);
-    assert!(fw
-        .add_port_mappings("x", Ipv4Addr::new(192, 0, 2, 1), &[])
-        .await
-        .is_err());
+    assert!(fw.add_port_mappings("x", Ipv4Addr::new(192, 0, 2, 1), &[]).await.is_err());
     fw.ensure_base().await.unwrap(); // keeps pod rules
     assert_eq!(fw.pod_rules("abcd").await.unwrap().len(), 2);
     fw.remove_all().await.unwrap();
@@ -372,18 +319,12 @@ async fn failed_setup_leaves_nothing_behind() {
     let err = net.setup_pod(&id, &missing, &[]).await.unwrap_err();
     assert!(matches!(err, NetworkError::NotFound(_)), "{err}");
     assert!(leases().is_empty());
-    assert!(bridge::find_link(net.netlink(), &bridge::veth_name(&id))
-        .await
-        .unwrap()
-        .is_none());
+    assert!(bridge::find_link(net.netlink(), &bridge::veth_name(&id)).await.unwrap().is_none());
 
     // 2. Not a netns at all.
     let plain = env.tmp.path().join("plain");
     std::fs::write(&plain, b"").unwrap();
-    assert!(matches!(
-        net.setup_pod(&id, &plain, &[]).await,
-        Err(NetworkError::InvalidArgument(_))
-    ));
+    assert!(matches!(net.setup_pod(&id, &plain, &[]).await, Err(NetworkError::InvalidArgument(_))));
     assert!(leases().is_empty());
 
     // 3. The firewall step fails after the veth exists: the table vanished behind the
@@ -392,24 +333,14 @@ async fn failed_setup_leaves_nothing_behind() {
     net.ensure().await.unwrap();
     net.firewall().remove_all().await.unwrap();
     let err = net
-        .setup_pod(
-            &id,
-            &ns,
-            &[PortMapping::new(Protocol::Tcp, env.host_port(5), 80)],
-        )
+        .setup_pod(&id, &ns, &[PortMapping::new(Protocol::Tcp, env.host_port(5), 80)])
         .await
         .unwrap_err();
     assert!(matches!(err, NetworkError::Firewall(_)), "{err}");
     assert!(leases().is_empty());
-    assert!(bridge::find_link(net.netlink(), &bridge::veth_name(&id))
-        .await
-        .unwrap()
-        .is_none());
+    assert!(bridge::find_link(net.netlink(), &bridge::veth_name(&id)).await.unwrap().is_none());
     // The pod's namespace is back to just lo (the peer went with the veth).
-    assert_eq!(
-        netns::run_in(&ns, common::link_names).unwrap(),
-        vec!["lo".to_string()]
-    );
+    assert_eq!(netns::run_in(&ns, common::link_names).unwrap(), vec!["lo".to_string()]);
 
     // 4. Bad input is refused before anything happens.
     assert!(matches!(
@@ -417,22 +348,15 @@ async fn failed_setup_leaves_nothing_behind() {
         Err(NetworkError::InvalidArgument(_))
     ));
     assert!(matches!(
-        net.setup_pod(&id, &ns, &[PortMapping::new(Protocol::Tcp, 0, 80)])
-            .await,
+        net.setup_pod(&id, &ns, &[PortMapping::new(Protocol::Tcp, 0, 80)]).await,
         Err(NetworkError::InvalidArgument(_))
     ));
 
     // 5. A second setup of a live pod is refused without disturbing the first.
     let p = net.setup_pod(&id, &ns, &[]).await.unwrap();
-    assert!(matches!(
-        net.setup_pod(&id, &ns, &[]).await,
-        Err(NetworkError::AlreadyExists(_))
-    ));
+    assert!(matches!(net.setup_pod(&id, &ns, &[]).await, Err(NetworkError::AlreadyExists(_))));
     assert_eq!(leases(), vec![(id.clone(), p.ip)]);
-    assert!(bridge::find_link(net.netlink(), &p.veth)
-        .await
-        .unwrap()
-        .is_some());
+    assert!(bridge::find_link(net.netlink(), &p.veth).await.unwrap().is_some());
 
     net.teardown_pod(&id).await.unwrap();
     assert!(leases().is_empty());
@@ -460,20 +384,13 @@ async fn removing_the_netns_takes_the_veth_with_it() {
     // the kernel deletes the pair; teardown must still succeed.
     env.dir.remove(&id).unwrap();
     for _ in 0..100 {
-        if bridge::find_link(net.netlink(), &p.veth)
-            .await
-            .unwrap()
-            .is_none()
-        {
+        if bridge::find_link(net.netlink(), &p.veth).await.unwrap().is_none() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     net.teardown_pod(&id).await.unwrap();
-    assert!(bridge::find_link(net.netlink(), &p.veth)
-        .await
-        .unwrap()
-        .is_none());
+    assert!(bridge::find_link(net.netlink(), &p.veth).await.unwrap().is_none());
     net.destroy().await.unwrap();
     env.dir.unmount().unwrap();
     env.assert_no_leaks();
@@ -525,13 +442,9 @@ async fn the_guard_cleans_up_an_abandoned_test() {
         let net = env.network();
         let id = env.pod_id();
         let ns = env.pin(&id);
-        net.setup_pod(
-            &id,
-            &ns,
-            &[PortMapping::new(Protocol::Tcp, env.host_port(6), 80)],
-        )
-        .await
-        .unwrap();
+        net.setup_pod(&id, &ns, &[PortMapping::new(Protocol::Tcp, env.host_port(6), 80)])
+            .await
+            .unwrap();
         assert!(common::nft_table_exists(&env.config.nft_table));
         let pods = env.pods.lock().unwrap().clone();
         (env.config.clone(), env.tmp.path().to_path_buf(), pods)

@@ -17,10 +17,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// A number unique within this process and unlikely to repeat across processes.
 pub fn unique() -> u32 {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let mut h: u32 = 0x811c_9dc5;
     for b in std::process::id()
         .to_le_bytes()
@@ -64,10 +62,7 @@ impl Env {
         let u = unique();
         let seq = COUNTER.fetch_add(1, Ordering::SeqCst);
         let x = ((std::process::id().wrapping_mul(7) + seq * 13) % 250 + 1) as u8;
-        let tmp = tempfile::Builder::new()
-            .prefix("berth-net-test-")
-            .tempdir()
-            .unwrap();
+        let tmp = tempfile::Builder::new().prefix("berth-net-test-").tempdir().unwrap();
         let dir = netns::NetnsDir::new(tmp.path().join("netns")).unwrap();
         Env {
             dir,
@@ -113,21 +108,14 @@ impl Env {
     /// Asserts nothing of this test is left on the machine.
     pub fn assert_no_leaks(&self) {
         let links = link_names();
-        assert!(
-            !links.contains(&self.config.bridge),
-            "bridge {} leaked",
-            self.config.bridge
-        );
+        assert!(!links.contains(&self.config.bridge), "bridge {} leaked", self.config.bridge);
         for pod in self.pods.lock().unwrap().iter() {
             let veth = berth_network::bridge::veth_name(pod);
             assert!(!links.contains(&veth), "veth {veth} of {pod} leaked");
         }
         let mounts = mounts_under(self.tmp.path());
         assert!(mounts.is_empty(), "mounts leaked: {mounts:?}");
-        assert!(
-            !nft_table_exists(&self.config.nft_table),
-            "nft table leaked"
-        );
+        assert!(!nft_table_exists(&self.config.nft_table), "nft table leaked");
     }
 }
 
@@ -140,10 +128,7 @@ impl Drop for Env {
         let root = self.tmp.path().to_path_buf();
         let dir = self.dir.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
                 if let Ok(h) = berth_network::bridge::connect() {
                     for pod in &pods {
@@ -231,9 +216,7 @@ pub fn nft_table_exists(table: &str) -> bool {
 
 /// Listens on `port` on every address inside the netns at `ns`.
 pub fn listen_in(ns: &Path, port: u16) -> TcpListener {
-    netns::run_in(ns, move || TcpListener::bind(("0.0.0.0", port)))
-        .unwrap()
-        .unwrap()
+    netns::run_in(ns, move || TcpListener::bind(("0.0.0.0", port))).unwrap().unwrap()
 }
 
 /// Connects to `to` (from inside `ns` if given), sends `msg`, and returns the peer
