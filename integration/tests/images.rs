@@ -472,3 +472,67 @@ async fn tls_and_basic_auth() {
         berthd.image().pull_image(auth("berth", "s3cret")).await.unwrap().into_inner().image_ref;
     assert_eq!(image_ref, pushed.image_id());
 }
+
+#[tokio::test]
+async fn credentials_file_is_used_when_the_pull_brings_none() {
+    use base64::Engine as _;
+    let registry = Registry::start(RegistryOptions::default().basic_auth("berth", "s3cret"));
+    let pushed = images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth_file = dir.path().join("config.json");
+    let token = base64::engine::general_purpose::STANDARD.encode("berth:s3cret");
+    let auths = serde_json::json!({"auths": {registry.addr(): {"auth": token}}});
+    std::fs::write(&auth_file, auths.to_string()).unwrap();
+    let berthd =
+        berthd_for(&registry, &format!("[registry]\nauth_file = \"{}\"\n", auth_file.display()))
+            .await;
+    assert_eq!(pull(&berthd, "busybox").await.unwrap(), pushed.image_id());
+}
+
+#[tokio::test]
+async fn a_stalled_download_is_aborted() {
+    let registry = Registry::start(RegistryOptions::default());
+    let pushed = images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
+    registry.set_blob_fault(
+        &pushed.layers[0].digest,
+        BlobFault::Delay(std::time::Duration::from_secs(30)),
+    );
+    let berthd = berthd_for(&registry, "[image]\npull_progress_timeout_secs = 1\n").await;
+    let started = std::time::Instant::now();
+    let err = pull(&berthd, "busybox").await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(err.message().contains("no data received"), "{err:?}");
+    assert!(layer_dirs(&berthd).is_empty());
+    assert_no_partial_state(&berthd);
+}
+
+#[tokio::test]
+async fn a_crash_mid_pull_leaves_nothing_half_listed() {
+    let registry = Registry::start(RegistryOptions::default());
+    let pushed = images::whiteout_image().push(&registry.client(), "library/wh", "latest").unwrap();
+    // The last layer hangs, so the others are unpacked when berthd dies.
+    let last = &pushed.layers.last().unwrap().digest;
+    registry.set_blob_fault(last, BlobFault::Delay(std::time::Duration::from_secs(30)));
+    let mut berthd = berthd_for(&registry, "").await;
+    let puller = {
+        let mut image = berthd.image();
+        tokio::spawn(async move {
+            image.pull_image(PullImageRequest { image: spec("wh"), ..Default::default() }).await
+        })
+    };
+    // Wait until the other layers are on disk, then crash.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while layer_dirs(&berthd).len() < pushed.layers.len() - 1 {
+        assert!(std::time::Instant::now() < deadline, "layers never arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    berthd.kill();
+    assert!(puller.await.unwrap().is_err());
+    berthd.restart().await;
+    assert!(list(&berthd).await.is_empty(), "a half-pulled image is listed");
+    assert!(layer_dirs(&berthd).is_empty(), "orphaned layers kept: {:?}", layer_dirs(&berthd));
+    assert_eq!(blobs(&berthd), 0);
+    assert_no_partial_state(&berthd);
+    registry.clear_blob_fault(last);
+    assert_eq!(pull(&berthd, "wh").await.unwrap(), pushed.image_id());
+}
