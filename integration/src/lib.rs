@@ -1,6 +1,7 @@
 //! End-to-end test support for berth: a real `berthd` started as root on temporary
 //! directories, and the fixtures tests pull images from.
 
+pub mod bench;
 pub mod berthd;
 pub mod oci_image;
 pub mod registry;
