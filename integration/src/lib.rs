@@ -2,6 +2,7 @@
 //! directories, and the fixtures tests pull images from.
 
 pub mod berthd;
+pub mod leaks;
 pub mod oci_image;
 pub mod registry;
 pub mod tls;

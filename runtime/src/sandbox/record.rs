@@ -101,3 +101,12 @@ pub struct CursorRecord {
 impl Record for CursorRecord {
     const TABLE: &'static str = "ip_cursor";
 }
+
+/// A parent cgroup directory berth created for some pod (keyed by its path). Shared by
+/// the pods below it; removed by whichever pod leaves it empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupDirRecord {}
+
+impl Record for CgroupDirRecord {
+    const TABLE: &'static str = "cgroup_dirs";
+}

@@ -16,7 +16,7 @@ use super::filter::{self, Filter};
 use super::ipam_store::StoredIpam;
 use super::mounts;
 use super::namespaces::{self, NsRequest};
-use super::record::{NameRecord, PortRecord, SandboxRecord, SandboxState};
+use super::record::{CgroupDirRecord, NameRecord, PortRecord, SandboxRecord, SandboxState};
 use super::spec::{self, NsMode, PodSpec, ValidSpec};
 use super::sysctl::SysctlNs;
 use super::undo::Undo;
@@ -159,14 +159,10 @@ impl Sandboxes {
     /// Runs a pod: validates the request, then creates everything, or nothing.
     pub async fn run(&self, spec: PodSpec) -> Result<String> {
         let v = spec::validate(spec).map_err(SandboxError::InvalidArgument)?;
-        if v.spec.pid == NsMode::Pod {
-            return Err(SandboxError::Unimplemented(
-                "config.linux.security_context.namespace_options.pid: POD (a PID namespace \
-                 shared by the pod's containers) needs an init process from the pod shim, \
-                 which berth does not have yet; use CONTAINER or NODE"
-                    .into(),
-            ));
-        }
+        // PID mode POD (the CRI default): the pod's containers are to share one PID
+        // namespace with an init as PID 1. berthd never forks, so that namespace and its
+        // init come from the pod shim with the first container; the sandbox itself has no
+        // process, and says so in its verbose status.
         if !v.host_network() {
             if let Err(e) = &self.inner.network {
                 return Err(SandboxError::FailedPrecondition(format!(
@@ -311,7 +307,22 @@ impl Sandboxes {
         let rel = rec.cgroup.clone();
         let created = cgroup::create(&hs, &rel).map_err(internal)?;
         rec.cgroup_created = created.clone();
-        undo.push("cgroup", move || cgroup::remove(&created, &rel));
+        {
+            let (meta, hs) = (meta.clone(), hs.clone());
+            undo.push("cgroup", move || {
+                cgroup::remove(&created, &rel)?;
+                remove_berth_parents(&meta, &hs, &rel).map_err(|e| e.to_string())
+            });
+        }
+        let parents: Vec<&PathBuf> =
+            rec.cgroup_created.iter().filter(|d| !d.ends_with(&rec.cgroup)).collect();
+        if !parents.is_empty() {
+            let mut tx = meta.write()?;
+            for p in parents {
+                tx.put(&p.to_string_lossy(), &CgroupDirRecord {})?;
+            }
+            tx.commit()?;
+        }
         if let Some(r) = &v.spec.resources {
             cgroup::apply(&hs, &rec.cgroup, r).map_err(SandboxError::InvalidArgument)?;
         }
@@ -456,6 +467,7 @@ impl Sandboxes {
         cgroup::remove(&rec.cgroup_created, &rec.cgroup).map_err(|e| {
             SandboxError::FailedPrecondition(format!("pod cgroup still in use: {e}"))
         })?;
+        remove_berth_parents(&self.inner.meta, &self.inner.hierarchies, &rec.cgroup)?;
         if rec.dir.starts_with(self.inner.pods_dir.path()) && rec.dir != self.inner.pods_dir.path()
         {
             mounts::remove_tree(&rec.dir).map_err(internal)?;
@@ -478,6 +490,11 @@ impl Sandboxes {
         let first_mount = self.inner.hierarchies.first().map(|h| h.mount.join(&rec.cgroup));
         serde_json::json!({
             "pid": serde_json::Value::Null,
+            "pidNamespace": match rec.pid {
+                NsMode::Pod => "pod: created by the pod shim with the first container (no init process yet)",
+                NsMode::Node => "node",
+                _ => "container",
+            },
             "netnsPath": rec.netns,
             "ipcNamespace": rec.ipc_ns,
             "utsNamespace": rec.uts_ns,
@@ -542,6 +559,7 @@ impl Sandboxes {
                     if let Err(e) = cgroup::remove(&rec.cgroup_created, &rec.cgroup) {
                         tracing::warn!(pod_id = %id, error = %e, "cannot remove pod cgroup");
                     }
+                    remove_berth_parents(&self.inner.meta, &self.inner.hierarchies, &rec.cgroup)?;
                     rec.state = SandboxState::NotReady;
                     rec.ip = None;
                     rec.veth = None;
@@ -608,6 +626,39 @@ impl Sandboxes {
             }
         }
     }
+}
+
+/// Removes the now-empty parent cgroups of `rel` that berth created (for this pod or
+/// another one), deepest first; parents still holding other pods stay.
+fn remove_berth_parents(
+    meta: &MetadataStore,
+    hs: &[Hierarchy],
+    rel: &str,
+) -> Result<(), MetadataError> {
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    let mut gone = Vec::new();
+    for h in hs {
+        for n in (1..parts.len()).rev() {
+            let dir = h.mount.join(parts[..n].join("/"));
+            let key = dir.to_string_lossy().into_owned();
+            if meta.get::<CgroupDirRecord>(&key)?.is_none() {
+                continue;
+            }
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => gone.push(key),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(key),
+                Err(_) => break, // still holds other pods: so do its parents
+            }
+        }
+    }
+    if !gone.is_empty() {
+        let mut tx = meta.write()?;
+        for key in gone {
+            tx.delete::<CgroupDirRecord>(&key)?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
 }
 
 /// A new sandbox id: 64 random hex digits.
