@@ -180,12 +180,12 @@ async fn pod_lifecycle_files_status_and_filters() {
     both.sort();
     assert_eq!(list(None).await, both);
     let by_prefix = PodSandboxFilter { id: id2[..12].into(), ..Default::default() };
-    assert_eq!(list(Some(by_prefix)).await, [id2.clone()]);
+    assert_eq!(list(Some(by_prefix)).await, std::slice::from_ref(&id2));
     let by_label = PodSandboxFilter {
         label_selector: HashMap::from([("app".into(), "web".into())]),
         ..Default::default()
     };
-    assert_eq!(list(Some(by_label)).await, [id.clone()]);
+    assert_eq!(list(Some(by_label)).await, std::slice::from_ref(&id));
 
     // Stop: NOTREADY, network reclaimed, idempotent.
     rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await.unwrap();
@@ -199,7 +199,7 @@ async fn pod_lifecycle_files_status_and_filters() {
         state: Some(PodSandboxStateValue { state: PodSandboxState::SandboxReady as i32 }),
         ..Default::default()
     };
-    assert_eq!(list(Some(ready)).await, [id2.clone()]);
+    assert_eq!(list(Some(ready)).await, std::slice::from_ref(&id2));
 
     // Remove: idempotent; the name is free again; status is NotFound.
     for _ in 0..2 {
