@@ -493,3 +493,56 @@ async fn restart_keeps_pods_and_reboot_makes_them_notready_and_cleans() {
     remove(&b, &c).await;
     env.assert_no_leaks(&b).await;
 }
+
+/// RunPodSandbox latency, sequential and 10 concurrent (run with `--ignored --nocapture`,
+/// ideally against a release berthd via `BERTHD_BIN`).
+#[tokio::test]
+#[ignore]
+async fn run_pod_sandbox_latency() {
+    let env = NetEnv::new();
+    let b = env.berthd().await;
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    let mut seq = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let mut rt = b.runtime();
+        let t = std::time::Instant::now();
+        let id = rt.run_pod_sandbox(run_req(pod(&env, &format!("s{i}")))).await.unwrap();
+        seq.push(t.elapsed());
+        ids.push(id.into_inner().pod_sandbox_id);
+    }
+    let mut conc = Vec::new();
+    for round in 0..10 {
+        let runs = (0..10).map(|i| {
+            let mut rt = b.runtime();
+            let config = pod(&env, &format!("c{round}-{i}"));
+            async move {
+                let t = std::time::Instant::now();
+                let id = rt.run_pod_sandbox(run_req(config)).await.unwrap().into_inner();
+                (t.elapsed(), id.pod_sandbox_id)
+            }
+        });
+        for (d, id) in futures::future::join_all(runs).await {
+            conc.push(d);
+            ids.push(id);
+        }
+    }
+    eprintln!(
+        "RunPodSandbox sequential: median {:?} p99 {:?}; 10 concurrent: median {:?} p99 {:?}",
+        pct(&mut seq, 0.5),
+        pct(&mut seq, 0.99),
+        pct(&mut conc, 0.5),
+        pct(&mut conc, 0.99)
+    );
+    let removes = ids.into_iter().map(|id| {
+        let mut rt = b.runtime();
+        async move { rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id }).await }
+    });
+    for r in futures::future::join_all(removes).await {
+        r.unwrap();
+    }
+    env.assert_no_leaks(&b).await;
+}
