@@ -337,6 +337,9 @@ async fn host_network_pod_shares_the_host_netns() {
     let env = NetEnv::new();
     let b = env.berthd().await;
     let mut rt = b.runtime();
+    let s = rt.status(StatusRequest { verbose: false }).await.unwrap().into_inner();
+    let net = s.status.unwrap().conditions.into_iter().find(|c| c.r#type == "NetworkReady");
+    assert!(net.unwrap().status, "the bridge is set up at start-up");
     let mut config = pod(&env, "hostnet");
     config.linux.as_mut().unwrap().security_context = Some(LinuxSandboxSecurityContext {
         namespace_options: Some(NamespaceOption {
