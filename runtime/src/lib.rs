@@ -8,6 +8,7 @@ pub mod digest;
 pub mod image;
 pub mod layout;
 pub mod metadata;
+pub mod sandbox;
 pub mod snapshot;
 pub mod state_lock;
 
