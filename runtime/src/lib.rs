@@ -5,10 +5,13 @@
 
 pub mod content;
 pub mod digest;
+pub mod executor;
 pub mod image;
 pub mod layout;
 pub mod metadata;
+pub mod shim;
 pub mod snapshot;
+pub mod spec;
 pub mod state_lock;
 
 pub use layout::Layout;
