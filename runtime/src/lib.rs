@@ -5,11 +5,14 @@
 
 pub mod content;
 pub mod digest;
+pub mod executor;
 pub mod image;
 pub mod layout;
 pub mod metadata;
 pub mod sandbox;
+pub mod shim;
 pub mod snapshot;
+pub mod spec;
 pub mod state_lock;
 
 pub use layout::Layout;

@@ -1,0 +1,331 @@
+//! cgroupfs (v1 and v2) for containers, written directly (a few files per controller).
+//!
+//! Every mounted hierarchy is used: each cgroup v1 hierarchy (`/sys/fs/cgroup/<ctrl>`)
+//! and the v2 one if mounted (on a hybrid host `/sys/fs/cgroup/unified`, usually with no
+//! controllers: the process is still placed there so it can be tracked). The container's
+//! `cgroups_path` (absolute, cgroupfs style) names the same relative directory in each.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+
+use super::{Ctx, Error, Result};
+
+/// One mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub mount: PathBuf,
+    /// v1 controllers (`memory`, `cpu`, `cpuacct`, `name=systemd`, …); empty for v2.
+    pub controllers: Vec<String>,
+    pub v2: bool,
+}
+
+impl Hierarchy {
+    pub fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
+}
+
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "blkio",
+    "perf_event",
+    "net_prio",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+];
+
+/// Parses `/proc/self/mountinfo` text into the hierarchies mounted at their root.
+pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
+    let mut out: Vec<Hierarchy> = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let l: Vec<&str> = left.split(' ').collect();
+        let r: Vec<&str> = right.split(' ').collect();
+        if l.len() < 5 || r.len() < 3 || l[3] != "/" {
+            continue;
+        }
+        let mount = PathBuf::from(unescape(l[4]));
+        let h = match r[0] {
+            "cgroup2" => Hierarchy { mount, controllers: Vec::new(), v2: true },
+            "cgroup" => {
+                let controllers: Vec<String> = r[2]
+                    .split(',')
+                    .filter(|o| V1_CONTROLLERS.contains(o) || o.starts_with("name="))
+                    .map(str::to_string)
+                    .collect();
+                if controllers.is_empty() {
+                    continue;
+                }
+                Hierarchy { mount, controllers, v2: false }
+            }
+            _ => continue,
+        };
+        if !out.iter().any(|o| o.v2 == h.v2 && o.controllers == h.controllers) {
+            out.push(h);
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// The hierarchies mounted in this process's mount namespace.
+pub fn hierarchies() -> Result<Vec<Hierarchy>> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ctx(|| "read mountinfo".into())?;
+    Ok(parse_mountinfo(&text))
+}
+
+/// Checks a cgroupfs-style path: absolute, no `..`.
+pub fn check_path(path: &Path) -> Result<PathBuf> {
+    let s = path.to_string_lossy();
+    if !path.is_absolute() || s.split('/').any(|c| c == "..") {
+        return Err(Error(format!("cgroups path {s:?} must be absolute without \"..\"")));
+    }
+    Ok(path.strip_prefix("/").unwrap_or(path).to_path_buf())
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    fs::write(dir.join(file), value)
+        .ctx(|| format!("cgroup: write {value:?} to {}/{file}", dir.display()))
+}
+
+/// Creates `rel` under `h`, copying cpuset.cpus/mems into every new cpuset level
+/// (a v1 cpuset cgroup with empty sets refuses tasks).
+fn create_dir(h: &Hierarchy, rel: &Path) -> Result<PathBuf> {
+    let mut dir = h.mount.clone();
+    for comp in rel.components() {
+        let parent = dir.clone();
+        dir.push(comp);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error(format!("cgroup: mkdir {}: {e}", dir.display()))),
+        }
+        if h.has("cpuset") {
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                let v = fs::read_to_string(parent.join(f)).unwrap_or_default();
+                if !v.trim().is_empty() {
+                    write(&dir, f, v.trim())?;
+                }
+            }
+        }
+    }
+    Ok(dir)
+}
+
+/// Creates the cgroup `path` in every hierarchy, applies `resources` and moves `pid` in.
+pub fn create_and_place(path: &Path, pid: i32, resources: Option<&LinuxResources>) -> Result<()> {
+    let rel = check_path(path)?;
+    for h in hierarchies()? {
+        let dir = create_dir(&h, &rel)?;
+        if let Some(r) = resources {
+            apply(&h, &dir, r)?;
+        }
+        write(&dir, "cgroup.procs", &pid.to_string())?;
+    }
+    Ok(())
+}
+
+/// Moves the calling process into `path` in every hierarchy where it exists.
+pub fn join_self(path: &Path) -> Result<()> {
+    let rel = check_path(path)?;
+    for h in hierarchies()? {
+        let dir = h.mount.join(&rel);
+        if dir.is_dir() {
+            write(&dir, "cgroup.procs", "0")?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `resources` into the files of `h`'s controllers.
+pub fn apply(h: &Hierarchy, dir: &Path, r: &LinuxResources) -> Result<()> {
+    if h.v2 {
+        if let Some(unified) = r.unified() {
+            for (k, v) in unified {
+                if k.contains('/') || k.starts_with('.') {
+                    return Err(Error(format!("cgroup: bad unified key {k:?}")));
+                }
+                write(dir, k, v)?;
+            }
+        }
+        return Ok(());
+    }
+    if h.has("memory") {
+        if let Some(m) = r.memory() {
+            if let Some(limit) = m.limit() {
+                write(dir, "memory.limit_in_bytes", &limit.to_string())?;
+            }
+            if let Some(swap) = m.swap() {
+                if dir.join("memory.memsw.limit_in_bytes").exists() {
+                    write(dir, "memory.memsw.limit_in_bytes", &swap.to_string())?;
+                }
+            }
+            if let Some(res) = m.reservation() {
+                write(dir, "memory.soft_limit_in_bytes", &res.to_string())?;
+            }
+            if let Some(s) = m.swappiness() {
+                if s <= 100 {
+                    write(dir, "memory.swappiness", &s.to_string())?;
+                }
+            }
+        }
+    }
+    if let Some(c) = r.cpu() {
+        if h.has("cpu") {
+            if let Some(shares) = c.shares() {
+                write(dir, "cpu.shares", &shares.to_string())?;
+            }
+            if let Some(period) = c.period() {
+                write(dir, "cpu.cfs_period_us", &period.to_string())?;
+            }
+            if let Some(quota) = c.quota() {
+                write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+            }
+        }
+        if h.has("cpuset") {
+            if let Some(cpus) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
+                write(dir, "cpuset.cpus", cpus)?;
+            }
+            if let Some(mems) = c.mems().as_deref().filter(|s| !s.is_empty()) {
+                write(dir, "cpuset.mems", mems)?;
+            }
+        }
+    }
+    if h.has("pids") {
+        if let Some(p) = r.pids() {
+            let v = if p.limit() > 0 { p.limit().to_string() } else { "max".into() };
+            write(dir, "pids.max", &v)?;
+        }
+    }
+    if h.has("hugetlb") {
+        for l in r.hugepage_limits().iter().flatten() {
+            if l.page_size().contains('/') {
+                return Err(Error(format!("cgroup: bad hugepage size {:?}", l.page_size())));
+            }
+            write(
+                dir,
+                &format!("hugetlb.{}.limit_in_bytes", l.page_size()),
+                &l.limit().to_string(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies `resources` to an existing cgroup (live update).
+pub fn update(path: &Path, resources: &LinuxResources) -> Result<()> {
+    let rel = check_path(path)?;
+    for h in hierarchies()? {
+        let dir = h.mount.join(&rel);
+        if dir.is_dir() {
+            apply(&h, &dir, resources)?;
+        }
+    }
+    Ok(())
+}
+
+/// Pids in the cgroup (from the first hierarchy that has it).
+pub fn pids(path: &Path) -> Vec<i32> {
+    let (Ok(rel), Ok(hs)) = (check_path(path), hierarchies()) else { return Vec::new() };
+    for h in hs.iter().filter(|h| h.has("pids") || h.has("memory") || h.v2) {
+        if let Ok(text) = fs::read_to_string(h.mount.join(&rel).join("cgroup.procs")) {
+            return text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        }
+    }
+    Vec::new()
+}
+
+/// How many processes the kernel OOM killer killed in the cgroup.
+pub fn oom_kills(path: &Path) -> u64 {
+    let (Ok(rel), Ok(hs)) = (check_path(path), hierarchies()) else { return 0 };
+    let mut total = 0;
+    for h in hs {
+        let (file, ok) =
+            if h.v2 { ("memory.events", true) } else { ("memory.oom_control", h.has("memory")) };
+        if !ok {
+            continue;
+        }
+        if let Ok(text) = fs::read_to_string(h.mount.join(&rel).join(file)) {
+            for line in text.lines() {
+                if let Some(n) = line.strip_prefix("oom_kill ") {
+                    total += n.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    total
+}
+
+/// Removes the cgroup (leaf only) from every hierarchy. Missing ones are fine.
+pub fn remove(path: &Path) -> Result<()> {
+    let rel = check_path(path)?;
+    if rel.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let mut last = None;
+    for h in hierarchies()? {
+        let dir = h.mount.join(&rel);
+        for attempt in 0..50 {
+            match fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    last = Some(Error(format!("cgroup: rmdir {}: {e}", dir.display())));
+                    break;
+                }
+            }
+        }
+    }
+    last.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+24 1 0:22 / /sys rw,nosuid - sysfs sysfs rw
+30 24 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+34 30 0:30 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+35 30 0:31 / /sys/fs/cgroup/systemd rw,nosuid - cgroup cgroup rw,xattr,name=systemd
+36 30 0:30 /sub /mnt/memory rw,nosuid - cgroup cgroup rw,memory
+37 30 0:30 / /other/memory rw,nosuid - cgroup cgroup rw,memory
+";
+
+    #[test]
+    fn parses_hybrid_mountinfo() {
+        let hs = parse_mountinfo(HYBRID);
+        assert_eq!(hs.len(), 4, "{hs:?}");
+        assert!(hs[0].v2);
+        assert_eq!(hs[0].mount, Path::new("/sys/fs/cgroup/unified"));
+        assert_eq!(hs[1].controllers, ["cpu", "cpuacct"]);
+        assert!(hs[2].has("memory"));
+        assert_eq!(hs[3].controllers, ["name=systemd"]);
+    }
+
+    #[test]
+    fn paths_must_be_absolute_and_contained() {
+        assert_eq!(check_path(Path::new("/a/b")).unwrap(), Path::new("a/b"));
+        assert!(check_path(Path::new("a/b")).is_err());
+        assert!(check_path(Path::new("/a/../../b")).is_err());
+    }
+}

@@ -1,0 +1,644 @@
+//! The native executor: turns an OCI runtime spec into a container process.
+//!
+//! Used by the shim (`berth-shim`), which is single-threaded: every function here forks,
+//! and refuses to run in a process with more than one thread (forking a multi-threaded
+//! process leaves locks held by threads that no longer exist in the child).
+//!
+//! # Create
+//! The caller (the shim) forks an *intermediate* child, which joins the namespaces the
+//! spec names by path (`setns`: net, ipc, uts, pid, cgroup, mnt), unshares a new pid
+//! namespace if the spec asks for one without a path, and forks the *container* process
+//! (so that it is pid 1 of the new pid namespace), reports its pid and exits. The shim,
+//! the subreaper, inherits the container process. The shim then creates the cgroup,
+//! applies resources, moves the process in, sets oom_score_adj, and lets the child go on:
+//! it unshares its mount namespace (and uts/ipc/cgroup/net when new), mounts the spec's
+//! mounts under the rootfs, pivot_roots, masks and read-only-binds paths, sets the
+//! hostname (only in a uts namespace of its own), sysctls, rlimits, stdio, user, groups,
+//! capabilities, no_new_privs and seccomp, checks the executable exists, reports `ready`
+//! and blocks on the control pipe. [`Pending::start`] writes the start byte; the child
+//! execs. Any failure is sent back as text through the report pipe, so Create and Start
+//! fail with the child's own error ("mount proc on /proc: EPERM: …").
+//!
+//! # Rootfs
+//! The executor does not mount the image: `root.path` (relative paths against the bundle)
+//! must already be the container's root filesystem, e.g. the overlay the snapshotter
+//! mounted on the host before Create.
+//!
+//! # Exec
+//! [`exec`] runs a process in a running container: the intermediate child joins the
+//! container's cgroup and namespaces (`/proc/<pid>/ns/*`), forks, and the grandchild
+//! applies the process spec (user, caps, no_new_privs, the container's seccomp) and execs.
+
+pub mod caps;
+pub mod cgroups;
+pub mod mounts;
+pub mod seccomp;
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::unistd::{fork, pipe2, ForkResult, Gid, Pid, Uid};
+use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Process, Spec};
+
+/// An executor error: a message naming the step and the cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(pub String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) trait Ctx<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: fmt::Display> Ctx<T> for std::result::Result<T, E> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error(format!("{}: {e}", what())))
+    }
+}
+
+/// The child's standard streams (for a tty, the same terminal three times).
+#[derive(Debug)]
+pub struct Stdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// Make stdin the controlling terminal.
+    pub tty: bool,
+}
+
+/// A created container process, blocked until [`Pending::start`].
+#[derive(Debug)]
+pub struct Pending {
+    pub pid: Pid,
+    control: File,
+    report: File,
+}
+
+/// How long a child may take to report.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn single_threaded() -> Result<()> {
+    let n = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
+    if n != 1 {
+        return Err(Error(format!("executor: refusing to fork a process with {n} threads")));
+    }
+    Ok(())
+}
+
+fn pipe() -> Result<(File, File)> {
+    let (r, w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
+    Ok((File::from(r), File::from(w)))
+}
+
+/// Reads one `\n`-terminated report line (without it). `Ok(None)`: EOF.
+fn read_line(f: &mut File, timeout: Duration) -> Result<Option<String>> {
+    let deadline = Instant::now() + timeout;
+    let mut line = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut pfd = [nix::poll::PollFd::new(f.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        match nix::poll::poll(
+            &mut pfd,
+            nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+        ) {
+            Ok(0) => return Err(Error("container process did not report in time".into())),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error(format!("poll report pipe: {e}"))),
+        }
+        let mut b = [0u8; 1];
+        match f.read(&mut b) {
+            Ok(0) => {
+                return Ok(if line.is_empty() {
+                    None
+                } else {
+                    Some(String::from_utf8_lossy(&line).into())
+                })
+            }
+            Ok(_) if b[0] == b'\n' => return Ok(Some(String::from_utf8_lossy(&line).into())),
+            Ok(_) => line.push(b[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error(format!("read report pipe: {e}"))),
+        }
+    }
+}
+
+/// In a child: send an error line and exit.
+fn child_fail(report: &mut File, e: &Error) -> ! {
+    let msg = e.0.replace('\n', " ");
+    let _ = report.write_all(format!("E{msg}\n").as_bytes());
+    // SAFETY: _exit in a forked child, no destructors.
+    unsafe { libc::_exit(1) }
+}
+
+fn reset_signals() {
+    // SAFETY: plain libc signal calls in a single-threaded child.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    }
+}
+
+fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
+    CloneFlags::from_bits_truncate(t as libc::c_int)
+}
+
+/// The rootfs named by the spec, against `bundle` when relative.
+pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
+    let root = spec.root().as_ref().ok_or_else(|| Error("spec has no root".into()))?;
+    let p = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
+    std::fs::canonicalize(&p).ctx(|| format!("rootfs {}", p.display()))
+}
+
+/// Creates the container process. Blocking, a few milliseconds; must be called from a
+/// single-threaded process (the shim). `oom_score_adj` is clamped to the caller's own.
+pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
+    single_threaded()?;
+    let rootfs = rootfs_path(spec, bundle)?;
+    let process = spec.process().as_ref().ok_or_else(|| Error("spec has no process".into()))?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(Error("process.args is empty".into()));
+    }
+    let (report_r, report_w) = pipe()?;
+    let (control_r, control_w) = pipe()?;
+    // SAFETY: the process is single-threaded (checked above).
+    match unsafe { fork() }.ctx(|| "fork".into())? {
+        ForkResult::Child => {
+            drop(report_r);
+            drop(control_w);
+            let mut report = report_w;
+            let e = match intermediate(spec, &rootfs, stdio, control_r, &mut report) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            child_fail(&mut report, &e);
+        }
+        ForkResult::Parent { child } => {
+            drop(report_w);
+            drop(control_r);
+            drop(stdio);
+            let _ = nix::sys::wait::waitpid(child, None);
+            let mut pending =
+                Pending { pid: Pid::from_raw(0), control: control_w, report: report_r };
+            let first = read_line(&mut pending.report, REPORT_TIMEOUT)?;
+            let pid = match first.as_deref() {
+                Some(l) if l.starts_with('P') => {
+                    l[1..].parse::<i32>().map_err(|_| Error(format!("bad report {l:?}")))?
+                }
+                Some(l) if l.starts_with('E') => return Err(Error(l[1..].to_string())),
+                other => {
+                    return Err(Error(format!("container process died during create ({other:?})")))
+                }
+            };
+            pending.pid = Pid::from_raw(pid);
+            let fail = |p: &Pending, e: Error| {
+                let _ = nix::sys::signal::kill(p.pid, nix::sys::signal::Signal::SIGKILL);
+                e
+            };
+            if let Some(cg) = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
+                let res = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+                if let Err(e) = cgroups::create_and_place(cg, pid, res) {
+                    return Err(fail(&pending, e));
+                }
+            }
+            if let Some(adj) = process.oom_score_adj() {
+                if let Err(e) = set_oom_score_adj(pid, adj) {
+                    return Err(fail(&pending, e));
+                }
+            }
+            if let Err(e) = pending.control.write_all(b"c") {
+                return Err(fail(&pending, Error(format!("release container process: {e}"))));
+            }
+            match read_line(&mut pending.report, REPORT_TIMEOUT) {
+                Ok(Some(l)) if l == "R" => Ok(pending),
+                Ok(Some(l)) if l.starts_with('E') => Err(fail(&pending, Error(l[1..].to_string()))),
+                Ok(other) => Err(fail(
+                    &pending,
+                    Error(format!("container process died during create ({other:?})")),
+                )),
+                Err(e) => Err(fail(&pending, e)),
+            }
+        }
+    }
+}
+
+/// Writes `/proc/<pid>/oom_score_adj`, never below the caller's own value (without
+/// CAP_SYS_RESOURCE the kernel refuses that, as on nested nodes).
+pub fn set_oom_score_adj(pid: i32, wanted: i32) -> Result<()> {
+    let own: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(-1000);
+    let value = clamp_oom_score_adj(wanted, own);
+    std::fs::write(format!("/proc/{pid}/oom_score_adj"), value.to_string())
+        .ctx(|| format!("set oom_score_adj {value}"))
+}
+
+/// The clamping rule, on its own for tests.
+pub fn clamp_oom_score_adj(wanted: i32, own: i32) -> i32 {
+    wanted.clamp(-1000, 1000).max(own)
+}
+
+impl Pending {
+    /// Lets the process exec. Fails with the child's error if exec fails.
+    pub fn start(mut self) -> Result<()> {
+        self.control.write_all(b"s").ctx(|| "start container process".into())?;
+        drop(self.control);
+        match read_line(&mut self.report, REPORT_TIMEOUT)? {
+            None => Ok(()),
+            Some(l) => Err(Error(l.strip_prefix('E').unwrap_or(&l).to_string())),
+        }
+    }
+}
+
+fn intermediate(
+    spec: &Spec,
+    rootfs: &Path,
+    stdio: Stdio,
+    control: File,
+    report: &mut File,
+) -> Result<Infallible> {
+    reset_signals();
+    let linux = spec.linux().as_ref();
+    let namespaces = linux.and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    let mut new = CloneFlags::empty();
+    for ns in &namespaces {
+        match (ns.typ(), ns.path()) {
+            (LinuxNamespaceType::User, _) => {
+                return Err(Error("user namespaces are not supported".into()))
+            }
+            (t, Some(path)) => {
+                let f = File::open(path).ctx(|| format!("open namespace {}", path.display()))?;
+                setns(f.as_fd(), ns_flag(t)).ctx(|| format!("setns {t} {}", path.display()))?;
+            }
+            (t, None) => new |= ns_flag(t),
+        }
+    }
+    if new.contains(CloneFlags::CLONE_NEWPID) {
+        unshare(CloneFlags::CLONE_NEWPID).ctx(|| "unshare pid namespace".into())?;
+    }
+    // SAFETY: this child is single-threaded.
+    match unsafe { fork() }.ctx(|| "fork container process".into())? {
+        ForkResult::Parent { child } => {
+            report.write_all(format!("P{child}\n").as_bytes()).ctx(|| "report pid".into())?;
+            // SAFETY: _exit in a forked child.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Child => {
+            let mut control = control;
+            let mut b = [0u8; 1];
+            if control.read(&mut b).unwrap_or(0) != 1 {
+                // SAFETY: _exit in a forked child; the shim went away.
+                unsafe { libc::_exit(1) }
+            }
+            let new = new & !CloneFlags::CLONE_NEWPID;
+            container_init(spec, rootfs, stdio, new, control, report)
+        }
+    }
+}
+
+fn container_init(
+    spec: &Spec,
+    rootfs: &Path,
+    stdio: Stdio,
+    new: CloneFlags,
+    mut control: File,
+    report: &mut File,
+) -> Result<Infallible> {
+    let process = spec.process().as_ref().ok_or_else(|| Error("spec has no process".into()))?;
+    unshare(new | CloneFlags::CLONE_NEWNS).ctx(|| "unshare namespaces".into())?;
+    mounts::prepare_rootfs(spec, rootfs)?;
+    mounts::pivot(rootfs)?;
+    for (k, v) in spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default() {
+        if k.contains("..") || k.contains('/') {
+            return Err(Error(format!("bad sysctl {k:?}")));
+        }
+        std::fs::write(format!("/proc/sys/{}", k.replace('.', "/")), &v)
+            .ctx(|| format!("sysctl {k}={v}"))?;
+    }
+    mounts::finish(spec)?;
+    if new.contains(CloneFlags::CLONE_NEWUTS) {
+        if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+            nix::unistd::sethostname(h).ctx(|| "sethostname".into())?;
+        }
+    }
+    setup_stdio(&stdio)?;
+    drop(stdio);
+    let prepared = prepare_process(process, spec)?;
+    report.write_all(b"R\n").ctx(|| "report ready".into())?;
+    let mut b = [0u8; 1];
+    if control.read(&mut b).unwrap_or(0) != 1 {
+        // SAFETY: _exit in a forked child; never started.
+        unsafe { libc::_exit(0) }
+    }
+    drop(control);
+    Err(prepared.exec())
+}
+
+fn setup_stdio(stdio: &Stdio) -> Result<()> {
+    if stdio.tty {
+        nix::unistd::setsid().ctx(|| "setsid".into())?;
+        // SAFETY: ioctl on our terminal fd.
+        if unsafe { libc::ioctl(stdio.stdin.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+            return Err(Error(format!("set controlling terminal: {}", nix::errno::Errno::last())));
+        }
+    }
+    for (fd, target) in [(&stdio.stdin, 0), (&stdio.stdout, 1), (&stdio.stderr, 2)] {
+        // SAFETY: dup2 onto the standard descriptors.
+        if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+            return Err(Error(format!("dup2 stdio: {}", nix::errno::Errno::last())));
+        }
+    }
+    Ok(())
+}
+
+/// A process ready to exec: everything but no_new_privs + seccomp (when NNP) is applied.
+struct Prepared {
+    path: CString,
+    args: Vec<CString>,
+    env: Vec<CString>,
+    filter: Option<libseccomp::ScmpFilterContext>,
+    no_new_privs: bool,
+}
+
+impl Prepared {
+    fn exec(self) -> Error {
+        if self.no_new_privs {
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                return Error(format!("set no_new_privs: {}", nix::errno::Errno::last()));
+            }
+            if let Some(f) = &self.filter {
+                if let Err(e) = seccomp::load(f) {
+                    return e;
+                }
+            }
+        }
+        // Everything but stdio is close-on-exec from here on.
+        // SAFETY: close_range with the CLOEXEC flag only marks descriptors.
+        unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+        let e = nix::unistd::execve(&self.path, &self.args, &self.env).unwrap_err();
+        Error(format!("exec {}: {e}", self.path.to_string_lossy()))
+    }
+}
+
+fn cstr(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error(format!("NUL byte in {s:?}")))
+}
+
+/// Finds `prog` on `PATH` (from the process env) in the current root.
+fn lookup(prog: &str, env: &[String]) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if prog.contains('/') {
+        return match executable(Path::new(prog)) {
+            Ok(true) => Ok(prog.into()),
+            Ok(false) => Err(Error(format!("exec: not an executable file: {prog}"))),
+            Err(_) => Err(Error(format!("exec: no such file: {prog}"))),
+        };
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join(prog);
+        if executable(&p).unwrap_or(false) {
+            return Ok(p);
+        }
+    }
+    Err(Error(format!("exec: {prog:?} not found in PATH {path}")))
+}
+
+fn home_of(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())
+    })
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> Option<u32> {
+    use PosixRlimitType::*;
+    Some(match t {
+        RlimitCpu => libc::RLIMIT_CPU,
+        RlimitFsize => libc::RLIMIT_FSIZE,
+        RlimitData => libc::RLIMIT_DATA,
+        RlimitStack => libc::RLIMIT_STACK,
+        RlimitCore => libc::RLIMIT_CORE,
+        RlimitRss => libc::RLIMIT_RSS,
+        RlimitNproc => libc::RLIMIT_NPROC,
+        RlimitNofile => libc::RLIMIT_NOFILE,
+        RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        RlimitAs => libc::RLIMIT_AS,
+        RlimitLocks => libc::RLIMIT_LOCKS,
+        RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        RlimitNice => libc::RLIMIT_NICE,
+        RlimitRtprio => libc::RLIMIT_RTPRIO,
+        RlimitRttime => libc::RLIMIT_RTTIME,
+    })
+}
+
+/// Applies the process's cwd, rlimits, user, groups and capabilities (and seccomp when
+/// no_new_privs is off, which must happen while CAP_SYS_ADMIN is still held).
+fn prepare_process(process: &Process, spec: &Spec) -> Result<Prepared> {
+    let user = process.user();
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", home_of(user.uid()).unwrap_or_else(|| "/".into())));
+    }
+    let args: Vec<String> = process.args().clone().unwrap_or_default();
+    let path = lookup(&args[0], &env)?;
+    let cwd = process.cwd();
+    std::fs::create_dir_all(cwd).ok();
+    nix::unistd::chdir(cwd.as_path()).ctx(|| format!("chdir {}", cwd.display()))?;
+    for rl in process.rlimits().iter().flatten() {
+        let Some(res) = rlimit_resource(rl.typ()) else { continue };
+        let lim = libc::rlimit { rlim_cur: rl.soft(), rlim_max: rl.hard() };
+        // SAFETY: setrlimit with a valid struct.
+        if unsafe { libc::setrlimit(res as _, &lim) } != 0 {
+            return Err(Error(format!("setrlimit {:?}: {}", rl.typ(), nix::errno::Errno::last())));
+        }
+    }
+    if let Some(mask) = user.umask() {
+        // SAFETY: umask never fails.
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    let no_new_privs = process.no_new_privileges().unwrap_or(false);
+    let filter = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(p) => Some(seccomp::build(p)?),
+        None => None,
+    };
+    if !no_new_privs {
+        if let Some(f) = &filter {
+            seccomp::load(f)?;
+        }
+    }
+    let caps = caps::CapMasks::from_spec(process.capabilities().as_ref())?;
+    caps::drop_bounding(caps.bounding)?;
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    let groups: Vec<Gid> =
+        user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).ctx(|| "setgroups".into())?;
+    let gid = Gid::from_raw(user.gid());
+    nix::unistd::setresgid(gid, gid, gid).ctx(|| format!("setgid {gid}"))?;
+    let uid = Uid::from_raw(user.uid());
+    nix::unistd::setresuid(uid, uid, uid).ctx(|| format!("setuid {uid}"))?;
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    caps::set_sets(&caps)?;
+    caps::set_ambient(caps.ambient)?;
+    Ok(Prepared {
+        path: cstr(&path.to_string_lossy())?,
+        args: args.iter().map(|a| cstr(a)).collect::<Result<_>>()?,
+        env: env.iter().map(|e| cstr(e)).collect::<Result<_>>()?,
+        filter,
+        no_new_privs,
+    })
+}
+
+/// Starts `process` inside the running container `container_pid` (its namespaces and
+/// cgroup, the container spec's seccomp). Returns the host pid once it has exec'd.
+/// Must be called from a single-threaded process; the caller reaps the returned pid
+/// (it is re-parented to the caller, a subreaper).
+pub fn exec(container_pid: i32, spec: &Spec, process: &Process, stdio: Stdio) -> Result<Pid> {
+    single_threaded()?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(Error("process.args is empty".into()));
+    }
+    let (mut report_r, report_w) = pipe()?;
+    // SAFETY: single-threaded (checked).
+    match unsafe { fork() }.ctx(|| "fork".into())? {
+        ForkResult::Child => {
+            drop(report_r);
+            let mut report = report_w;
+            let e = match exec_intermediate(container_pid, spec, process, stdio, &mut report) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            child_fail(&mut report, &e);
+        }
+        ForkResult::Parent { child } => {
+            drop(report_w);
+            drop(stdio);
+            let _ = nix::sys::wait::waitpid(child, None);
+            let pid = match read_line(&mut report_r, REPORT_TIMEOUT)? {
+                Some(l) if l.starts_with('P') => {
+                    l[1..].parse::<i32>().map_err(|_| Error(format!("bad report {l:?}")))?
+                }
+                Some(l) => return Err(Error(l.strip_prefix('E').unwrap_or(&l).to_string())),
+                None => return Err(Error("exec process died".into())),
+            };
+            match read_line(&mut report_r, REPORT_TIMEOUT)? {
+                None => Ok(Pid::from_raw(pid)),
+                Some(l) => {
+                    let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+                    Err(Error(l.strip_prefix('E').unwrap_or(&l).to_string()))
+                }
+            }
+        }
+    }
+}
+
+fn exec_intermediate(
+    pid: i32,
+    spec: &Spec,
+    process: &Process,
+    stdio: Stdio,
+    report: &mut File,
+) -> Result<Infallible> {
+    reset_signals();
+    if let Some(cg) = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
+        cgroups::join_self(cg)?;
+    }
+    // Open all first: after joining the mount namespace /proc/<pid> may not be visible.
+    let mut fds = Vec::new();
+    for (name, flag) in [
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        let p = format!("/proc/{pid}/ns/{name}");
+        let f = File::open(&p).ctx(|| format!("open {p}"))?;
+        fds.push((f, flag, name));
+    }
+    for (f, flag, name) in &fds {
+        setns(f.as_fd(), *flag).ctx(|| format!("setns {name}"))?;
+    }
+    drop(fds);
+    // SAFETY: single-threaded child.
+    match unsafe { fork() }.ctx(|| "fork exec process".into())? {
+        ForkResult::Parent { child } => {
+            report.write_all(format!("P{child}\n").as_bytes()).ctx(|| "report pid".into())?;
+            // SAFETY: _exit in a forked child.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Child => {
+            setup_stdio(&stdio)?;
+            drop(stdio);
+            let prepared = prepare_process(process, spec)?;
+            Err(prepared.exec())
+        }
+    }
+}
+
+/// Closes a raw fd the caller owns (helper for tests).
+pub fn close_raw(fd: RawFd) {
+    // SAFETY: the caller owns fd.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_score_adj_is_clamped_to_our_own() {
+        assert_eq!(clamp_oom_score_adj(-999, -500), -500);
+        assert_eq!(clamp_oom_score_adj(100, -500), 100);
+        assert_eq!(clamp_oom_score_adj(5000, 0), 1000);
+    }
+
+    #[test]
+    fn refuses_to_fork_when_threaded() {
+        // The test harness runs tests on threads, so this process has several.
+        let spec = Spec::default();
+        let _t = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(200)));
+        let err = create(&spec, Path::new("/nonexistent"), dummy_stdio()).unwrap_err();
+        assert!(err.0.contains("threads"), "{err}");
+    }
+
+    fn dummy_stdio() -> Stdio {
+        let f = || OwnedFd::from(File::open("/dev/null").unwrap());
+        Stdio { stdin: f(), stdout: f(), stderr: f(), tty: false }
+    }
+}

@@ -1,0 +1,426 @@
+//! The container's filesystem: spec mounts under the rootfs, /dev, pivot_root, masked and
+//! read-only paths. Runs in the container's new mount namespace.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use oci_spec::runtime::{Mount, Spec};
+
+use super::{cgroups, Ctx, Error, Result};
+
+/// Mount flags, propagation flags and filesystem data parsed from OCI mount options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOptions {
+    pub flags: MsFlags,
+    pub propagation: MsFlags,
+    pub bind: bool,
+    pub recursive: bool,
+    pub data: Vec<String>,
+}
+
+pub fn parse_options(opts: &[String]) -> MountOptions {
+    let mut o = MountOptions {
+        flags: MsFlags::empty(),
+        propagation: MsFlags::empty(),
+        bind: false,
+        recursive: false,
+        data: Vec::new(),
+    };
+    for opt in opts {
+        let (set, clear) = match opt.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "bind" => {
+                o.bind = true;
+                continue;
+            }
+            "rbind" => {
+                o.bind = true;
+                o.recursive = true;
+                continue;
+            }
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
+                let base = match opt.trim_start_matches('r') {
+                    "private" => MsFlags::MS_PRIVATE,
+                    "shared" => MsFlags::MS_SHARED,
+                    "slave" => MsFlags::MS_SLAVE,
+                    _ => MsFlags::MS_UNBINDABLE,
+                };
+                let rec = if opt.starts_with('r') { MsFlags::MS_REC } else { MsFlags::empty() };
+                o.propagation = base | rec;
+                continue;
+            }
+            _ => {
+                o.data.push(opt.clone());
+                continue;
+            }
+        };
+        o.flags = (o.flags | set) & !clear;
+    }
+    o
+}
+
+/// Resolves `path` (absolute, as seen in the container) inside `root`, following
+/// symlinks as if `root` were `/`, so nothing can point a mount outside the rootfs.
+pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
+    let mut todo: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut done: Vec<std::ffi::OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        let mut candidate = root.to_path_buf();
+        candidate.extend(&done);
+        candidate.push(&c);
+        match fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(Error(format!("too many symlinks resolving {}", path.display())));
+                }
+                let target = fs::read_link(&candidate)
+                    .ctx(|| format!("readlink {}", candidate.display()))?;
+                if target.is_absolute() {
+                    done.clear();
+                }
+                for comp in target.components().rev() {
+                    match comp {
+                        Component::Normal(n) => todo.push(n.to_os_string()),
+                        Component::ParentDir => todo.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => done.push(c),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&done);
+    Ok(out)
+}
+
+fn mnt(
+    src: Option<&Path>,
+    dst: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    mount(src, dst, fstype, flags, data).map_err(|e| {
+        let what = fstype.map(str::to_string).unwrap_or_else(|| "bind".into());
+        Error(format!(
+            "mount {} ({what}) on {}: {e}",
+            src.map(|s| s.display().to_string()).unwrap_or_default(),
+            dst.display()
+        ))
+    })
+}
+
+fn ensure_target(dst: &Path, file: bool) -> Result<()> {
+    if dst.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = dst.parent() {
+        fs::create_dir_all(parent).ctx(|| format!("mkdir {}", parent.display()))?;
+    }
+    if file {
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open(dst).map(drop)
+    } else {
+        fs::create_dir(dst)
+    }
+    .ctx(|| format!("create mount point {}", dst.display()))
+}
+
+/// Sets up everything under `rootfs` before pivot_root.
+pub fn prepare_rootfs(spec: &Spec, rootfs: &Path) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    let prop = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
+        Some("shared") | Some("rshared") => MsFlags::MS_SHARED,
+        Some("private") | Some("rprivate") => MsFlags::MS_PRIVATE,
+        Some("unbindable") | Some("runbindable") => MsFlags::MS_UNBINDABLE,
+        _ => MsFlags::MS_SLAVE,
+    };
+    mnt(None, Path::new("/"), None, prop | MsFlags::MS_REC, None)?;
+    // Our own bind of the rootfs: a mount point pivot_root can use, and the base for a
+    // read-only root later.
+    mnt(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    let mut dev_is_tmpfs = false;
+    for m in spec.mounts().iter().flatten() {
+        mount_one(spec, rootfs, m)?;
+        if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
+            dev_is_tmpfs = true;
+        }
+    }
+    if dev_is_tmpfs {
+        create_devices(&rootfs.join("dev"))?;
+    }
+    for d in linux.and_then(|l| l.devices().as_ref()).into_iter().flatten() {
+        let dst = resolve_in_root(rootfs, d.path())?;
+        let kind = match d.typ() {
+            oci_spec::runtime::LinuxDeviceType::B => libc::S_IFBLK,
+            oci_spec::runtime::LinuxDeviceType::P => libc::S_IFIFO,
+            _ => libc::S_IFCHR,
+        };
+        make_node(&dst, kind, d.major() as u64, d.minor() as u64, d.file_mode().unwrap_or(0o666))?;
+        let _ = nix::unistd::chown(&dst, d.uid().map(Into::into), d.gid().map(Into::into));
+    }
+    Ok(())
+}
+
+fn mount_one(spec: &Spec, rootfs: &Path, m: &Mount) -> Result<()> {
+    let dst = resolve_in_root(rootfs, m.destination())?;
+    let opts = parse_options(m.options().as_deref().unwrap_or_default());
+    let typ = m.typ().as_deref().unwrap_or(if opts.bind { "bind" } else { "none" });
+    if typ == "cgroup" || typ == "cgroup2" {
+        return mount_cgroups(spec, &dst, &opts);
+    }
+    let data = opts.data.join(",");
+    let data = (!data.is_empty()).then_some(data.as_str());
+    if opts.bind || typ == "bind" {
+        let src = m.source().as_deref().ok_or_else(|| {
+            Error(format!("bind mount {} has no source", m.destination().display()))
+        })?;
+        let is_file = fs::metadata(src).ctx(|| format!("bind source {}", src.display()))?.is_file();
+        ensure_target(&dst, is_file)?;
+        let rec = if opts.recursive { MsFlags::MS_REC } else { MsFlags::empty() };
+        mnt(Some(src), &dst, None, MsFlags::MS_BIND | rec, None)?;
+        if !opts.flags.is_empty() {
+            mnt(None, &dst, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | opts.flags, None)?;
+        }
+    } else {
+        ensure_target(&dst, false)?;
+        let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
+        let r = mount(Some(&src), &dst, Some(typ), opts.flags, data);
+        match r {
+            Ok(()) => {}
+            // sysfs can be refused (e.g. in a network namespace we do not own): bind the
+            // host's instead, read-only as asked.
+            Err(nix::errno::Errno::EPERM) if typ == "sysfs" => {
+                mnt(Some(Path::new("/sys")), &dst, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+                mnt(None, &dst, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | opts.flags, None)?;
+            }
+            Err(e) => {
+                return Err(Error(format!("mount {} on {}: {e}", typ, m.destination().display())))
+            }
+        }
+    }
+    if !opts.propagation.is_empty() {
+        mnt(None, &dst, None, opts.propagation, None)?;
+    }
+    Ok(())
+}
+
+/// A `cgroup` mount: a tmpfs with, for each host hierarchy, a bind of the container's
+/// own cgroup directory (so the container sees its cgroup as the root, v1-style).
+fn mount_cgroups(spec: &Spec, dst: &Path, opts: &MountOptions) -> Result<()> {
+    ensure_target(dst, false)?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt(Some(Path::new("tmpfs")), dst, Some("tmpfs"), flags, Some("mode=755"))?;
+    let rel = match spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
+        Some(p) => cgroups::check_path(p)?,
+        None => PathBuf::new(),
+    };
+    for h in cgroups::hierarchies()? {
+        let name = h.mount.file_name().map(PathBuf::from).unwrap_or_default();
+        if name.as_os_str().is_empty() {
+            continue;
+        }
+        let src = h.mount.join(&rel);
+        if !src.is_dir() {
+            continue;
+        }
+        let target = dst.join(&name);
+        ensure_target(&target, false)?;
+        mnt(Some(&src), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        mnt(
+            None,
+            &target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | (opts.flags & MsFlags::MS_RDONLY),
+            None,
+        )?;
+        // cpu,cpuacct is also reachable as cpu and cpuacct.
+        if h.controllers.len() > 1 {
+            for c in &h.controllers {
+                let link = dst.join(c.trim_start_matches("name="));
+                if link != target && !link.exists() {
+                    let _ = symlink(&name, link);
+                }
+            }
+        }
+    }
+    if opts.flags.contains(MsFlags::MS_RDONLY) {
+        mnt(None, dst, None, MsFlags::MS_REMOUNT | flags | MsFlags::MS_RDONLY, Some("mode=755"))?;
+    }
+    Ok(())
+}
+
+fn make_node(path: &Path, kind: libc::mode_t, major: u64, minor: u64, mode: u32) -> Result<()> {
+    let _ = fs::remove_file(path);
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error("nul in path".into()))?;
+    // SAFETY: mknod on a valid C string.
+    let r = unsafe {
+        libc::mknod(c.as_ptr(), kind | (mode & 0o7777), libc::makedev(major as u32, minor as u32))
+    };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EPERM) && kind == libc::S_IFCHR {
+            // Without CAP_MKNOD: bind the host's node.
+            ensure_target(path, true)?;
+            let host = Path::new("/dev").join(path.file_name().unwrap_or_default());
+            return mnt(Some(&host), path, None, MsFlags::MS_BIND, None);
+        }
+        return Err(Error(format!("mknod {}: {e}", path.display())));
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
+        .ctx(|| format!("chmod {}", path.display()))
+}
+
+/// The standard device nodes and links of a fresh /dev tmpfs.
+pub fn create_devices(dev: &Path) -> Result<()> {
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        make_node(&dev.join(name), libc::S_IFCHR, major, minor, 0o666)?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        let p = dev.join(link);
+        if p.symlink_metadata().is_err() {
+            symlink(target, &p).ctx(|| format!("symlink {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// pivot_root into `rootfs` and detach the old root.
+pub fn pivot(rootfs: &Path) -> Result<()> {
+    nix::unistd::chdir(rootfs).map_err(|e| Error(format!("chdir {}: {e}", rootfs.display())))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| Error(format!("pivot_root: {e}")))?;
+    // The old root is now stacked under ".": keep its unmount from propagating anywhere.
+    mnt(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| Error(format!("unmount old root: {e}")))?;
+    nix::unistd::chdir("/").map_err(|e| Error(format!("chdir /: {e}")))
+}
+
+/// After pivot_root: masked paths, read-only paths, read-only root.
+pub fn finish(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+        let path = Path::new(p);
+        match fs::metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error(format!("mask {p}: {e}"))),
+            Ok(m) if m.is_dir() => mnt(
+                Some(Path::new("tmpfs")),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0"),
+            )?,
+            Ok(_) => mnt(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None)?,
+        }
+    }
+    for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
+        let path = Path::new(p);
+        if fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        mnt(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        let ro = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC;
+        mnt(None, path, None, ro, None)?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        mnt(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_into_flags_propagation_and_data() {
+        let o = parse_options(&["rbind".into(), "ro".into(), "rslave".into(), "nosuid".into()]);
+        assert!(o.bind && o.recursive);
+        assert_eq!(o.flags, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
+        assert_eq!(o.propagation, MsFlags::MS_SLAVE | MsFlags::MS_REC);
+        let o =
+            parse_options(&["nosuid".into(), "mode=755".into(), "size=65536k".into(), "rw".into()]);
+        assert_eq!(o.flags, MsFlags::MS_NOSUID);
+        assert_eq!(o.data, ["mode=755", "size=65536k"]);
+        assert!(!o.bind);
+    }
+
+    #[test]
+    fn symlinks_cannot_escape_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        symlink("/etc", root.join("abs")).unwrap();
+        symlink("../../../../..", root.join("a/up")).unwrap();
+        assert_eq!(resolve_in_root(root, Path::new("/abs/x")).unwrap(), root.join("etc/x"));
+        assert_eq!(resolve_in_root(root, Path::new("/a/up/etc")).unwrap(), root.join("etc"));
+        assert_eq!(resolve_in_root(root, Path::new("/../../x")).unwrap(), root.join("x"));
+        assert_eq!(resolve_in_root(root, Path::new("/a/b/c")).unwrap(), root.join("a/b/c"));
+        symlink("loop", root.join("loop")).unwrap();
+        assert!(resolve_in_root(root, Path::new("/loop")).is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! A blocking client for the shim protocol, and the fork+exec that starts a shim.
+//!
+//! From tokio, call these inside `tokio::task::spawn_blocking`. One [`ShimClient`] is one
+//! connection, answering requests in order; [`ShimClient::wait`] and
+//! [`ShimClient::exec`] block until the container exits or the exec ends, so use a
+//! separate connection for them.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::protocol::*;
+use super::ShimPaths;
+
+/// A failed call: the shim's own error, or the transport's.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("shim: {message}")]
+    Shim { kind: ErrorKind, message: String },
+    #[error("shim connection: {0}")]
+    Io(#[from] io::Error),
+    #[error("shim: unexpected answer {0:?}")]
+    Unexpected(Box<Response>),
+}
+
+impl ShimError {
+    /// The error kind, Internal for transport errors.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ShimError::Shim { kind, .. } => *kind,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ShimError>;
+
+/// Starts the shim for `paths` by fork+exec of `binary` and returns once it serves its
+/// socket (the started process exits then; the shim itself runs detached). Safe to call
+/// from a multi-threaded process: std's Command forks and execs at once.
+pub fn spawn(binary: &Path, paths: &ShimPaths) -> io::Result<()> {
+    let out = Command::new(binary)
+        .arg("--dir")
+        .arg(paths.dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "berth-shim failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// One connection to a shim.
+#[derive(Debug)]
+pub struct ShimClient {
+    stream: UnixStream,
+}
+
+impl ShimClient {
+    /// Connects to the socket of a live shim.
+    pub fn connect(paths: &ShimPaths) -> io::Result<Self> {
+        Self::connect_socket(&paths.socket())
+    }
+
+    pub fn connect_socket(socket: &Path) -> io::Result<Self> {
+        Ok(Self { stream: UnixStream::connect(socket)? })
+    }
+
+    /// Retries connecting for up to `timeout`.
+    pub fn connect_timeout(paths: &ShimPaths, timeout: Duration) -> io::Result<Self> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match Self::connect(paths) {
+                Ok(c) => return Ok(c),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// Limits how long one answer may take (`None`: forever).
+    pub fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(t)?;
+        self.stream.set_write_timeout(t)
+    }
+
+    /// Sends a request and reads its answer.
+    pub fn call(&mut self, req: Request) -> Result<Response> {
+        write_frame(&mut self.stream, &RequestFrame { v: PROTOCOL_VERSION, req })?;
+        let frame: ResponseFrame = read_frame(&mut self.stream)?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::UnexpectedEof, "shim closed the connection")
+        })?;
+        match frame.result {
+            WireResult::Ok(r) => Ok(r),
+            WireResult::Err { kind, message } => Err(ShimError::Shim { kind, message }),
+        }
+    }
+
+    fn ok(&mut self, req: Request) -> Result<()> {
+        match self.call(req)? {
+            Response::Ok => Ok(()),
+            other => Err(ShimError::Unexpected(Box::new(other))),
+        }
+    }
+
+    fn state_of(&mut self, req: Request) -> Result<ContainerState> {
+        match self.call(req)? {
+            Response::State(s) => Ok(s),
+            other => Err(ShimError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// The shim's protocol version and pid.
+    pub fn hello(&mut self) -> Result<(u32, i32)> {
+        match self.call(Request::Hello)? {
+            Response::Hello { version, pid } => Ok((version, pid)),
+            other => Err(ShimError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Creates a container; returns its host pid.
+    pub fn create(&mut self, req: CreateRequest) -> Result<i32> {
+        match self.call(Request::Create(req))? {
+            Response::Created { pid } => Ok(pid),
+            other => Err(ShimError::Unexpected(Box::new(other))),
+        }
+    }
+
+    pub fn start(&mut self, id: &str) -> Result<()> {
+        self.ok(Request::Start { id: id.into() })
+    }
+
+    pub fn kill(&mut self, id: &str, signal: i32, all: bool) -> Result<()> {
+        self.ok(Request::Kill { id: id.into(), signal, all })
+    }
+
+    pub fn state(&mut self, id: &str) -> Result<ContainerState> {
+        self.state_of(Request::State { id: id.into() })
+    }
+
+    pub fn list(&mut self) -> Result<Vec<ContainerState>> {
+        match self.call(Request::List)? {
+            Response::List(v) => Ok(v),
+            other => Err(ShimError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Blocks until the container has stopped; returns its final state.
+    pub fn wait(&mut self, id: &str) -> Result<ContainerState> {
+        self.state_of(Request::Wait { id: id.into() })
+    }
+
+    pub fn delete(&mut self, id: &str) -> Result<()> {
+        self.ok(Request::Delete { id: id.into() })
+    }
+
+    pub fn reopen_log(&mut self, id: &str) -> Result<()> {
+        self.ok(Request::ReopenLog { id: id.into() })
+    }
+
+    /// Runs `process` (an OCI process object) in the container and collects its output.
+    pub fn exec(
+        &mut self,
+        id: &str,
+        process: serde_json::Value,
+        timeout: Option<Duration>,
+    ) -> Result<ExecResult> {
+        let timeout_ms = timeout.map_or(0, |t| t.as_millis().max(1) as u64);
+        match self.call(Request::Exec(ExecRequest {
+            container_id: id.into(),
+            process,
+            timeout_ms,
+        }))? {
+            Response::Exec(r) => Ok(r),
+            other => Err(ShimError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Asks the shim to exit (`force`: killing what still runs).
+    pub fn shutdown(&mut self, force: bool) -> Result<()> {
+        self.ok(Request::Shutdown { force })
+    }
+}

@@ -1,0 +1,838 @@
+//! The shim process: start-up (detach, subreaper, socket) and its single-threaded
+//! poll(2) loop over the socket, a signalfd for SIGCHLD/SIGTERM, container output pipes
+//! and exec pipes.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{Process, Spec};
+
+use super::log::{now_ns, LineSplitter, LogFile, Stream};
+use super::protocol::*;
+use super::{valid_id, ExitRecord, ShimPaths};
+use crate::executor::{self, cgroups, Stdio};
+
+type Reply = std::result::Result<Response, (ErrorKind, String)>;
+
+fn fail<T>(kind: ErrorKind, msg: impl Into<String>) -> std::result::Result<T, (ErrorKind, String)> {
+    Err((kind, msg.into()))
+}
+
+/// One output pipe being copied somewhere.
+struct Pipe {
+    file: File,
+    split: LineSplitter,
+}
+
+struct Container {
+    spec: Spec,
+    status: Status,
+    pid: i32,
+    exit_code: Option<i32>,
+    created_at_ns: i64,
+    started_at_ns: i64,
+    finished_at_ns: i64,
+    oom_killed: bool,
+    pending: Option<executor::Pending>,
+    log: LogFile,
+    pipes: Vec<Pipe>,
+    stdin: Option<File>,
+    waiters: Vec<u64>,
+}
+
+impl Container {
+    fn state(&self, id: &str) -> ContainerState {
+        ContainerState {
+            id: id.to_string(),
+            status: self.status,
+            pid: self.pid,
+            exit_code: self.exit_code,
+            created_at_ns: self.created_at_ns,
+            started_at_ns: self.started_at_ns,
+            finished_at_ns: self.finished_at_ns,
+            oom_killed: self.oom_killed,
+        }
+    }
+    fn cgroup(&self) -> Option<PathBuf> {
+        self.spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
+    }
+}
+
+struct ExecJob {
+    conn: u64,
+    pid: i32,
+    out: Option<File>,
+    err: Option<File>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+struct Conn {
+    stream: UnixStream,
+    rbuf: Vec<u8>,
+    busy: bool,
+}
+
+struct Shim {
+    paths: ShimPaths,
+    containers: HashMap<String, Container>,
+    execs: Vec<ExecJob>,
+    conns: HashMap<u64, Conn>,
+    next_conn: u64,
+    buf: Vec<u8>,
+    quit: bool,
+}
+
+/// Cap on collected exec output per stream.
+const EXEC_OUTPUT_MAX: usize = 16 << 20;
+
+/// `berth-shim --dir <shim dir>`: starts the shim. Returns the exit code of the process
+/// that berthd started (0 once the detached shim is serving).
+pub fn main_with_args(args: &[String]) -> i32 {
+    let mut dir = None;
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--dir" => dir = it.next().map(PathBuf::from),
+            "--version" => {
+                println!("berth-shim protocol {PROTOCOL_VERSION}");
+                return 0;
+            }
+            _ => {}
+        }
+    }
+    let Some(dir) = dir else {
+        eprintln!("usage: berth-shim --dir <shim directory>");
+        return 2;
+    };
+    match start(ShimPaths::from_dir(dir)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("berth-shim: {e}");
+            1
+        }
+    }
+}
+
+fn start(paths: ShimPaths) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(paths.exits())?;
+    let sock = paths.socket();
+    if UnixStream::connect(&sock).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "a shim is already serving this directory",
+        ));
+    }
+    let _ = fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock)?;
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the shim binary is single-threaded here (nothing has spawned a thread).
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(ready_w);
+            let mut msg = String::new();
+            File::from(ready_r).read_to_string(&mut msg)?;
+            if msg == "ok" {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!("shim failed to start: {msg}")))
+            }
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(ready_r);
+            let mut ready = File::from(ready_w);
+            match detach(&paths) {
+                Ok(sfd) => {
+                    let _ = ready.write_all(b"ok");
+                    drop(ready);
+                    let mut shim = Shim {
+                        paths,
+                        containers: HashMap::new(),
+                        execs: Vec::new(),
+                        conns: HashMap::new(),
+                        next_conn: 0,
+                        buf: vec![0; 32 * 1024],
+                        quit: false,
+                    };
+                    let code = match shim.run(&listener, &sfd) {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            eprintln!("berth-shim: {e}");
+                            1
+                        }
+                    };
+                    let _ = fs::remove_file(shim.paths.socket());
+                    let _ = fs::remove_file(shim.paths.pid_file());
+                    std::process::exit(code)
+                }
+                Err(e) => {
+                    let _ = ready.write_all(e.to_string().as_bytes());
+                    std::process::exit(1)
+                }
+            }
+        }
+    }
+}
+
+fn detach(paths: &ShimPaths) -> io::Result<SignalFd> {
+    nix::unistd::setsid()?;
+    std::env::set_current_dir(paths.dir())?;
+    let log = OpenOptions::new().create(true).append(true).mode(0o600).open(paths.log())?;
+    let null = File::open("/dev/null")?;
+    // SAFETY: dup2 onto the standard descriptors.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(log.as_raw_fd(), 1);
+        libc::dup2(log.as_raw_fd(), 2);
+        if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    fs::write(paths.pid_file(), std::process::id().to_string())?;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.thread_block()?;
+    Ok(SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?)
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+#[derive(Clone, Copy)]
+enum Source {
+    Listener,
+    Signals,
+    Conn(u64),
+    CtrPipe(usize, usize), // container index in `order`, pipe index
+    ExecPipe(usize, bool),
+}
+
+impl Shim {
+    fn run(&mut self, listener: &UnixListener, sfd: &SignalFd) -> io::Result<()> {
+        while !self.quit {
+            let order: Vec<String> = self.containers.keys().cloned().collect();
+            let mut fds: Vec<(BorrowedFd<'_>, PollFlags, Source)> = Vec::new();
+            // SAFETY: every fd below outlives this iteration's poll (nothing is closed
+            // before the events are handled, and handling re-reads by Source).
+            let borrow = |fd: i32| unsafe { BorrowedFd::borrow_raw(fd) };
+            fds.push((borrow(listener.as_raw_fd()), PollFlags::POLLIN, Source::Listener));
+            fds.push((borrow(sfd.as_fd().as_raw_fd()), PollFlags::POLLIN, Source::Signals));
+            for (id, c) in &self.conns {
+                let ev = if c.busy { PollFlags::empty() } else { PollFlags::POLLIN };
+                fds.push((borrow(c.stream.as_raw_fd()), ev, Source::Conn(*id)));
+            }
+            for (ci, id) in order.iter().enumerate() {
+                for (pi, p) in self.containers[id].pipes.iter().enumerate() {
+                    fds.push((
+                        borrow(p.file.as_raw_fd()),
+                        PollFlags::POLLIN,
+                        Source::CtrPipe(ci, pi),
+                    ));
+                }
+            }
+            for (ei, e) in self.execs.iter().enumerate() {
+                if let Some(f) = &e.out {
+                    fds.push((
+                        borrow(f.as_raw_fd()),
+                        PollFlags::POLLIN,
+                        Source::ExecPipe(ei, false),
+                    ));
+                }
+                if let Some(f) = &e.err {
+                    fds.push((
+                        borrow(f.as_raw_fd()),
+                        PollFlags::POLLIN,
+                        Source::ExecPipe(ei, true),
+                    ));
+                }
+            }
+            let now = Instant::now();
+            let timeout = self
+                .execs
+                .iter()
+                .filter_map(|e| e.deadline)
+                .map(|d| d.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1)
+                .min()
+                .map(|ms| PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX))
+                .unwrap_or(PollTimeout::NONE);
+            let mut pfds: Vec<PollFd<'_>> =
+                fds.iter().map(|(fd, ev, _)| PollFd::new(*fd, *ev)).collect();
+            match poll(&mut pfds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let ready: Vec<(Source, PollFlags)> = pfds
+                .iter()
+                .zip(&fds)
+                .filter_map(|(p, (_, _, s))| p.revents().filter(|r| !r.is_empty()).map(|r| (*s, r)))
+                .collect();
+            drop(pfds);
+            drop(fds);
+            let mut closed_ctr: Vec<(String, usize)> = Vec::new();
+            let mut closed_exec: Vec<(usize, bool)> = Vec::new();
+            for (src, rev) in ready {
+                match src {
+                    Source::Listener => {
+                        if let Ok((stream, _)) = listener.accept() {
+                            let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+                            self.next_conn += 1;
+                            self.conns.insert(
+                                self.next_conn,
+                                Conn { stream, rbuf: Vec::new(), busy: false },
+                            );
+                        }
+                    }
+                    Source::Signals => {
+                        while let Ok(Some(info)) = sfd.read_signal() {
+                            if info.ssi_signo == libc::SIGTERM as u32
+                                || info.ssi_signo == libc::SIGINT as u32
+                            {
+                                let _ = self.shutdown(false);
+                            }
+                        }
+                        self.reap();
+                    }
+                    Source::Conn(id) => self.on_conn(id, rev),
+                    Source::CtrPipe(ci, pi) => {
+                        let id = &order[ci];
+                        if self.pump_container(id, pi) {
+                            closed_ctr.push((id.clone(), pi));
+                        }
+                    }
+                    Source::ExecPipe(ei, is_err) => {
+                        if self.pump_exec(ei, is_err) {
+                            closed_exec.push((ei, is_err));
+                        }
+                    }
+                }
+            }
+            closed_ctr.sort();
+            for (id, pi) in closed_ctr.into_iter().rev() {
+                if let Some(c) = self.containers.get_mut(&id) {
+                    if pi < c.pipes.len() {
+                        let mut p = c.pipes.remove(pi);
+                        let mut out = Vec::new();
+                        p.split.finish(now_ns(), &mut out);
+                        let _ = c.log.write(&out);
+                    }
+                }
+            }
+            for (ei, is_err) in closed_exec {
+                if let Some(e) = self.execs.get_mut(ei) {
+                    if is_err {
+                        e.err = None;
+                    } else {
+                        e.out = None;
+                    }
+                }
+            }
+            self.check_timeouts();
+            self.reap();
+        }
+        Ok(())
+    }
+
+    /// Reads what a container pipe has; true at EOF.
+    fn pump_container(&mut self, id: &str, pi: usize) -> bool {
+        let Some(c) = self.containers.get_mut(id) else { return false };
+        let Some(p) = c.pipes.get_mut(pi) else { return false };
+        match p.file.read(&mut self.buf) {
+            Ok(0) => true,
+            Ok(n) => {
+                let mut out = Vec::new();
+                p.split.push(&self.buf[..n], now_ns(), &mut out);
+                if let Err(e) = c.log.write(&out) {
+                    eprintln!("berth-shim: write log of {id}: {e}");
+                }
+                false
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                false
+            }
+            Err(_) => true, // EIO from a pty master whose slave is gone
+        }
+    }
+
+    /// Drains container pipes without blocking (after the process exited).
+    fn drain_container(&mut self, id: &str) {
+        for pi in 0..self.containers.get(id).map_or(0, |c| c.pipes.len()) {
+            for _ in 0..1024 {
+                let has = {
+                    let Some(p) = self.containers.get(id).and_then(|c| c.pipes.get(pi)) else {
+                        break;
+                    };
+                    let mut pfd = [PollFd::new(p.file.as_fd(), PollFlags::POLLIN)];
+                    matches!(poll(&mut pfd, PollTimeout::ZERO), Ok(n) if n > 0)
+                        && pfd[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN))
+                };
+                if !has || self.pump_container(id, pi) {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn pump_exec(&mut self, ei: usize, is_err: bool) -> bool {
+        let Some(e) = self.execs.get_mut(ei) else { return false };
+        let (f, acc) =
+            if is_err { (&mut e.err, &mut e.stderr) } else { (&mut e.out, &mut e.stdout) };
+        let Some(f) = f else { return false };
+        match f.read(&mut self.buf) {
+            Ok(0) => true,
+            Ok(n) => {
+                let room = EXEC_OUTPUT_MAX.saturating_sub(acc.len());
+                acc.extend_from_slice(&self.buf[..n.min(room)]);
+                false
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                false
+            }
+            Err(_) => true,
+        }
+    }
+
+    fn check_timeouts(&mut self) {
+        let now = Instant::now();
+        for e in &mut self.execs {
+            if e.deadline.is_some_and(|d| d <= now) && !e.timed_out {
+                e.timed_out = true;
+                let _ = nix::sys::signal::kill(Pid::from_raw(e.pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let (pid, code) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid.as_raw(), 128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            if let Some(id) = self
+                .containers
+                .iter()
+                .find(|(_, c)| c.pid == pid && c.status != Status::Stopped)
+                .map(|(k, _)| k.clone())
+            {
+                self.container_exited(&id, code);
+            } else if let Some(ei) = self.execs.iter().position(|e| e.pid == pid) {
+                let mut e = self.execs.remove(ei);
+                drain_exec(&mut e, &mut self.buf);
+                let result = ExecResult {
+                    exit_code: code,
+                    stdout: e.stdout,
+                    stderr: e.stderr,
+                    timed_out: e.timed_out,
+                };
+                self.respond(e.conn, Ok(Response::Exec(result)));
+            }
+        }
+    }
+
+    fn container_exited(&mut self, id: &str, code: i32) {
+        self.drain_container(id);
+        let paths = self.paths.clone();
+        let Some(c) = self.containers.get_mut(id) else { return };
+        c.status = Status::Stopped;
+        c.exit_code = Some(code);
+        c.finished_at_ns = now_ns();
+        c.pending = None;
+        c.stdin = None;
+        if let Some(cg) = c.cgroup() {
+            c.oom_killed = cgroups::oom_kills(&cg) > 0;
+        }
+        let rec = ExitRecord {
+            exit_code: code,
+            started_at_ns: c.started_at_ns,
+            finished_at_ns: c.finished_at_ns,
+            oom_killed: c.oom_killed,
+            pid: c.pid,
+        };
+        let tmp = paths.exits().join(format!(".{id}.tmp"));
+        let written = serde_json::to_vec(&rec)
+            .map_err(io::Error::other)
+            .and_then(|b| fs::write(&tmp, b))
+            .and_then(|()| fs::rename(&tmp, paths.exit_file(id)));
+        if let Err(e) = written {
+            eprintln!("berth-shim: record exit of {id}: {e}");
+        }
+        let state = c.state(id);
+        for w in std::mem::take(&mut c.waiters) {
+            self.respond(w, Ok(Response::State(state.clone())));
+        }
+    }
+
+    fn on_conn(&mut self, id: u64, rev: PollFlags) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if conn.busy {
+            if rev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                // The client went away while waiting for Wait/Exec: forget it (the answer
+                // is dropped; an exec still runs to its end or timeout).
+                self.conns.remove(&id);
+            }
+            return;
+        }
+        let n = match conn.stream.read(&mut self.buf) {
+            Ok(0) | Err(_) => {
+                self.conns.remove(&id);
+                return;
+            }
+            Ok(n) => n,
+        };
+        conn.rbuf.extend_from_slice(&self.buf[..n]);
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else { return };
+            if conn.busy {
+                return;
+            }
+            let frame: RequestFrame = match take_frame(&mut conn.rbuf) {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(e) => {
+                    let resp = ResponseFrame {
+                        v: PROTOCOL_VERSION,
+                        result: WireResult::Err {
+                            kind: ErrorKind::InvalidArgument,
+                            message: e.to_string(),
+                        },
+                    };
+                    let _ = write_frame(&mut conn.stream, &resp);
+                    self.conns.remove(&id);
+                    return;
+                }
+            };
+            conn.busy = true;
+            if frame.v != PROTOCOL_VERSION {
+                let msg = format!(
+                    "protocol version {} not supported (shim speaks {PROTOCOL_VERSION})",
+                    frame.v
+                );
+                self.respond(id, fail(ErrorKind::InvalidArgument, msg));
+                continue;
+            }
+            if let Some(reply) = self.handle(id, frame.req) {
+                self.respond(id, reply);
+            }
+        }
+    }
+
+    fn respond(&mut self, conn: u64, reply: Reply) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        c.busy = false;
+        let result = match reply {
+            Ok(r) => WireResult::Ok(r),
+            Err((kind, message)) => WireResult::Err { kind, message },
+        };
+        if write_frame(&mut c.stream, &ResponseFrame { v: PROTOCOL_VERSION, result }).is_err() {
+            self.conns.remove(&conn);
+        }
+    }
+
+    /// Handles one request; `None` when the answer comes later (Wait, Exec).
+    fn handle(&mut self, conn: u64, req: Request) -> Option<Reply> {
+        Some(match req {
+            Request::Hello => {
+                Ok(Response::Hello { version: PROTOCOL_VERSION, pid: std::process::id() as i32 })
+            }
+            Request::Create(c) => self.create(c),
+            Request::Start { id } => self.start(&id),
+            Request::Kill { id, signal, all } => self.kill(&id, signal, all),
+            Request::State { id } => self.get(&id).map(|c| Response::State(c.state(&id))),
+            Request::List => {
+                let mut v: Vec<ContainerState> =
+                    self.containers.iter().map(|(k, c)| c.state(k)).collect();
+                v.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok(Response::List(v))
+            }
+            Request::Wait { id } => match self.containers.get_mut(&id) {
+                None => fail(ErrorKind::NotFound, format!("container {id} not found")),
+                Some(c) if c.status == Status::Stopped => Ok(Response::State(c.state(&id))),
+                Some(c) => {
+                    c.waiters.push(conn);
+                    return None;
+                }
+            },
+            Request::Delete { id } => self.delete(&id),
+            Request::ReopenLog { id } => match self.containers.get_mut(&id) {
+                None => fail(ErrorKind::NotFound, format!("container {id} not found")),
+                Some(c) => c
+                    .log
+                    .reopen()
+                    .map(|()| Response::Ok)
+                    .or_else(|e| fail(ErrorKind::Internal, format!("reopen log: {e}"))),
+            },
+            Request::Exec(e) => match self.exec(conn, e) {
+                Ok(()) => return None,
+                Err(e) => Err(e),
+            },
+            Request::Shutdown { force } => self.shutdown(force),
+        })
+    }
+
+    fn get(&self, id: &str) -> std::result::Result<&Container, (ErrorKind, String)> {
+        self.containers.get(id).ok_or((ErrorKind::NotFound, format!("container {id} not found")))
+    }
+
+    fn create(&mut self, req: CreateRequest) -> Reply {
+        let id = req.container_id.clone();
+        if !valid_id(&id) {
+            return fail(ErrorKind::InvalidArgument, format!("invalid container id {id:?}"));
+        }
+        if self.containers.contains_key(&id) {
+            return fail(ErrorKind::AlreadyExists, format!("container {id} already exists"));
+        }
+        let config = req.bundle.join("config.json");
+        let spec: Spec = match fs::read(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                return fail(ErrorKind::InvalidArgument, format!("read {}: {e}", config.display()))
+            }
+        };
+        let log = LogFile::open(&req.log_path).or_else(|e| {
+            fail(ErrorKind::InvalidArgument, format!("open log {}: {e}", req.log_path.display()))
+        })?;
+        let (stdio, pipes, stdin) = make_stdio(req.tty, req.stdin)
+            .or_else(|e| fail(ErrorKind::Internal, format!("stdio: {e}")))?;
+        let created_at_ns = now_ns();
+        let pending = match executor::create(&spec, &req.bundle, stdio) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(cg) = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
+                    self.reap();
+                    let _ = cgroups::remove(cg);
+                }
+                return fail(ErrorKind::Internal, e.0);
+            }
+        };
+        let pid = pending.pid.as_raw();
+        self.containers.insert(
+            id,
+            Container {
+                spec,
+                status: Status::Created,
+                pid,
+                exit_code: None,
+                created_at_ns,
+                started_at_ns: 0,
+                finished_at_ns: 0,
+                oom_killed: false,
+                pending: Some(pending),
+                log,
+                pipes,
+                stdin,
+                waiters: Vec::new(),
+            },
+        );
+        Ok(Response::Created { pid })
+    }
+
+    fn start(&mut self, id: &str) -> Reply {
+        let c = self
+            .containers
+            .get_mut(id)
+            .ok_or((ErrorKind::NotFound, format!("container {id} not found")))?;
+        let Some(pending) = c.pending.take() else {
+            return fail(
+                ErrorKind::FailedPrecondition,
+                format!("container {id} is {:?}, not created", c.status),
+            );
+        };
+        c.started_at_ns = now_ns();
+        c.status = Status::Running;
+        match pending.start() {
+            Ok(()) => Ok(Response::Ok),
+            Err(e) => fail(ErrorKind::Internal, e.0),
+        }
+    }
+
+    fn kill(&mut self, id: &str, signal: i32, all: bool) -> Reply {
+        let c = self.get(id)?;
+        let sig = Signal::try_from(signal)
+            .or_else(|_| fail(ErrorKind::InvalidArgument, format!("bad signal {signal}")))?;
+        if c.status == Status::Stopped {
+            return Ok(Response::Ok);
+        }
+        let mut pids = vec![c.pid];
+        if all {
+            if let Some(cg) = c.cgroup() {
+                pids.extend(cgroups::pids(&cg));
+            }
+        }
+        for p in pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p), sig);
+        }
+        Ok(Response::Ok)
+    }
+
+    fn delete(&mut self, id: &str) -> Reply {
+        let c = self.get(id)?;
+        if c.status == Status::Running {
+            return fail(ErrorKind::FailedPrecondition, format!("container {id} is running"));
+        }
+        if c.status == Status::Created {
+            let pid = Pid::from_raw(c.pid);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        let c = self.containers.remove(id).expect("checked above");
+        for w in &c.waiters {
+            self.respond(*w, fail(ErrorKind::NotFound, format!("container {id} was deleted")));
+        }
+        let _ = fs::remove_file(self.paths.exit_file(id));
+        if let Some(cg) = c.cgroup() {
+            for p in cgroups::pids(&cg) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            self.reap();
+            cgroups::remove(&cg).or_else(|e| fail(ErrorKind::Internal, e.0))?;
+        }
+        Ok(Response::Ok)
+    }
+
+    fn exec(
+        &mut self,
+        conn: u64,
+        req: ExecRequest,
+    ) -> std::result::Result<(), (ErrorKind, String)> {
+        let c = self.get(&req.container_id)?;
+        if c.status != Status::Running {
+            return fail(
+                ErrorKind::FailedPrecondition,
+                format!("container {} is not running", req.container_id),
+            );
+        }
+        let process: Process = serde_json::from_value(req.process)
+            .or_else(|e| fail(ErrorKind::InvalidArgument, format!("process: {e}")))?;
+        let (out_r, out_w) = pipe_nb().or_else(|e| fail(ErrorKind::Internal, e.to_string()))?;
+        let (err_r, err_w) = pipe_nb().or_else(|e| fail(ErrorKind::Internal, e.to_string()))?;
+        let null = OwnedFd::from(
+            File::open("/dev/null").or_else(|e| fail(ErrorKind::Internal, e.to_string()))?,
+        );
+        let stdio = Stdio { stdin: null, stdout: out_w, stderr: err_w, tty: false };
+        let pid = executor::exec(c.pid, &c.spec, &process, stdio)
+            .or_else(|e| fail(ErrorKind::Internal, e.0))?;
+        let deadline =
+            (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
+        self.execs.push(ExecJob {
+            conn,
+            pid: pid.as_raw(),
+            out: Some(File::from(out_r)),
+            err: Some(File::from(err_r)),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            deadline,
+            timed_out: false,
+        });
+        Ok(())
+    }
+
+    fn shutdown(&mut self, force: bool) -> Reply {
+        let live: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|(_, c)| c.status != Status::Stopped)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !live.is_empty() && !force {
+            return fail(
+                ErrorKind::FailedPrecondition,
+                format!("containers still running: {}", live.join(", ")),
+            );
+        }
+        for id in &live {
+            let pid = Pid::from_raw(self.containers[id].pid);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            self.container_exited(id, 137);
+        }
+        for e in &self.execs {
+            let _ = nix::sys::signal::kill(Pid::from_raw(e.pid), Signal::SIGKILL);
+        }
+        self.quit = true;
+        Ok(Response::Ok)
+    }
+}
+
+fn drain_exec(e: &mut ExecJob, buf: &mut [u8]) {
+    for (f, acc) in [(&mut e.out, &mut e.stdout), (&mut e.err, &mut e.stderr)] {
+        if let Some(file) = f {
+            while let Ok(n) = file.read(buf) {
+                if n == 0 {
+                    break;
+                }
+                let room = EXEC_OUTPUT_MAX.saturating_sub(acc.len());
+                acc.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+        *f = None;
+    }
+}
+
+fn pipe_nb() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
+    Ok((r, w))
+}
+
+/// The child's stdio and what the shim keeps: output pipes (or the pty master) and stdin.
+fn make_stdio(tty: bool, stdin: bool) -> io::Result<(Stdio, Vec<Pipe>, Option<File>)> {
+    if tty {
+        let pty = nix::pty::openpty(None, None)?;
+        let master = File::from(pty.master);
+        nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+        nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
+        let slave = pty.slave;
+        let stdio = Stdio {
+            stdin: slave.try_clone()?,
+            stdout: slave.try_clone()?,
+            stderr: slave,
+            tty: true,
+        };
+        let input = if stdin { Some(master.try_clone()?) } else { None };
+        return Ok((
+            stdio,
+            vec![Pipe { file: master, split: LineSplitter::new(Stream::Stdout) }],
+            input,
+        ));
+    }
+    let (out_r, out_w) = pipe_nb()?;
+    let (err_r, err_w) = pipe_nb()?;
+    let (stdin_fd, input) = if stdin {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        (r, Some(File::from(w)))
+    } else {
+        (OwnedFd::from(File::open("/dev/null")?), None)
+    };
+    let stdio = Stdio { stdin: stdin_fd, stdout: out_w, stderr: err_w, tty: false };
+    let pipes = vec![
+        Pipe { file: File::from(out_r), split: LineSplitter::new(Stream::Stdout) },
+        Pipe { file: File::from(err_r), split: LineSplitter::new(Stream::Stderr) },
+    ];
+    Ok((stdio, pipes, input))
+}
