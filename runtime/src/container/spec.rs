@@ -1,0 +1,624 @@
+//! The CRI's container config plus the image's config become one OCI runtime spec, with
+//! Kubernetes' rules: `command` replaces the image's Entrypoint and `args` its Cmd, the
+//! request's env overrides the image's, and the security context decides user,
+//! capabilities, seccomp, masked paths and the read-only root.
+//!
+//! The spec is the one contract between "what to run" and "how": the native executor in
+//! the shim and any OCI runtime binary take the same document.
+
+use super::user::{self, UserRequest};
+use crate::image::record::ImageConfig;
+use crate::spec::{self as defaults, PodNamespaces};
+use berth_proto::{
+    security_profile::ProfileType, ContainerConfig, LinuxContainerResources, MountPropagation,
+    NamespaceMode,
+};
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, Spec, UserBuilder,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Files the pod shares with its containers, bind-mounted over the image's.
+#[derive(Debug, Clone, Default)]
+pub struct PodFiles {
+    pub hostname: Option<PathBuf>,
+    pub resolv_conf: Option<PathBuf>,
+    pub hosts: Option<PathBuf>,
+    /// The pod's /dev/shm; `None` keeps a private tmpfs.
+    pub shm: Option<PathBuf>,
+}
+
+/// Everything the spec is made from.
+pub struct SpecInput<'a> {
+    pub config: &'a ContainerConfig,
+    pub image: &'a ImageConfig,
+    /// The container's mounted root filesystem (for `/etc/passwd` lookups).
+    pub rootfs: &'a Path,
+    pub hostname: &'a str,
+    pub pod: PodNamespaces<'a>,
+    /// The pid of the target container for PID namespace mode TARGET.
+    pub target_pid: Option<i32>,
+    pub files: PodFiles,
+    pub cgroups_path: String,
+    /// Maximum processes in the container's cgroup; 0: unlimited.
+    pub pids_limit: i64,
+}
+
+/// Builds the spec; an error names the request field at fault.
+pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
+    let cfg = input.config;
+    let linux = cfg.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let privileged = sc.privileged;
+
+    let mut spec = defaults::default_spec(input.rootfs, &[], &input.pod, Some(&input.cgroups_path));
+    let args = process_args(cfg, input.image)?;
+    let user = user::resolve(
+        input.rootfs,
+        &UserRequest {
+            run_as_user: sc.run_as_user.map(|v| v.value),
+            run_as_group: sc.run_as_group.map(|v| v.value),
+            run_as_username: sc.run_as_username.clone(),
+            supplemental_groups: sc.supplemental_groups.clone(),
+            image_user: input.image.user.clone(),
+        },
+    )?;
+
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(args));
+    process.set_env(Some(env(cfg, input.image)));
+    process.set_cwd(PathBuf::from(working_dir(cfg, input.image)?));
+    process.set_terminal(Some(cfg.tty));
+    process.set_user(
+        UserBuilder::default()
+            .uid(user.uid)
+            .gid(user.gid)
+            .additional_gids(user.additional_gids)
+            .build()
+            .map_err(|e| e.to_string())?,
+    );
+    process.set_no_new_privileges(Some(sc.no_new_privs));
+    let caps = capabilities(privileged, sc.capabilities.as_ref())?;
+    process.set_capabilities(Some(
+        LinuxCapabilitiesBuilder::default()
+            .bounding(caps.clone())
+            .effective(caps.clone())
+            .permitted(caps)
+            .inheritable(Capabilities::new())
+            .ambient(Capabilities::new())
+            .build()
+            .map_err(|e| e.to_string())?,
+    ));
+    let resources = linux.resources.clone().unwrap_or_default();
+    if resources.oom_score_adj != 0 {
+        process.set_oom_score_adj(Some(resources.oom_score_adj as i32));
+    }
+    spec.set_process(Some(process));
+
+    let mut root = spec.root().clone().unwrap_or_default();
+    root.set_readonly(Some(sc.readonly_rootfs));
+    spec.set_root(Some(root));
+    spec.set_hostname(Some(input.hostname.to_string()));
+    spec.set_mounts(Some(mounts(cfg, &input.files, privileged)?));
+    let annotations: HashMap<String, String> = cfg.annotations.clone().into_iter().collect();
+    spec.set_annotations(Some(annotations));
+
+    let mut l = spec.linux().clone().unwrap_or_default();
+    l.set_namespaces(Some(namespaces(
+        &input.pod,
+        sc.namespace_options.as_ref(),
+        input.target_pid,
+    )?));
+    if privileged {
+        l.set_masked_paths(Some(Vec::new()));
+        l.set_readonly_paths(Some(Vec::new()));
+    } else {
+        if !sc.masked_paths.is_empty() {
+            l.set_masked_paths(Some(sc.masked_paths.clone()));
+        }
+        if !sc.readonly_paths.is_empty() {
+            l.set_readonly_paths(Some(sc.readonly_paths.clone()));
+        }
+    }
+    // Kubelets before 1.25 only fill the deprecated string field.
+    #[allow(deprecated)]
+    let legacy_seccomp = sc.seccomp_profile_path.as_str();
+    l.set_seccomp(seccomp(privileged, sc.seccomp.as_ref(), legacy_seccomp)?);
+    l.set_resources(Some(linux_resources(&resources, input.pids_limit)?));
+    spec.set_linux(Some(l));
+    Ok(spec)
+}
+
+/// Kubernetes' rule: `command` replaces Entrypoint (and then Cmd is dropped); `args`
+/// replace Cmd.
+pub fn process_args(cfg: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>, String> {
+    let mut args =
+        if cfg.command.is_empty() { image.entrypoint.clone() } else { cfg.command.clone() };
+    if !cfg.args.is_empty() {
+        args.extend(cfg.args.iter().cloned());
+    } else if cfg.command.is_empty() {
+        args.extend(image.cmd.iter().cloned());
+    }
+    if args.is_empty() {
+        return Err("command: neither the request nor the image says what to run".into());
+    }
+    Ok(args)
+}
+
+/// The image's environment with the request's variables set over it, in order.
+pub fn env(cfg: &ContainerConfig, image: &ImageConfig) -> Vec<String> {
+    let mut out: Vec<String> = image.env.clone();
+    for kv in &cfg.envs {
+        let entry = format!("{}={}", kv.key, kv.value);
+        match out.iter_mut().find(|e| e.split('=').next() == Some(kv.key.as_str())) {
+            Some(existing) => *existing = entry,
+            None => out.push(entry),
+        }
+    }
+    out
+}
+
+fn working_dir(cfg: &ContainerConfig, image: &ImageConfig) -> Result<String, String> {
+    let dir =
+        [cfg.working_dir.as_str(), image.working_dir.as_str()].into_iter().find(|d| !d.is_empty());
+    match dir {
+        None => Ok("/".into()),
+        Some(d) if d.starts_with('/') => Ok(d.into()),
+        Some(d) => Err(format!("working_dir: {d:?} is not an absolute path")),
+    }
+}
+
+fn capability(name: &str) -> Result<Capability, String> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    serde_json::from_value(serde_json::Value::String(full.clone()))
+        .map_err(|_| format!("linux.security_context.capabilities: unknown capability {name:?}"))
+}
+
+/// The default set, plus the request's additions, minus its drops (`ALL` in either).
+fn capabilities(
+    privileged: bool,
+    req: Option<&berth_proto::Capability>,
+) -> Result<Capabilities, String> {
+    if privileged {
+        return Ok(defaults::all_capabilities());
+    }
+    let mut caps = defaults::default_capabilities();
+    let Some(req) = req else { return Ok(caps) };
+    let is_all = |c: &String| c.eq_ignore_ascii_case("ALL");
+    if req.add_capabilities.iter().any(is_all) {
+        caps = defaults::all_capabilities();
+    }
+    for name in req.add_capabilities.iter().filter(|c| !is_all(c)) {
+        caps.insert(capability(name)?);
+    }
+    if req.drop_capabilities.iter().any(is_all) {
+        caps.clear();
+        // Adding after dropping ALL keeps what was explicitly asked for.
+        for name in req.add_capabilities.iter().filter(|c| !is_all(c)) {
+            caps.insert(capability(name)?);
+        }
+    }
+    for name in req.drop_capabilities.iter().filter(|c| !is_all(c)) {
+        caps.remove(&capability(name)?);
+    }
+    Ok(caps)
+}
+
+fn seccomp(
+    privileged: bool,
+    profile: Option<&berth_proto::SecurityProfile>,
+    legacy_path: &str,
+) -> Result<Option<LinuxSeccomp>, String> {
+    if privileged {
+        return Ok(None);
+    }
+    let (kind, localhost) = match profile {
+        Some(p) => (
+            ProfileType::try_from(p.profile_type).unwrap_or(ProfileType::RuntimeDefault),
+            p.localhost_ref.as_str(),
+        ),
+        // The deprecated string field: "runtime/default", "unconfined", "localhost/<path>".
+        None => match legacy_path {
+            "unconfined" => (ProfileType::Unconfined, ""),
+            p if p.starts_with("localhost/") => (ProfileType::Localhost, &p["localhost/".len()..]),
+            _ => (ProfileType::RuntimeDefault, ""),
+        },
+    };
+    match kind {
+        ProfileType::Unconfined => Ok(None),
+        ProfileType::RuntimeDefault => Ok(Some(defaults::runtime_default_seccomp())),
+        ProfileType::Localhost => {
+            let field = "linux.security_context.seccomp.localhost_ref";
+            if !localhost.starts_with('/') {
+                return Err(format!("{field}: {localhost:?} is not an absolute path"));
+            }
+            let text = std::fs::read_to_string(localhost)
+                .map_err(|e| format!("{field}: {localhost}: {e}"))?;
+            serde_json::from_str(&text)
+                .map_err(|e| format!("{field}: {localhost} is not a seccomp profile: {e}"))
+        }
+    }
+}
+
+fn namespaces(
+    pod: &PodNamespaces<'_>,
+    options: Option<&berth_proto::NamespaceOption>,
+    target_pid: Option<i32>,
+) -> Result<Vec<LinuxNamespace>, String> {
+    let ns = |t: LinuxNamespaceType, path: Option<PathBuf>| {
+        let b = LinuxNamespaceBuilder::default().typ(t);
+        match path {
+            Some(p) => b.path(p).build(),
+            None => b.build(),
+        }
+        .map_err(|e| e.to_string())
+    };
+    let mut out = vec![ns(LinuxNamespaceType::Mount, None)?];
+    let pid_mode = options.map_or(NamespaceMode::Container, |o| {
+        NamespaceMode::try_from(o.pid).unwrap_or(NamespaceMode::Container)
+    });
+    match pid_mode {
+        NamespaceMode::Node => {}
+        NamespaceMode::Pod => {
+            out.push(ns(LinuxNamespaceType::Pid, pod.pid.map(Path::to_path_buf))?)
+        }
+        NamespaceMode::Container => out.push(ns(LinuxNamespaceType::Pid, None)?),
+        NamespaceMode::Target => {
+            let pid = target_pid
+                .ok_or("linux.security_context.namespace_options.target_id: the target container is not running")?;
+            out.push(ns(
+                LinuxNamespaceType::Pid,
+                Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))),
+            )?);
+        }
+    }
+    // Net, IPC and UTS are the pod's: a path to its pinned namespace, or none at all when
+    // the pod uses the node's.
+    for (t, path) in [
+        (LinuxNamespaceType::Network, pod.net),
+        (LinuxNamespaceType::Ipc, pod.ipc),
+        (LinuxNamespaceType::Uts, pod.uts),
+    ] {
+        if let Some(p) = path {
+            out.push(ns(t, Some(p.to_path_buf()))?);
+        }
+    }
+    Ok(out)
+}
+
+fn bind(dest: &str, src: &Path, options: &[&str]) -> Result<Mount, String> {
+    MountBuilder::default()
+        .destination(dest)
+        .typ("bind")
+        .source(src)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The standard mounts, the pod's files, then the request's mounts (which win over
+/// anything at the same destination).
+fn mounts(cfg: &ContainerConfig, files: &PodFiles, privileged: bool) -> Result<Vec<Mount>, String> {
+    let mut out = defaults::default_mounts();
+    if privileged {
+        // A privileged container sees sysfs and cgroups writable, as with containerd.
+        for m in out.iter_mut().filter(|m| m.destination().starts_with("/sys")) {
+            let opts: Vec<String> =
+                m.options().clone().unwrap_or_default().into_iter().filter(|o| o != "ro").collect();
+            m.set_options(Some(opts));
+        }
+    }
+    let wanted: Vec<&str> = cfg.mounts.iter().map(|m| m.container_path.as_str()).collect();
+    for (dest, src, ro) in [
+        ("/etc/hostname", &files.hostname, false),
+        ("/etc/resolv.conf", &files.resolv_conf, false),
+        ("/etc/hosts", &files.hosts, false),
+        ("/dev/shm", &files.shm, false),
+    ] {
+        if let (Some(src), false) = (src, wanted.contains(&dest)) {
+            if dest == "/dev/shm" {
+                out.retain(|m| m.destination() != Path::new("/dev/shm"));
+            }
+            let mode = if ro { "ro" } else { "rw" };
+            out.push(bind(dest, src, &["rbind", "rprivate", mode])?);
+        }
+    }
+    for (i, m) in cfg.mounts.iter().enumerate() {
+        let field = |f: &str| format!("mounts[{i}].{f}");
+        if !m.container_path.starts_with('/') {
+            return Err(format!(
+                "{}: {:?} is not an absolute path",
+                field("container_path"),
+                m.container_path
+            ));
+        }
+        if !m.host_path.starts_with('/') {
+            return Err(format!(
+                "{}: {:?} is not an absolute path",
+                field("host_path"),
+                m.host_path
+            ));
+        }
+        if std::fs::symlink_metadata(&m.host_path).is_err() {
+            return Err(format!("{}: {} does not exist", field("host_path"), m.host_path));
+        }
+        let propagation = match MountPropagation::try_from(m.propagation)
+            .unwrap_or(MountPropagation::PropagationPrivate)
+        {
+            MountPropagation::PropagationPrivate => "rprivate",
+            MountPropagation::PropagationHostToContainer => "rslave",
+            MountPropagation::PropagationBidirectional => "rshared",
+        };
+        let mode = if m.readonly { "ro" } else { "rw" };
+        out.retain(|existing| existing.destination() != Path::new(&m.container_path));
+        out.push(bind(&m.container_path, Path::new(&m.host_path), &["rbind", propagation, mode])?);
+    }
+    Ok(out)
+}
+
+fn linux_resources(
+    r: &LinuxContainerResources,
+    pids_limit: i64,
+) -> Result<oci_spec::runtime::LinuxResources, String> {
+    let mut cpu = LinuxCpuBuilder::default();
+    if r.cpu_shares > 0 {
+        cpu = cpu.shares(r.cpu_shares as u64);
+    }
+    if r.cpu_quota > 0 {
+        cpu = cpu.quota(r.cpu_quota);
+    }
+    if r.cpu_period > 0 {
+        cpu = cpu.period(r.cpu_period as u64);
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu = cpu.cpus(r.cpuset_cpus.clone());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu = cpu.mems(r.cpuset_mems.clone());
+    }
+    let mut memory = LinuxMemoryBuilder::default();
+    if r.memory_limit_in_bytes > 0 {
+        memory = memory.limit(r.memory_limit_in_bytes);
+        if r.memory_swap_limit_in_bytes > 0 {
+            memory = memory.swap(r.memory_swap_limit_in_bytes);
+        }
+    }
+    let mut b = LinuxResourcesBuilder::default()
+        .cpu(cpu.build().map_err(|e| e.to_string())?)
+        .memory(memory.build().map_err(|e| e.to_string())?);
+    if pids_limit > 0 {
+        b = b.pids(
+            LinuxPidsBuilder::default().limit(pids_limit).build().map_err(|e| e.to_string())?,
+        );
+    }
+    if !r.unified.is_empty() {
+        b = b.unified(r.unified.clone().into_iter().collect::<HashMap<_, _>>());
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::{
+        Capability as CriCaps, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext,
+    };
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["default-arg".into()],
+            env: vec!["PATH=/bin".into(), "A=image".into()],
+            user: "www-data".into(),
+            ..Default::default()
+        }
+    }
+
+    fn rootfs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\nwww-data:x:33:33::/:/bin/sh\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    fn spec_of(cfg: ContainerConfig, root: &Path) -> Result<Spec, String> {
+        build(&SpecInput {
+            config: &cfg,
+            image: &image(),
+            rootfs: root,
+            hostname: "pod",
+            pod: PodNamespaces {
+                net: Some(Path::new("/run/berth/pods/x/ns/net")),
+                ipc: Some(Path::new("/run/berth/pods/x/ns/ipc")),
+                uts: Some(Path::new("/run/berth/pods/x/ns/uts")),
+                pid: None,
+            },
+            target_pid: None,
+            files: PodFiles { hosts: Some(root.join("etc/passwd")), ..Default::default() },
+            cgroups_path: "/kubepods/pod1/c1".into(),
+            pids_limit: 1024,
+        })
+    }
+
+    fn with_sc(sc: LinuxContainerSecurityContext) -> ContainerConfig {
+        ContainerConfig {
+            linux: Some(LinuxContainerConfig { security_context: Some(sc), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn command_and_args_follow_kubernetes_rules() {
+        let image = image();
+        let cfg = |command: &[&str], args: &[&str]| ContainerConfig {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert_eq!(process_args(&cfg(&[], &[]), &image).unwrap(), ["/entry", "default-arg"]);
+        assert_eq!(process_args(&cfg(&[], &["x"]), &image).unwrap(), ["/entry", "x"]);
+        assert_eq!(process_args(&cfg(&["/cmd"], &[]), &image).unwrap(), ["/cmd"]);
+        assert_eq!(process_args(&cfg(&["/cmd"], &["y"]), &image).unwrap(), ["/cmd", "y"]);
+        let err = process_args(&cfg(&[], &[]), &ImageConfig::default()).unwrap_err();
+        assert!(err.contains("command"), "{err}");
+    }
+
+    #[test]
+    fn env_merges_over_the_image() {
+        let cfg = ContainerConfig {
+            envs: vec![
+                KeyValue { key: "A".into(), value: "request".into() },
+                KeyValue { key: "B".into(), value: "x=y".into() },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(env(&cfg, &image()), ["PATH=/bin", "A=request", "B=x=y"]);
+    }
+
+    #[test]
+    fn spec_carries_user_namespaces_resources_and_mounts() {
+        let root = rootfs();
+        let mut cfg = with_sc(LinuxContainerSecurityContext::default());
+        cfg.working_dir = "/work".into();
+        cfg.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            oom_score_adj: 500,
+            ..Default::default()
+        });
+        cfg.mounts = vec![berth_proto::Mount {
+            container_path: "/data".into(),
+            host_path: root.path().display().to_string(),
+            readonly: true,
+            propagation: MountPropagation::PropagationBidirectional as i32,
+            ..Default::default()
+        }];
+        let spec = spec_of(cfg, root.path()).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(p.args().as_ref().unwrap(), &["/entry", "default-arg"]);
+        assert_eq!((p.user().uid(), p.user().gid()), (33, 33), "the image's user");
+        assert_eq!(p.cwd(), Path::new("/work"));
+        assert_eq!(p.oom_score_adj(), Some(500));
+        let linux = spec.linux().as_ref().unwrap();
+        let r = linux.resources().as_ref().unwrap();
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(64 << 20));
+        assert_eq!(r.cpu().as_ref().unwrap().shares(), Some(512));
+        assert_eq!(r.pids().as_ref().unwrap().limit(), 1024);
+        assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/kubepods/pod1/c1")));
+        let ns = linux.namespaces().as_ref().unwrap();
+        let net = ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network).unwrap();
+        assert_eq!(net.path().as_deref(), Some(Path::new("/run/berth/pods/x/ns/net")));
+        assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none()));
+        assert!(linux.seccomp().is_some(), "RuntimeDefault unless asked otherwise");
+        let mounts = spec.mounts().as_ref().unwrap();
+        let data = mounts.iter().find(|m| m.destination() == Path::new("/data")).unwrap();
+        assert_eq!(data.options().as_ref().unwrap(), &["rbind", "rshared", "ro"]);
+        assert!(mounts.iter().any(|m| m.destination() == Path::new("/etc/hosts")));
+    }
+
+    #[test]
+    fn capabilities_add_drop_all_and_privileged() {
+        let root = rootfs();
+        let caps_of = |add: &[&str], drop: &[&str], privileged: bool| {
+            let sc = LinuxContainerSecurityContext {
+                privileged,
+                capabilities: Some(CriCaps {
+                    add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+                    drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let spec = spec_of(with_sc(sc), root.path()).unwrap();
+            spec.process()
+                .as_ref()
+                .unwrap()
+                .capabilities()
+                .as_ref()
+                .unwrap()
+                .effective()
+                .clone()
+                .unwrap()
+        };
+        let default = caps_of(&[], &[], false);
+        assert!(default.contains(&Capability::Chown) && !default.contains(&Capability::SysAdmin));
+        let added = caps_of(&["NET_ADMIN"], &["CHOWN"], false);
+        assert!(added.contains(&Capability::NetAdmin) && !added.contains(&Capability::Chown));
+        let only = caps_of(&["CAP_NET_BIND_SERVICE"], &["ALL"], false);
+        assert_eq!(only.into_iter().collect::<Vec<_>>(), [Capability::NetBindService]);
+        assert!(caps_of(&["ALL"], &[], false).contains(&Capability::SysAdmin));
+        assert!(caps_of(&[], &[], true).contains(&Capability::SysAdmin));
+        let err = spec_of(
+            with_sc(LinuxContainerSecurityContext {
+                capabilities: Some(CriCaps {
+                    add_capabilities: vec!["BOGUS".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            root.path(),
+        )
+        .unwrap_err();
+        assert!(err.contains("BOGUS"), "{err}");
+    }
+
+    #[test]
+    fn privileged_and_unconfined_drop_the_confinement() {
+        let root = rootfs();
+        let spec = spec_of(
+            with_sc(LinuxContainerSecurityContext { privileged: true, ..Default::default() }),
+            root.path(),
+        )
+        .unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.seccomp().is_none());
+        assert_eq!(linux.masked_paths().as_ref().map(Vec::len), Some(0));
+        let unconfined = LinuxContainerSecurityContext {
+            seccomp: Some(berth_proto::SecurityProfile {
+                profile_type: ProfileType::Unconfined as i32,
+                ..Default::default()
+            }),
+            readonly_rootfs: true,
+            ..Default::default()
+        };
+        let spec = spec_of(with_sc(unconfined), root.path()).unwrap();
+        assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+    }
+
+    #[test]
+    fn bad_requests_name_their_field() {
+        let root = rootfs();
+        let missing = ContainerConfig {
+            mounts: vec![berth_proto::Mount {
+                container_path: "/x".into(),
+                host_path: "/definitely/not/here".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(spec_of(missing, root.path()).unwrap_err().contains("mounts[0].host_path"));
+        let relative = ContainerConfig { working_dir: "rel".into(), ..Default::default() };
+        assert!(spec_of(relative, root.path()).unwrap_err().contains("working_dir"));
+        let localhost = LinuxContainerSecurityContext {
+            seccomp: Some(berth_proto::SecurityProfile {
+                profile_type: ProfileType::Localhost as i32,
+                localhost_ref: "/no/such/profile.json".into(),
+            }),
+            ..Default::default()
+        };
+        assert!(spec_of(with_sc(localhost), root.path())
+            .unwrap_err()
+            .contains("seccomp.localhost_ref"));
+    }
+}
