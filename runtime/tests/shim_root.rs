@@ -11,15 +11,17 @@ use berth_runtime::shim::client::{spawn, ShimClient};
 use berth_runtime::shim::protocol::{CreateRequest, Status};
 use berth_runtime::shim::{read_exit, ShimPaths};
 use berth_runtime::spec::{default_spec, PodNamespaces};
-use oci_spec::runtime::{Capabilities, LinuxCapabilitiesBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, Spec};
+use oci_spec::runtime::{
+    Capabilities, LinuxCapabilitiesBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, Spec,
+};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root() && Path::new("/bin/busybox").exists()
 }
 
 const APPLETS: &[&str] = &[
-    "sh", "echo", "id", "cat", "sleep", "grep", "unshare", "true", "ls", "touch", "wc", "tail", "readlink",
-    "hostname", "head", "env",
+    "sh", "echo", "id", "cat", "sleep", "grep", "unshare", "true", "ls", "touch", "wc", "tail",
+    "readlink", "hostname", "head", "env",
 ];
 
 struct Fixture {
@@ -41,7 +43,11 @@ impl Fixture {
         for a in APPLETS {
             symlink("busybox", rootfs.join("bin").join(a)).unwrap();
         }
-        fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n").unwrap();
+        fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
+        )
+        .unwrap();
         fs::write(rootfs.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
         let paths = ShimPaths::from_dir(dir.path().join("shim"));
         spawn(Path::new(env!("CARGO_BIN_EXE_berth-shim")), &paths).unwrap();
@@ -68,8 +74,14 @@ impl Fixture {
         fs::create_dir_all(&bundle).unwrap();
         fs::write(bundle.join("config.json"), serde_json::to_vec(spec).unwrap()).unwrap();
         let log = self.dir.path().join(format!("{id}.log"));
-        c.create(CreateRequest { container_id: id.into(), bundle, log_path: log.clone(), tty: false, stdin: false })
-            .map_err(|e| e.to_string())?;
+        c.create(CreateRequest {
+            container_id: id.into(),
+            bundle,
+            log_path: log.clone(),
+            tty: false,
+            stdin: false,
+        })
+        .map_err(|e| e.to_string())?;
         Ok(log)
     }
 
@@ -81,7 +93,13 @@ impl Fixture {
         let st = c.wait(id).unwrap();
         let text = fs::read_to_string(&log).unwrap_or_default();
         c.delete(id).unwrap();
-        (st.exit_code.unwrap(), text.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or("")).collect::<Vec<_>>().join("\n"))
+        (
+            st.exit_code.unwrap(),
+            text.lines()
+                .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
     }
 
     /// Pins a new namespace of `kind` (ipc, uts) the way berth pins pod namespaces.
@@ -90,7 +108,11 @@ impl Fixture {
         fs::write(&path, b"").unwrap();
         let p = path.clone();
         std::thread::spawn(move || {
-            let flag = if kind == "ipc" { nix::sched::CloneFlags::CLONE_NEWIPC } else { nix::sched::CloneFlags::CLONE_NEWUTS };
+            let flag = if kind == "ipc" {
+                nix::sched::CloneFlags::CLONE_NEWIPC
+            } else {
+                nix::sched::CloneFlags::CLONE_NEWUTS
+            };
             nix::sched::unshare(flag).unwrap();
             nix::mount::mount(
                 Some(Path::new(&format!("/proc/thread-self/ns/{kind}"))),
@@ -118,7 +140,9 @@ impl Drop for Fixture {
             // The shim is not our child: it re-parented to init (or a subreaper) at start.
             std::thread::sleep(Duration::from_millis(10));
         }
-        let alive = fs::read_to_string(format!("/proc/{}/stat", self.shim_pid)).map(|s| !s.contains(") Z")).unwrap_or(false);
+        let alive = fs::read_to_string(format!("/proc/{}/stat", self.shim_pid))
+            .map(|s| !s.contains(") Z"))
+            .unwrap_or(false);
         let _ = berth_runtime::executor::cgroups::remove(Path::new(&self.cgroup));
         for p in &self.pins {
             let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
@@ -211,7 +235,12 @@ fn create_reports_the_child_error() {
     let mut spec = f.spec(&["true"]);
     let mut mounts = spec.mounts().clone().unwrap();
     mounts.push(
-        oci_spec::runtime::MountBuilder::default().destination("/x").typ("nosuchfs").source("none").build().unwrap(),
+        oci_spec::runtime::MountBuilder::default()
+            .destination("/x")
+            .typ("nosuchfs")
+            .source("none")
+            .build()
+            .unwrap(),
     );
     spec.set_mounts(Some(mounts));
     let err = f.create(&mut c, "bad2", &spec).unwrap_err();
@@ -227,11 +256,20 @@ fn user_capabilities_masks_readonly_and_seccomp() {
     let f = Fixture::new("sec");
     // User and groups.
     let mut spec = f.spec(&["id"]);
-    let user = oci_spec::runtime::UserBuilder::default().uid(1000u32).gid(1000u32).additional_gids(vec![5u32]).build().unwrap();
+    let user = oci_spec::runtime::UserBuilder::default()
+        .uid(1000u32)
+        .gid(1000u32)
+        .additional_gids(vec![5u32])
+        .build()
+        .unwrap();
     spec.process_mut().as_mut().unwrap().set_user(user);
     let (code, out) = f.run("id", &spec);
     assert_eq!(code, 0);
-    assert!(out.contains("uid=1000(user) gid=1000(user) groups=5,1000") || out.contains("uid=1000(user) gid=1000(user)"), "{out}");
+    assert!(
+        out.contains("uid=1000(user) gid=1000(user) groups=5,1000")
+            || out.contains("uid=1000(user) gid=1000(user)"),
+        "{out}"
+    );
     assert!(out.contains('5'), "{out}");
 
     // Default capabilities (containerd's set) and a dropped set.
@@ -239,7 +277,12 @@ fn user_capabilities_masks_readonly_and_seccomp() {
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
     assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
     let mut spec = f.spec(&["grep", "^Cap", "/proc/self/status"]);
-    with_caps(&mut spec, [oci_spec::runtime::Capability::Chown, oci_spec::runtime::Capability::Kill].into_iter().collect());
+    with_caps(
+        &mut spec,
+        [oci_spec::runtime::Capability::Chown, oci_spec::runtime::Capability::Kill]
+            .into_iter()
+            .collect(),
+    );
     let (_, out) = f.run("caps2", &spec);
     assert!(out.contains("CapEff:\t0000000000000021"), "{out}");
     assert!(out.contains("CapBnd:\t0000000000000021"), "{out}");
@@ -248,14 +291,16 @@ fn user_capabilities_masks_readonly_and_seccomp() {
     let (code, out) = f.run("mask", &f.spec(&["sh", "-c", "wc -c < /proc/keys; ls -A /proc/acpi | wc -l; (echo 1 > /proc/sys/kernel/domainname) 2>/dev/null || echo ro-ok"]));
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.lines().collect::<Vec<_>>(), ["0", "0", "ro-ok"], "{out}");
-    let mut spec = f.spec(&["sh", "-c", "touch /x || echo refused; touch /tmp/y || echo refused-tmp"]);
+    let mut spec =
+        f.spec(&["sh", "-c", "touch /x || echo refused; touch /tmp/y || echo refused-tmp"]);
     spec.root_mut().as_mut().unwrap().set_readonly(Some(true));
     let (_, out) = f.run("ro", &spec);
     assert!(out.contains("refused"), "{out}");
 
     // seccomp: with every capability, RuntimeDefault still refuses unshare(2);
     // Unconfined allows it.
-    let mut spec = f.spec(&["sh", "-c", "unshare -m true 2>/dev/null && echo allowed || echo denied"]);
+    let mut spec =
+        f.spec(&["sh", "-c", "unshare -m true 2>/dev/null && echo allowed || echo denied"]);
     with_caps(&mut spec, berth_runtime::spec::all_capabilities());
     let (_, out) = f.run("sc1", &spec);
     assert_eq!(out.trim(), "denied", "{out}");
@@ -276,11 +321,14 @@ fn memory_limit_ends_in_oom_kill() {
         .build()
         .unwrap();
     spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
-    let limit = fs::read_to_string(format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", f.cgroup));
+    let limit =
+        fs::read_to_string(format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", f.cgroup));
     assert!(limit.is_err(), "cgroup exists before create");
     let mut c = f.client();
     f.create(&mut c, "oom", &spec).unwrap();
-    let limit = fs::read_to_string(format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", f.cgroup)).unwrap();
+    let limit =
+        fs::read_to_string(format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", f.cgroup))
+            .unwrap();
     assert_eq!(limit.trim(), (16u64 << 20).to_string());
     c.start("oom").unwrap();
     let st = c.wait("oom").unwrap();
@@ -301,7 +349,11 @@ fn exits_are_kept_across_reconnects_and_the_shim_outlives_its_parent() {
     let paths2 = ShimPaths::from_dir(dir.path().join("shim2"));
     let mut berthd = std::process::Command::new("/bin/sh")
         .arg("-c")
-        .arg(format!("{} --dir {} && sleep 60", env!("CARGO_BIN_EXE_berth-shim"), paths2.dir().display()))
+        .arg(format!(
+            "{} --dir {} && sleep 60",
+            env!("CARGO_BIN_EXE_berth-shim"),
+            paths2.dir().display()
+        ))
         .spawn()
         .unwrap();
     let mut c2 = ShimClient::connect_timeout(&paths2, Duration::from_secs(5)).unwrap();
@@ -349,7 +401,13 @@ fn exec_returns_output_and_times_out() {
         let spec = f.spec(args);
         serde_json::to_value(spec.process().as_ref().unwrap()).unwrap()
     };
-    let r = c.exec("svc", process(&["sh", "-c", "echo out; echo err >&2; cat /proc/1/cmdline; exit 5"]), None).unwrap();
+    let r = c
+        .exec(
+            "svc",
+            process(&["sh", "-c", "echo out; echo err >&2; cat /proc/1/cmdline; exit 5"]),
+            None,
+        )
+        .unwrap();
     assert_eq!(r.exit_code, 5);
     assert_eq!(String::from_utf8_lossy(&r.stdout), "out\nsleep\u{0}100\u{0}");
     assert_eq!(r.stderr, b"err\n");

@@ -29,8 +29,20 @@ impl Hierarchy {
 }
 
 const V1_CONTROLLERS: &[&str] = &[
-    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "blkio",
-    "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "blkio",
+    "perf_event",
+    "net_prio",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
 ];
 
 /// Parses `/proc/self/mountinfo` text into the hierarchies mounted at their root.
@@ -86,7 +98,8 @@ pub fn check_path(path: &Path) -> Result<PathBuf> {
 }
 
 fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
-    fs::write(dir.join(file), value).ctx(|| format!("cgroup: write {value:?} to {}/{file}", dir.display()))
+    fs::write(dir.join(file), value)
+        .ctx(|| format!("cgroup: write {value:?} to {}/{file}", dir.display()))
 }
 
 /// Creates `rel` under `h`, copying cpuset.cpus/mems into every new cpuset level
@@ -203,7 +216,11 @@ pub fn apply(h: &Hierarchy, dir: &Path, r: &LinuxResources) -> Result<()> {
             if l.page_size().contains('/') {
                 return Err(Error(format!("cgroup: bad hugepage size {:?}", l.page_size())));
             }
-            write(dir, &format!("hugetlb.{}.limit_in_bytes", l.page_size()), &l.limit().to_string())?;
+            write(
+                dir,
+                &format!("hugetlb.{}.limit_in_bytes", l.page_size()),
+                &l.limit().to_string(),
+            )?;
         }
     }
     Ok(())
@@ -237,7 +254,8 @@ pub fn oom_kills(path: &Path) -> u64 {
     let (Ok(rel), Ok(hs)) = (check_path(path), hierarchies()) else { return 0 };
     let mut total = 0;
     for h in hs {
-        let (file, ok) = if h.v2 { ("memory.events", true) } else { ("memory.oom_control", h.has("memory")) };
+        let (file, ok) =
+            if h.v2 { ("memory.events", true) } else { ("memory.oom_control", h.has("memory")) };
         if !ok {
             continue;
         }

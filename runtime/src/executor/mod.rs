@@ -114,7 +114,10 @@ fn read_line(f: &mut File, timeout: Duration) -> Result<Option<String>> {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut pfd = [nix::poll::PollFd::new(f.as_fd(), nix::poll::PollFlags::POLLIN)];
         let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX)) {
+        match nix::poll::poll(
+            &mut pfd,
+            nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+        ) {
             Ok(0) => return Err(Error("container process did not report in time".into())),
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
@@ -122,7 +125,13 @@ fn read_line(f: &mut File, timeout: Duration) -> Result<Option<String>> {
         }
         let mut b = [0u8; 1];
         match f.read(&mut b) {
-            Ok(0) => return Ok(if line.is_empty() { None } else { Some(String::from_utf8_lossy(&line).into()) }),
+            Ok(0) => {
+                return Ok(if line.is_empty() {
+                    None
+                } else {
+                    Some(String::from_utf8_lossy(&line).into())
+                })
+            }
             Ok(_) if b[0] == b'\n' => return Ok(Some(String::from_utf8_lossy(&line).into())),
             Ok(_) => line.push(b[0]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -192,12 +201,17 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
             drop(control_r);
             drop(stdio);
             let _ = nix::sys::wait::waitpid(child, None);
-            let mut pending = Pending { pid: Pid::from_raw(0), control: control_w, report: report_r };
+            let mut pending =
+                Pending { pid: Pid::from_raw(0), control: control_w, report: report_r };
             let first = read_line(&mut pending.report, REPORT_TIMEOUT)?;
             let pid = match first.as_deref() {
-                Some(l) if l.starts_with('P') => l[1..].parse::<i32>().map_err(|_| Error(format!("bad report {l:?}")))?,
+                Some(l) if l.starts_with('P') => {
+                    l[1..].parse::<i32>().map_err(|_| Error(format!("bad report {l:?}")))?
+                }
                 Some(l) if l.starts_with('E') => return Err(Error(l[1..].to_string())),
-                other => return Err(Error(format!("container process died during create ({other:?})"))),
+                other => {
+                    return Err(Error(format!("container process died during create ({other:?})")))
+                }
             };
             pending.pid = Pid::from_raw(pid);
             let fail = |p: &Pending, e: Error| {
@@ -221,7 +235,10 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
             match read_line(&mut pending.report, REPORT_TIMEOUT) {
                 Ok(Some(l)) if l == "R" => Ok(pending),
                 Ok(Some(l)) if l.starts_with('E') => Err(fail(&pending, Error(l[1..].to_string()))),
-                Ok(other) => Err(fail(&pending, Error(format!("container process died during create ({other:?})")))),
+                Ok(other) => Err(fail(
+                    &pending,
+                    Error(format!("container process died during create ({other:?})")),
+                )),
                 Err(e) => Err(fail(&pending, e)),
             }
         }
@@ -257,14 +274,22 @@ impl Pending {
     }
 }
 
-fn intermediate(spec: &Spec, rootfs: &Path, stdio: Stdio, control: File, report: &mut File) -> Result<Infallible> {
+fn intermediate(
+    spec: &Spec,
+    rootfs: &Path,
+    stdio: Stdio,
+    control: File,
+    report: &mut File,
+) -> Result<Infallible> {
     reset_signals();
     let linux = spec.linux().as_ref();
     let namespaces = linux.and_then(|l| l.namespaces().clone()).unwrap_or_default();
     let mut new = CloneFlags::empty();
     for ns in &namespaces {
         match (ns.typ(), ns.path()) {
-            (LinuxNamespaceType::User, _) => return Err(Error("user namespaces are not supported".into())),
+            (LinuxNamespaceType::User, _) => {
+                return Err(Error("user namespaces are not supported".into()))
+            }
             (t, Some(path)) => {
                 let f = File::open(path).ctx(|| format!("open namespace {}", path.display()))?;
                 setns(f.as_fd(), ns_flag(t)).ctx(|| format!("setns {t} {}", path.display()))?;
@@ -311,7 +336,8 @@ fn container_init(
         if k.contains("..") || k.contains('/') {
             return Err(Error(format!("bad sysctl {k:?}")));
         }
-        std::fs::write(format!("/proc/sys/{}", k.replace('.', "/")), &v).ctx(|| format!("sysctl {k}={v}"))?;
+        std::fs::write(format!("/proc/sys/{}", k.replace('.', "/")), &v)
+            .ctx(|| format!("sysctl {k}={v}"))?;
     }
     mounts::finish(spec)?;
     if new.contains(CloneFlags::CLONE_NEWUTS) {
@@ -386,7 +412,8 @@ fn cstr(s: &str) -> Result<CString> {
 /// Finds `prog` on `PATH` (from the process env) in the current root.
 fn lookup(prog: &str, env: &[String]) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let executable =
+        |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if prog.contains('/') {
         return match executable(Path::new(prog)) {
             Ok(true) => Ok(prog.into()),
@@ -476,7 +503,8 @@ fn prepare_process(process: &Process, spec: &Spec) -> Result<Prepared> {
     caps::drop_bounding(caps.bounding)?;
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-    let groups: Vec<Gid> = user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
+    let groups: Vec<Gid> =
+        user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).ctx(|| "setgroups".into())?;
     let gid = Gid::from_raw(user.gid());
     nix::unistd::setresgid(gid, gid, gid).ctx(|| format!("setgid {gid}"))?;
@@ -521,7 +549,9 @@ pub fn exec(container_pid: i32, spec: &Spec, process: &Process, stdio: Stdio) ->
             drop(stdio);
             let _ = nix::sys::wait::waitpid(child, None);
             let pid = match read_line(&mut report_r, REPORT_TIMEOUT)? {
-                Some(l) if l.starts_with('P') => l[1..].parse::<i32>().map_err(|_| Error(format!("bad report {l:?}")))?,
+                Some(l) if l.starts_with('P') => {
+                    l[1..].parse::<i32>().map_err(|_| Error(format!("bad report {l:?}")))?
+                }
                 Some(l) => return Err(Error(l.strip_prefix('E').unwrap_or(&l).to_string())),
                 None => return Err(Error("exec process died".into())),
             };
@@ -536,7 +566,13 @@ pub fn exec(container_pid: i32, spec: &Spec, process: &Process, stdio: Stdio) ->
     }
 }
 
-fn exec_intermediate(pid: i32, spec: &Spec, process: &Process, stdio: Stdio, report: &mut File) -> Result<Infallible> {
+fn exec_intermediate(
+    pid: i32,
+    spec: &Spec,
+    process: &Process,
+    stdio: Stdio,
+    report: &mut File,
+) -> Result<Infallible> {
     reset_signals();
     if let Some(cg) = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
         cgroups::join_self(cg)?;

@@ -86,12 +86,15 @@ pub fn parse_options(opts: &[String]) -> MountOptions {
 /// Resolves `path` (absolute, as seen in the container) inside `root`, following
 /// symlinks as if `root` were `/`, so nothing can point a mount outside the rootfs.
 pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
-    let mut todo: Vec<std::ffi::OsString> =
-        path.components().rev().filter_map(|c| match c {
+    let mut todo: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
             Component::Normal(n) => Some(n.to_os_string()),
             Component::ParentDir => Some("..".into()),
             _ => None,
-        }).collect();
+        })
+        .collect();
     let mut done: Vec<std::ffi::OsString> = Vec::new();
     let mut links = 0;
     while let Some(c) = todo.pop() {
@@ -108,7 +111,8 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
                 if links > 40 {
                     return Err(Error(format!("too many symlinks resolving {}", path.display())));
                 }
-                let target = fs::read_link(&candidate).ctx(|| format!("readlink {}", candidate.display()))?;
+                let target = fs::read_link(&candidate)
+                    .ctx(|| format!("readlink {}", candidate.display()))?;
                 if target.is_absolute() {
                     done.clear();
                 }
@@ -128,10 +132,20 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn mnt(src: Option<&Path>, dst: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<()> {
+fn mnt(
+    src: Option<&Path>,
+    dst: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
     mount(src, dst, fstype, flags, data).map_err(|e| {
         let what = fstype.map(str::to_string).unwrap_or_else(|| "bind".into());
-        Error(format!("mount {} ({what}) on {}: {e}", src.map(|s| s.display().to_string()).unwrap_or_default(), dst.display()))
+        Error(format!(
+            "mount {} ({what}) on {}: {e}",
+            src.map(|s| s.display().to_string()).unwrap_or_default(),
+            dst.display()
+        ))
     })
 }
 
@@ -196,7 +210,9 @@ fn mount_one(spec: &Spec, rootfs: &Path, m: &Mount) -> Result<()> {
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
     if opts.bind || typ == "bind" {
-        let src = m.source().as_deref().ok_or_else(|| Error(format!("bind mount {} has no source", m.destination().display())))?;
+        let src = m.source().as_deref().ok_or_else(|| {
+            Error(format!("bind mount {} has no source", m.destination().display()))
+        })?;
         let is_file = fs::metadata(src).ctx(|| format!("bind source {}", src.display()))?.is_file();
         ensure_target(&dst, is_file)?;
         let rec = if opts.recursive { MsFlags::MS_REC } else { MsFlags::empty() };
@@ -249,7 +265,13 @@ fn mount_cgroups(spec: &Spec, dst: &Path, opts: &MountOptions) -> Result<()> {
         let target = dst.join(&name);
         ensure_target(&target, false)?;
         mnt(Some(&src), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        mnt(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | (opts.flags & MsFlags::MS_RDONLY), None)?;
+        mnt(
+            None,
+            &target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | (opts.flags & MsFlags::MS_RDONLY),
+            None,
+        )?;
         // cpu,cpuacct is also reachable as cpu and cpuacct.
         if h.controllers.len() > 1 {
             for c in &h.controllers {
@@ -268,9 +290,12 @@ fn mount_cgroups(spec: &Spec, dst: &Path, opts: &MountOptions) -> Result<()> {
 
 fn make_node(path: &Path, kind: libc::mode_t, major: u64, minor: u64, mode: u32) -> Result<()> {
     let _ = fs::remove_file(path);
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Error("nul in path".into()))?;
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error("nul in path".into()))?;
     // SAFETY: mknod on a valid C string.
-    let r = unsafe { libc::mknod(c.as_ptr(), kind | (mode & 0o7777), libc::makedev(major as u32, minor as u32)) };
+    let r = unsafe {
+        libc::mknod(c.as_ptr(), kind | (mode & 0o7777), libc::makedev(major as u32, minor as u32))
+    };
     if r != 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EPERM) && kind == libc::S_IFCHR {
@@ -281,14 +306,20 @@ fn make_node(path: &Path, kind: libc::mode_t, major: u64, minor: u64, mode: u32)
         }
         return Err(Error(format!("mknod {}: {e}", path.display())));
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777)).ctx(|| format!("chmod {}", path.display()))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
+        .ctx(|| format!("chmod {}", path.display()))
 }
 
 /// The standard device nodes and links of a fresh /dev tmpfs.
 pub fn create_devices(dev: &Path) -> Result<()> {
-    for (name, major, minor) in
-        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-    {
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
         make_node(&dev.join(name), libc::S_IFCHR, major, minor, 0o666)?;
     }
     for (link, target) in [
@@ -341,12 +372,22 @@ pub fn finish(spec: &Spec) -> Result<()> {
             continue;
         }
         mnt(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        let ro = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC;
         mnt(None, path, None, ro, None)?;
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
-        mnt(None, Path::new("/"), None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)?;
+        mnt(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )?;
     }
     Ok(())
 }
@@ -361,7 +402,8 @@ mod tests {
         assert!(o.bind && o.recursive);
         assert_eq!(o.flags, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
         assert_eq!(o.propagation, MsFlags::MS_SLAVE | MsFlags::MS_REC);
-        let o = parse_options(&["nosuid".into(), "mode=755".into(), "size=65536k".into(), "rw".into()]);
+        let o =
+            parse_options(&["nosuid".into(), "mode=755".into(), "size=65536k".into(), "rw".into()]);
         assert_eq!(o.flags, MsFlags::MS_NOSUID);
         assert_eq!(o.data, ["mode=755", "size=65536k"]);
         assert!(!o.bind);

@@ -95,8 +95,9 @@ impl ShimClient {
     /// Sends a request and reads its answer.
     pub fn call(&mut self, req: Request) -> Result<Response> {
         write_frame(&mut self.stream, &RequestFrame { v: PROTOCOL_VERSION, req })?;
-        let frame: ResponseFrame = read_frame(&mut self.stream)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "shim closed the connection"))?;
+        let frame: ResponseFrame = read_frame(&mut self.stream)?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::UnexpectedEof, "shim closed the connection")
+        })?;
         match frame.result {
             WireResult::Ok(r) => Ok(r),
             WireResult::Err { kind, message } => Err(ShimError::Shim { kind, message }),
@@ -166,9 +167,18 @@ impl ShimClient {
     }
 
     /// Runs `process` (an OCI process object) in the container and collects its output.
-    pub fn exec(&mut self, id: &str, process: serde_json::Value, timeout: Option<Duration>) -> Result<ExecResult> {
+    pub fn exec(
+        &mut self,
+        id: &str,
+        process: serde_json::Value,
+        timeout: Option<Duration>,
+    ) -> Result<ExecResult> {
         let timeout_ms = timeout.map_or(0, |t| t.as_millis().max(1) as u64);
-        match self.call(Request::Exec(ExecRequest { container_id: id.into(), process, timeout_ms }))? {
+        match self.call(Request::Exec(ExecRequest {
+            container_id: id.into(),
+            process,
+            timeout_ms,
+        }))? {
             Response::Exec(r) => Ok(r),
             other => Err(ShimError::Unexpected(Box::new(other))),
         }

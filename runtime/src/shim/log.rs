@@ -76,9 +76,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Wall-clock now in unix nanoseconds.
 pub fn now_ns() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     now.as_nanos() as i64
 }
 
@@ -214,7 +213,10 @@ mod tests {
 
     #[test]
     fn complete_lines_are_full_records() {
-        assert_eq!(records(&[b"hi\nthere\n"], false), format!("{TS} stdout F hi\n{TS} stdout F there\n"));
+        assert_eq!(
+            records(&[b"hi\nthere\n"], false),
+            format!("{TS} stdout F hi\n{TS} stdout F there\n")
+        );
         assert_eq!(records(&[b"\n"], false), format!("{TS} stdout F \n"));
     }
 
@@ -225,7 +227,10 @@ mod tests {
 
     #[test]
     fn a_partial_line_at_eof_is_full() {
-        assert_eq!(records(&[b"a\nno newline"], true), format!("{TS} stdout F a\n{TS} stdout F no newline\n"));
+        assert_eq!(
+            records(&[b"a\nno newline"], true),
+            format!("{TS} stdout F a\n{TS} stdout F no newline\n")
+        );
         assert_eq!(records(&[b"a\n"], true), format!("{TS} stdout F a\n"));
     }
 

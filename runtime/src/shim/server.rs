@@ -131,7 +131,10 @@ fn start(paths: ShimPaths) -> io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(paths.exits())?;
     let sock = paths.socket();
     if UnixStream::connect(&sock).is_ok() {
-        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "a shim is already serving this directory"));
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "a shim is already serving this directory",
+        ));
     }
     let _ = fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock)?;
@@ -235,15 +238,27 @@ impl Shim {
             }
             for (ci, id) in order.iter().enumerate() {
                 for (pi, p) in self.containers[id].pipes.iter().enumerate() {
-                    fds.push((borrow(p.file.as_raw_fd()), PollFlags::POLLIN, Source::CtrPipe(ci, pi)));
+                    fds.push((
+                        borrow(p.file.as_raw_fd()),
+                        PollFlags::POLLIN,
+                        Source::CtrPipe(ci, pi),
+                    ));
                 }
             }
             for (ei, e) in self.execs.iter().enumerate() {
                 if let Some(f) = &e.out {
-                    fds.push((borrow(f.as_raw_fd()), PollFlags::POLLIN, Source::ExecPipe(ei, false)));
+                    fds.push((
+                        borrow(f.as_raw_fd()),
+                        PollFlags::POLLIN,
+                        Source::ExecPipe(ei, false),
+                    ));
                 }
                 if let Some(f) = &e.err {
-                    fds.push((borrow(f.as_raw_fd()), PollFlags::POLLIN, Source::ExecPipe(ei, true)));
+                    fds.push((
+                        borrow(f.as_raw_fd()),
+                        PollFlags::POLLIN,
+                        Source::ExecPipe(ei, true),
+                    ));
                 }
             }
             let now = Instant::now();
@@ -255,7 +270,8 @@ impl Shim {
                 .min()
                 .map(|ms| PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX))
                 .unwrap_or(PollTimeout::NONE);
-            let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|(fd, ev, _)| PollFd::new(*fd, *ev)).collect();
+            let mut pfds: Vec<PollFd<'_>> =
+                fds.iter().map(|(fd, ev, _)| PollFd::new(*fd, *ev)).collect();
             match poll(&mut pfds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -276,12 +292,17 @@ impl Shim {
                         if let Ok((stream, _)) = listener.accept() {
                             let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
                             self.next_conn += 1;
-                            self.conns.insert(self.next_conn, Conn { stream, rbuf: Vec::new(), busy: false });
+                            self.conns.insert(
+                                self.next_conn,
+                                Conn { stream, rbuf: Vec::new(), busy: false },
+                            );
                         }
                     }
                     Source::Signals => {
                         while let Ok(Some(info)) = sfd.read_signal() {
-                            if info.ssi_signo == libc::SIGTERM as u32 || info.ssi_signo == libc::SIGINT as u32 {
+                            if info.ssi_signo == libc::SIGTERM as u32
+                                || info.ssi_signo == libc::SIGINT as u32
+                            {
                                 let _ = self.shutdown(false);
                             }
                         }
@@ -341,7 +362,12 @@ impl Shim {
                 }
                 false
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => false,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                false
+            }
             Err(_) => true, // EIO from a pty master whose slave is gone
         }
     }
@@ -351,7 +377,9 @@ impl Shim {
         for pi in 0..self.containers.get(id).map_or(0, |c| c.pipes.len()) {
             for _ in 0..1024 {
                 let has = {
-                    let Some(p) = self.containers.get(id).and_then(|c| c.pipes.get(pi)) else { break };
+                    let Some(p) = self.containers.get(id).and_then(|c| c.pipes.get(pi)) else {
+                        break;
+                    };
                     let mut pfd = [PollFd::new(p.file.as_fd(), PollFlags::POLLIN)];
                     matches!(poll(&mut pfd, PollTimeout::ZERO), Ok(n) if n > 0)
                         && pfd[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN))
@@ -365,7 +393,8 @@ impl Shim {
 
     fn pump_exec(&mut self, ei: usize, is_err: bool) -> bool {
         let Some(e) = self.execs.get_mut(ei) else { return false };
-        let (f, acc) = if is_err { (&mut e.err, &mut e.stderr) } else { (&mut e.out, &mut e.stdout) };
+        let (f, acc) =
+            if is_err { (&mut e.err, &mut e.stderr) } else { (&mut e.out, &mut e.stdout) };
         let Some(f) = f else { return false };
         match f.read(&mut self.buf) {
             Ok(0) => true,
@@ -374,7 +403,12 @@ impl Shim {
                 acc.extend_from_slice(&self.buf[..n.min(room)]);
                 false
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => false,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                false
+            }
             Err(_) => true,
         }
     }
@@ -397,12 +431,22 @@ impl Shim {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => continue,
             };
-            if let Some(id) = self.containers.iter().find(|(_, c)| c.pid == pid && c.status != Status::Stopped).map(|(k, _)| k.clone()) {
+            if let Some(id) = self
+                .containers
+                .iter()
+                .find(|(_, c)| c.pid == pid && c.status != Status::Stopped)
+                .map(|(k, _)| k.clone())
+            {
                 self.container_exited(&id, code);
             } else if let Some(ei) = self.execs.iter().position(|e| e.pid == pid) {
                 let mut e = self.execs.remove(ei);
                 drain_exec(&mut e, &mut self.buf);
-                let result = ExecResult { exit_code: code, stdout: e.stdout, stderr: e.stderr, timed_out: e.timed_out };
+                let result = ExecResult {
+                    exit_code: code,
+                    stdout: e.stdout,
+                    stderr: e.stderr,
+                    timed_out: e.timed_out,
+                };
                 self.respond(e.conn, Ok(Response::Exec(result)));
             }
         }
@@ -470,7 +514,10 @@ impl Shim {
                 Err(e) => {
                     let resp = ResponseFrame {
                         v: PROTOCOL_VERSION,
-                        result: WireResult::Err { kind: ErrorKind::InvalidArgument, message: e.to_string() },
+                        result: WireResult::Err {
+                            kind: ErrorKind::InvalidArgument,
+                            message: e.to_string(),
+                        },
                     };
                     let _ = write_frame(&mut conn.stream, &resp);
                     self.conns.remove(&id);
@@ -479,7 +526,10 @@ impl Shim {
             };
             conn.busy = true;
             if frame.v != PROTOCOL_VERSION {
-                let msg = format!("protocol version {} not supported (shim speaks {PROTOCOL_VERSION})", frame.v);
+                let msg = format!(
+                    "protocol version {} not supported (shim speaks {PROTOCOL_VERSION})",
+                    frame.v
+                );
                 self.respond(id, fail(ErrorKind::InvalidArgument, msg));
                 continue;
             }
@@ -504,13 +554,16 @@ impl Shim {
     /// Handles one request; `None` when the answer comes later (Wait, Exec).
     fn handle(&mut self, conn: u64, req: Request) -> Option<Reply> {
         Some(match req {
-            Request::Hello => Ok(Response::Hello { version: PROTOCOL_VERSION, pid: std::process::id() as i32 }),
+            Request::Hello => {
+                Ok(Response::Hello { version: PROTOCOL_VERSION, pid: std::process::id() as i32 })
+            }
             Request::Create(c) => self.create(c),
             Request::Start { id } => self.start(&id),
             Request::Kill { id, signal, all } => self.kill(&id, signal, all),
             Request::State { id } => self.get(&id).map(|c| Response::State(c.state(&id))),
             Request::List => {
-                let mut v: Vec<ContainerState> = self.containers.iter().map(|(k, c)| c.state(k)).collect();
+                let mut v: Vec<ContainerState> =
+                    self.containers.iter().map(|(k, c)| c.state(k)).collect();
                 v.sort_by(|a, b| a.id.cmp(&b.id));
                 Ok(Response::List(v))
             }
@@ -525,7 +578,11 @@ impl Shim {
             Request::Delete { id } => self.delete(&id),
             Request::ReopenLog { id } => match self.containers.get_mut(&id) {
                 None => fail(ErrorKind::NotFound, format!("container {id} not found")),
-                Some(c) => c.log.reopen().map(|()| Response::Ok).or_else(|e| fail(ErrorKind::Internal, format!("reopen log: {e}"))),
+                Some(c) => c
+                    .log
+                    .reopen()
+                    .map(|()| Response::Ok)
+                    .or_else(|e| fail(ErrorKind::Internal, format!("reopen log: {e}"))),
             },
             Request::Exec(e) => match self.exec(conn, e) {
                 Ok(()) => return None,
@@ -548,12 +605,18 @@ impl Shim {
             return fail(ErrorKind::AlreadyExists, format!("container {id} already exists"));
         }
         let config = req.bundle.join("config.json");
-        let spec: Spec = match fs::read(&config).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+        let spec: Spec = match fs::read(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
             Ok(s) => s,
-            Err(e) => return fail(ErrorKind::InvalidArgument, format!("read {}: {e}", config.display())),
+            Err(e) => {
+                return fail(ErrorKind::InvalidArgument, format!("read {}: {e}", config.display()))
+            }
         };
-        let log = LogFile::open(&req.log_path)
-            .or_else(|e| fail(ErrorKind::InvalidArgument, format!("open log {}: {e}", req.log_path.display())))?;
+        let log = LogFile::open(&req.log_path).or_else(|e| {
+            fail(ErrorKind::InvalidArgument, format!("open log {}: {e}", req.log_path.display()))
+        })?;
         let (stdio, pipes, stdin) = make_stdio(req.tty, req.stdin)
             .or_else(|e| fail(ErrorKind::Internal, format!("stdio: {e}")))?;
         let created_at_ns = now_ns();
@@ -590,9 +653,15 @@ impl Shim {
     }
 
     fn start(&mut self, id: &str) -> Reply {
-        let c = self.containers.get_mut(id).ok_or((ErrorKind::NotFound, format!("container {id} not found")))?;
+        let c = self
+            .containers
+            .get_mut(id)
+            .ok_or((ErrorKind::NotFound, format!("container {id} not found")))?;
         let Some(pending) = c.pending.take() else {
-            return fail(ErrorKind::FailedPrecondition, format!("container {id} is {:?}, not created", c.status));
+            return fail(
+                ErrorKind::FailedPrecondition,
+                format!("container {id} is {:?}, not created", c.status),
+            );
         };
         c.started_at_ns = now_ns();
         c.status = Status::Running;
@@ -604,7 +673,8 @@ impl Shim {
 
     fn kill(&mut self, id: &str, signal: i32, all: bool) -> Reply {
         let c = self.get(id)?;
-        let sig = Signal::try_from(signal).or_else(|_| fail(ErrorKind::InvalidArgument, format!("bad signal {signal}")))?;
+        let sig = Signal::try_from(signal)
+            .or_else(|_| fail(ErrorKind::InvalidArgument, format!("bad signal {signal}")))?;
         if c.status == Status::Stopped {
             return Ok(Response::Ok);
         }
@@ -645,19 +715,30 @@ impl Shim {
         Ok(Response::Ok)
     }
 
-    fn exec(&mut self, conn: u64, req: ExecRequest) -> std::result::Result<(), (ErrorKind, String)> {
+    fn exec(
+        &mut self,
+        conn: u64,
+        req: ExecRequest,
+    ) -> std::result::Result<(), (ErrorKind, String)> {
         let c = self.get(&req.container_id)?;
         if c.status != Status::Running {
-            return fail(ErrorKind::FailedPrecondition, format!("container {} is not running", req.container_id));
+            return fail(
+                ErrorKind::FailedPrecondition,
+                format!("container {} is not running", req.container_id),
+            );
         }
         let process: Process = serde_json::from_value(req.process)
             .or_else(|e| fail(ErrorKind::InvalidArgument, format!("process: {e}")))?;
         let (out_r, out_w) = pipe_nb().or_else(|e| fail(ErrorKind::Internal, e.to_string()))?;
         let (err_r, err_w) = pipe_nb().or_else(|e| fail(ErrorKind::Internal, e.to_string()))?;
-        let null = OwnedFd::from(File::open("/dev/null").or_else(|e| fail(ErrorKind::Internal, e.to_string()))?);
+        let null = OwnedFd::from(
+            File::open("/dev/null").or_else(|e| fail(ErrorKind::Internal, e.to_string()))?,
+        );
         let stdio = Stdio { stdin: null, stdout: out_w, stderr: err_w, tty: false };
-        let pid = executor::exec(c.pid, &c.spec, &process, stdio).or_else(|e| fail(ErrorKind::Internal, e.0))?;
-        let deadline = (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
+        let pid = executor::exec(c.pid, &c.spec, &process, stdio)
+            .or_else(|e| fail(ErrorKind::Internal, e.0))?;
+        let deadline =
+            (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
         self.execs.push(ExecJob {
             conn,
             pid: pid.as_raw(),
@@ -672,9 +753,17 @@ impl Shim {
     }
 
     fn shutdown(&mut self, force: bool) -> Reply {
-        let live: Vec<String> = self.containers.iter().filter(|(_, c)| c.status != Status::Stopped).map(|(k, _)| k.clone()).collect();
+        let live: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|(_, c)| c.status != Status::Stopped)
+            .map(|(k, _)| k.clone())
+            .collect();
         if !live.is_empty() && !force {
-            return fail(ErrorKind::FailedPrecondition, format!("containers still running: {}", live.join(", ")));
+            return fail(
+                ErrorKind::FailedPrecondition,
+                format!("containers still running: {}", live.join(", ")),
+            );
         }
         for id in &live {
             let pid = Pid::from_raw(self.containers[id].pid);
@@ -719,9 +808,18 @@ fn make_stdio(tty: bool, stdin: bool) -> io::Result<(Stdio, Vec<Pipe>, Option<Fi
         nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
         nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
         let slave = pty.slave;
-        let stdio = Stdio { stdin: slave.try_clone()?, stdout: slave.try_clone()?, stderr: slave, tty: true };
+        let stdio = Stdio {
+            stdin: slave.try_clone()?,
+            stdout: slave.try_clone()?,
+            stderr: slave,
+            tty: true,
+        };
         let input = if stdin { Some(master.try_clone()?) } else { None };
-        return Ok((stdio, vec![Pipe { file: master, split: LineSplitter::new(Stream::Stdout) }], input));
+        return Ok((
+            stdio,
+            vec![Pipe { file: master, split: LineSplitter::new(Stream::Stdout) }],
+            input,
+        ));
     }
     let (out_r, out_w) = pipe_nb()?;
     let (err_r, err_w) = pipe_nb()?;

@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
-    LinuxSeccompOperator, LinuxSyscallBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction,
+    LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscallBuilder, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 /// The RuntimeDefault profile's text (see the file for its format).
@@ -17,9 +17,24 @@ pub const RUNTIME_DEFAULT_PROFILE: &str = include_str!("seccomp_default.txt");
 /// containerd's default capability set for containers.
 pub fn default_capabilities() -> Capabilities {
     use Capability::*;
-    [Chown, DacOverride, Fsetid, Fowner, Mknod, NetRaw, Setgid, Setuid, Setfcap, Setpcap, NetBindService, SysChroot, Kill, AuditWrite]
-        .into_iter()
-        .collect()
+    [
+        Chown,
+        DacOverride,
+        Fsetid,
+        Fowner,
+        Mknod,
+        NetRaw,
+        Setgid,
+        Setuid,
+        Setfcap,
+        Setpcap,
+        NetBindService,
+        SysChroot,
+        Kill,
+        AuditWrite,
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// Every capability this process may hand out (privileged containers): the names this
@@ -29,28 +44,43 @@ pub fn all_capabilities() -> Capabilities {
     let bounding = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("CapBnd:").and_then(|v| u64::from_str_radix(v.trim(), 16).ok()))
+            s.lines().find_map(|l| {
+                l.strip_prefix("CapBnd:").and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
         })
         .unwrap_or(u64::MAX);
     crate::executor::caps::NAMES
         .iter()
         .enumerate()
         .filter(|(i, _)| bounding & (1 << i) != 0)
-        .filter_map(|(_, n)| serde_json::from_value(serde_json::Value::String((*n).to_string())).ok())
+        .filter_map(|(_, n)| {
+            serde_json::from_value(serde_json::Value::String((*n).to_string())).ok()
+        })
         .collect()
 }
 
 pub fn masked_paths() -> Vec<String> {
     [
-        "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-        "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
     ]
     .map(String::from)
     .to_vec()
 }
 
 pub fn readonly_paths() -> Vec<String> {
-    ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"].map(String::from).to_vec()
+    ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn m(dest: &str, typ: &str, src: &str, opts: &[&str]) -> Mount {
@@ -69,7 +99,12 @@ pub fn default_mounts() -> Vec<Mount> {
     vec![
         m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         m("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
-        m("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+        m(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        ),
         m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
         m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
         m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
@@ -87,16 +122,22 @@ pub fn parse_profile(text: &str) -> Result<LinuxSeccomp, String> {
         }
         let mut parts = line.split_whitespace();
         let name = parts.next().unwrap_or_default().to_string();
-        let mut b = LinuxSyscallBuilder::default().names(vec![name]).action(LinuxSeccompAction::ScmpActAllow);
+        let mut b = LinuxSyscallBuilder::default()
+            .names(vec![name])
+            .action(LinuxSeccompAction::ScmpActAllow);
         let bad = || format!("profile line {}: {line:?}", n + 1);
         if let Some(cond) = parts.next() {
             if let Some(errno) = cond.strip_prefix("!errno=") {
-                b = b.action(LinuxSeccompAction::ScmpActErrno).errno_ret(errno.parse::<u32>().map_err(|_| bad())?);
+                b = b
+                    .action(LinuxSeccompAction::ScmpActErrno)
+                    .errno_ret(errno.parse::<u32>().map_err(|_| bad())?);
             } else {
                 let cond = cond.strip_prefix("arg").ok_or_else(bad)?;
                 let (lhs, rhs) = cond.split_once("==").ok_or_else(bad)?;
                 let num = |s: &str| {
-                    s.strip_prefix("0x").map_or_else(|| s.parse::<u64>(), |h| u64::from_str_radix(h, 16)).map_err(|_| bad())
+                    s.strip_prefix("0x")
+                        .map_or_else(|| s.parse::<u64>(), |h| u64::from_str_radix(h, 16))
+                        .map_err(|_| bad())
                 };
                 let mut args = Vec::new();
                 if let Some((idx, mask)) = lhs.split_once('&') {
@@ -143,7 +184,10 @@ pub fn parse_profile(text: &str) -> Result<LinuxSeccomp, String> {
 pub fn runtime_default_seccomp() -> LinuxSeccomp {
     let mut p = parse_profile(RUNTIME_DEFAULT_PROFILE).expect("built-in profile parses");
     if cfg!(target_arch = "aarch64") {
-        p.set_architectures(Some(vec![oci_spec::runtime::Arch::ScmpArchAarch64, oci_spec::runtime::Arch::ScmpArchArm]));
+        p.set_architectures(Some(vec![
+            oci_spec::runtime::Arch::ScmpArchAarch64,
+            oci_spec::runtime::Arch::ScmpArchArm,
+        ]));
     }
     p
 }
@@ -168,7 +212,12 @@ pub struct PodNamespaces<'a> {
 
 /// A default spec running `args` as root in `rootfs`, with the standard mounts, masked
 /// and read-only paths, the default capabilities, no_new_privs and RuntimeDefault seccomp.
-pub fn default_spec(rootfs: &Path, args: &[&str], pod: &PodNamespaces<'_>, cgroups_path: Option<&str>) -> Spec {
+pub fn default_spec(
+    rootfs: &Path,
+    args: &[&str],
+    pod: &PodNamespaces<'_>,
+    cgroups_path: Option<&str>,
+) -> Spec {
     let caps = default_capabilities();
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
@@ -226,15 +275,27 @@ mod tests {
         let p = runtime_default_seccomp();
         assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
         assert_eq!(p.default_errno_ret(), Some(libc::EPERM as u32));
-        let names: Vec<&str> = p.syscalls().iter().flatten().flat_map(|s| s.names()).map(String::as_str).collect();
+        let names: Vec<&str> =
+            p.syscalls().iter().flatten().flat_map(|s| s.names()).map(String::as_str).collect();
         assert!(names.len() > 250);
-        for banned in ["mount", "unshare", "setns", "ptrace", "bpf", "kexec_load", "reboot", "keyctl", "pivot_root"] {
+        for banned in [
+            "mount",
+            "unshare",
+            "setns",
+            "ptrace",
+            "bpf",
+            "kexec_load",
+            "reboot",
+            "keyctl",
+            "pivot_root",
+        ] {
             assert!(!names.contains(&banned), "{banned} must not be allowed");
         }
         let clone = p.syscalls().iter().flatten().find(|s| s.names()[0] == "clone").unwrap();
         let arg = clone.args().as_ref().unwrap()[0];
         assert_eq!((arg.value(), arg.value_two()), (0x7E02_0000, Some(0)));
-        let personality = p.syscalls().iter().flatten().find(|s| s.names()[0] == "personality").unwrap();
+        let personality =
+            p.syscalls().iter().flatten().find(|s| s.names()[0] == "personality").unwrap();
         assert_eq!(personality.args().as_ref().unwrap().len(), 5);
         let clone3 = p.syscalls().iter().flatten().find(|s| s.names()[0] == "clone3").unwrap();
         assert_eq!(clone3.errno_ret(), Some(38));
@@ -244,11 +305,15 @@ mod tests {
 
     #[test]
     fn default_spec_round_trips_as_json() {
-        let spec = default_spec(Path::new("/r"), &["sh"], &PodNamespaces::default(), Some("/berth/x"));
+        let spec =
+            default_spec(Path::new("/r"), &["sh"], &PodNamespaces::default(), Some("/berth/x"));
         let json = serde_json::to_string(&spec).unwrap();
         let back: Spec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, spec);
-        assert_eq!(crate::executor::caps::mask(Some(&default_capabilities())).unwrap().count_ones(), 14);
+        assert_eq!(
+            crate::executor::caps::mask(Some(&default_capabilities())).unwrap().count_ones(),
+            14
+        );
         assert!(all_capabilities().len() > 30);
     }
 }
