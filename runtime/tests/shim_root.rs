@@ -429,3 +429,34 @@ fn exec_returns_output_and_times_out() {
     c.wait("svc").unwrap();
     c.delete("svc").unwrap();
 }
+
+#[test]
+fn reopen_log_after_rotation_and_long_lines() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("reopen");
+    let mut c = f.client();
+    let script =
+        "echo one; head -c 40000 /dev/zero | tr '\\0' x; echo; sleep 0.6; printf 'two\\nlast'";
+    let log = f.create(&mut c, "r", &f.spec(&["sh", "-c", script])).unwrap();
+    c.start("r").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let rotated = log.with_extension("log.1");
+    fs::rename(&log, &rotated).unwrap();
+    c.reopen_log("r").unwrap();
+    assert_eq!(c.wait("r").unwrap().exit_code, Some(0));
+    let old = fs::read_to_string(&rotated).unwrap();
+    let tags: Vec<(&str, usize)> = old
+        .lines()
+        .map(|l| {
+            let p: Vec<&str> = l.splitn(4, ' ').collect();
+            (p[2], p[3].len())
+        })
+        .collect();
+    assert_eq!(tags, [("F", 3), ("P", 16384), ("P", 16384), ("F", 40000 - 32768)], "{tags:?}");
+    let new = fs::read_to_string(&log).unwrap();
+    let texts: Vec<&str> = new.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap()).collect();
+    assert_eq!(texts, ["two", "last"], "{new}");
+    c.delete("r").unwrap();
+}
