@@ -8,4 +8,12 @@ cd "$(dirname "$0")/.."
 # iptables/nftables: pod networking; apache2-utils: htpasswd for registry auth tests.
 bash deploy/build-deps.sh docker-registry busybox-static iptables nftables apache2-utils
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
+rm -f "$log"
+exit "$status"

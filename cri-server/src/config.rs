@@ -26,6 +26,7 @@ pub struct Config {
     pub cgroup: CgroupConfig,
     pub image: ImageConfig,
     pub registry: RegistryConfig,
+    pub network: NetworkConfig,
 }
 
 impl Default for Config {
@@ -39,6 +40,7 @@ impl Default for Config {
             cgroup: CgroupConfig::default(),
             image: ImageConfig::default(),
             registry: RegistryConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -124,6 +126,48 @@ pub struct HostConfig {
 pub struct MirrorConfig {
     /// Base URLs such as `http://127.0.0.1:5000` (plain HTTP) or `https://mirror.example`.
     pub endpoints: Vec<String>,
+}
+
+/// The default bridge network of pods.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The bridge pods' veths attach to.
+    pub bridge: String,
+    /// The pod subnet (IPv4); its first host address is the bridge's (the pods' gateway).
+    pub subnet: String,
+    /// The nftables table (family `ip`) berth keeps its masquerade and hostPort rules in.
+    pub nft_table: String,
+    /// MTU of the bridge and pods' interfaces; unset: the uplink's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            bridge: "berth0".into(),
+            subnet: "10.88.0.0/16".into(),
+            nft_table: "berth".into(),
+            mtu: None,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// berth-network's view of it (validated by [`Config::validate`]).
+    pub fn to_network(&self) -> Result<berth_network::NetworkConfig, String> {
+        let subnet: ipnet::Ipv4Net = self
+            .subnet
+            .parse()
+            .map_err(|e| format!("{:?} is not an IPv4 subnet (a.b.c.d/n): {e}", self.subnet))?;
+        Ok(berth_network::NetworkConfig {
+            bridge: self.bridge.clone(),
+            subnet,
+            nft_table: self.nft_table.clone(),
+            mtu: self.mtu,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +264,19 @@ impl Config {
         {
             return Err(bad("registry.auth_file", "must be an absolute path".into()));
         }
+        let net = self.network.to_network().map_err(|e| bad("network.subnet", e))?;
+        if net.subnet.prefix_len() > 30 {
+            return Err(bad("network.subnet", format!("{} has no room for pods", net.subnet)));
+        }
+        berth_network::bridge::validate_ifname(&net.bridge)
+            .map_err(|e| bad("network.bridge", e.to_string()))?;
+        berth_network::Firewall::new(&net.nft_table, net.subnet, &net.bridge)
+            .map_err(|e| bad("network.nft_table", e.to_string()))?;
+        if let Some(mtu) = net.mtu {
+            if !(68..=65535).contains(&mtu) {
+                return Err(bad("network.mtu", format!("{mtu} is not 68-65535")));
+            }
+        }
         Ok(())
     }
 }
@@ -290,6 +347,18 @@ mod tests {
         assert!(err.contains("registry.mirrors.\"docker.io\".endpoints"), "{err}");
         let err = parse("[log]\nlevel = \"loud\"").unwrap_err().to_string();
         assert!(err.contains("`log.level`"), "{err}");
+        let err = parse("[network]\nsubnet = \"10.0.0.0/31\"").unwrap_err().to_string();
+        assert!(err.contains("`network.subnet`"), "{err}");
+        let err = parse("[network]\nsubnet = \"nope\"").unwrap_err().to_string();
+        assert!(err.contains("`network.subnet`"), "{err}");
+        let err = parse("[network]\nbridge = \"a/b\"").unwrap_err().to_string();
+        assert!(err.contains("`network.bridge`"), "{err}");
+        let err = parse("[network]\nnft_table = \"x y\"").unwrap_err().to_string();
+        assert!(err.contains("`network.nft_table`"), "{err}");
+        let err = parse("[network]\nmtu = 10").unwrap_err().to_string();
+        assert!(err.contains("`network.mtu`"), "{err}");
+        let c = parse("[network]\nbridge = \"bt0\"\nsubnet = \"10.1.0.0/24\"\nmtu = 1400").unwrap();
+        assert_eq!(c.network.to_network().unwrap().mtu, Some(1400));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use berth_proto::{ImageServiceServer, RuntimeServiceServer};
 use berth_runtime::image::registry::{HostSettings, RegistrySettings};
 use berth_runtime::image::{ImageSettings, Images};
 use berth_runtime::metadata::MetadataStore;
+use berth_runtime::sandbox::Sandboxes;
 use berth_runtime::snapshot::UnpackLimits;
 use berth_runtime::{Layout, StateLock};
 use std::fs;
@@ -39,9 +40,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>, layout: Layout) -> 
         MetadataStore::open(&layout.root().join("metadata.redb"))
             .context("cannot open the metadata database")?,
     );
-    let images = Images::open(layout.root(), meta, image_settings(&config)?)
+    let images = Images::open(layout.root(), meta.clone(), image_settings(&config)?)
         .context("cannot open the image store")?;
-    let cri = Cri::new(config, config_path, layout, images);
+    let net_config =
+        config.network.to_network().map_err(|e| anyhow::anyhow!("network.subnet: {e}"))?;
+    let sandboxes = Sandboxes::open(meta, &layout, net_config)
+        .await
+        .context("cannot open the pod sandbox store")?;
+    let cri = Cri::new(config, config_path, layout, images, sandboxes.clone());
 
     // A watch channel, not a Notify: a signal that lands before anyone waits is not lost.
     let (stop_tx, stop) = watch::channel(false);
@@ -76,6 +82,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, layout: Layout) -> 
     };
     notify_systemd(sd_notify::NotifyState::Stopping);
     remove_socket(&socket);
+    sandboxes.shutdown();
     served.context("the gRPC server failed")?;
     tracing::info!("berthd stopped");
     Ok(())

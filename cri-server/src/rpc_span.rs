@@ -14,7 +14,6 @@ use tower::{Layer, Service};
 use tracing::{field::Empty, Instrument, Span};
 
 /// Adds the pod (sandbox) id a call touches to the current RPC span.
-#[allow(dead_code)] // the sandbox and container handlers call these as they land
 pub fn record_pod(id: &str) {
     Span::current().record("pod_id", id);
 }

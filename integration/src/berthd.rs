@@ -66,6 +66,9 @@ pub struct Berthd {
     options: Options,
     runtime: RuntimeServiceClient<Channel>,
     image: ImageServiceClient<Channel>,
+    /// A private bridge/subnet/nft table when the test's config names none, so no test
+    /// touches the host's `berth0`; deleted after berthd stops.
+    _net: Option<crate::leaks::NetEnv>,
 }
 
 impl Berthd {
@@ -74,8 +77,13 @@ impl Berthd {
         Self::start_with(Options::default()).await
     }
 
-    pub async fn start_with(options: Options) -> Self {
+    pub async fn start_with(mut options: Options) -> Self {
         require_root();
+        let text = options.config.get_or_insert_with(String::new);
+        let net = (!text.contains("[network]")).then(crate::leaks::NetEnv::new);
+        if let Some(net) = &net {
+            text.push_str(&format!("\n{}", net.config_toml()));
+        }
         let dir = tempfile::Builder::new().prefix("berth-it-").tempdir().expect("temp dir");
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -84,7 +92,7 @@ impl Berthd {
             .expect("client runtime");
         let child = spawn(dir.path(), &options);
         let (runtime, image) = connect_on(&io, dir.path().join("berth.sock"), &child).await;
-        Self { io: Some(io), dir, child: Some(child), options, runtime, image }
+        Self { io: Some(io), dir, child: Some(child), options, runtime, image, _net: net }
     }
 
     /// A RuntimeService client on this daemon's socket.

@@ -1,7 +1,9 @@
 //! End-to-end test support for berth: a real `berthd` started as root on temporary
 //! directories, and the fixtures tests pull images from.
 
+pub mod bench;
 pub mod berthd;
+pub mod leaks;
 pub mod oci_image;
 pub mod registry;
 pub mod tls;

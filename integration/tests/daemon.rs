@@ -222,3 +222,61 @@ fn bad_config_is_refused_naming_the_key() {
         assert!(!dir.path().join("s.sock").exists(), "refused config must not start serving");
     }
 }
+
+/// grpc-go before 1.5x (crictl and critest 1.26, older kubelets) sends the unix socket's
+/// path as `:authority`. The call must still be served (see proto/vendor/README.md).
+#[tokio::test]
+async fn authority_with_a_socket_path_is_accepted() {
+    use std::io::{Read, Write};
+    let berthd = Berthd::start().await;
+    let socket = berthd.socket();
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+
+    // HPACK "literal header field without indexing, new name", no Huffman coding.
+    fn literal(block: &mut Vec<u8>, name: &str, value: &str) {
+        block.push(0x00);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+    let mut headers = Vec::new();
+    literal(&mut headers, ":method", "POST");
+    literal(&mut headers, ":scheme", "http");
+    literal(&mut headers, ":path", "/runtime.v1.RuntimeService/Version");
+    literal(&mut headers, ":authority", &socket.display().to_string());
+    literal(&mut headers, "content-type", "application/grpc");
+    literal(&mut headers, "te", "trailers");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frame(&mut out, 0x4, 0, 0, &[]); // SETTINGS
+    frame(&mut out, 0x1, 0x4, 1, &headers); // HEADERS, END_HEADERS
+    frame(&mut out, 0x0, 0x1, 1, &[0, 0, 0, 0, 0]); // DATA: an empty VersionRequest, END_STREAM
+    stream.write_all(&out).unwrap();
+
+    // Read frames until the response HEADERS or a RST_STREAM for stream 1.
+    let mut read_frame = || -> (u8, u32, Vec<u8>) {
+        let mut head = [0u8; 9];
+        stream.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).unwrap();
+        (head[3], id, payload)
+    };
+    loop {
+        let (kind, id, payload) = read_frame();
+        match (kind, id) {
+            (0x3, 1) => panic!("berthd reset the stream (error {:?})", payload),
+            (0x1, 1) => break, // response HEADERS: the call was accepted
+            (0x7, _) => panic!("berthd closed the connection (GOAWAY {payload:?})"),
+            _ => continue,
+        }
+    }
+}

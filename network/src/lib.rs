@@ -40,15 +40,3 @@ impl Readiness {
         matches!(self, Readiness::Ready)
     }
 }
-
-/// The readiness of the default (bridge) network.
-///
-/// The runtime does not drive [`Network`] yet, so the honest answer is "not ready": the
-/// kubelet then keeps non-host-network pods pending instead of starting them without a
-/// network. Once wired, the runtime reports [`Network::readiness`] instead.
-pub fn readiness() -> Readiness {
-    Readiness::not_ready(
-        "NetworkPluginNotReady",
-        "berth's bridge network (berth0) is not wired into the runtime yet",
-    )
-}

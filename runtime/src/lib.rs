@@ -9,6 +9,7 @@ pub mod executor;
 pub mod image;
 pub mod layout;
 pub mod metadata;
+pub mod sandbox;
 pub mod shim;
 pub mod snapshot;
 pub mod spec;

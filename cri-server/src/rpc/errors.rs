@@ -1,6 +1,7 @@
 //! Domain errors as gRPC status codes.
 
 use berth_runtime::image::ImageError;
+use berth_runtime::sandbox::SandboxError;
 use tonic::Status;
 
 pub fn image(e: ImageError) -> Status {
@@ -17,4 +18,16 @@ pub fn image(e: ImageError) -> Status {
 /// A required message field the caller left out.
 pub fn missing(field: &str) -> Status {
     Status::invalid_argument(format!("{field}: required"))
+}
+
+pub fn sandbox(e: SandboxError) -> Status {
+    match e {
+        SandboxError::InvalidArgument(m) => Status::invalid_argument(m),
+        SandboxError::AlreadyExists(m) => Status::already_exists(m),
+        SandboxError::NotFound(m) => Status::not_found(m),
+        SandboxError::FailedPrecondition(m) => Status::failed_precondition(m),
+        SandboxError::Unimplemented(m) => Status::unimplemented(m),
+        SandboxError::ResourceExhausted(m) => Status::resource_exhausted(m),
+        SandboxError::Internal(m) => Status::internal(m),
+    }
 }

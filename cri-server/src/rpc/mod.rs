@@ -10,11 +10,17 @@ mod image_service;
 mod image_status;
 mod runtime_config;
 mod runtime_service;
+mod sandbox_list;
+mod sandbox_remove;
+mod sandbox_run;
+mod sandbox_status;
+mod sandbox_stop;
 mod status;
 mod version;
 
 use crate::config::Config;
 use berth_runtime::image::Images;
+use berth_runtime::sandbox::Sandboxes;
 use berth_runtime::Layout;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -32,6 +38,7 @@ struct Inner {
     /// Set by the kubelet through UpdateRuntimeConfig; handed to the network when it asks.
     pod_cidr: Mutex<String>,
     images: Images,
+    sandboxes: Sandboxes,
 }
 
 impl Cri {
@@ -40,9 +47,10 @@ impl Cri {
         config_path: Option<PathBuf>,
         layout: Layout,
         images: Images,
+        sandboxes: Sandboxes,
     ) -> Self {
         let pod_cidr = Mutex::new(String::new());
-        Self { inner: Arc::new(Inner { config, config_path, layout, pod_cidr, images }) }
+        Self { inner: Arc::new(Inner { config, config_path, layout, pod_cidr, images, sandboxes }) }
     }
 }
 

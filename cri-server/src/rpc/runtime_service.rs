@@ -1,6 +1,9 @@
 //! tonic's RuntimeService trait: dispatch only. Each RPC group lives in its own module.
 
-use super::{runtime_config, status, unbuilt, version, Cri};
+use super::{
+    runtime_config, sandbox_list, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop,
+    status, unbuilt, version, Cri,
+};
 use berth_proto::{
     AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse,
     ContainerStatsRequest, ContainerStatsResponse, ContainerStatusRequest, ContainerStatusResponse,
@@ -39,37 +42,37 @@ impl RuntimeService for Cri {
 
     async fn run_pod_sandbox(
         &self,
-        _req: Request<RunPodSandboxRequest>,
+        req: Request<RunPodSandboxRequest>,
     ) -> Result<Response<RunPodSandboxResponse>, Status> {
-        Err(unbuilt("RunPodSandbox"))
+        sandbox_run::run_pod_sandbox(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _req: Request<StopPodSandboxRequest>,
+        req: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
-        Err(unbuilt("StopPodSandbox"))
+        sandbox_stop::stop_pod_sandbox(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _req: Request<RemovePodSandboxRequest>,
+        req: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        Err(unbuilt("RemovePodSandbox"))
+        sandbox_remove::remove_pod_sandbox(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn pod_sandbox_status(
         &self,
-        _req: Request<PodSandboxStatusRequest>,
+        req: Request<PodSandboxStatusRequest>,
     ) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        Err(unbuilt("PodSandboxStatus"))
+        sandbox_status::pod_sandbox_status(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn list_pod_sandbox(
         &self,
-        _req: Request<ListPodSandboxRequest>,
+        req: Request<ListPodSandboxRequest>,
     ) -> Result<Response<ListPodSandboxResponse>, Status> {
-        Err(unbuilt("ListPodSandbox"))
+        sandbox_list::list_pod_sandbox(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn create_container(
@@ -192,7 +195,7 @@ impl RuntimeService for Cri {
         &self,
         req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        Ok(Response::new(status::status(self, req.into_inner())))
+        Ok(Response::new(status::status(self, req.into_inner()).await))
     }
 
     async fn checkpoint_container(

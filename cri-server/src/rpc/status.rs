@@ -11,12 +11,12 @@ use std::collections::HashMap;
 pub const RUNTIME_READY: &str = "RuntimeReady";
 pub const NETWORK_READY: &str = "NetworkReady";
 
-pub fn status(cri: &Cri, req: StatusRequest) -> StatusResponse {
+pub async fn status(cri: &Cri, req: StatusRequest) -> StatusResponse {
     let runtime = match cri.inner.layout.check_writable() {
         Ok(()) => condition(RUNTIME_READY, None),
         Err(message) => condition(RUNTIME_READY, Some(("RuntimeStateNotWritable", message))),
     };
-    let network = match berth_network::readiness() {
+    let network = match cri.inner.sandboxes.network_readiness().await {
         berth_network::Readiness::Ready => condition(NETWORK_READY, None),
         berth_network::Readiness::NotReady { reason, message } => {
             condition(NETWORK_READY, Some((&reason, message)))
@@ -56,5 +56,10 @@ fn verbose_info(cri: &Cri) -> HashMap<String, String> {
         "podCIDR": *inner.pod_cidr.lock().unwrap_or_else(|p| p.into_inner()),
         "version": env!("CARGO_PKG_VERSION"),
     });
-    HashMap::from([("config".to_string(), config), ("runtime".to_string(), runtime.to_string())])
+    let network = inner.sandboxes.network_info().to_string();
+    HashMap::from([
+        ("config".to_string(), config),
+        ("runtime".to_string(), runtime.to_string()),
+        ("network".to_string(), network),
+    ])
 }

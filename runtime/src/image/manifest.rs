@@ -14,8 +14,8 @@ pub const ACCEPTED: &[&str] = &[OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MAN
 /// A parsed manifest document.
 #[derive(Debug)]
 pub enum Manifest {
-    Index(ImageIndex),
-    Image(ImageManifest),
+    Index(Box<ImageIndex>),
+    Image(Box<ImageManifest>),
 }
 
 #[derive(Debug, thiserror::Error)]

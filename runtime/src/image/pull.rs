@@ -77,7 +77,7 @@ impl Puller<'_> {
             Manifest::Index(index) => {
                 let chosen =
                     self.platform.select(&index).map_err(|e| PullError::Invalid(e.to_string()))?;
-                let digest = parse_digest(&chosen.digest().to_string(), "manifest")?;
+                let digest = parse_digest(chosen.digest().as_ref(), "manifest")?;
                 let bytes = self.registries.manifest(ep, &digest.to_string(), creds).await?;
                 check_manifest_size(&bytes)?;
                 if Digest::of(&bytes) != digest {
@@ -93,7 +93,7 @@ impl Puller<'_> {
         };
 
         let config_desc = manifest.config();
-        let config_digest = parse_digest(&config_desc.digest().to_string(), "config")?;
+        let config_digest = parse_digest(config_desc.digest().as_ref(), "config")?;
         let config_bytes = self.config(ep, &config_digest, config_desc.size(), creds).await?;
         let (config, diff_ids) = parse_config(&config_bytes)?;
         if diff_ids.len() != manifest.layers().len() {
@@ -108,7 +108,7 @@ impl Puller<'_> {
         let mut layers = Vec::with_capacity(diff_ids.len());
         for ((desc, diff_id), chain_id) in manifest.layers().iter().zip(&diff_ids).zip(&chains) {
             layers.push(LayerRef {
-                digest: parse_digest(&desc.digest().to_string(), "layer")?,
+                digest: parse_digest(desc.digest().as_ref(), "layer")?,
                 media_type: desc.media_type().to_string(),
                 size: desc.size(),
                 diff_id: diff_id.clone(),

@@ -99,8 +99,21 @@ pub enum RegistryError {
 
 pub struct Registries {
     settings: RegistrySettings,
-    clients: Mutex<HashMap<(String, bool), Arc<oci_client::Client>>>,
+    /// One client per endpoint and credentials: oci-client remembers the first
+    /// credentials it sees for a registry, and one pull's secret must never serve another.
+    clients: Mutex<HashMap<ClientKey, Arc<oci_client::Client>>>,
 }
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    host: String,
+    plain_http: bool,
+    /// A hash of the credentials, so the key itself holds no secret.
+    auth: crate::digest::Digest,
+}
+
+/// More distinct (endpoint, credentials) pairs than this and the cache starts over.
+const MAX_CLIENTS: usize = 64;
 
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, RegistryError>> + Send>>;
 
@@ -113,9 +126,21 @@ impl Registries {
         &self.settings
     }
 
-    fn client(&self, ep: &Endpoint) -> Arc<oci_client::Client> {
-        let key = (ep.host.clone(), ep.plain_http);
+    fn client(&self, ep: &Endpoint, auth: &RegistryAuth) -> Arc<oci_client::Client> {
+        let fingerprint = match auth {
+            RegistryAuth::Anonymous => "anonymous".to_string(),
+            RegistryAuth::Basic(u, p) => format!("basic\0{u}\0{p}"),
+            RegistryAuth::Bearer(t) => format!("bearer\0{t}"),
+        };
+        let key = ClientKey {
+            host: ep.host.clone(),
+            plain_http: ep.plain_http,
+            auth: crate::digest::Digest::of(fingerprint.as_bytes()),
+        };
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if clients.len() >= MAX_CLIENTS && !clients.contains_key(&key) {
+            clients.clear();
+        }
         clients
             .entry(key)
             .or_insert_with(|| {
@@ -194,7 +219,7 @@ impl Registries {
     ) -> Result<Bytes, RegistryError> {
         let reference = oci_ref(ep, tag_or_digest);
         let auth = self.auth_for(&ep.host, creds)?;
-        let client = self.client(ep);
+        let client = self.client(ep, &auth);
         let fetch = client.pull_manifest_raw(&reference, &auth, super::manifest::ACCEPTED);
         match tokio::time::timeout(self.settings.progress_timeout, fetch).await {
             Ok(Ok((bytes, _digest))) => Ok(bytes),
@@ -217,7 +242,7 @@ impl Registries {
     ) -> Result<ByteStream, RegistryError> {
         let reference = oci_ref(ep, digest);
         let auth = self.auth_for(&ep.host, creds)?;
-        let client = self.client(ep);
+        let client = self.client(ep, &auth);
         let host = ep.host.clone();
         let timeout = self.settings.progress_timeout;
         let open = async {

@@ -11,6 +11,7 @@ use crate::content::ContentStore;
 use crate::digest::Digest;
 use crate::metadata::{MetadataError, MetadataStore};
 use crate::snapshot::layers::LayerStore;
+use crate::snapshot::rootfs::{RootfsDirs, RootfsRecord};
 use crate::snapshot::UnpackLimits;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ pub struct Images {
     content: ContentStore,
     layers: LayerStore,
     layers_root: PathBuf,
+    rootfs: RootfsDirs,
     registries: Registries,
     limits: UnpackLimits,
     platform: NodePlatform,
@@ -65,11 +67,13 @@ impl Images {
             .map_err(|e| ImageError::Storage(e.to_string()))?;
         let layers_root = root.join("snapshots");
         let layers = LayerStore::open(&layers_root).map_err(storage)?;
+        let rootfs = RootfsDirs::new(layers_root.join("containers"));
         let images = Self {
             meta,
             content,
             layers,
             layers_root,
+            rootfs,
             registries: Registries::new(settings.registry),
             limits: settings.unpack_limits,
             platform: NodePlatform::current(),
@@ -231,6 +235,17 @@ impl Images {
             }
         }
         let storage = |e: &dyn std::fmt::Display| ImageError::Storage(e.to_string());
+        // A container's rootfs keeps its image's layers alive after the image is gone.
+        let rootfs = self.meta.list::<RootfsRecord>()?;
+        for (_, record) in &rootfs {
+            live_layers.extend(record.layers.iter().cloned());
+        }
+        // Writable layers without a record were being created when berthd died.
+        for id in self.rootfs.list().map_err(|e| storage(&e))? {
+            if !rootfs.iter().any(|(key, _)| *key == id) {
+                self.rootfs.remove(&id).map_err(|e| storage(&e))?;
+            }
+        }
         let mut tx = self.meta.write()?;
         for (key, layer) in tx.list::<LayerRecord>()? {
             if !live_layers.contains(&layer.chain_id) {
@@ -266,10 +281,77 @@ impl Images {
         Ok(usage)
     }
 
+    /// Creates the writable layer of container `id` on top of `image` and returns what to
+    /// mount. From now on the image's layers stay on disk until [`release_rootfs`]
+    /// (Self::release_rootfs), even if the image itself is removed.
+    pub async fn prepare_rootfs(&self, id: &str, image: &str) -> Result<RootfsPlan, ImageError> {
+        let _gc = self.gc.read().await;
+        let record = self.resolve(image)?.ok_or_else(|| {
+            ImageError::InvalidArgument(format!("image {image:?} is not present; pull it first"))
+        })?;
+        let layers: Vec<Digest> = record.layers.iter().map(|l| l.chain_id.clone()).collect();
+        if let Some(missing) = layers.iter().find(|l| !self.layers.contains(l)) {
+            return Err(ImageError::Storage(format!(
+                "layer {missing} of image {} is missing on disk",
+                record.id
+            )));
+        }
+        let mut tx = self.meta.write()?;
+        if tx.get::<RootfsRecord>(id)?.is_some() {
+            return Err(ImageError::InvalidArgument(format!(
+                "container {id} already has a root filesystem"
+            )));
+        }
+        tx.put(
+            id,
+            &RootfsRecord { id: id.to_string(), image: record.id.clone(), layers: layers.clone() },
+        )?;
+        tx.commit()?;
+        if let Err(e) = self.rootfs.create(id) {
+            let mut tx = self.meta.write()?;
+            tx.delete::<RootfsRecord>(id)?;
+            tx.commit()?;
+            let _ = self.rootfs.remove(id);
+            return Err(ImageError::Storage(format!("creating the writable layer of {id}: {e}")));
+        }
+        Ok(RootfsPlan {
+            image: record.id,
+            lowers: layers.iter().map(|l| self.layers.fs_path(l)).collect(),
+            upper: self.rootfs.upper(id),
+            work: self.rootfs.work(id),
+        })
+    }
+
+    /// Deletes container `id`'s writable layer (already unmounted by the caller) and lets
+    /// go of its image's layers. Absent is fine.
+    pub async fn release_rootfs(&self, id: &str) -> Result<(), ImageError> {
+        let _gc = self.gc.write().await;
+        self.rootfs.remove(id).map_err(|e| {
+            ImageError::Storage(format!("removing the writable layer of {id}: {e}"))
+        })?;
+        let mut tx = self.meta.write()?;
+        let existed = tx.delete::<RootfsRecord>(id)?;
+        tx.commit()?;
+        if existed {
+            self.collect_garbage_now()?;
+        }
+        Ok(())
+    }
+
     /// The directory of an unpacked layer, for overlay mounts.
     pub fn layer_path(&self, chain_id: &Digest) -> PathBuf {
         self.layers.fs_path(chain_id)
     }
+}
+
+/// What to mount for a container's root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootfsPlan {
+    pub image: Digest,
+    /// Unpacked layers, bottom first.
+    pub lowers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,4 +365,92 @@ fn now_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::record::{ImageConfig, LayerRef};
+
+    fn images(root: &Path) -> Images {
+        let meta = Arc::new(MetadataStore::open(&root.join("meta.redb")).unwrap());
+        let settings = ImageSettings {
+            registry: RegistrySettings::default(),
+            unpack_limits: UnpackLimits::default(),
+        };
+        Images::open(root, meta, settings).unwrap()
+    }
+
+    /// Records an image of one layer as a pull would, without a registry.
+    fn fake_pull(images: &Images) -> Digest {
+        let diff = Digest::of(b"layer");
+        let pending = images.layers.begin(&diff).unwrap();
+        std::fs::write(pending.fs_path().join("f"), b"x").unwrap();
+        pending.commit().unwrap();
+        let id = Digest::of(b"config");
+        let record = ImageRecord {
+            id: id.clone(),
+            repo_tags: vec!["docker.io/library/fake:latest".into()],
+            repo_digests: Vec::new(),
+            manifest: Digest::of(b"manifest"),
+            layers: vec![LayerRef {
+                digest: Digest::of(b"blob"),
+                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                size: 5,
+                diff_id: diff.clone(),
+                chain_id: diff.clone(),
+            }],
+            size: 5,
+            config: ImageConfig::default(),
+            pulled_at: 0,
+        };
+        let mut tx = images.meta.write().unwrap();
+        tx.put(&id.to_string(), &record).unwrap();
+        tx.put("docker.io/library/fake:latest", &NameRecord { image: id.clone() }).unwrap();
+        tx.put(
+            &diff.to_string(),
+            &LayerRecord { chain_id: diff.clone(), diff_id: diff, bytes: 1, inodes: 1 },
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn a_rootfs_keeps_its_layers_after_the_image_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let images = images(tmp.path());
+        let id = fake_pull(&images);
+        let plan = images.prepare_rootfs("c1", "fake").await.unwrap();
+        assert_eq!(plan.image, id);
+        assert!(plan.lowers[0].join("f").exists() && plan.upper.is_dir() && plan.work.is_dir());
+        assert!(images.prepare_rootfs("c1", "fake").await.is_err(), "one rootfs per container");
+
+        images.remove("fake").await.unwrap();
+        assert!(images.resolve("fake").unwrap().is_none());
+        assert!(plan.lowers[0].join("f").exists(), "a layer in use was collected");
+
+        images.release_rootfs("c1").await.unwrap();
+        assert!(!plan.lowers[0].exists(), "the last user is gone, the layer must go");
+        assert!(!plan.upper.exists());
+        images.release_rootfs("c1").await.unwrap();
+
+        let err = images.prepare_rootfs("c2", "fake").await.unwrap_err();
+        assert!(matches!(err, ImageError::InvalidArgument(_)), "{err}");
+        assert!(!images.rootfs.dir("c2").exists());
+    }
+
+    #[tokio::test]
+    async fn start_up_removes_writable_layers_nobody_recorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let images = images(tmp.path());
+            fake_pull(&images);
+            images.prepare_rootfs("kept", "fake").await.unwrap();
+            images.rootfs.create("orphan").unwrap();
+        }
+        let images = images(tmp.path());
+        assert!(images.rootfs.dir("kept").is_dir());
+        assert!(!images.rootfs.dir("orphan").exists());
+    }
 }

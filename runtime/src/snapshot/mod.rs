@@ -3,6 +3,7 @@
 mod beneath;
 pub mod decompress;
 pub mod layers;
+pub mod rootfs;
 pub mod unpack;
 
 pub use decompress::{decompress, Compression, DecompressError};

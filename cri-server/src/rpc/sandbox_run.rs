@@ -1,0 +1,91 @@
+//! RunPodSandbox: the CRI config becomes a domain `PodSpec`; the domain validates it and
+//! creates the pod (or nothing).
+
+use super::{errors, Cri};
+use crate::rpc_span::record_pod;
+use berth_proto::{
+    LinuxContainerResources, NamespaceMode, PodSandboxConfig, RunPodSandboxRequest,
+    RunPodSandboxResponse,
+};
+use berth_runtime::sandbox::{DnsConfig, NsMode, PodMetadata, PodSpec, PortSpec, Resources};
+use tonic::Status;
+
+pub async fn run_pod_sandbox(
+    cri: &Cri,
+    req: RunPodSandboxRequest,
+) -> Result<RunPodSandboxResponse, Status> {
+    let config = req.config.ok_or_else(|| errors::missing("config"))?;
+    let spec = to_spec(config, req.runtime_handler);
+    let id = cri.inner.sandboxes.run(spec).await.map_err(errors::sandbox)?;
+    record_pod(&id);
+    Ok(RunPodSandboxResponse { pod_sandbox_id: id })
+}
+
+pub fn ns_mode(mode: i32) -> NsMode {
+    match NamespaceMode::try_from(mode) {
+        Ok(NamespaceMode::Pod) => NsMode::Pod,
+        Ok(NamespaceMode::Container) => NsMode::Container,
+        Ok(NamespaceMode::Node) => NsMode::Node,
+        // TARGET, or a number this version does not know: refused by validation.
+        _ => NsMode::Target,
+    }
+}
+
+pub fn ns_mode_to_cri(mode: NsMode) -> i32 {
+    match mode {
+        NsMode::Pod => NamespaceMode::Pod as i32,
+        NsMode::Container => NamespaceMode::Container as i32,
+        NsMode::Node => NamespaceMode::Node as i32,
+        NsMode::Target => NamespaceMode::Target as i32,
+    }
+}
+
+fn resources(r: &LinuxContainerResources) -> Resources {
+    Resources {
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        cpu_shares: r.cpu_shares,
+        memory_limit: r.memory_limit_in_bytes,
+    }
+}
+
+fn to_spec(c: PodSandboxConfig, runtime_handler: String) -> PodSpec {
+    let linux = c.linux.unwrap_or_default();
+    let ns = linux.security_context.as_ref().and_then(|s| s.namespace_options.clone());
+    let ns = ns.unwrap_or_default();
+    PodSpec {
+        metadata: c.metadata.map(|m| PodMetadata {
+            name: m.name,
+            uid: m.uid,
+            namespace: m.namespace,
+            attempt: m.attempt,
+        }),
+        hostname: c.hostname,
+        log_directory: c.log_directory,
+        dns: c.dns_config.map(|d| DnsConfig {
+            servers: d.servers,
+            searches: d.searches,
+            options: d.options,
+        }),
+        port_mappings: c
+            .port_mappings
+            .into_iter()
+            .map(|p| PortSpec {
+                protocol: p.protocol,
+                container_port: p.container_port,
+                host_port: p.host_port,
+                host_ip: p.host_ip,
+            })
+            .collect(),
+        labels: c.labels.into_iter().collect(),
+        annotations: c.annotations.into_iter().collect(),
+        cgroup_parent: linux.cgroup_parent,
+        sysctls: linux.sysctls.into_iter().collect(),
+        network: ns_mode(ns.network),
+        pid: ns_mode(ns.pid),
+        ipc: ns_mode(ns.ipc),
+        runtime_handler,
+        // The pod's own limits, else its overhead (what the kubelet sizes the pod by).
+        resources: linux.resources.as_ref().or(linux.overhead.as_ref()).map(resources),
+    }
+}

@@ -1,0 +1,78 @@
+//! PodSandboxStatus.
+
+use super::sandbox_run::ns_mode_to_cri;
+use super::{errors, Cri};
+use crate::rpc_span::record_pod;
+use berth_proto::{
+    LinuxPodSandboxStatus, Namespace, NamespaceOption, PodSandboxMetadata, PodSandboxNetworkStatus,
+    PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
+};
+use berth_runtime::sandbox::{SandboxRecord, SandboxState};
+use std::collections::HashMap;
+use tonic::Status;
+
+pub async fn pod_sandbox_status(
+    cri: &Cri,
+    req: PodSandboxStatusRequest,
+) -> Result<PodSandboxStatusResponse, Status> {
+    if req.pod_sandbox_id.is_empty() {
+        return Err(errors::missing("pod_sandbox_id"));
+    }
+    let sandboxes = &cri.inner.sandboxes;
+    let rec = sandboxes.status(&req.pod_sandbox_id).map_err(errors::sandbox)?;
+    record_pod(&rec.id);
+    let info = if req.verbose {
+        HashMap::from([("info".to_string(), sandboxes.verbose_info(&rec))])
+    } else {
+        HashMap::new()
+    };
+    Ok(PodSandboxStatusResponse {
+        status: Some(to_cri(rec)),
+        info,
+        containers_statuses: Vec::new(),
+        timestamp: 0,
+    })
+}
+
+pub fn metadata(rec: &SandboxRecord) -> PodSandboxMetadata {
+    PodSandboxMetadata {
+        name: rec.metadata.name.clone(),
+        uid: rec.metadata.uid.clone(),
+        namespace: rec.metadata.namespace.clone(),
+        attempt: rec.metadata.attempt,
+    }
+}
+
+pub fn state(s: SandboxState) -> i32 {
+    match s {
+        SandboxState::Ready => PodSandboxState::SandboxReady as i32,
+        SandboxState::NotReady | SandboxState::Creating => PodSandboxState::SandboxNotready as i32,
+    }
+}
+
+fn to_cri(rec: SandboxRecord) -> PodSandboxStatus {
+    PodSandboxStatus {
+        id: rec.id.clone(),
+        metadata: Some(metadata(&rec)),
+        state: state(rec.state),
+        created_at: rec.created_at,
+        network: Some(PodSandboxNetworkStatus {
+            ip: rec.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            additional_ips: Vec::new(),
+        }),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace {
+                options: Some(NamespaceOption {
+                    network: ns_mode_to_cri(rec.network),
+                    pid: ns_mode_to_cri(rec.pid),
+                    ipc: ns_mode_to_cri(rec.ipc),
+                    target_id: String::new(),
+                    userns_options: None,
+                }),
+            }),
+        }),
+        labels: rec.labels.into_iter().collect(),
+        annotations: rec.annotations.into_iter().collect(),
+        runtime_handler: rec.runtime_handler,
+    }
+}

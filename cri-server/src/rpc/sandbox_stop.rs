@@ -1,0 +1,18 @@
+//! StopPodSandbox: idempotent; the pod's network is reclaimed and it becomes NOTREADY.
+
+use super::{errors, Cri};
+use crate::rpc_span::record_pod;
+use berth_proto::{StopPodSandboxRequest, StopPodSandboxResponse};
+use tonic::Status;
+
+pub async fn stop_pod_sandbox(
+    cri: &Cri,
+    req: StopPodSandboxRequest,
+) -> Result<StopPodSandboxResponse, Status> {
+    if req.pod_sandbox_id.is_empty() {
+        return Err(errors::missing("pod_sandbox_id"));
+    }
+    record_pod(&req.pod_sandbox_id);
+    cri.inner.sandboxes.stop(&req.pod_sandbox_id).await.map_err(errors::sandbox)?;
+    Ok(StopPodSandboxResponse {})
+}

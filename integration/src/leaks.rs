@@ -1,0 +1,250 @@
+//! Pod-network fixtures: a unique bridge, subnet, nftables table and cgroup parent per
+//! test (so tests run in parallel), helpers to act inside a pod's namespaces, and the
+//! check that a test leaked nothing on the host.
+
+use crate::Berthd;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const SUBNET_LOCKS: &str = "/tmp/berth-it-subnets";
+
+/// One test's network and cgroup names. Dropping it deletes the bridge, the table and
+/// any cgroup directory left under its cgroup root.
+pub struct NetEnv {
+    pub bridge: String,
+    pub nft_table: String,
+    /// The third octet of the test's `10.252.X.0/24`.
+    pub x: u8,
+    pub subnet: String,
+    /// A cgroup directory name (on every hierarchy) that only this test uses.
+    pub cgroup_root: String,
+    lock: PathBuf,
+}
+
+impl NetEnv {
+    /// A fresh environment with a /24 subnet.
+    pub fn new() -> Self {
+        Self::with_prefix(24)
+    }
+
+    /// A fresh environment whose subnet is `10.252.X.0/<prefix>` (prefix >= 24).
+    pub fn with_prefix(prefix: u8) -> Self {
+        fs::create_dir_all(SUBNET_LOCKS).expect("subnet lock dir");
+        let u = unique();
+        // Claim an X nobody else (in any test process) holds.
+        for i in 0..250u32 {
+            let x = ((u + i) % 250 + 1) as u8;
+            let lock = Path::new(SUBNET_LOCKS).join(x.to_string());
+            if fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_ok() {
+                let _ = fs::write(&lock, std::process::id().to_string());
+                return NetEnv {
+                    bridge: format!("bi-{u:08x}"),
+                    nft_table: format!("bi_{u:08x}"),
+                    x,
+                    subnet: format!("10.252.{x}.0/{prefix}"),
+                    cgroup_root: format!("berth-it-{u:08x}"),
+                    lock,
+                };
+            }
+        }
+        panic!("no free test subnet under {SUBNET_LOCKS} (stale locks?)");
+    }
+
+    /// The `[network]` section for berthd's config.
+    pub fn config_toml(&self) -> String {
+        format!(
+            "[network]\nbridge = \"{}\"\nsubnet = \"{}\"\nnft_table = \"{}\"\n",
+            self.bridge, self.subnet, self.nft_table
+        )
+    }
+
+    /// Starts berthd with this network.
+    pub async fn berthd(&self) -> Berthd {
+        Berthd::start_with(crate::Options {
+            config: Some(self.config_toml()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// The bridge's (gateway's) address.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 252, self.x, 1)
+    }
+
+    /// A cgroup parent under this test's cgroup root.
+    pub fn cgroup_parent(&self, pod: &str) -> String {
+        format!("/{}/{pod}", self.cgroup_root)
+    }
+
+    /// A host port for this test.
+    pub fn host_port(&self, n: u16) -> u16 {
+        31000 + u16::from(self.x) * 8 + n
+    }
+
+    /// Interfaces attached to the bridge (pod veths).
+    pub fn bridge_ports(&self) -> Vec<String> {
+        let dir = format!("/sys/class/net/{}/brif", self.bridge);
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Per-pod rules left in the nftables table.
+    pub fn pod_rules(&self) -> Vec<String> {
+        let out = Command::new("nft")
+            .args(["list", "table", "ip", &self.nft_table])
+            .stderr(Stdio::null())
+            .output()
+            .expect("run nft");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("berth:pod="))
+            .map(|l| l.trim().to_string())
+            .collect()
+    }
+
+    /// Directories of this test's cgroup root that exist on any hierarchy.
+    pub fn cgroups(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let p = entry.path().join(&self.cgroup_root);
+            if p.exists() {
+                found.push(p);
+            }
+        }
+        found
+    }
+
+    /// Asserts nothing of the test's pods is left: no mounts under berthd's directories
+    /// but the pods directory itself, no veths on the bridge, no pod rules, no leases, no
+    /// cgroups.
+    pub async fn assert_no_leaks(&self, berthd: &Berthd) {
+        let state = berthd.state_dir();
+        let pods_dir = state.join("pods");
+        let mounts: Vec<String> = mounts_under(berthd.root_dir().parent().unwrap())
+            .into_iter()
+            .filter(|m| Path::new(m) != pods_dir)
+            .collect();
+        assert!(mounts.is_empty(), "mounts leaked: {mounts:?}");
+        // The kernel deletes a veth whose namespace died a little later.
+        let mut ports = self.bridge_ports();
+        for _ in 0..100 {
+            if ports.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            ports = self.bridge_ports();
+        }
+        assert!(ports.is_empty(), "veths leaked on {}: {ports:?}", self.bridge);
+        let rules = self.pod_rules();
+        assert!(rules.is_empty(), "nft rules leaked: {rules:?}");
+        assert_eq!(self.leases(berthd).await, 0, "IP leases leaked");
+        let cgroups = self.cgroups();
+        assert!(cgroups.is_empty(), "cgroups leaked: {cgroups:?}");
+        let pins: Vec<_> = fs::read_dir(&pods_dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(pins.is_empty(), "pod directories leaked: {pins:?}");
+    }
+
+    /// IP leases berthd holds (from `Status` verbose info).
+    pub async fn leases(&self, berthd: &Berthd) -> u64 {
+        let s = berthd
+            .runtime()
+            .status(berth_proto::StatusRequest { verbose: true })
+            .await
+            .expect("status")
+            .into_inner();
+        let net: serde_json::Value = serde_json::from_str(&s.info["network"]).expect("json");
+        net["leases"].as_u64().expect("lease count")
+    }
+}
+
+impl Default for NetEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NetEnv {
+    fn drop(&mut self) {
+        let _ =
+            Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.nft_table])
+            .stderr(Stdio::null())
+            .status();
+        for dir in self.cgroups() {
+            // Children first (berth's pod cgroups, if a test failed before removing them).
+            let mut dirs: Vec<PathBuf> = walk(&dir);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in dirs {
+                let _ = fs::remove_dir(d);
+            }
+        }
+        let _ = fs::remove_file(&self.lock);
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}
+
+fn unique() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let mut h: u32 = 0x811c_9dc5;
+    for b in
+        std::process::id().to_le_bytes().iter().chain(&nanos.to_le_bytes()).chain(&n.to_le_bytes())
+    {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// Mount points at or under `root` (from /proc/self/mountinfo).
+pub fn mounts_under(root: &Path) -> Vec<String> {
+    let root = root.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| *m == root || m.starts_with(&format!("{root}/")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs `f` on a fresh thread that has joined the namespace pinned at `ns` (`kind`: a
+/// `CLONE_NEW*` flag), and returns its result. Sockets it opens stay in that namespace.
+pub fn in_ns<R: Send>(ns: &Path, kind: nix::sched::CloneFlags, f: impl FnOnce() -> R + Send) -> R {
+    let file = fs::File::open(ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(file.as_fd(), kind).expect("setns");
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    })
+}
+
+/// Runs `f` in the network namespace pinned at `ns`.
+pub fn in_netns<R: Send>(ns: &Path, f: impl FnOnce() -> R + Send) -> R {
+    in_ns(ns, nix::sched::CloneFlags::CLONE_NEWNET, f)
+}

@@ -1,0 +1,266 @@
+//! Pod cgroups with the cgroupfs driver, written directly to cgroupfs.
+//!
+//! cgroups-rs is not used here: a pod cgroup is only directories plus a few files, and
+//! cgroups-rs (0.3/0.4) decides v1 vs v2 for the whole host from `/sys/fs/cgroup` and
+//! does not handle a hybrid host (v1 controllers plus the v2 tree at
+//! `/sys/fs/cgroup/unified`) as one set of hierarchies, nor report which directories it
+//! created, which berth needs to remove exactly what it made.
+//!
+//! The pod cgroup (`cgroup_parent`, e.g. `/kubepods/burstable/pod<uid>`) is created on
+//! every mounted hierarchy: each v1 hierarchy (controllers and named ones) and the v2
+//! one. Which directories berth created is recorded so removal takes away exactly those.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::spec::Resources;
+
+/// A mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub mount: PathBuf,
+    pub v2: bool,
+    /// v1 controllers (`cpu`, `cpuacct`, `memory`, ..., or `name=systemd`).
+    pub controllers: Vec<String>,
+}
+
+impl Hierarchy {
+    fn has(&self, c: &str) -> bool {
+        self.controllers.iter().any(|x| x == c)
+    }
+}
+
+/// The cgroup hierarchies mounted in our mount namespace (from `/proc/self/mountinfo`),
+/// whose root is the hierarchy's root (`/`).
+pub fn hierarchies() -> io::Result<Vec<Hierarchy>> {
+    Ok(parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo")?))
+}
+
+pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
+    let mut out: Vec<Hierarchy> = Vec::new();
+    for line in text.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        if pre.len() < 5 || post.len() < 3 || pre[3] != "/" {
+            continue;
+        }
+        let mount = PathBuf::from(pre[4]);
+        if out.iter().any(|h| h.mount == mount) {
+            continue;
+        }
+        match post[0] {
+            "cgroup2" => out.push(Hierarchy { mount, v2: true, controllers: Vec::new() }),
+            "cgroup" => {
+                let controllers: Vec<String> = post[2]
+                    .split(',')
+                    .filter(|o| {
+                        !matches!(*o, "rw" | "ro" | "nosuid" | "nodev" | "noexec" | "relatime")
+                            && !o.starts_with("release_agent")
+                            && *o != "clone_children"
+                            && *o != "xattr"
+                            && *o != "noprefix"
+                            && *o != "cpuset_v2_mode"
+                    })
+                    .map(str::to_string)
+                    .collect();
+                // One hierarchy may be mounted twice; keep the first.
+                if !out.iter().any(|h| !h.v2 && h.controllers == controllers) {
+                    out.push(Hierarchy { mount, v2: false, controllers });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The pod cgroup path (relative, no leading `/`) for `cgroup_parent`, or
+/// `berth/<pod id>` when the kubelet gave none.
+pub fn pod_cgroup(cgroup_parent: &str, pod_id: &str) -> String {
+    let trimmed = cgroup_parent.trim_matches('/');
+    if trimmed.is_empty() {
+        format!("berth/{pod_id}")
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// Creates `rel` on every hierarchy and returns the directories created (parents first).
+/// On failure, what was created is removed again.
+pub fn create(hs: &[Hierarchy], rel: &str) -> Result<Vec<PathBuf>, String> {
+    let mut created = Vec::new();
+    let result = (|| {
+        for h in hs {
+            let mut dir = h.mount.clone();
+            for part in rel.split('/').filter(|p| !p.is_empty()) {
+                let parent = dir.clone();
+                dir.push(part);
+                match fs::create_dir(&dir) {
+                    Ok(()) => {
+                        created.push(dir.clone());
+                        if h.has("cpuset") {
+                            // v1 cpuset cgroups start empty and refuse tasks until filled.
+                            for f in ["cpuset.cpus", "cpuset.mems"] {
+                                let v = fs::read_to_string(parent.join(f)).unwrap_or_default();
+                                let _ = fs::write(dir.join(f), v.trim());
+                            }
+                        }
+                        if h.v2 {
+                            enable_v2_controllers(&parent);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(format!("create cgroup {}: {e}", dir.display())),
+                }
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(created),
+        Err(e) => {
+            let _ = remove(&created, rel);
+            Err(e)
+        }
+    }
+}
+
+/// On a v2 hierarchy, delegate the controllers the parent has to its children (best
+/// effort: an empty hybrid v2 tree has none, and that is fine).
+fn enable_v2_controllers(parent: &Path) {
+    let Ok(available) = fs::read_to_string(parent.join("cgroup.controllers")) else { return };
+    let wanted: Vec<String> = available
+        .split_whitespace()
+        .filter(|c| matches!(*c, "cpu" | "cpuset" | "memory" | "pids" | "io" | "hugetlb"))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if !wanted.is_empty() {
+        let _ = fs::write(parent.join("cgroup.subtree_control"), wanted.join(" "));
+    }
+}
+
+/// Applies pod-level resources to the pod cgroup on each hierarchy that has the
+/// controller. Errors name the file.
+pub fn apply(hs: &[Hierarchy], rel: &str, r: &Resources) -> Result<(), String> {
+    let write = |path: PathBuf, value: String| {
+        fs::write(&path, &value).map_err(|e| format!("write {value:?} to {}: {e}", path.display()))
+    };
+    for h in hs {
+        let dir = h.mount.join(rel);
+        if h.v2 {
+            let controllers =
+                fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+            let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+            if has("cpu") && (r.cpu_quota != 0 || r.cpu_period != 0) {
+                let period = if r.cpu_period > 0 { r.cpu_period } else { 100_000 };
+                let quota =
+                    if r.cpu_quota > 0 { r.cpu_quota.to_string() } else { "max".to_string() };
+                write(dir.join("cpu.max"), format!("{quota} {period}"))?;
+            }
+            if has("cpu") && r.cpu_shares > 0 {
+                write(dir.join("cpu.weight"), shares_to_weight(r.cpu_shares).to_string())?;
+            }
+            if has("memory") && r.memory_limit > 0 {
+                write(dir.join("memory.max"), r.memory_limit.to_string())?;
+            }
+        } else {
+            if h.has("cpu") {
+                if r.cpu_period > 0 {
+                    write(dir.join("cpu.cfs_period_us"), r.cpu_period.to_string())?;
+                }
+                if r.cpu_quota != 0 {
+                    write(dir.join("cpu.cfs_quota_us"), r.cpu_quota.to_string())?;
+                }
+                if r.cpu_shares > 0 {
+                    write(dir.join("cpu.shares"), r.cpu_shares.max(2).to_string())?;
+                }
+            }
+            if h.has("memory") && r.memory_limit > 0 {
+                write(dir.join("memory.limit_in_bytes"), r.memory_limit.to_string())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// cgroup v1 `cpu.shares` (2..262144) to v2 `cpu.weight` (1..10000), as the OCI
+/// runtimes convert it.
+pub fn shares_to_weight(shares: i64) -> u64 {
+    let shares = shares.clamp(2, 262_144) as u64;
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// Removes the given directories, deepest first. Missing ones are fine. The pod cgroup
+/// itself (`pod`, relative) still having members is an error; a parent still holding
+/// other pods' cgroups is kept silently (it was shared).
+pub fn remove(created: &[PathBuf], pod: &str) -> Result<(), String> {
+    let mut first = None;
+    let mut dirs: Vec<&PathBuf> = created.iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    let pod = pod.trim_matches('/');
+    for d in dirs {
+        match fs::remove_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e)
+                if !d.ends_with(pod)
+                    && matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {}
+            Err(e) => {
+                first.get_or_insert(format!("remove cgroup {}: {e}", d.display()));
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 30 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+26 25 0:23 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:8 - tmpfs tmpfs ro,mode=755
+27 26 0:24 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate
+28 26 0:25 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:10 - cgroup cgroup rw,xattr,name=systemd
+31 26 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:13 - cgroup cgroup rw,cpu,cpuacct
+32 26 0:29 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:14 - cgroup cgroup rw,memory
+33 26 0:30 / /sys/fs/cgroup/cpuset rw,nosuid,nodev,noexec,relatime shared:15 - cgroup cgroup rw,cpuset
+34 26 0:30 /sub /mnt/elsewhere rw - cgroup cgroup rw,cpuset
+";
+
+    #[test]
+    fn hybrid_mountinfo() {
+        let hs = parse_mountinfo(HYBRID);
+        let summary: Vec<(String, bool, Vec<String>)> = hs
+            .iter()
+            .map(|h| (h.mount.display().to_string(), h.v2, h.controllers.clone()))
+            .collect();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            summary,
+            vec![
+                ("/sys/fs/cgroup/unified".into(), true, vec![]),
+                ("/sys/fs/cgroup/systemd".into(), false, s(&["name=systemd"])),
+                ("/sys/fs/cgroup/cpu,cpuacct".into(), false, s(&["cpu", "cpuacct"])),
+                ("/sys/fs/cgroup/memory".into(), false, s(&["memory"])),
+                ("/sys/fs/cgroup/cpuset".into(), false, s(&["cpuset"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn pod_cgroup_paths() {
+        assert_eq!(pod_cgroup("/kubepods/burstable/pod1", "x"), "kubepods/burstable/pod1");
+        assert_eq!(pod_cgroup("", "abc"), "berth/abc");
+        assert_eq!(pod_cgroup("/", "abc"), "berth/abc");
+    }
+
+    #[test]
+    fn weights() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+    }
+}

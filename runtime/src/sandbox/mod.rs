@@ -1,0 +1,30 @@
+//! Pod sandboxes: pinned namespaces, a pod cgroup, the pod's files and its network.
+//!
+//! A pod is a set of namespaces pinned by bind mounts under `<state>/pods/<id>/ns/` (net,
+//! ipc, uts; each only when the pod does not share the host's), a `/dev/shm` tmpfs, the
+//! files its containers will see as `/etc/hostname`, `/etc/resolv.conf` and `/etc/hosts`,
+//! a cgroup under the kubelet's `cgroup_parent`, and an address on the bridge network
+//! with its hostPort rules. No process runs for a pod: the mounts keep it alive.
+//!
+//! * [`spec`]: the request and its validation; [`sysctl`]: which sysctls a pod may set;
+//! * [`namespaces`], [`cgroup`], [`mounts`], [`files`]: the host-side pieces;
+//! * [`ipam_store`]: IP leases in the metadata store; [`record`]: what is stored;
+//! * [`undo`]: the rollback stack that makes RunPodSandbox all-or-nothing;
+//! * [`service`]: [`Sandboxes`], run/stop/remove/status/list and start-up reconciliation.
+
+pub mod cgroup;
+pub mod files;
+pub mod filter;
+pub mod ipam_store;
+pub mod mounts;
+pub mod namespaces;
+pub mod record;
+pub mod service;
+pub mod spec;
+pub mod sysctl;
+pub mod undo;
+
+pub use filter::Filter;
+pub use record::{SandboxRecord, SandboxState};
+pub use service::{SandboxError, Sandboxes};
+pub use spec::{DnsConfig, NsMode, PodMetadata, PodSpec, PortSpec, Resources};

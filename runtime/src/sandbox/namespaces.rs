@@ -1,0 +1,118 @@
+//! IPC and UTS namespaces pinned by bind mounts, like berth-network's netns pins.
+//!
+//! A short-lived OS thread unshares the namespaces (namespaces are per thread, so no other
+//! thread of berthd moves), sets the pod's host name and IPC sysctls from inside them, and
+//! bind-mounts its `/proc/thread-self/ns/{ipc,uts}` onto empty files. Then it exits: the
+//! mounts keep the namespaces alive with no process in them.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+use super::sysctl::Sysctl;
+
+/// What to create.
+#[derive(Debug, Clone, Default)]
+pub struct NsRequest {
+    /// Pin a new IPC namespace here.
+    pub ipc: Option<PathBuf>,
+    /// Pin a new UTS namespace here, with this host name (empty: keep the copied one).
+    pub uts: Option<(PathBuf, String)>,
+    /// IPC sysctls to write inside the new IPC namespace.
+    pub ipc_sysctls: Vec<Sysctl>,
+}
+
+/// Creates the namespaces. On failure whatever was pinned is removed again and the error
+/// names the step (and the sysctl when one failed).
+pub fn create(req: NsRequest) -> Result<(), String> {
+    if req.ipc.is_none() && req.uts.is_none() {
+        return Ok(());
+    }
+    let pins: Vec<PathBuf> =
+        req.ipc.iter().cloned().chain(req.uts.iter().map(|(p, _)| p.clone())).collect();
+    for pin in &pins {
+        create_pin_file(pin).map_err(|e| format!("create {}: {e}", pin.display()))?;
+    }
+    let result = std::thread::Builder::new()
+        .name("berth-ns-new".into())
+        .spawn(move || in_thread(&req))
+        .map_err(|e| format!("spawn namespace thread: {e}"))
+        .and_then(|t| t.join().unwrap_or_else(|_| Err("namespace thread panicked".into())));
+    if result.is_err() {
+        for pin in &pins {
+            let _ = remove_pin(pin);
+        }
+    }
+    result
+}
+
+fn in_thread(req: &NsRequest) -> Result<(), String> {
+    let mut flags = CloneFlags::empty();
+    if req.ipc.is_some() {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
+    if req.uts.is_some() {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
+    // Namespaces of this thread only; it exits when done and is never reused.
+    unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
+    if let Some((_, hostname)) = &req.uts {
+        if !hostname.is_empty() {
+            nix::unistd::sethostname(hostname)
+                .map_err(|e| format!("set host name {hostname:?}: {e}"))?;
+        }
+    }
+    if req.ipc.is_some() {
+        for s in &req.ipc_sysctls {
+            write_sysctl(s)?;
+        }
+    }
+    if let Some(pin) = &req.ipc {
+        bind("ipc", pin)?;
+    }
+    if let Some((pin, _)) = &req.uts {
+        bind("uts", pin)?;
+    }
+    Ok(())
+}
+
+/// Writes a sysctl through `/proc/sys` from the calling thread (whose namespaces decide
+/// which instance it sets). The error names the sysctl.
+pub fn write_sysctl(s: &Sysctl) -> Result<(), String> {
+    std::fs::write(s.proc_path(), s.value.as_bytes()).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => {
+            format!("sysctl {:?}: no such sysctl in the pod's namespace", s.name)
+        }
+        _ => format!("sysctl {:?} = {:?}: {e}", s.name, s.value),
+    })
+}
+
+fn bind(kind: &str, pin: &Path) -> Result<(), String> {
+    let src = format!("/proc/thread-self/ns/{kind}");
+    mount(Some(src.as_str()), pin, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| format!("pin {kind} namespace at {}: {e}", pin.display()))
+}
+
+fn create_pin_file(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map(drop)
+}
+
+/// Removes a namespace pin (lazy unmount, then the file); idempotent.
+pub fn remove_pin(path: &Path) -> Result<(), String> {
+    berth_network::netns::remove(path).map_err(|e| e.to_string())
+}
+
+/// Whether `path` is a live namespace pin.
+pub fn is_pin(path: &Path) -> bool {
+    berth_network::netns::is_netns(path)
+}

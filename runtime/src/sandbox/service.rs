@@ -1,0 +1,681 @@
+//! [`Sandboxes`]: the pod lifecycle (run, stop, remove, status, list) and start-up
+//! reconciliation.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_network::netns::{self, NetnsDir};
+use berth_network::{Network, NetworkConfig, NetworkError, Readiness};
+
+use super::cgroup::{self, Hierarchy};
+use super::files;
+use super::filter::{self, Filter};
+use super::ipam_store::StoredIpam;
+use super::mounts;
+use super::namespaces::{self, NsRequest};
+use super::record::{CgroupDirRecord, NameRecord, PortRecord, SandboxRecord, SandboxState};
+use super::spec::{self, NsMode, PodSpec, ValidSpec};
+use super::sysctl::SysctlNs;
+use super::undo::Undo;
+use crate::image::locks::KeyedLocks;
+use crate::metadata::{MetadataError, MetadataStore};
+use crate::Layout;
+
+/// Errors of the sandbox service, by what the caller should do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<MetadataError> for SandboxError {
+    fn from(e: MetadataError) -> Self {
+        SandboxError::Internal(e.to_string())
+    }
+}
+
+impl From<NetworkError> for SandboxError {
+    fn from(e: NetworkError) -> Self {
+        match e {
+            NetworkError::InvalidArgument(_) => SandboxError::InvalidArgument(e.to_string()),
+            NetworkError::AlreadyExists(_) => SandboxError::AlreadyExists(e.to_string()),
+            NetworkError::NotFound(_) => SandboxError::NotFound(e.to_string()),
+            NetworkError::Ipam(berth_network::IpamError::Exhausted { .. }) => {
+                SandboxError::ResourceExhausted(e.to_string())
+            }
+            e => SandboxError::Internal(format!("pod network: {e}")),
+        }
+    }
+}
+
+type Result<T, E = SandboxError> = std::result::Result<T, E>;
+
+fn internal(e: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Internal(e.to_string())
+}
+
+/// A failure while setting up a pod: sysctl failures are the request's fault.
+fn setup(e: String) -> SandboxError {
+    if e.starts_with("sysctl ") {
+        SandboxError::InvalidArgument(format!("config.linux.sysctls: {e}"))
+    } else {
+        SandboxError::Internal(e)
+    }
+}
+
+/// The pod service. Cheap to clone.
+#[derive(Clone)]
+pub struct Sandboxes {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    meta: Arc<MetadataStore>,
+    pods_dir: NetnsDir,
+    hierarchies: Vec<Hierarchy>,
+    /// The bridge network, or why it could not be set up.
+    network: std::result::Result<Arc<Network>, String>,
+    ipam: Option<Arc<StoredIpam>>,
+    locks: KeyedLocks,
+}
+
+impl Sandboxes {
+    /// Opens the service: prepares `<state>/pods`, sets up the bridge network (a failure
+    /// there is reported by [`Sandboxes::network_readiness`], not returned: host-network
+    /// pods still work) and reconciles what the store says with what is on the host.
+    pub async fn open(
+        meta: Arc<MetadataStore>,
+        layout: &Layout,
+        net_config: NetworkConfig,
+    ) -> Result<Self> {
+        let pods_dir = NetnsDir::new(layout.state().join("pods"))
+            .map_err(|e| internal(format!("pod state directory: {e}")))?;
+        let hierarchies = cgroup::hierarchies().map_err(|e| internal(format!("cgroups: {e}")))?;
+        let ipam = Arc::new(StoredIpam::new(meta.clone(), net_config.subnet));
+        let network = match Network::new(net_config, ipam.clone()) {
+            Ok(n) => {
+                if let Err(e) = n.ensure().await {
+                    tracing::error!(error = %e, "cannot set up the bridge network; pods with their own network will fail until it works");
+                }
+                Ok(Arc::new(n))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "bridge network unusable");
+                Err(e.to_string())
+            }
+        };
+        let s = Sandboxes {
+            inner: Arc::new(Inner {
+                meta,
+                pods_dir,
+                hierarchies,
+                ipam: network.is_ok().then_some(ipam),
+                network,
+                locks: KeyedLocks::default(),
+            }),
+        };
+        s.reconcile().await?;
+        Ok(s)
+    }
+
+    /// The NetworkReady condition.
+    pub async fn network_readiness(&self) -> Readiness {
+        match &self.inner.network {
+            Ok(n) => n.readiness().await,
+            Err(e) => Readiness::not_ready("NetworkPluginNotReady", e.clone()),
+        }
+    }
+
+    /// Network facts for `crictl info`: config and lease count.
+    pub fn network_info(&self) -> serde_json::Value {
+        let leases = self.inner.ipam.as_ref().and_then(|i| i.holders().ok()).map(|h| h.len());
+        match &self.inner.network {
+            Ok(n) => serde_json::json!({
+                "bridge": n.config().bridge,
+                "subnet": n.config().subnet.to_string(),
+                "gateway": n.gateway().to_string(),
+                "nftTable": n.config().nft_table,
+                "leases": leases,
+            }),
+            Err(e) => serde_json::json!({ "error": e }),
+        }
+    }
+
+    /// Runs a pod: validates the request, then creates everything, or nothing.
+    pub async fn run(&self, spec: PodSpec) -> Result<String> {
+        let v = spec::validate(spec).map_err(SandboxError::InvalidArgument)?;
+        // PID mode POD (the CRI default): the pod's containers are to share one PID
+        // namespace with an init as PID 1. berthd never forks, so that namespace and its
+        // init come from the pod shim with the first container; the sandbox itself has no
+        // process, and says so in its verbose status.
+        if !v.host_network() {
+            if let Err(e) = &self.inner.network {
+                return Err(SandboxError::FailedPrecondition(format!(
+                    "the pod network is not ready: {e}"
+                )));
+            }
+        }
+        let id = new_id().map_err(internal)?;
+        // On a task of its own: a caller that goes away does not stop set-up half-way
+        // (and if it did, the undo stack would still clean up).
+        let this = self.clone();
+        let task_id = id.clone();
+        tokio::spawn(async move { this.run_inner(task_id, v).await })
+            .await
+            .map_err(|e| internal(format!("pod set-up task: {e}")))??;
+        Ok(id)
+    }
+
+    async fn run_inner(&self, id: String, v: ValidSpec) -> Result<()> {
+        let _lock = self.inner.locks.lock(id.clone()).await;
+        let started = std::time::Instant::now();
+        let dir = self.inner.pods_dir.path().join(&id);
+        let cgroup_rel = cgroup::pod_cgroup(&v.spec.cgroup_parent, &id);
+        let mut rec = SandboxRecord {
+            id: id.clone(),
+            metadata: v.metadata.clone(),
+            state: SandboxState::Creating,
+            created_at: now_ns(),
+            labels: v.spec.labels.clone(),
+            annotations: v.spec.annotations.clone(),
+            runtime_handler: v.spec.runtime_handler.clone(),
+            hostname: v.spec.hostname.clone(),
+            log_directory: v.spec.log_directory.clone(),
+            dns: v.spec.dns.clone(),
+            network: v.spec.network,
+            pid: v.spec.pid,
+            ipc: v.spec.ipc,
+            dir: dir.clone(),
+            cgroup: cgroup_rel.clone(),
+            resources: v.spec.resources,
+            port_mappings: v
+                .port_mappings
+                .iter()
+                .map(|m| PortRecord {
+                    protocol: format!("{:?}", m.protocol).to_lowercase(),
+                    host_port: m.host_port,
+                    container_port: m.container_port,
+                    host_ip: m.host_ip,
+                })
+                .collect(),
+            sysctls: v.spec.sysctls.clone(),
+            ..Default::default()
+        };
+        let mut undo = Undo::default();
+        match self.create(&mut rec, &v, &mut undo).await {
+            Ok(()) => {
+                undo.commit();
+                tracing::info!(pod_id = %id, name = %v.metadata.key(), ip = ?rec.ip, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "pod sandbox ready");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::info!(pod_id = %id, error = %e, "pod sandbox failed; undoing");
+                undo.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create(&self, rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
+        let id = rec.id.clone();
+        let meta = self.inner.meta.clone();
+
+        // 1. The record and the name reservation, in one transaction.
+        let key = v.metadata.key();
+        {
+            let mut tx = meta.write()?;
+            if let Some(holder) = tx.get::<NameRecord>(&key)? {
+                return Err(SandboxError::AlreadyExists(format!(
+                    "pod sandbox name {key:?} is reserved for {}",
+                    holder.sandbox_id
+                )));
+            }
+            tx.put(&key, &NameRecord { sandbox_id: id.clone() })?;
+            tx.put(&id, &*rec)?;
+            tx.commit()?;
+        }
+        {
+            let (meta, id, key) = (meta.clone(), id.clone(), key.clone());
+            undo.push("record", move || {
+                let mut tx = meta.write().map_err(|e| e.to_string())?;
+                tx.delete::<SandboxRecord>(&id).map_err(|e| e.to_string())?;
+                tx.delete::<NameRecord>(&key).map_err(|e| e.to_string())?;
+                tx.commit().map_err(|e| e.to_string())
+            });
+        }
+
+        // 2. The pod's directory (everything below goes in it).
+        let dir = rec.dir.clone();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir.join("ns"))
+            .map_err(|e| internal(format!("create {}: {e}", dir.display())))?;
+        {
+            let dir = dir.clone();
+            undo.push("pod directory", move || mounts::remove_tree(&dir));
+        }
+
+        // 3. Namespaces.
+        if !v.host_network() {
+            let pin = dir.join("ns/net");
+            netns::create_at(&pin)?;
+            rec.netns = Some(pin.clone());
+            undo.push("netns pin", move || netns::remove(&pin).map_err(|e| e.to_string()));
+        }
+        let req = NsRequest {
+            ipc: (!v.host_ipc()).then(|| dir.join("ns/ipc")),
+            uts: (!v.host_network()).then(|| (dir.join("ns/uts"), v.spec.hostname.clone())),
+            ipc_sysctls: v.sysctls.iter().filter(|s| s.ns == SysctlNs::Ipc).cloned().collect(),
+        };
+        rec.ipc_ns = req.ipc.clone();
+        rec.uts_ns = req.uts.as_ref().map(|(p, _)| p.clone());
+        let pins: Vec<PathBuf> = rec.ipc_ns.iter().chain(rec.uts_ns.iter()).cloned().collect();
+        tokio::task::spawn_blocking(move || namespaces::create(req))
+            .await
+            .map_err(internal)?
+            .map_err(setup)?;
+        undo.push("ipc/uts pins", move || pins.iter().try_for_each(|p| namespaces::remove_pin(p)));
+
+        // 4. /dev/shm.
+        if v.host_ipc() {
+            rec.shm = Some(PathBuf::from("/dev/shm"));
+        } else {
+            let shm = dir.join("shm");
+            mounts::mount_shm(&shm, mounts::SHM_SIZE).map_err(internal)?;
+            rec.shm = Some(shm.clone());
+            undo.push("shm", move || mounts::unmount(&shm));
+        }
+
+        // 5. The pod cgroup.
+        let hs = self.inner.hierarchies.clone();
+        let rel = rec.cgroup.clone();
+        let created = cgroup::create(&hs, &rel).map_err(internal)?;
+        rec.cgroup_created = created.clone();
+        {
+            let (meta, hs) = (meta.clone(), hs.clone());
+            undo.push("cgroup", move || {
+                cgroup::remove(&created, &rel)?;
+                remove_berth_parents(&meta, &hs, &rel).map_err(|e| e.to_string())
+            });
+        }
+        let parents: Vec<&PathBuf> =
+            rec.cgroup_created.iter().filter(|d| !d.ends_with(&rec.cgroup)).collect();
+        if !parents.is_empty() {
+            let mut tx = meta.write()?;
+            for p in parents {
+                tx.put(&p.to_string_lossy(), &CgroupDirRecord {})?;
+            }
+            tx.commit()?;
+        }
+        if let Some(r) = &v.spec.resources {
+            cgroup::apply(&hs, &rec.cgroup, r).map_err(SandboxError::InvalidArgument)?;
+        }
+
+        // 6. The network, then the net sysctls (some name the pod's eth0).
+        if let Some(pin) = rec.netns.clone() {
+            let network = self.network()?;
+            {
+                let (network, id) = (network.clone(), id.clone());
+                undo.push_async("network", move || async move {
+                    network.teardown_pod(&id).await.map_err(|e| e.to_string())
+                });
+            }
+            let got = network.setup_pod(&id, &pin, &v.port_mappings).await?;
+            rec.ip = Some(got.ip);
+            rec.veth = Some(got.veth);
+            let net_sysctls: Vec<_> =
+                v.sysctls.iter().filter(|s| s.ns == SysctlNs::Net).cloned().collect();
+            if !net_sysctls.is_empty() {
+                netns::run_in_async(&pin, move || {
+                    net_sysctls.iter().try_for_each(namespaces::write_sysctl)
+                })
+                .await?
+                .map_err(setup)?;
+            }
+        }
+
+        // 7. hostname, resolv.conf, hosts.
+        let (hostname, hosts) = if v.host_network() {
+            let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            (files::host_hostname(), hosts)
+        } else {
+            (v.spec.hostname.clone(), files::hosts(&v.spec.hostname, rec.ip))
+        };
+        let resolv = match &v.spec.dns {
+            Some(dns) => files::resolv_conf(dns),
+            None => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        };
+        for (name, text) in
+            [("hostname", format!("{hostname}\n")), ("resolv.conf", resolv), ("hosts", hosts)]
+        {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| internal(format!("write {}: {e}", path.display())))?;
+        }
+
+        // 8. Ready.
+        rec.state = SandboxState::Ready;
+        let mut tx = meta.write()?;
+        tx.put(&id, &*rec)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn network(&self) -> Result<Arc<Network>> {
+        self.inner.network.clone().map_err(|e| {
+            SandboxError::FailedPrecondition(format!("the pod network is not ready: {e}"))
+        })
+    }
+
+    /// The full id of a pod named by its id or a unique prefix of it.
+    fn resolve(&self, wanted: &str) -> Result<Option<String>> {
+        if wanted.is_empty() {
+            return Err(SandboxError::InvalidArgument("pod_sandbox_id: required".into()));
+        }
+        if self.inner.meta.get::<SandboxRecord>(wanted)?.is_some() {
+            return Ok(Some(wanted.to_string()));
+        }
+        let all = self.inner.meta.list::<SandboxRecord>()?;
+        Ok(filter::resolve_id(wanted, all.iter().map(|(k, _)| k.as_str())))
+    }
+
+    /// Stops a pod: its network is torn down (hostPort rules, veth, netns, IP lease) and
+    /// it becomes NOTREADY. A pod that is gone or already stopped is fine.
+    pub async fn stop(&self, wanted: &str) -> Result<()> {
+        let Some(id) = self.resolve(wanted)? else { return Ok(()) };
+        let _lock = self.inner.locks.lock(id.clone()).await;
+        let Some(mut rec) = self.inner.meta.get::<SandboxRecord>(&id)? else { return Ok(()) };
+        self.stop_locked(&mut rec).await
+    }
+
+    async fn stop_locked(&self, rec: &mut SandboxRecord) -> Result<()> {
+        if rec.state == SandboxState::NotReady {
+            return Ok(());
+        }
+        self.teardown_network(rec).await?;
+        rec.state = SandboxState::NotReady;
+        rec.ip = None;
+        rec.veth = None;
+        let mut tx = self.inner.meta.write()?;
+        tx.put(&rec.id, &*rec)?;
+        tx.commit()?;
+        tracing::info!(pod_id = %rec.id, "pod sandbox stopped");
+        Ok(())
+    }
+
+    async fn teardown_network(&self, rec: &SandboxRecord) -> Result<()> {
+        if let Some(pin) = &rec.netns {
+            match &self.inner.network {
+                Ok(n) => n.teardown_pod(&rec.id).await?,
+                Err(e) => tracing::warn!(pod_id = %rec.id, error = %e, "no network to tear down"),
+            }
+            netns::remove(pin)?;
+        }
+        if let Some(ipam) = &self.inner.ipam {
+            use berth_network::IpAllocator;
+            ipam.release(&rec.id)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a pod (stopping it first if needed): pins, shm, files, cgroup, record.
+    /// A pod that is gone is fine.
+    pub async fn remove(&self, wanted: &str) -> Result<()> {
+        let Some(id) = self.resolve(wanted)? else { return Ok(()) };
+        let _lock = self.inner.locks.lock(id.clone()).await;
+        let Some(mut rec) = self.inner.meta.get::<SandboxRecord>(&id)? else { return Ok(()) };
+        if rec.state != SandboxState::NotReady {
+            // A pod still being created (or a crash leftover) is torn down the same way.
+            self.teardown_network(&rec).await?;
+            rec.state = SandboxState::NotReady;
+        }
+        self.remove_host_state(&rec)?;
+        let mut tx = self.inner.meta.write()?;
+        tx.delete::<SandboxRecord>(&id)?;
+        let key = rec.metadata.key();
+        if tx.get::<NameRecord>(&key)?.is_some_and(|n| n.sandbox_id == id) {
+            tx.delete::<NameRecord>(&key)?;
+        }
+        tx.commit()?;
+        tracing::info!(pod_id = %id, "pod sandbox removed");
+        Ok(())
+    }
+
+    fn remove_host_state(&self, rec: &SandboxRecord) -> Result<()> {
+        for pin in rec.ipc_ns.iter().chain(rec.uts_ns.iter()).chain(rec.netns.iter()) {
+            namespaces::remove_pin(pin).map_err(internal)?;
+        }
+        if let Some(shm) = rec.shm.as_ref().filter(|p| p.starts_with(&rec.dir)) {
+            mounts::unmount(shm).map_err(internal)?;
+        }
+        cgroup::remove(&rec.cgroup_created, &rec.cgroup).map_err(|e| {
+            SandboxError::FailedPrecondition(format!("pod cgroup still in use: {e}"))
+        })?;
+        remove_berth_parents(&self.inner.meta, &self.inner.hierarchies, &rec.cgroup)?;
+        if rec.dir.starts_with(self.inner.pods_dir.path()) && rec.dir != self.inner.pods_dir.path()
+        {
+            mounts::remove_tree(&rec.dir).map_err(internal)?;
+        }
+        Ok(())
+    }
+
+    /// One pod, by id or unique prefix.
+    pub fn status(&self, wanted: &str) -> Result<SandboxRecord> {
+        let not_found = || SandboxError::NotFound(format!("pod sandbox {wanted:?} not found"));
+        let id = self.resolve(wanted)?.ok_or_else(not_found)?;
+        match self.inner.meta.get::<SandboxRecord>(&id)? {
+            Some(r) if r.state != SandboxState::Creating => Ok(r),
+            _ => Err(not_found()),
+        }
+    }
+
+    /// The verbose `info` of PodSandboxStatus, as JSON.
+    pub fn verbose_info(&self, rec: &SandboxRecord) -> String {
+        let first_mount = self.inner.hierarchies.first().map(|h| h.mount.join(&rec.cgroup));
+        serde_json::json!({
+            "pid": serde_json::Value::Null,
+            "pidNamespace": match rec.pid {
+                NsMode::Pod => "pod: created by the pod shim with the first container (no init process yet)",
+                NsMode::Node => "node",
+                _ => "container",
+            },
+            "netnsPath": rec.netns,
+            "ipcNamespace": rec.ipc_ns,
+            "utsNamespace": rec.uts_ns,
+            "shm": rec.shm,
+            "cgroupParent": format!("/{}", rec.cgroup),
+            "cgroupPaths": self.inner.hierarchies.iter().map(|h| h.mount.join(&rec.cgroup)).collect::<Vec<_>>(),
+            "cgroup": first_mount,
+            "runtimeHandler": rec.runtime_handler,
+            "hostname": rec.hostname,
+            "hostnamePath": rec.dir.join("hostname"),
+            "resolvConfPath": rec.dir.join("resolv.conf"),
+            "hostsPath": rec.dir.join("hosts"),
+            "logDirectory": rec.log_directory,
+            "ip": rec.ip,
+            "veth": rec.veth,
+            "portMappings": rec.port_mappings.iter().map(|p| serde_json::json!({
+                "protocol": p.protocol, "hostPort": p.host_port,
+                "containerPort": p.container_port, "hostIP": p.host_ip,
+            })).collect::<Vec<_>>(),
+            "sysctls": rec.sysctls,
+            "resources": rec.resources,
+        })
+        .to_string()
+    }
+
+    /// The pods `filter` keeps, oldest first.
+    pub fn list(&self, filter: &Filter) -> Result<Vec<SandboxRecord>> {
+        let all: Vec<SandboxRecord> =
+            self.inner.meta.list::<SandboxRecord>()?.into_iter().map(|(_, r)| r).collect();
+        let mut out = filter::apply(filter, all);
+        out.sort_by_key(|r| r.created_at);
+        Ok(out)
+    }
+
+    /// Start-up: pods whose set-up was interrupted are removed; pods whose namespaces are
+    /// gone (the host rebooted, the state dir was wiped) become NOTREADY and their network,
+    /// cgroups and leases are cleaned; rules, leases and directories that belong to no pod
+    /// are removed.
+    async fn reconcile(&self) -> Result<()> {
+        let records = self.inner.meta.list::<SandboxRecord>()?;
+        for (id, mut rec) in records {
+            match rec.state {
+                SandboxState::Creating => {
+                    tracing::warn!(pod_id = %id, "removing a pod whose set-up was interrupted");
+                    if let Err(e) = self.remove(&id).await {
+                        tracing::error!(pod_id = %id, error = %e, "cannot remove interrupted pod");
+                    }
+                }
+                SandboxState::Ready => {
+                    let pins: Vec<&PathBuf> =
+                        rec.netns.iter().chain(&rec.ipc_ns).chain(&rec.uts_ns).collect();
+                    if pins.iter().all(|p| namespaces::is_pin(p)) {
+                        continue;
+                    }
+                    tracing::warn!(pod_id = %id, "pod namespaces are gone (host reboot?); marking NOTREADY");
+                    if let Err(e) = self.teardown_network(&rec).await {
+                        tracing::error!(pod_id = %id, error = %e, "cannot tear down network");
+                    }
+                    for pin in rec.ipc_ns.iter().chain(&rec.uts_ns) {
+                        let _ = namespaces::remove_pin(pin);
+                    }
+                    if let Err(e) = cgroup::remove(&rec.cgroup_created, &rec.cgroup) {
+                        tracing::warn!(pod_id = %id, error = %e, "cannot remove pod cgroup");
+                    }
+                    remove_berth_parents(&self.inner.meta, &self.inner.hierarchies, &rec.cgroup)?;
+                    rec.state = SandboxState::NotReady;
+                    rec.ip = None;
+                    rec.veth = None;
+                    let mut tx = self.inner.meta.write()?;
+                    tx.put(&id, &rec)?;
+                    tx.commit()?;
+                }
+                SandboxState::NotReady => {}
+            }
+        }
+        let live: HashSet<String> = self
+            .inner
+            .meta
+            .list::<SandboxRecord>()?
+            .into_iter()
+            .filter(|(_, r)| r.state == SandboxState::Ready)
+            .map(|(k, _)| k)
+            .collect();
+        let known: HashSet<String> =
+            self.inner.meta.list::<SandboxRecord>()?.into_iter().map(|(k, _)| k).collect();
+        if let Ok(network) = &self.inner.network {
+            match network.firewall().pods().await {
+                Ok(pods) => {
+                    for pod in pods.iter().filter(|p| !live.contains(*p)) {
+                        tracing::info!(pod_id = %pod, "removing stale hostPort rules");
+                        if let Err(e) = network.firewall().remove_pod(pod).await {
+                            tracing::warn!(pod_id = %pod, error = %e, "cannot remove rules");
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot list firewall rules"),
+            }
+        }
+        if let Some(ipam) = &self.inner.ipam {
+            use berth_network::IpAllocator;
+            for holder in ipam.holders()?.into_iter().filter(|h| !live.contains(h)) {
+                tracing::info!(pod_id = %holder, "releasing stale IP lease");
+                ipam.release(&holder)?;
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.inner.pods_dir.path()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !known.contains(&name) {
+                    tracing::info!(dir = %entry.path().display(), "removing stale pod directory");
+                    if let Err(e) = mounts::remove_tree(&entry.path()) {
+                        tracing::warn!(error = %e, "cannot remove stale pod directory");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// At daemon exit: when no pod is left, the pods directory's own mount is taken away
+    /// so berthd leaves no mount behind; with pods, it stays (their pins live in it).
+    pub fn shutdown(&self) {
+        let dir = self.inner.pods_dir.path();
+        let below: Vec<PathBuf> =
+            mounts::mounts_under(dir).into_iter().filter(|m| m != dir).collect();
+        if below.is_empty() {
+            if let Err(e) = self.inner.pods_dir.unmount() {
+                tracing::warn!(error = %e, "cannot unmount the pods directory");
+            }
+        }
+    }
+}
+
+/// Removes the now-empty parent cgroups of `rel` that berth created (for this pod or
+/// another one), deepest first; parents still holding other pods stay.
+fn remove_berth_parents(
+    meta: &MetadataStore,
+    hs: &[Hierarchy],
+    rel: &str,
+) -> Result<(), MetadataError> {
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    let mut gone = Vec::new();
+    for h in hs {
+        for n in (1..parts.len()).rev() {
+            let dir = h.mount.join(parts[..n].join("/"));
+            let key = dir.to_string_lossy().into_owned();
+            if meta.get::<CgroupDirRecord>(&key)?.is_none() {
+                continue;
+            }
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => gone.push(key),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(key),
+                Err(_) => break, // still holds other pods: so do its parents
+            }
+        }
+    }
+    if !gone.is_empty() {
+        let mut tx = meta.write()?;
+        for key in gone {
+            tx.delete::<CgroupDirRecord>(&key)?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// A new sandbox id: 64 random hex digits.
+fn new_id() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Helper for callers holding a CRI map.
+pub fn to_btree<I: IntoIterator<Item = (String, String)>>(it: I) -> BTreeMap<String, String> {
+    it.into_iter().collect()
+}

@@ -1,0 +1,158 @@
+//! Container root filesystems: an overlay of an image's unpacked layers (read-only,
+//! shared) with a fresh upper dir per container (its writable layer).
+//!
+//! Each rootfs has a record in the metadata store naming the layers it stacks; garbage
+//! collection treats those layers as in use, so an image can be removed while a
+//! container made from it still runs and its layers stay until the container goes.
+
+use crate::digest::Digest;
+use crate::metadata::Record;
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A container's writable layer and the image layers under it, keyed by container id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootfsRecord {
+    pub id: String,
+    pub image: Digest,
+    /// Chain ids of the image's layers, bottom first.
+    pub layers: Vec<Digest>,
+}
+
+impl Record for RootfsRecord {
+    const TABLE: &'static str = "rootfs";
+}
+
+/// Where writable layers live: `<root>/snapshots/containers/<id>/{upper,work}`.
+#[derive(Debug, Clone)]
+pub struct RootfsDirs {
+    root: PathBuf,
+}
+
+impl RootfsDirs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    pub fn upper(&self, id: &str) -> PathBuf {
+        self.dir(id).join("upper")
+    }
+
+    pub fn work(&self, id: &str) -> PathBuf {
+        self.dir(id).join("work")
+    }
+
+    /// Creates a fresh, empty writable layer for `id`.
+    pub fn create(&self, id: &str) -> io::Result<()> {
+        fs::create_dir_all(&self.root)?;
+        fs::create_dir(self.dir(id))?;
+        fs::create_dir(self.upper(id))?;
+        fs::create_dir(self.work(id))
+    }
+
+    /// Deletes a writable layer; absent is fine. Its mount must be gone first.
+    pub fn remove(&self, id: &str) -> io::Result<()> {
+        match fs::remove_dir_all(self.dir(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ids of every writable layer on disk (for start-up cleanup).
+    pub fn list(&self) -> io::Result<Vec<String>> {
+        match fs::read_dir(&self.root) {
+            Ok(entries) => {
+                entries.map(|e| Ok(e?.file_name().to_string_lossy().into_owned())).collect()
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Mounts the overlay of `lowers` (bottom first, as images list layers) under the
+/// writable `upper`/`work` at `target`.
+pub fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), String> {
+    if lowers.is_empty() {
+        return Err("an overlay needs at least one image layer".into());
+    }
+    // overlayfs lists lower dirs top first; ':' and ',' would break the option string.
+    let mut lowerdir = String::new();
+    for dir in lowers.iter().rev() {
+        let s = dir.to_str().filter(|s| !s.contains([':', ',']));
+        let s =
+            s.ok_or_else(|| format!("layer path {} cannot be used in an overlay", dir.display()))?;
+        if !lowerdir.is_empty() {
+            lowerdir.push(':');
+        }
+        lowerdir.push_str(s);
+    }
+    let data =
+        format!("lowerdir={lowerdir},upperdir={},workdir={}", upper.display(), work.display());
+    // The kernel takes one page of mount options.
+    if data.len() >= 4096 {
+        return Err(format!("{} layers are too many to mount in one overlay", lowers.len()));
+    }
+    fs::create_dir_all(target).map_err(|e| format!("create {}: {e}", target.display()))?;
+    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
+        .map_err(|e| format!("mount overlay at {}: {e}", target.display()))
+}
+
+/// Lazily unmounts `target`; not mounted or missing is fine.
+pub fn unmount(target: &Path) -> Result<(), String> {
+    match umount2(target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(format!("unmount {}: {e}", target.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_stacks_layers_top_first_and_writes_go_up() {
+        assert!(nix::unistd::geteuid().is_root(), "mounting overlays needs root");
+        let tmp = tempfile::tempdir().unwrap();
+        let (bottom, top) = (tmp.path().join("l0"), tmp.path().join("l1"));
+        fs::create_dir_all(&bottom).unwrap();
+        fs::create_dir_all(&top).unwrap();
+        fs::write(bottom.join("f"), "bottom").unwrap();
+        fs::write(bottom.join("only-bottom"), "b").unwrap();
+        fs::write(top.join("f"), "top").unwrap();
+        let dirs = RootfsDirs::new(tmp.path().join("containers"));
+        dirs.create("c1").unwrap();
+        assert!(dirs.create("c1").is_err(), "a writable layer is never reused");
+        let target = tmp.path().join("rootfs");
+        mount_overlay(&[bottom.clone(), top.clone()], &dirs.upper("c1"), &dirs.work("c1"), &target)
+            .unwrap();
+        let read = fs::read_to_string(target.join("f"));
+        fs::write(target.join("new"), "w").unwrap();
+        unmount(&target).unwrap();
+        unmount(&target).unwrap();
+        assert_eq!(read.unwrap(), "top");
+        assert_eq!(fs::read_to_string(dirs.upper("c1").join("new")).unwrap(), "w");
+        assert!(
+            !top.join("new").exists() && !bottom.join("new").exists(),
+            "a lower layer was written"
+        );
+        assert_eq!(dirs.list().unwrap(), ["c1"]);
+        dirs.remove("c1").unwrap();
+        dirs.remove("c1").unwrap();
+        assert!(dirs.list().unwrap().is_empty());
+        assert!(mount_overlay(&[], &dirs.upper("x"), &dirs.work("x"), &target).is_err());
+    }
+}
