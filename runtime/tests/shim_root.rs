@@ -486,3 +486,30 @@ fn reopen_log_after_rotation_and_long_lines() {
     assert_eq!(texts, ["two", "last"], "{new}");
     c.delete("r").unwrap();
 }
+
+#[test]
+fn tty_output_goes_to_the_log_as_stdout() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("tty");
+    let mut c = f.client();
+    let bundle = f.dir.path().join("bundle-tty");
+    fs::create_dir_all(&bundle).unwrap();
+    let spec = f.spec(&["sh", "-c", "test -t 0 && test -t 1 && echo hi-from-tty"]);
+    fs::write(bundle.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    let log = f.dir.path().join("tty.log");
+    c.create(CreateRequest {
+        container_id: "t".into(),
+        bundle,
+        log_path: log.clone(),
+        tty: true,
+        stdin: true,
+    })
+    .unwrap();
+    c.start("t").unwrap();
+    assert_eq!(c.wait("t").unwrap().exit_code, Some(0));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" stdout F hi-from-tty"), "{text:?}");
+    c.delete("t").unwrap();
+}
