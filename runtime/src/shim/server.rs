@@ -33,6 +33,8 @@ fn fail<T>(kind: ErrorKind, msg: impl Into<String>) -> std::result::Result<T, (E
 struct Pipe {
     file: File,
     split: LineSplitter,
+    /// Reached EOF (its last line is written); dropped at the end of the loop iteration.
+    eof: bool,
 }
 
 struct Container {
@@ -219,7 +221,7 @@ enum Source {
     Signals,
     Conn(u64),
     CtrPipe(usize, usize), // container index in `order`, pipe index
-    ExecPipe(usize, bool),
+    ExecPipe(i32, bool),   // exec pid
 }
 
 impl Shim {
@@ -237,7 +239,8 @@ impl Shim {
                 fds.push((borrow(c.stream.as_raw_fd()), ev, Source::Conn(*id)));
             }
             for (ci, id) in order.iter().enumerate() {
-                for (pi, p) in self.containers[id].pipes.iter().enumerate() {
+                for (pi, p) in self.containers[id].pipes.iter().enumerate().filter(|(_, p)| !p.eof)
+                {
                     fds.push((
                         borrow(p.file.as_raw_fd()),
                         PollFlags::POLLIN,
@@ -245,7 +248,8 @@ impl Shim {
                     ));
                 }
             }
-            for (ei, e) in self.execs.iter().enumerate() {
+            for e in &self.execs {
+                let ei = e.pid;
                 if let Some(f) = &e.out {
                     fds.push((
                         borrow(f.as_raw_fd()),
@@ -284,8 +288,7 @@ impl Shim {
                 .collect();
             drop(pfds);
             drop(fds);
-            let mut closed_ctr: Vec<(String, usize)> = Vec::new();
-            let mut closed_exec: Vec<(usize, bool)> = Vec::new();
+            let mut closed_exec: Vec<(i32, bool)> = Vec::new();
             for (src, rev) in ready {
                 match src {
                     Source::Listener => {
@@ -310,10 +313,7 @@ impl Shim {
                     }
                     Source::Conn(id) => self.on_conn(id, rev),
                     Source::CtrPipe(ci, pi) => {
-                        let id = &order[ci];
-                        if self.pump_container(id, pi) {
-                            closed_ctr.push((id.clone(), pi));
-                        }
+                        self.pump_container(&order[ci], pi);
                     }
                     Source::ExecPipe(ei, is_err) => {
                         if self.pump_exec(ei, is_err) {
@@ -322,19 +322,11 @@ impl Shim {
                     }
                 }
             }
-            closed_ctr.sort();
-            for (id, pi) in closed_ctr.into_iter().rev() {
-                if let Some(c) = self.containers.get_mut(&id) {
-                    if pi < c.pipes.len() {
-                        let mut p = c.pipes.remove(pi);
-                        let mut out = Vec::new();
-                        p.split.finish(now_ns(), &mut out);
-                        let _ = c.log.write(&out);
-                    }
-                }
+            for c in self.containers.values_mut() {
+                c.pipes.retain(|p| !p.eof);
             }
             for (ei, is_err) in closed_exec {
-                if let Some(e) = self.execs.get_mut(ei) {
+                if let Some(e) = self.execs.iter_mut().find(|e| e.pid == ei) {
                     if is_err {
                         e.err = None;
                     } else {
@@ -348,11 +340,12 @@ impl Shim {
         Ok(())
     }
 
-    /// Reads what a container pipe has; true at EOF.
+    /// Reads what a container pipe has; at EOF writes the last partial line and marks
+    /// the pipe done. True at EOF.
     fn pump_container(&mut self, id: &str, pi: usize) -> bool {
         let Some(c) = self.containers.get_mut(id) else { return false };
-        let Some(p) = c.pipes.get_mut(pi) else { return false };
-        match p.file.read(&mut self.buf) {
+        let Some(p) = c.pipes.get_mut(pi).filter(|p| !p.eof) else { return true };
+        let eof = match p.file.read(&mut self.buf) {
             Ok(0) => true,
             Ok(n) => {
                 let mut out = Vec::new();
@@ -369,7 +362,14 @@ impl Shim {
                 false
             }
             Err(_) => true, // EIO from a pty master whose slave is gone
+        };
+        if eof {
+            let mut out = Vec::new();
+            p.split.finish(now_ns(), &mut out);
+            let _ = c.log.write(&out);
+            p.eof = true;
         }
+        eof
     }
 
     /// Drains container pipes without blocking (after the process exited).
@@ -391,8 +391,8 @@ impl Shim {
         }
     }
 
-    fn pump_exec(&mut self, ei: usize, is_err: bool) -> bool {
-        let Some(e) = self.execs.get_mut(ei) else { return false };
+    fn pump_exec(&mut self, pid: i32, is_err: bool) -> bool {
+        let Some(e) = self.execs.iter_mut().find(|e| e.pid == pid) else { return false };
         let (f, acc) =
             if is_err { (&mut e.err, &mut e.stderr) } else { (&mut e.out, &mut e.stdout) };
         let Some(f) = f else { return false };
@@ -817,7 +817,7 @@ fn make_stdio(tty: bool, stdin: bool) -> io::Result<(Stdio, Vec<Pipe>, Option<Fi
         let input = if stdin { Some(master.try_clone()?) } else { None };
         return Ok((
             stdio,
-            vec![Pipe { file: master, split: LineSplitter::new(Stream::Stdout) }],
+            vec![Pipe { file: master, split: LineSplitter::new(Stream::Stdout), eof: false }],
             input,
         ));
     }
@@ -831,8 +831,8 @@ fn make_stdio(tty: bool, stdin: bool) -> io::Result<(Stdio, Vec<Pipe>, Option<Fi
     };
     let stdio = Stdio { stdin: stdin_fd, stdout: out_w, stderr: err_w, tty: false };
     let pipes = vec![
-        Pipe { file: File::from(out_r), split: LineSplitter::new(Stream::Stdout) },
-        Pipe { file: File::from(err_r), split: LineSplitter::new(Stream::Stderr) },
+        Pipe { file: File::from(out_r), split: LineSplitter::new(Stream::Stdout), eof: false },
+        Pipe { file: File::from(err_r), split: LineSplitter::new(Stream::Stderr), eof: false },
     ];
     Ok((stdio, pipes, input))
 }

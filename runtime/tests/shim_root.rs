@@ -1,0 +1,515 @@
+//! Root tests of the shim and the native executor: a busybox rootfs, a real `berth-shim`
+//! process, containers in namespaces the test pins. Skipped (passing) when not root.
+//! Every test shuts its shim down, removes its cgroups and pins, and checks for leaks.
+
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_runtime::shim::client::{spawn, ShimClient};
+use berth_runtime::shim::protocol::{CreateRequest, Status};
+use berth_runtime::shim::{read_exit, ShimPaths};
+use berth_runtime::spec::{default_spec, PodNamespaces};
+use oci_spec::runtime::{
+    Capabilities, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Spec,
+};
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root() && Path::new("/bin/busybox").exists()
+}
+
+const APPLETS: &[&str] = &[
+    "sh", "echo", "id", "cat", "sleep", "grep", "unshare", "true", "ls", "touch", "wc", "tail",
+    "readlink", "hostname", "head", "env",
+];
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    paths: ShimPaths,
+    shim_pid: i32,
+    cgroup: String,
+    pins: Vec<PathBuf>,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("bundle/rootfs");
+        for d in ["bin", "etc", "proc", "dev", "sys", "tmp"] {
+            fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for a in APPLETS {
+            symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+        }
+        fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(rootfs.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
+        let paths = ShimPaths::from_dir(dir.path().join("shim"));
+        spawn(Path::new(env!("CARGO_BIN_EXE_berth-shim")), &paths).unwrap();
+        let shim_pid: i32 = fs::read_to_string(paths.pid_file()).unwrap().trim().parse().unwrap();
+        let cgroup = format!("/berth-test-{}-{name}", std::process::id());
+        Fixture { dir, paths, shim_pid, cgroup, pins: Vec::new() }
+    }
+
+    fn client(&self) -> ShimClient {
+        ShimClient::connect(&self.paths).unwrap()
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("bundle/rootfs")
+    }
+
+    fn spec(&self, args: &[&str]) -> Spec {
+        default_spec(&self.rootfs(), args, &PodNamespaces::default(), Some(&self.cgroup))
+    }
+
+    /// Writes the spec and creates the container `id`; returns the log path.
+    fn create(&self, c: &mut ShimClient, id: &str, spec: &Spec) -> Result<PathBuf, String> {
+        let bundle = self.dir.path().join(format!("bundle-{id}"));
+        fs::create_dir_all(&bundle).unwrap();
+        fs::write(bundle.join("config.json"), serde_json::to_vec(spec).unwrap()).unwrap();
+        let log = self.dir.path().join(format!("{id}.log"));
+        c.create(CreateRequest {
+            container_id: id.into(),
+            bundle,
+            log_path: log.clone(),
+            tty: false,
+            stdin: false,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(log)
+    }
+
+    /// Runs a container to its end; returns (exit code, stdout text of the log).
+    fn run(&self, id: &str, spec: &Spec) -> (i32, String) {
+        let mut c = self.client();
+        let log = self.create(&mut c, id, spec).unwrap();
+        c.start(id).unwrap();
+        let st = c.wait(id).unwrap();
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        c.delete(id).unwrap();
+        (
+            st.exit_code.unwrap(),
+            text.lines()
+                .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    }
+
+    /// Pins a new namespace of `kind` (ipc, uts) the way berth pins pod namespaces.
+    fn pin(&mut self, kind: &'static str) -> PathBuf {
+        let path = self.dir.path().join(format!("ns-{kind}"));
+        fs::write(&path, b"").unwrap();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let flag = if kind == "ipc" {
+                nix::sched::CloneFlags::CLONE_NEWIPC
+            } else {
+                nix::sched::CloneFlags::CLONE_NEWUTS
+            };
+            nix::sched::unshare(flag).unwrap();
+            nix::mount::mount(
+                Some(Path::new(&format!("/proc/thread-self/ns/{kind}"))),
+                &p,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .unwrap();
+        })
+        .join()
+        .unwrap();
+        self.pins.push(path.clone());
+        path
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Ok(mut c) = ShimClient::connect(&self.paths) {
+            let _ = c.shutdown(true);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Path::new(&format!("/proc/{}", self.shim_pid)).exists() && Instant::now() < deadline {
+            // The shim is not our child: it re-parented to init (or a subreaper) at start.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let alive = fs::read_to_string(format!("/proc/{}/stat", self.shim_pid))
+            .map(|s| !s.contains(") Z"))
+            .unwrap_or(false);
+        let _ = berth_runtime::executor::cgroups::remove(Path::new(&self.cgroup));
+        for p in &self.pins {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if std::thread::panicking() {
+            return;
+        }
+        assert!(!alive, "shim {} still running", self.shim_pid);
+        for h in berth_runtime::executor::cgroups::hierarchies().unwrap() {
+            let d = h.mount.join(self.cgroup.trim_start_matches('/'));
+            assert!(!d.exists(), "leaked cgroup {}", d.display());
+        }
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let tmp = self.dir.path().to_string_lossy().to_string();
+        assert!(!mounts.contains(&tmp), "leaked mounts under {tmp}");
+    }
+}
+
+fn with_caps(spec: &mut Spec, caps: Capabilities) {
+    let c = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .inheritable(Capabilities::new())
+        .ambient(Capabilities::new())
+        .build()
+        .unwrap();
+    spec.process_mut().as_mut().unwrap().set_capabilities(Some(c));
+}
+
+#[test]
+fn lifecycle_logs_exit_code_and_pod_namespaces() {
+    if !is_root() {
+        return;
+    }
+    let mut f = Fixture::new("life");
+    let netns = f.dir.path().join("ns-net");
+    berth_network::netns::create_at(&netns).unwrap();
+    f.pins.push(netns.clone());
+    let ipc = f.pin("ipc");
+    let uts = f.pin("uts");
+    let pod = PodNamespaces { net: Some(&netns), ipc: Some(&ipc), uts: Some(&uts), pid: None };
+    let spec = default_spec(
+        &f.rootfs(),
+        &["sh", "-c", "echo hi; echo err >&2; for n in net ipc uts; do readlink /proc/self/ns/$n; done; echo pid=$$; exit 3"],
+        &pod,
+        Some(&f.cgroup),
+    );
+    let mut c = f.client();
+    let log = f.create(&mut c, "c1", &spec).unwrap();
+    let st = c.state("c1").unwrap();
+    assert_eq!(st.status, Status::Created);
+    assert!(st.pid > 0);
+    c.start("c1").unwrap();
+    let st = c.wait("c1").unwrap();
+    assert_eq!(st.status, Status::Stopped);
+    assert_eq!(st.exit_code, Some(3));
+    assert!(st.finished_at_ns >= st.started_at_ns && st.started_at_ns >= st.created_at_ns);
+    let text = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for l in &lines {
+        let parts: Vec<&str> = l.splitn(4, ' ').collect();
+        assert_eq!(parts[0].len(), 30, "timestamp in {l:?}");
+        assert!(parts[0].ends_with('Z') && parts[0].as_bytes()[10] == b'T');
+        assert_eq!(parts[2], "F");
+    }
+    assert!(lines.iter().any(|l| l.ends_with(" stdout F hi")), "{text}");
+    assert!(lines.iter().any(|l| l.ends_with(" stderr F err")), "{text}");
+    for (kind, pin) in [("net", &netns), ("ipc", &ipc), ("uts", &uts)] {
+        let want = format!("{kind}:[{}]", fs::metadata(pin).unwrap().ino());
+        assert!(text.contains(&want), "{kind}: want {want} in {text}");
+    }
+    assert!(text.contains("stdout F pid=1"), "own pid namespace: {text}");
+    let rec = read_exit(&f.paths, "c1").unwrap().unwrap();
+    assert_eq!((rec.exit_code, rec.oom_killed), (3, false));
+    c.delete("c1").unwrap();
+    assert!(read_exit(&f.paths, "c1").unwrap().is_none());
+    assert!(c.state("c1").is_err());
+}
+
+#[test]
+fn create_reports_the_child_error() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("err");
+    let mut c = f.client();
+    let err = f.create(&mut c, "bad", &f.spec(&["/bin/nonexistent"])).unwrap_err();
+    assert!(err.contains("exec: no such file: /bin/nonexistent"), "{err}");
+    let mut spec = f.spec(&["true"]);
+    let mut mounts = spec.mounts().clone().unwrap();
+    mounts.push(
+        oci_spec::runtime::MountBuilder::default()
+            .destination("/x")
+            .typ("nosuchfs")
+            .source("none")
+            .build()
+            .unwrap(),
+    );
+    spec.set_mounts(Some(mounts));
+    let err = f.create(&mut c, "bad2", &spec).unwrap_err();
+    assert!(err.contains("mount nosuchfs on /x"), "{err}");
+    assert!(c.list().unwrap().is_empty());
+}
+
+#[test]
+fn user_capabilities_masks_readonly_and_seccomp() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("sec");
+    // User and groups.
+    let mut spec = f.spec(&["id"]);
+    let user = oci_spec::runtime::UserBuilder::default()
+        .uid(1000u32)
+        .gid(1000u32)
+        .additional_gids(vec![5u32])
+        .build()
+        .unwrap();
+    spec.process_mut().as_mut().unwrap().set_user(user);
+    let (code, out) = f.run("id", &spec);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("uid=1000(user) gid=1000(user) groups=5,1000")
+            || out.contains("uid=1000(user) gid=1000(user)"),
+        "{out}"
+    );
+    assert!(out.contains('5'), "{out}");
+
+    // Default capabilities (containerd's set) and a dropped set.
+    let (_, out) = f.run("caps", &f.spec(&["grep", "^Cap", "/proc/self/status"]));
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    let mut spec = f.spec(&["grep", "^Cap", "/proc/self/status"]);
+    with_caps(
+        &mut spec,
+        [oci_spec::runtime::Capability::Chown, oci_spec::runtime::Capability::Kill]
+            .into_iter()
+            .collect(),
+    );
+    let (_, out) = f.run("caps2", &spec);
+    assert!(out.contains("CapEff:\t0000000000000021"), "{out}");
+    assert!(out.contains("CapBnd:\t0000000000000021"), "{out}");
+
+    // Masked paths read empty; /proc/sys is read-only; a read-only rootfs refuses writes.
+    let (code, out) = f.run("mask", &f.spec(&["sh", "-c", "wc -c < /proc/keys; ls -A /proc/acpi | wc -l; (echo 1 > /proc/sys/kernel/domainname) 2>/dev/null || echo ro-ok"]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["0", "0", "ro-ok"], "{out}");
+    let mut spec =
+        f.spec(&["sh", "-c", "touch /x || echo refused; touch /tmp/y || echo refused-tmp"]);
+    spec.root_mut().as_mut().unwrap().set_readonly(Some(true));
+    let (_, out) = f.run("ro", &spec);
+    assert!(out.contains("refused"), "{out}");
+
+    // seccomp: with every capability, RuntimeDefault still refuses unshare(2);
+    // Unconfined allows it.
+    let mut spec =
+        f.spec(&["sh", "-c", "unshare -m true 2>/dev/null && echo allowed || echo denied"]);
+    with_caps(&mut spec, berth_runtime::spec::all_capabilities());
+    let (_, out) = f.run("sc1", &spec);
+    assert_eq!(out.trim(), "denied", "{out}");
+    spec.linux_mut().as_mut().unwrap().set_seccomp(None);
+    let (_, out) = f.run("sc2", &spec);
+    assert_eq!(out.trim(), "allowed", "{out}");
+}
+
+#[test]
+fn memory_limit_ends_in_oom_kill() {
+    if !is_root() || !Path::new("/sys/fs/cgroup/memory").exists() {
+        return;
+    }
+    let f = Fixture::new("oom");
+    let mut spec = f.spec(&["tail", "/dev/zero"]);
+    let res = LinuxResourcesBuilder::default()
+        .memory(LinuxMemoryBuilder::default().limit(16i64 << 20).swap(16i64 << 20).build().unwrap())
+        .cpu(
+            LinuxCpuBuilder::default()
+                .shares(512u64)
+                .quota(50_000i64)
+                .period(100_000u64)
+                .build()
+                .unwrap(),
+        )
+        .pids(LinuxPidsBuilder::default().limit(64i64).build().unwrap())
+        .build()
+        .unwrap();
+    spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
+    let limit =
+        fs::read_to_string(format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", f.cgroup));
+    assert!(limit.is_err(), "cgroup exists before create");
+    let mut c = f.client();
+    f.create(&mut c, "oom", &spec).unwrap();
+    let limit =
+        fs::read_to_string(format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", f.cgroup))
+            .unwrap();
+    assert_eq!(limit.trim(), (16u64 << 20).to_string());
+    let read = |ctrl: &str, file: &str| {
+        fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}{}/{file}", f.cgroup))
+            .map(|s| s.trim().to_string())
+    };
+    if Path::new("/sys/fs/cgroup/cpu").exists() {
+        assert_eq!(read("cpu", "cpu.shares").unwrap(), "512");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us").unwrap(), "50000");
+    }
+    if Path::new("/sys/fs/cgroup/pids").exists() {
+        assert_eq!(read("pids", "pids.max").unwrap(), "64");
+    }
+    c.start("oom").unwrap();
+    let st = c.wait("oom").unwrap();
+    assert_eq!(st.exit_code, Some(137));
+    assert!(st.oom_killed);
+    assert!(read_exit(&f.paths, "oom").unwrap().unwrap().oom_killed);
+    c.delete("oom").unwrap();
+}
+
+#[test]
+fn exits_are_kept_across_reconnects_and_the_shim_outlives_its_parent() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fixture::new("restart");
+    // A "berthd" that starts a second shim and is then killed -9.
+    let paths2 = ShimPaths::from_dir(dir.path().join("shim2"));
+    let mut berthd = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "{} --dir {} && sleep 60",
+            env!("CARGO_BIN_EXE_berth-shim"),
+            paths2.dir().display()
+        ))
+        .spawn()
+        .unwrap();
+    let mut c2 = ShimClient::connect_timeout(&paths2, Duration::from_secs(5)).unwrap();
+    berthd.kill().unwrap();
+    berthd.wait().unwrap();
+    let (_, pid2) = c2.hello().unwrap();
+    c2.shutdown(false).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{pid2}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!paths2.socket().exists());
+
+    // The client goes away while a container runs; a new client learns its exit.
+    let mut c = f.client();
+    f.create(&mut c, "bg", &f.spec(&["sh", "-c", "sleep 0.3; exit 7"])).unwrap();
+    c.start("bg").unwrap();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(600));
+    let rec = read_exit(&f.paths, "bg").unwrap().expect("exit recorded while disconnected");
+    assert_eq!(rec.exit_code, 7);
+    let mut c = f.client();
+    let st = c.state("bg").unwrap();
+    assert_eq!((st.status, st.exit_code), (Status::Stopped, Some(7)));
+    c.delete("bg").unwrap();
+    // Refuses to exit while a container runs, unless forced.
+    f.create(&mut c, "long", &f.spec(&["sleep", "100"])).unwrap();
+    c.start("long").unwrap();
+    assert!(c.shutdown(false).is_err());
+    c.kill("long", 9, false).unwrap();
+    assert_eq!(c.wait("long").unwrap().exit_code, Some(137));
+    c.delete("long").unwrap();
+}
+
+#[test]
+fn exec_returns_output_and_times_out() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("exec");
+    let mut c = f.client();
+    f.create(&mut c, "svc", &f.spec(&["sleep", "100"])).unwrap();
+    c.start("svc").unwrap();
+    let process = |args: &[&str]| {
+        let spec = f.spec(args);
+        serde_json::to_value(spec.process().as_ref().unwrap()).unwrap()
+    };
+    let r = c
+        .exec(
+            "svc",
+            process(&["sh", "-c", "echo out; echo err >&2; cat /proc/1/cmdline; exit 5"]),
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.exit_code, 5);
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "out\nsleep\u{0}100\u{0}");
+    assert_eq!(r.stderr, b"err\n");
+    assert!(!r.timed_out);
+    let t = Instant::now();
+    let r = c.exec("svc", process(&["sleep", "30"]), Some(Duration::from_millis(300))).unwrap();
+    assert!(r.timed_out);
+    assert_eq!(r.exit_code, 137);
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    // RSS of the shim with one running container.
+    let status = fs::read_to_string(format!("/proc/{}/status", f.shim_pid)).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let (rss, anon) = (field("VmRSS:"), field("RssAnon:"));
+    eprintln!("berth-shim with one running container: VmRSS {rss} kB, of which private (RssAnon) {anon} kB");
+    // File-backed pages (the binary, libc, libseccomp) are shared by every pod's shim;
+    // the private part is the per-pod cost.
+    assert!(anon < 1024, "RssAnon {anon} kB");
+
+    c.kill("svc", 9, true).unwrap();
+    c.wait("svc").unwrap();
+    c.delete("svc").unwrap();
+}
+
+#[test]
+fn reopen_log_after_rotation_and_long_lines() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("reopen");
+    let mut c = f.client();
+    let script =
+        "echo one; head -c 40000 /dev/zero | tr '\\0' x; echo; sleep 0.6; printf 'two\\nlast'";
+    let log = f.create(&mut c, "r", &f.spec(&["sh", "-c", script])).unwrap();
+    c.start("r").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let rotated = log.with_extension("log.1");
+    fs::rename(&log, &rotated).unwrap();
+    c.reopen_log("r").unwrap();
+    assert_eq!(c.wait("r").unwrap().exit_code, Some(0));
+    let old = fs::read_to_string(&rotated).unwrap();
+    let tags: Vec<(&str, usize)> = old
+        .lines()
+        .map(|l| {
+            let p: Vec<&str> = l.splitn(4, ' ').collect();
+            (p[2], p[3].len())
+        })
+        .collect();
+    assert_eq!(tags, [("F", 3), ("P", 16384), ("P", 16384), ("F", 40000 - 32768)], "{tags:?}");
+    let new = fs::read_to_string(&log).unwrap();
+    let texts: Vec<&str> = new.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap()).collect();
+    assert_eq!(texts, ["two", "last"], "{new}");
+    c.delete("r").unwrap();
+}
+
+#[test]
+fn tty_output_goes_to_the_log_as_stdout() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("tty");
+    let mut c = f.client();
+    let bundle = f.dir.path().join("bundle-tty");
+    fs::create_dir_all(&bundle).unwrap();
+    let spec = f.spec(&["sh", "-c", "test -t 0 && test -t 1 && echo hi-from-tty"]);
+    fs::write(bundle.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    let log = f.dir.path().join("tty.log");
+    c.create(CreateRequest {
+        container_id: "t".into(),
+        bundle,
+        log_path: log.clone(),
+        tty: true,
+        stdin: true,
+    })
+    .unwrap();
+    c.start("t").unwrap();
+    assert_eq!(c.wait("t").unwrap().exit_code, Some(0));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" stdout F hi-from-tty"), "{text:?}");
+    c.delete("t").unwrap();
+}
