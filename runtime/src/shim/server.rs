@@ -381,8 +381,12 @@ impl Shim {
                         break;
                     };
                     let mut pfd = [PollFd::new(p.file.as_fd(), PollFlags::POLLIN)];
+                    // A pipe whose writers are all gone reports POLLHUP without POLLIN
+                    // once empty; reading it then gives EOF, which flushes the last
+                    // partial line before Wait is answered.
+                    let ready = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
                     matches!(poll(&mut pfd, PollTimeout::ZERO), Ok(n) if n > 0)
-                        && pfd[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN))
+                        && pfd[0].revents().is_some_and(|r| r.intersects(ready))
                 };
                 if !has || self.pump_container(id, pi) {
                     break;
