@@ -5,6 +5,7 @@ use crate::rpc::Cri;
 use crate::rpc_span::RpcSpanLayer;
 use anyhow::Context;
 use berth_proto::{ImageServiceServer, RuntimeServiceServer};
+use berth_runtime::container::Containers;
 use berth_runtime::image::registry::{HostSettings, RegistrySettings};
 use berth_runtime::image::{ImageSettings, Images};
 use berth_runtime::metadata::MetadataStore;
@@ -44,10 +45,16 @@ async fn serve(config: Config, config_path: Option<PathBuf>, layout: Layout) -> 
         .context("cannot open the image store")?;
     let net_config =
         config.network.to_network().map_err(|e| anyhow::anyhow!("network.subnet: {e}"))?;
+    let meta_for_containers = meta.clone();
     let sandboxes = Sandboxes::open(meta, &layout, net_config)
         .await
         .context("cannot open the pod sandbox store")?;
-    let cri = Cri::new(config, config_path, layout, images, sandboxes.clone());
+    // The shim is installed next to berthd (cargo builds both into one directory).
+    let shim_binary = std::env::current_exe()
+        .context("cannot find berthd's own path")?
+        .with_file_name("berth-shim");
+    let containers = Arc::new(Containers::new(meta_for_containers, layout.state(), shim_binary, 0));
+    let cri = Cri::new(config, config_path, layout, images, sandboxes.clone(), containers);
 
     // A watch channel, not a Notify: a signal that lands before anyone waits is not lost.
     let (stop_tx, stop) = watch::channel(false);

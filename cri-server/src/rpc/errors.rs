@@ -31,3 +31,14 @@ pub fn sandbox(e: SandboxError) -> Status {
         SandboxError::Internal(m) => Status::internal(m),
     }
 }
+
+pub fn container(e: berth_runtime::container::ContainerError) -> Status {
+    use berth_runtime::container::ContainerError as E;
+    match e {
+        E::InvalidArgument(m) => Status::invalid_argument(m),
+        E::AlreadyExists(m) => Status::already_exists(m),
+        E::NotFound(m) => Status::not_found(m),
+        E::FailedPrecondition(m) => Status::failed_precondition(m),
+        E::Internal(m) => Status::internal(m),
+    }
+}

@@ -2,6 +2,9 @@
 //! impls and only dispatch; each group of RPCs lives in its own file, thin: validate,
 //! call the domain, map the answer.
 
+mod container_create;
+mod container_lifecycle;
+mod container_status;
 mod errors;
 mod image_fs_info;
 mod image_pull;
@@ -19,6 +22,7 @@ mod status;
 mod version;
 
 use crate::config::Config;
+use berth_runtime::container::Containers;
 use berth_runtime::image::Images;
 use berth_runtime::sandbox::Sandboxes;
 use berth_runtime::Layout;
@@ -39,6 +43,7 @@ struct Inner {
     pod_cidr: Mutex<String>,
     images: Images,
     sandboxes: Sandboxes,
+    containers: Arc<Containers>,
 }
 
 impl Cri {
@@ -48,9 +53,20 @@ impl Cri {
         layout: Layout,
         images: Images,
         sandboxes: Sandboxes,
+        containers: Arc<Containers>,
     ) -> Self {
         let pod_cidr = Mutex::new(String::new());
-        Self { inner: Arc::new(Inner { config, config_path, layout, pod_cidr, images, sandboxes }) }
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                config_path,
+                layout,
+                pod_cidr,
+                images,
+                sandboxes,
+                containers,
+            }),
+        }
     }
 }
 

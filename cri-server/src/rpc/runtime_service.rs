@@ -1,8 +1,8 @@
 //! tonic's RuntimeService trait: dispatch only. Each RPC group lives in its own module.
 
 use super::{
-    runtime_config, sandbox_list, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop,
-    status, unbuilt, version, Cri,
+    container_create, container_lifecycle, container_status, runtime_config, sandbox_list,
+    sandbox_remove, sandbox_run, sandbox_status, sandbox_stop, status, unbuilt, version, Cri,
 };
 use berth_proto::{
     AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse,
@@ -77,44 +77,44 @@ impl RuntimeService for Cri {
 
     async fn create_container(
         &self,
-        _req: Request<CreateContainerRequest>,
+        req: Request<CreateContainerRequest>,
     ) -> Result<Response<CreateContainerResponse>, Status> {
-        Err(unbuilt("CreateContainer"))
+        container_create::create_container(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn start_container(
         &self,
-        _req: Request<StartContainerRequest>,
+        req: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
-        Err(unbuilt("StartContainer"))
+        container_lifecycle::start_container(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn stop_container(
         &self,
-        _req: Request<StopContainerRequest>,
+        req: Request<StopContainerRequest>,
     ) -> Result<Response<StopContainerResponse>, Status> {
-        Err(unbuilt("StopContainer"))
+        container_lifecycle::stop_container(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn remove_container(
         &self,
-        _req: Request<RemoveContainerRequest>,
+        req: Request<RemoveContainerRequest>,
     ) -> Result<Response<RemoveContainerResponse>, Status> {
-        Err(unbuilt("RemoveContainer"))
+        container_lifecycle::remove_container(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn list_containers(
         &self,
-        _req: Request<ListContainersRequest>,
+        req: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
-        Err(unbuilt("ListContainers"))
+        container_status::list_containers(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn container_status(
         &self,
-        _req: Request<ContainerStatusRequest>,
+        req: Request<ContainerStatusRequest>,
     ) -> Result<Response<ContainerStatusResponse>, Status> {
-        Err(unbuilt("ContainerStatus"))
+        container_status::container_status(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn update_container_resources(

@@ -13,6 +13,15 @@ pub async fn remove_pod_sandbox(
         return Err(errors::missing("pod_sandbox_id"));
     }
     record_pod(&req.pod_sandbox_id);
+    // Containers (and the pod's shim) go first, so their cgroups and mounts are gone
+    // before the pod's own.
+    if let Ok(pod) = cri.inner.sandboxes.status(&req.pod_sandbox_id) {
+        cri.inner
+            .containers
+            .remove_pod(&cri.inner.images, &pod.id)
+            .await
+            .map_err(errors::container)?;
+    }
     cri.inner.sandboxes.remove(&req.pod_sandbox_id).await.map_err(errors::sandbox)?;
     Ok(RemovePodSandboxResponse {})
 }

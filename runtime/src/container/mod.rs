@@ -1,2 +1,9 @@
+//! Containers: records, the CRI → OCI spec translation, user resolution, and the service
+//! that drives them through the pod's shim.
+
+pub mod record;
+pub mod service;
 pub mod spec;
 pub mod user;
+
+pub use service::{ContainerError, Containers, Observed};

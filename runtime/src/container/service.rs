@@ -1,0 +1,535 @@
+//! Containers: created from an image on a pod, run by the pod's shim.
+//!
+//! berthd never forks a container itself: it prepares the bundle (an overlay rootfs and
+//! the OCI spec) and asks the pod's `berth-shim`, started on the pod's first container,
+//! to create, start, signal and reap it. The shim outlives berthd, so state that matters
+//! after a restart (exit codes, times) is read back from the shim or its exit files.
+
+use super::record::{name_key, ContainerName, ContainerRecord, MountRecord};
+use super::spec::{self, PodFiles, SpecInput};
+use crate::image::Images;
+use crate::metadata::{MetadataError, MetadataStore};
+use crate::sandbox::record::{SandboxRecord, SandboxState};
+use crate::shim::client::{self as shim_client, ShimClient};
+use crate::shim::protocol::{ContainerState, CreateRequest, Status};
+use crate::shim::{read_exit, ShimPaths};
+use crate::snapshot::rootfs;
+use crate::spec::PodNamespaces;
+use berth_proto::ContainerConfig;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<MetadataError> for ContainerError {
+    fn from(e: MetadataError) -> Self {
+        ContainerError::Internal(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, ContainerError>;
+
+fn internal(e: impl std::fmt::Display) -> ContainerError {
+    ContainerError::Internal(e.to_string())
+}
+
+/// A container's state as the CRI reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub status: Status,
+    pub pid: i32,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    /// The shim and its exit record are gone: nothing is known about the end.
+    pub unknown: bool,
+}
+
+pub struct Containers {
+    meta: Arc<MetadataStore>,
+    state: PathBuf,
+    shim_binary: PathBuf,
+    pids_limit: i64,
+    locks: crate::image::locks::KeyedLocks,
+}
+
+impl Containers {
+    pub fn new(
+        meta: Arc<MetadataStore>,
+        state: &Path,
+        shim_binary: PathBuf,
+        pids_limit: i64,
+    ) -> Self {
+        Self {
+            meta,
+            state: state.to_path_buf(),
+            shim_binary,
+            pids_limit,
+            locks: Default::default(),
+        }
+    }
+
+    fn shim_paths(&self, pod_id: &str) -> ShimPaths {
+        ShimPaths::new(&self.state, pod_id)
+    }
+
+    /// A connection to the pod's shim, starting the shim if it is not running.
+    fn shim(&self, pod_id: &str, start: bool) -> Result<ShimClient> {
+        let paths = self.shim_paths(pod_id);
+        if let Ok(c) = ShimClient::connect(&paths) {
+            return Ok(c);
+        }
+        if !start {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "the shim of pod {pod_id} is not running"
+            )));
+        }
+        std::fs::create_dir_all(paths.dir()).map_err(internal)?;
+        shim_client::spawn(&self.shim_binary, &paths)
+            .map_err(|e| internal(format!("starting berth-shim: {e}")))?;
+        ShimClient::connect(&paths).map_err(|e| internal(format!("connecting to berth-shim: {e}")))
+    }
+
+    /// Creates a container in `pod` from `config`; returns its id.
+    pub async fn create(
+        self: &Arc<Self>,
+        images: &Images,
+        pod: &SandboxRecord,
+        config: ContainerConfig,
+    ) -> Result<String> {
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| ContainerError::InvalidArgument("config.metadata: required".into()))?;
+        if meta.name.is_empty() {
+            return Err(ContainerError::InvalidArgument("config.metadata.name: required".into()));
+        }
+        let image = config.image.as_ref().map(|i| i.image.trim().to_string()).unwrap_or_default();
+        if image.is_empty() {
+            return Err(ContainerError::InvalidArgument("config.image.image: required".into()));
+        }
+        if pod.state != SandboxState::Ready {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        let log_file = log_file(&pod.log_directory, &config.log_path)?;
+        let image_config = images.resolve(&image).map_err(internal)?.ok_or_else(|| {
+            ContainerError::NotFound(format!(
+                "config.image.image: image {image:?} is not present; pull it first"
+            ))
+        })?;
+
+        let id = new_id().map_err(internal)?;
+        let key = name_key(&pod.id, &meta.name, meta.attempt);
+        {
+            let mut tx = self.meta.write()?;
+            if let Some(existing) = tx.get::<ContainerName>(&key)? {
+                return Err(ContainerError::AlreadyExists(format!(
+                    "container name {key:?} is reserved for {}",
+                    existing.container_id
+                )));
+            }
+            tx.put(&key, &ContainerName { container_id: id.clone() })?;
+            tx.commit()?;
+        }
+        let bundle = self.state.join("containers").join(&id);
+        let rootfs_dir = bundle.join("rootfs");
+        let result = self
+            .create_inner(
+                images,
+                pod,
+                &config,
+                &image,
+                &image_config.config,
+                &id,
+                &bundle,
+                &rootfs_dir,
+            )
+            .await;
+        match result {
+            Ok(()) => {
+                let record = ContainerRecord {
+                    id: id.clone(),
+                    pod_id: pod.id.clone(),
+                    name: meta.name,
+                    attempt: meta.attempt,
+                    image,
+                    image_id: image_config.id,
+                    labels: config.labels.into_iter().collect(),
+                    annotations: config.annotations.into_iter().collect(),
+                    log_path: config.log_path,
+                    log_file,
+                    mounts: config
+                        .mounts
+                        .iter()
+                        .map(|m| MountRecord {
+                            container_path: m.container_path.clone(),
+                            host_path: m.host_path.clone(),
+                            readonly: m.readonly,
+                            propagation: m.propagation,
+                        })
+                        .collect(),
+                    tty: config.tty,
+                    stdin: config.stdin,
+                    stdin_once: config.stdin_once,
+                    created_at: now_ns(),
+                    bundle,
+                    rootfs: rootfs_dir,
+                };
+                let mut tx = self.meta.write()?;
+                tx.put(&id, &record)?;
+                tx.commit()?;
+                Ok(id)
+            }
+            Err(e) => {
+                // Undo in reverse: the shim's container, the mount, the writable layer, the name.
+                if let Ok(mut c) = self.shim(&pod.id, false) {
+                    let _ = c.delete(&id);
+                }
+                let _ = rootfs::unmount(&rootfs_dir);
+                let _ = images.release_rootfs(&id).await;
+                let _ = std::fs::remove_dir_all(&bundle);
+                let mut tx = self.meta.write()?;
+                tx.delete::<ContainerName>(&key)?;
+                tx.commit()?;
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_inner(
+        self: &Arc<Self>,
+        images: &Images,
+        pod: &SandboxRecord,
+        config: &ContainerConfig,
+        image: &str,
+        image_config: &crate::image::record::ImageConfig,
+        id: &str,
+        bundle: &Path,
+        rootfs_dir: &Path,
+    ) -> Result<()> {
+        std::fs::create_dir_all(bundle).map_err(internal)?;
+        let plan = images.prepare_rootfs(id, image).await.map_err(internal)?;
+        rootfs::mount_overlay(&plan.lowers, &plan.upper, &plan.work, rootfs_dir)
+            .map_err(internal)?;
+        let cgroups_path = format!("/{}/{id}", pod.cgroup.trim_matches('/'));
+        let spec = spec::build(&SpecInput {
+            config,
+            image: image_config,
+            rootfs: rootfs_dir,
+            hostname: &pod.hostname,
+            pod: PodNamespaces {
+                net: pod.netns.as_deref(),
+                ipc: pod.ipc_ns.as_deref(),
+                uts: pod.uts_ns.as_deref(),
+                pid: None,
+            },
+            target_pid: None,
+            files: PodFiles {
+                hostname: Some(pod.dir.join("hostname")).filter(|p| p.exists()),
+                resolv_conf: Some(pod.dir.join("resolv.conf")).filter(|p| p.exists()),
+                hosts: Some(pod.dir.join("hosts")).filter(|p| p.exists()),
+                shm: pod.shm.clone(),
+            },
+            cgroups_path,
+            pids_limit: self.pids_limit,
+        })
+        .map_err(ContainerError::InvalidArgument)?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(internal)?;
+        std::fs::write(bundle.join("config.json"), json).map_err(internal)?;
+        let request = CreateRequest {
+            container_id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            log_path: log_file(&pod.log_directory, &config.log_path)?.unwrap_or_default(),
+            tty: config.tty,
+            stdin: config.stdin,
+        };
+        let this = self.clone();
+        let pod_id = pod.id.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut shim = this.shim(&pod_id, true)?;
+            shim.create(request).map_err(|e| {
+                ContainerError::FailedPrecondition(format!("creating the container: {e}"))
+            })
+        })
+        .await
+        .map_err(internal)??;
+        Ok(())
+    }
+
+    pub fn get(&self, wanted: &str) -> Result<ContainerRecord> {
+        let id = self
+            .resolve(wanted)?
+            .ok_or_else(|| ContainerError::NotFound(format!("container {wanted:?} not found")))?;
+        self.meta
+            .get::<ContainerRecord>(&id)?
+            .ok_or_else(|| ContainerError::NotFound(format!("container {wanted:?} not found")))
+    }
+
+    /// An exact id, or a unique prefix of one.
+    fn resolve(&self, wanted: &str) -> Result<Option<String>> {
+        if wanted.is_empty() {
+            return Err(ContainerError::InvalidArgument("container_id: required".into()));
+        }
+        let ids: Vec<String> =
+            self.meta.list::<ContainerRecord>()?.into_iter().map(|(k, _)| k).collect();
+        if ids.iter().any(|i| i == wanted) {
+            return Ok(Some(wanted.to_string()));
+        }
+        let matches: Vec<&String> = ids.iter().filter(|i| i.starts_with(wanted)).collect();
+        match matches.len() {
+            0 => Ok(None),
+            1 => Ok(Some(matches[0].clone())),
+            _ => Err(ContainerError::InvalidArgument(format!(
+                "container_id: {wanted:?} matches more than one container"
+            ))),
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<ContainerRecord>> {
+        Ok(self.meta.list::<ContainerRecord>()?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    pub async fn start(self: &Arc<Self>, wanted: &str) -> Result<()> {
+        let rec = self.get(wanted)?;
+        let _lock = self.locks.lock(rec.id.clone()).await;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut shim = this.shim(&rec.pod_id, false)?;
+            shim.start(&rec.id).map_err(|e| {
+                ContainerError::FailedPrecondition(format!("starting {}: {e}", rec.id))
+            })
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    /// What the shim (or, when it is gone, its exit record) says about a container.
+    pub async fn observe(self: &Arc<Self>, rec: &ContainerRecord) -> Observed {
+        let this = self.clone();
+        let (pod, id) = (rec.pod_id.clone(), rec.id.clone());
+        let state = tokio::task::spawn_blocking(move || {
+            this.shim(&pod, false).ok().and_then(|mut s| s.state(&id).ok())
+        })
+        .await
+        .ok()
+        .flatten();
+        match state {
+            Some(s) => observed(&s),
+            None => match read_exit(&self.shim_paths(&rec.pod_id), &rec.id) {
+                Ok(Some(e)) => Observed {
+                    status: Status::Stopped,
+                    pid: 0,
+                    started_at: e.started_at_ns,
+                    finished_at: e.finished_at_ns,
+                    exit_code: e.exit_code,
+                    oom_killed: e.oom_killed,
+                    unknown: false,
+                },
+                _ => Observed {
+                    status: Status::Stopped,
+                    pid: 0,
+                    started_at: 0,
+                    finished_at: 0,
+                    exit_code: 255,
+                    oom_killed: false,
+                    unknown: true,
+                },
+            },
+        }
+    }
+
+    /// Sends `signal` (the image's StopSignal or SIGTERM), waits up to `timeout`, then
+    /// SIGKILLs. Stopping a stopped or unknown container succeeds.
+    pub async fn stop(
+        self: &Arc<Self>,
+        wanted: &str,
+        timeout: Duration,
+        signal: i32,
+    ) -> Result<()> {
+        let rec = match self.get(wanted) {
+            Ok(r) => r,
+            Err(ContainerError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _lock = self.locks.lock(rec.id.clone()).await;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.stop_blocking(&rec, timeout, signal))
+            .await
+            .map_err(internal)?
+    }
+
+    fn stop_blocking(&self, rec: &ContainerRecord, timeout: Duration, signal: i32) -> Result<()> {
+        let Ok(mut shim) = self.shim(&rec.pod_id, false) else { return Ok(()) };
+        let running = |s: &mut ShimClient| {
+            s.state(&rec.id).map(|st| st.status == Status::Running).unwrap_or(false)
+        };
+        if !running(&mut shim) {
+            return Ok(());
+        }
+        if !timeout.is_zero() {
+            let _ = shim.kill(&rec.id, signal, false);
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if !running(&mut shim) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = shim.kill(&rec.id, libc::SIGKILL, true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running(&mut shim) {
+            if Instant::now() > deadline {
+                return Err(internal(format!("container {} did not die after SIGKILL", rec.id)));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Removes a container (killing it first if it runs); absent is fine.
+    pub async fn remove(self: &Arc<Self>, images: &Images, wanted: &str) -> Result<()> {
+        let rec = match self.get(wanted) {
+            Ok(r) => r,
+            Err(ContainerError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.stop(&rec.id, Duration::ZERO, libc::SIGKILL).await?;
+        let _lock = self.locks.lock(rec.id.clone()).await;
+        let this = self.clone();
+        let (pod, id) = (rec.pod_id.clone(), rec.id.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Ok(mut shim) = this.shim(&pod, false) {
+                let _ = shim.delete(&id);
+            }
+        })
+        .await
+        .map_err(internal)?;
+        rootfs::unmount(&rec.rootfs).map_err(internal)?;
+        images.release_rootfs(&rec.id).await.map_err(internal)?;
+        match std::fs::remove_dir_all(&rec.bundle) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(internal(e)),
+            _ => {}
+        }
+        let _ = std::fs::remove_file(self.shim_paths(&rec.pod_id).exit_file(&rec.id));
+        let mut tx = self.meta.write()?;
+        tx.delete::<ContainerRecord>(&rec.id)?;
+        let key = name_key(&rec.pod_id, &rec.name, rec.attempt);
+        if tx.get::<ContainerName>(&key)?.is_some_and(|n| n.container_id == rec.id) {
+            tx.delete::<ContainerName>(&key)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stops every container of a pod (StopPodSandbox).
+    pub async fn stop_pod(self: &Arc<Self>, pod_id: &str) -> Result<()> {
+        for rec in self.list()?.into_iter().filter(|r| r.pod_id == pod_id) {
+            self.stop(&rec.id, Duration::ZERO, libc::SIGKILL).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every container of a pod and its shim (RemovePodSandbox).
+    pub async fn remove_pod(self: &Arc<Self>, images: &Images, pod_id: &str) -> Result<()> {
+        for rec in self.list()?.into_iter().filter(|r| r.pod_id == pod_id) {
+            self.remove(images, &rec.id).await?;
+        }
+        let this = self.clone();
+        let pod = pod_id.to_string();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(mut shim) = this.shim(&pod, false) {
+                let _ = shim.shutdown(true);
+            }
+            let paths = this.shim_paths(&pod);
+            // The shim removes its socket as it exits; wait for that, then its directory.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while paths.socket().exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = std::fs::remove_dir_all(paths.dir());
+        })
+        .await
+        .map_err(internal)?;
+        Ok(())
+    }
+}
+
+fn observed(s: &ContainerState) -> Observed {
+    Observed {
+        status: s.status,
+        pid: s.pid,
+        started_at: s.started_at_ns,
+        finished_at: s.finished_at_ns,
+        exit_code: s.exit_code.unwrap_or(0),
+        oom_killed: s.oom_killed,
+        unknown: false,
+    }
+}
+
+/// The absolute log file for `log_path` under the pod's log directory; `None` when the
+/// pod has no log directory or the container no log path.
+fn log_file(log_directory: &str, log_path: &str) -> Result<Option<PathBuf>> {
+    if log_path.is_empty() || log_directory.is_empty() {
+        return Ok(None);
+    }
+    let rel = Path::new(log_path);
+    let escapes = rel.is_absolute()
+        || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_)));
+    if escapes {
+        return Err(ContainerError::InvalidArgument(format!(
+            "config.log_path: {log_path:?} must be a relative path inside the pod's log directory"
+        )));
+    }
+    Ok(Some(Path::new(log_directory).join(rel)))
+}
+
+fn new_id() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))?;
+    Ok(hex::encode(bytes))
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_file;
+
+    #[test]
+    fn log_paths_stay_in_the_pod_log_directory() {
+        assert_eq!(
+            log_file("/var/log/pods/p", "c/0.log").unwrap().unwrap().to_str(),
+            Some("/var/log/pods/p/c/0.log")
+        );
+        assert!(log_file("/var/log/pods/p", "").unwrap().is_none());
+        assert!(log_file("", "c.log").unwrap().is_none());
+        for bad in ["/etc/passwd", "../x.log", "c/../../x.log", "./c.log"] {
+            let err = log_file("/var/log/pods/p", bad).unwrap_err().to_string();
+            assert!(err.contains("config.log_path"), "{bad}: {err}");
+        }
+    }
+}
