@@ -194,3 +194,40 @@ async fn a_container_runs_logs_exits_and_is_removed() {
         .is_ok_and(|mut d| d.next().is_some()));
     env.assert_no_leaks(&berthd).await;
 }
+
+#[tokio::test]
+async fn containers_outlive_a_berthd_crash_and_exits_meanwhile_are_reported() {
+    let env = NetEnv::new();
+    let registry = Registry::start(RegistryOptions::default());
+    images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
+    let mut berthd = setup(&env, &registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod_id = run_pod(&berthd, &env, "crash", logs.path()).await;
+    let pod_config = PodSandboxConfig::default();
+    let mut ids = Vec::new();
+    for (name, args) in
+        [("runs", vec!["sleep", "1000"]), ("exits", vec!["sh", "-c", "sleep 1; exit 7"])]
+    {
+        let mut req = container(name, &args, &pod_config);
+        req.pod_sandbox_id = pod_id.clone();
+        let mut rt = berthd.runtime();
+        let id = rt.create_container(req).await.unwrap().into_inner().container_id;
+        rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
+        ids.push(id);
+    }
+    berthd.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // "exits" ends while berthd is down
+    berthd.restart().await;
+    assert_eq!(status(&berthd, &ids[0]).await.state, ContainerState::ContainerRunning as i32);
+    let s = wait_exited(&berthd, &ids[1]).await;
+    assert_eq!(s.exit_code, 7, "{s:?}");
+    let mut rt = berthd.runtime();
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shim_processes(&berthd) > 0 {
+        assert!(Instant::now() < deadline, "the pod's shim outlived the pod");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.assert_no_leaks(&berthd).await;
+}
