@@ -231,3 +231,66 @@ async fn containers_outlive_a_berthd_crash_and_exits_meanwhile_are_reported() {
     }
     env.assert_no_leaks(&berthd).await;
 }
+
+#[tokio::test]
+async fn exec_sync_and_log_reopen() {
+    let env = NetEnv::new();
+    let registry = Registry::start(RegistryOptions::default());
+    images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
+    let berthd = setup(&env, &registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod_id = run_pod(&berthd, &env, "exec", logs.path()).await;
+    let mut req =
+        container("svc", &["sh", "-c", "echo up; sleep 1000"], &PodSandboxConfig::default());
+    req.pod_sandbox_id = pod_id.clone();
+    let mut rt = berthd.runtime();
+    let id = rt.create_container(req).await.unwrap().into_inner().container_id;
+    // Not running yet: exec is refused.
+    let err = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            timeout: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
+
+    let exec = |cmd: &[&str], timeout: i64| ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    };
+    let r = rt
+        .exec_sync(exec(&["sh", "-c", "echo out; echo err >&2; hostname; exit 5"], 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"out\nexec\n"[..], &b"err\n"[..], 5)
+    );
+    let t = Instant::now();
+    let err = rt.exec_sync(exec(&["sleep", "30"], 1)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+
+    // The kubelet rotates the log by renaming it, then asks for a reopen.
+    let log = logs.path().join("svc.log");
+    std::fs::rename(&log, logs.path().join("svc.log.1")).unwrap();
+    rt.reopen_container_log(ReopenContainerLogRequest { container_id: id.clone() }).await.unwrap();
+    assert!(log.exists(), "the log was not reopened");
+    assert!(std::fs::read_to_string(logs.path().join("svc.log.1"))
+        .unwrap()
+        .contains("stdout F up"));
+
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shim_processes(&berthd) > 0 {
+        assert!(Instant::now() < deadline, "the pod's shim outlived the pod");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.assert_no_leaks(&berthd).await;
+}

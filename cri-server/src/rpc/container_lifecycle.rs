@@ -66,6 +66,18 @@ pub async fn remove_container(
     Ok(RemoveContainerResponse {})
 }
 
+pub async fn reopen_container_log(
+    cri: &Cri,
+    req: berth_proto::ReopenContainerLogRequest,
+) -> Result<berth_proto::ReopenContainerLogResponse, Status> {
+    if req.container_id.is_empty() {
+        return Err(errors::missing("container_id"));
+    }
+    record_container(&req.container_id);
+    cri.inner.containers.reopen_log(&req.container_id).await.map_err(errors::container)?;
+    Ok(berth_proto::ReopenContainerLogResponse {})
+}
+
 /// `SIGQUIT`, `QUIT` or `3` as a signal number.
 fn signal_number(name: &str) -> Option<i32> {
     let name = name.trim();

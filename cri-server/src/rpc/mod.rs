@@ -3,6 +3,7 @@
 //! call the domain, map the answer.
 
 mod container_create;
+mod container_exec_sync;
 mod container_lifecycle;
 mod container_status;
 mod errors;

@@ -1,8 +1,9 @@
 //! tonic's RuntimeService trait: dispatch only. Each RPC group lives in its own module.
 
 use super::{
-    container_create, container_lifecycle, container_status, runtime_config, sandbox_list,
-    sandbox_remove, sandbox_run, sandbox_status, sandbox_stop, status, unbuilt, version, Cri,
+    container_create, container_exec_sync, container_lifecycle, container_status, runtime_config,
+    sandbox_list, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop, status, unbuilt,
+    version, Cri,
 };
 use berth_proto::{
     AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse,
@@ -126,16 +127,16 @@ impl RuntimeService for Cri {
 
     async fn reopen_container_log(
         &self,
-        _req: Request<ReopenContainerLogRequest>,
+        req: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        Err(unbuilt("ReopenContainerLog"))
+        container_lifecycle::reopen_container_log(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn exec_sync(
         &self,
-        _req: Request<ExecSyncRequest>,
+        req: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
-        Err(unbuilt("ExecSync"))
+        container_exec_sync::exec_sync(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn exec(&self, _req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {

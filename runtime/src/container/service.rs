@@ -440,6 +440,61 @@ impl Containers {
         Ok(())
     }
 
+    /// Runs `cmd` in a running container, as its user, with its environment, working
+    /// directory and confinement, and collects its output. `timeout` zero: none.
+    pub async fn exec_sync(
+        self: &Arc<Self>,
+        wanted: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<crate::shim::protocol::ExecResult> {
+        if cmd.is_empty() {
+            return Err(ContainerError::InvalidArgument("cmd: required".into()));
+        }
+        let rec = self.get(wanted)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let spec: oci_spec::runtime::Spec = std::fs::read(rec.bundle.join("config.json"))
+                .map_err(internal)
+                .and_then(|b| serde_json::from_slice(&b).map_err(internal))?;
+            let mut process = spec.process().clone().unwrap_or_default();
+            process.set_args(Some(cmd));
+            process.set_terminal(Some(false));
+            let process = serde_json::to_value(&process).map_err(internal)?;
+            // Exec blocks its connection until the process ends: use a fresh one.
+            let mut shim = this.shim(&rec.pod_id, false)?;
+            if shim.state(&rec.id).map(|s| s.status != Status::Running).unwrap_or(true) {
+                return Err(ContainerError::FailedPrecondition(format!(
+                    "container {} is not running",
+                    rec.id
+                )));
+            }
+            let timeout = (!timeout.is_zero()).then_some(timeout);
+            shim.exec(&rec.id, process, timeout)
+                .map_err(|e| ContainerError::FailedPrecondition(format!("exec: {e}")))
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    /// Makes the shim reopen a running container's log file (after the kubelet rotated it).
+    pub async fn reopen_log(self: &Arc<Self>, wanted: &str) -> Result<()> {
+        let rec = self.get(wanted)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut shim = this.shim(&rec.pod_id, false)?;
+            if shim.state(&rec.id).map(|s| s.status != Status::Running).unwrap_or(true) {
+                return Err(ContainerError::FailedPrecondition(format!(
+                    "container {} is not running",
+                    rec.id
+                )));
+            }
+            shim.reopen_log(&rec.id).map_err(|e| internal(format!("reopening the log: {e}")))
+        })
+        .await
+        .map_err(internal)?
+    }
+
     /// Stops every container of a pod (StopPodSandbox).
     pub async fn stop_pod(self: &Arc<Self>, pod_id: &str) -> Result<()> {
         for rec in self.list()?.into_iter().filter(|r| r.pod_id == pod_id) {
