@@ -6,9 +6,10 @@
 
 use berth_integration::bench::stats::{table, Summary};
 use berth_proto::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest,
     ImageServiceClient, ImageSpec, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
-    RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, RuntimeServiceClient,
-    StopPodSandboxRequest,
+    RemoveContainerRequest, RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    RuntimeServiceClient, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use clap::{Parser, Subcommand};
 use std::time::{Duration, Instant};
@@ -35,6 +36,21 @@ enum Workload {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// A pod with one container (`sleep`) started and torn down, per step and end to end.
+    /// The image must be present.
+    Lifecycle {
+        #[arg(long, default_value = "busybox")]
+        image: String,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
+    /// ExecSync latency of `true` in a running container.
+    Exec {
+        #[arg(long, default_value = "busybox")]
+        image: String,
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+    },
     /// RunPodSandbox, StopPodSandbox and RemovePodSandbox, `runs` times in rounds of
     /// `concurrency` pods started at once.
     Sandbox {
@@ -52,6 +68,12 @@ async fn main() -> anyhow::Result<()> {
     let rows = match cli.workload {
         Workload::Pull { image, runs } => {
             vec![pull(ImageServiceClient::new(channel), &image, runs).await?]
+        }
+        Workload::Lifecycle { image, runs } => {
+            lifecycle(RuntimeServiceClient::new(channel), &image, runs).await?
+        }
+        Workload::Exec { image, runs } => {
+            vec![exec(RuntimeServiceClient::new(channel), &image, runs).await?]
         }
         Workload::Sandbox { runs, concurrency } => {
             sandbox(RuntimeServiceClient::new(channel), runs, concurrency.max(1)).await?
@@ -138,4 +160,134 @@ async fn sandbox(
         Summary::of(&format!("StopPodSandbox{suffix}"), &stop),
         Summary::of(&format!("RemovePodSandbox{suffix}"), &remove),
     ])
+}
+
+type Runtime = RuntimeServiceClient<tonic::transport::Channel>;
+
+fn pod_config(name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: name.into(),
+            namespace: "berth-bench".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        ..Default::default()
+    }
+}
+
+fn sleeper(image: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata { name: "sleeper".into(), attempt: 0 }),
+        image: Some(ImageSpec { image: image.into(), ..Default::default() }),
+        command: vec!["sleep".into(), "3600".into()],
+        ..Default::default()
+    }
+}
+
+/// Starts a pod with a running `sleep` container; returns (pod id, container id).
+async fn start_pod(
+    rt: &mut Runtime,
+    name: &str,
+    image: &str,
+) -> anyhow::Result<(String, String, [Duration; 3])> {
+    let config = pod_config(name);
+    let t = Instant::now();
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let run = t.elapsed();
+    let t = Instant::now();
+    let ctr = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(sleeper(image)),
+            sandbox_config: Some(config),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    let create = t.elapsed();
+    let t = Instant::now();
+    rt.start_container(StartContainerRequest { container_id: ctr.clone() }).await?;
+    Ok((pod, ctr, [run, create, t.elapsed()]))
+}
+
+async fn stop_pod(rt: &mut Runtime, pod: &str, ctr: &str) -> anyhow::Result<[Duration; 4]> {
+    let t = Instant::now();
+    rt.stop_container(StopContainerRequest { container_id: ctr.into(), timeout: 0 }).await?;
+    let stop = t.elapsed();
+    let t = Instant::now();
+    rt.remove_container(RemoveContainerRequest { container_id: ctr.into() }).await?;
+    let remove = t.elapsed();
+    let t = Instant::now();
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.into() }).await?;
+    let stopp = t.elapsed();
+    let t = Instant::now();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.into() }).await?;
+    Ok([stop, remove, stopp, t.elapsed()])
+}
+
+async fn lifecycle(mut rt: Runtime, image: &str, runs: usize) -> anyhow::Result<Vec<Summary>> {
+    let names = [
+        "RunPodSandbox",
+        "CreateContainer",
+        "StartContainer",
+        "StopContainer",
+        "RemoveContainer",
+        "StopPodSandbox",
+        "RemovePodSandbox",
+    ];
+    let mut steps: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
+    let (mut started, mut total) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let t = Instant::now();
+        let (pod, ctr, up) =
+            start_pod(&mut rt, &format!("lifecycle-{}-{i}", std::process::id()), image).await?;
+        started.push(t.elapsed());
+        let down = stop_pod(&mut rt, &pod, &ctr).await?;
+        total.push(t.elapsed());
+        for (k, d) in up.into_iter().chain(down).enumerate() {
+            steps[k].push(d);
+        }
+    }
+    let mut out: Vec<Summary> = names.iter().zip(&steps).map(|(n, s)| Summary::of(n, s)).collect();
+    out.push(Summary::of("pod + container running", &started));
+    out.push(Summary::of("end to end", &total));
+    Ok(out)
+}
+
+async fn exec(mut rt: Runtime, image: &str, runs: usize) -> anyhow::Result<Summary> {
+    let (pod, ctr, _) = start_pod(&mut rt, &format!("exec-{}", std::process::id()), image).await?;
+    let mut samples = Vec::with_capacity(runs);
+    let mut failure = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        match rt
+            .exec_sync(ExecSyncRequest {
+                container_id: ctr.clone(),
+                cmd: vec!["true".into()],
+                timeout: 10,
+            })
+            .await
+        {
+            Ok(r) if r.get_ref().exit_code == 0 => samples.push(t.elapsed()),
+            Ok(r) => failure = Some(anyhow::anyhow!("`true` exited {}", r.get_ref().exit_code)),
+            Err(e) => failure = Some(e.into()),
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    stop_pod(&mut rt, &pod, &ctr).await?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Summary::of("ExecSync true", &samples)),
+    }
 }
