@@ -294,3 +294,57 @@ async fn exec_sync_and_log_reopen() {
     }
     env.assert_no_leaks(&berthd).await;
 }
+
+#[tokio::test]
+async fn an_image_in_use_keeps_its_layers_until_its_last_container_goes() {
+    let env = NetEnv::new();
+    let registry = Registry::start(RegistryOptions::default());
+    images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
+    let berthd = setup(&env, &registry).await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod_id = run_pod(&berthd, &env, "inuse", logs.path()).await;
+    let mut req = container("svc", &["sleep", "1000"], &PodSandboxConfig::default());
+    req.pod_sandbox_id = pod_id.clone();
+    let mut rt = berthd.runtime();
+    let id = rt.create_container(req).await.unwrap().into_inner().container_id;
+    rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    let layers = || std::fs::read_dir(berthd.root_dir().join("snapshots/layers")).unwrap().count();
+    assert_eq!(layers(), 1);
+
+    // The kubelet's image GC may remove an image a container still uses.
+    berthd
+        .image()
+        .remove_image(RemoveImageRequest {
+            image: Some(ImageSpec { image: "busybox".into(), ..Default::default() }),
+        })
+        .await
+        .unwrap();
+    assert!(berthd
+        .image()
+        .list_images(ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+        .is_empty());
+    assert_eq!(layers(), 1, "a layer in use was removed");
+    let r = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["cat".into(), "/etc/passwd".into()],
+            timeout: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        String::from_utf8_lossy(&r.stdout).contains("root:"),
+        "the rootfs is no longer readable"
+    );
+
+    rt.remove_container(RemoveContainerRequest { container_id: id }).await.unwrap();
+    assert_eq!(layers(), 0, "the last user is gone: the layer must go");
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
+    env.assert_no_leaks(&berthd).await;
+}
