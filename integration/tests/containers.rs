@@ -103,6 +103,19 @@ fn shim_processes(berthd: &Berthd) -> usize {
         .count()
 }
 
+/// Stops and removes the pod, then checks its shim is gone and nothing leaked.
+async fn remove_pod_and_check(berthd: &Berthd, env: &NetEnv, pod_id: String) {
+    let mut rt = berthd.runtime();
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shim_processes(berthd) > 0 {
+        assert!(Instant::now() < deadline, "the pod's shim outlived the pod");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.assert_no_leaks(berthd).await;
+}
+
 #[tokio::test]
 async fn a_container_runs_logs_exits_and_is_removed() {
     let env = NetEnv::new();
@@ -221,15 +234,7 @@ async fn containers_outlive_a_berthd_crash_and_exits_meanwhile_are_reported() {
     assert_eq!(status(&berthd, &ids[0]).await.state, ContainerState::ContainerRunning as i32);
     let s = wait_exited(&berthd, &ids[1]).await;
     assert_eq!(s.exit_code, 7, "{s:?}");
-    let mut rt = berthd.runtime();
-    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while shim_processes(&berthd) > 0 {
-        assert!(Instant::now() < deadline, "the pod's shim outlived the pod");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    env.assert_no_leaks(&berthd).await;
+    remove_pod_and_check(&berthd, &env, pod_id).await;
 }
 
 #[tokio::test]
@@ -285,14 +290,7 @@ async fn exec_sync_and_log_reopen() {
         .unwrap()
         .contains("stdout F up"));
 
-    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while shim_processes(&berthd) > 0 {
-        assert!(Instant::now() < deadline, "the pod's shim outlived the pod");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    env.assert_no_leaks(&berthd).await;
+    remove_pod_and_check(&berthd, &env, pod_id).await;
 }
 
 #[tokio::test]
