@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds berth in release mode and installs it as a systemd service:
-#   /usr/local/bin/berthd, /etc/systemd/system/berthd.service,
+#   /usr/local/bin/berthd and berth-shim, /etc/systemd/system/berthd.service,
 #   /etc/berth/config.toml (only if absent), /etc/crictl.yaml (only if absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
 bash deploy/build-deps.sh
-cargo build --release --locked -p berth-cri-server
+cargo build --release --locked -p berth-cri-server -p berth-runtime --bins
 install -m 0755 target/release/berthd /usr/local/bin/berthd
+# berthd starts the per-pod shim from its own directory.
+install -m 0755 target/release/berth-shim /usr/local/bin/berth-shim
 install -m 0644 deploy/berthd.service /etc/systemd/system/berthd.service
 install -d -m 0755 /etc/berth
 [ -e /etc/berth/config.toml ] || /usr/local/bin/berthd config default > /etc/berth/config.toml
