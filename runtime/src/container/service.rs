@@ -160,6 +160,7 @@ impl Containers {
                 &id,
                 &bundle,
                 &rootfs_dir,
+                log_file.clone(),
             )
             .await;
         match result {
@@ -202,7 +203,7 @@ impl Containers {
                 if let Ok(mut c) = self.shim(&pod.id, false) {
                     let _ = c.delete(&id);
                 }
-                let _ = rootfs::unmount(&rootfs_dir);
+                let _ = crate::sandbox::mounts::unmount(&rootfs_dir);
                 let _ = images.release_rootfs(&id).await;
                 let _ = std::fs::remove_dir_all(&bundle);
                 let mut tx = self.meta.write()?;
@@ -224,6 +225,7 @@ impl Containers {
         id: &str,
         bundle: &Path,
         rootfs_dir: &Path,
+        log_file: Option<PathBuf>,
     ) -> Result<()> {
         std::fs::create_dir_all(bundle).map_err(internal)?;
         let plan = images.prepare_rootfs(id, image).await.map_err(internal)?;
@@ -257,7 +259,7 @@ impl Containers {
         let request = CreateRequest {
             container_id: id.to_string(),
             bundle: bundle.to_path_buf(),
-            log_path: log_file(&pod.log_directory, &config.log_path)?.unwrap_or_default(),
+            log_path: log_file.unwrap_or_default(),
             tty: config.tty,
             stdin: config.stdin,
         };
@@ -423,7 +425,7 @@ impl Containers {
         })
         .await
         .map_err(internal)?;
-        rootfs::unmount(&rec.rootfs).map_err(internal)?;
+        crate::sandbox::mounts::unmount(&rec.rootfs).map_err(internal)?;
         images.release_rootfs(&rec.id).await.map_err(internal)?;
         match std::fs::remove_dir_all(&rec.bundle) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(internal(e)),

@@ -7,8 +7,7 @@
 
 use crate::digest::Digest;
 use crate::metadata::Record;
-use nix::errno::Errno;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{mount, MsFlags};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io;
@@ -111,14 +110,6 @@ pub fn mount_overlay(
         .map_err(|e| format!("mount overlay at {}: {e}", target.display()))
 }
 
-/// Lazily unmounts `target`; not mounted or missing is fine.
-pub fn unmount(target: &Path) -> Result<(), String> {
-    match umount2(target, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
-        Err(e) => Err(format!("unmount {}: {e}", target.display())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,8 +132,8 @@ mod tests {
             .unwrap();
         let read = fs::read_to_string(target.join("f"));
         fs::write(target.join("new"), "w").unwrap();
-        unmount(&target).unwrap();
-        unmount(&target).unwrap();
+        crate::sandbox::mounts::unmount(&target).unwrap();
+        crate::sandbox::mounts::unmount(&target).unwrap();
         assert_eq!(read.unwrap(), "top");
         assert_eq!(fs::read_to_string(dirs.upper("c1").join("new")).unwrap(), "w");
         assert!(
