@@ -56,6 +56,13 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
 
     let mut spec = defaults::default_spec(input.rootfs, &[], &input.pod, Some(&input.cgroups_path));
     let args = process_args(cfg, input.image)?;
+    // A group alone would run as the image's user with a group the image never meant
+    // for it; Kubernetes refuses that combination.
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+        return Err("linux.security_context.run_as_group: set without run_as_user or \
+                    run_as_username"
+            .into());
+    }
     let user = user::resolve(
         input.rootfs,
         &UserRequest {
@@ -82,6 +89,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     );
     process.set_no_new_privileges(Some(sc.no_new_privs));
     let caps = capabilities(privileged, sc.capabilities.as_ref())?;
+    let seccomp_caps = caps.clone();
     process.set_capabilities(Some(
         LinuxCapabilitiesBuilder::default()
             .bounding(caps.clone())
@@ -126,7 +134,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     // Kubelets before 1.25 only fill the deprecated string field.
     #[allow(deprecated)]
     let legacy_seccomp = sc.seccomp_profile_path.as_str();
-    l.set_seccomp(seccomp(privileged, sc.seccomp.as_ref(), legacy_seccomp)?);
+    l.set_seccomp(seccomp(privileged, &seccomp_caps, sc.seccomp.as_ref(), legacy_seccomp)?);
     l.set_resources(Some(linux_resources(&resources, input.pids_limit)?));
     spec.set_linux(Some(l));
     Ok(spec)
@@ -210,29 +218,46 @@ fn capabilities(
 
 fn seccomp(
     privileged: bool,
+    caps: &Capabilities,
     profile: Option<&berth_proto::SecurityProfile>,
     legacy_path: &str,
 ) -> Result<Option<LinuxSeccomp>, String> {
     if privileged {
         return Ok(None);
     }
-    let (kind, localhost) = match profile {
-        Some(p) => (
-            ProfileType::try_from(p.profile_type).unwrap_or(ProfileType::RuntimeDefault),
-            p.localhost_ref.as_str(),
-        ),
-        // The deprecated string field: "runtime/default", "unconfined", "localhost/<path>".
-        None => match legacy_path {
-            "unconfined" => (ProfileType::Unconfined, ""),
-            p if p.starts_with("localhost/") => (ProfileType::Localhost, &p["localhost/".len()..]),
-            _ => (ProfileType::RuntimeDefault, ""),
-        },
+    let (kind, localhost, field) = match profile {
+        Some(p) => {
+            let kind = ProfileType::try_from(p.profile_type).map_err(|_| {
+                format!(
+                    "linux.security_context.seccomp.profile_type: unknown value {}",
+                    p.profile_type
+                )
+            })?;
+            (kind, p.localhost_ref.as_str(), "linux.security_context.seccomp.localhost_ref")
+        }
+        // The deprecated string field, as kubelets before 1.25 fill it. Empty means no
+        // profile was asked for, which Kubernetes defines as unconfined.
+        None => {
+            let field = "linux.security_context.seccomp_profile_path";
+            let kind = match legacy_path {
+                "" | "unconfined" => (ProfileType::Unconfined, ""),
+                "runtime/default" | "docker/default" => (ProfileType::RuntimeDefault, ""),
+                p if p.starts_with("localhost/") => {
+                    (ProfileType::Localhost, &p["localhost/".len()..])
+                }
+                other => {
+                    return Err(format!(
+                        "{field}: {other:?} is not \"runtime/default\", \"unconfined\" or \"localhost/<path>\""
+                    ))
+                }
+            };
+            (kind.0, kind.1, field)
+        }
     };
     match kind {
         ProfileType::Unconfined => Ok(None),
-        ProfileType::RuntimeDefault => Ok(Some(defaults::runtime_default_seccomp())),
+        ProfileType::RuntimeDefault => Ok(Some(defaults::runtime_default_seccomp_for(caps))),
         ProfileType::Localhost => {
-            let field = "linux.security_context.seccomp.localhost_ref";
             if !localhost.starts_with('/') {
                 return Err(format!("{field}: {localhost:?} is not an absolute path"));
             }
@@ -519,7 +544,7 @@ mod tests {
         let net = ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network).unwrap();
         assert_eq!(net.path().as_deref(), Some(Path::new("/run/berth/pods/x/ns/net")));
         assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none()));
-        assert!(linux.seccomp().is_some(), "RuntimeDefault unless asked otherwise");
+        assert!(linux.seccomp().is_none(), "no profile asked for is unconfined, as in Kubernetes");
         let mounts = spec.mounts().as_ref().unwrap();
         let data = mounts.iter().find(|m| m.destination() == Path::new("/data")).unwrap();
         assert_eq!(data.options().as_ref().unwrap(), &["rbind", "rshared", "ro"]);
@@ -594,6 +619,47 @@ mod tests {
         let spec = spec_of(with_sc(unconfined), root.path()).unwrap();
         assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+    }
+
+    fn seccomp_names(sc: LinuxContainerSecurityContext) -> Option<Vec<String>> {
+        let root = rootfs();
+        let spec = spec_of(with_sc(sc), root.path()).unwrap();
+        let seccomp = spec.linux().as_ref().unwrap().seccomp().clone()?;
+        Some(seccomp.syscalls().iter().flatten().flat_map(|s| s.names().clone()).collect())
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn legacy_seccomp_paths_and_capability_sections() {
+        let legacy = |path: &str, add: &[&str]| LinuxContainerSecurityContext {
+            seccomp_profile_path: path.into(),
+            capabilities: Some(CriCaps {
+                add_capabilities: add.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(seccomp_names(legacy("", &[])).is_none());
+        assert!(seccomp_names(legacy("unconfined", &[])).is_none());
+        let plain = seccomp_names(legacy("docker/default", &[])).unwrap();
+        assert!(!plain.contains(&"sethostname".to_string()));
+        let admin = seccomp_names(legacy("runtime/default", &["SYS_ADMIN"])).unwrap();
+        assert!(admin.contains(&"sethostname".to_string()));
+        assert_eq!(admin.iter().filter(|n| *n == "clone").count(), 1, "one rule per syscall");
+        let root = rootfs();
+        let err = spec_of(with_sc(legacy("/abs/profile.json", &[])), root.path()).unwrap_err();
+        assert!(err.contains("seccomp_profile_path"), "{err}");
+    }
+
+    #[test]
+    fn run_as_group_needs_a_user() {
+        let root = rootfs();
+        let sc = LinuxContainerSecurityContext {
+            run_as_group: Some(berth_proto::Int64Value { value: 1002 }),
+            ..Default::default()
+        };
+        let err = spec_of(with_sc(sc), root.path()).unwrap_err();
+        assert!(err.contains("run_as_group"), "{err}");
     }
 
     #[test]

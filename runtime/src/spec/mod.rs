@@ -112,12 +112,23 @@ pub fn default_mounts() -> Vec<Mount> {
     ]
 }
 
-/// Parses the profile text format into an OCI seccomp object.
-pub fn parse_profile(text: &str) -> Result<LinuxSeccomp, String> {
-    let mut syscalls = Vec::new();
+/// Parses the profile text format into an OCI seccomp object; a `[CAP_X]` section is
+/// kept only when `has_cap("CAP_X")`.
+pub fn parse_profile(text: &str, has_cap: impl Fn(&str) -> bool) -> Result<LinuxSeccomp, String> {
+    let mut syscalls: Vec<oci_spec::runtime::LinuxSyscall> = Vec::new();
+    let mut in_section = false;
+    let mut section_applies = true;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(cap) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_section = true;
+            section_applies = has_cap(cap);
+            continue;
+        }
+        if !section_applies {
             continue;
         }
         let mut parts = line.split_whitespace();
@@ -165,7 +176,11 @@ pub fn parse_profile(text: &str) -> Result<LinuxSeccomp, String> {
                 b = b.args(args);
             }
         }
-        syscalls.push(b.build().map_err(|e| e.to_string())?);
+        let rule = b.build().map_err(|e| e.to_string())?;
+        if in_section {
+            syscalls.retain(|s| s.names() != rule.names());
+        }
+        syscalls.push(rule);
     }
     LinuxSeccompBuilder::default()
         .default_action(LinuxSeccompAction::ScmpActErrno)
@@ -180,9 +195,18 @@ pub fn parse_profile(text: &str) -> Result<LinuxSeccomp, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The RuntimeDefault seccomp profile.
+/// The RuntimeDefault seccomp profile for a process with the default capabilities.
 pub fn runtime_default_seccomp() -> LinuxSeccomp {
-    let mut p = parse_profile(RUNTIME_DEFAULT_PROFILE).expect("built-in profile parses");
+    runtime_default_seccomp_for(&default_capabilities())
+}
+
+/// The RuntimeDefault seccomp profile for a process holding `caps` (bounding set).
+pub fn runtime_default_seccomp_for(caps: &Capabilities) -> LinuxSeccomp {
+    let has_cap = |name: &str| {
+        serde_json::from_value::<Capability>(serde_json::Value::String(name.into()))
+            .is_ok_and(|c| caps.contains(&c))
+    };
+    let mut p = parse_profile(RUNTIME_DEFAULT_PROFILE, has_cap).expect("built-in profile parses");
     if cfg!(target_arch = "aarch64") {
         p.set_architectures(Some(vec![
             oci_spec::runtime::Arch::ScmpArchAarch64,
