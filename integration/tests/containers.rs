@@ -1,139 +1,25 @@
 //! Containers through a real berthd: busybox pulled from a loopback registry, run in a
 //! pod by the pod's shim, with logs, exit codes, stop timeouts and clean removal.
 
-use berth_integration::leaks::NetEnv;
-use berth_integration::oci_image::images;
-use berth_integration::registry::{Registry, RegistryOptions};
-use berth_integration::{Berthd, Options};
+use berth_integration::pods::{busybox, Node};
 use berth_proto::*;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-async fn setup(env: &NetEnv, registry: &Registry) -> Berthd {
-    let config = format!(
-        "{}\n[registry.mirrors.\"docker.io\"]\nendpoints = [\"{}\"]\n",
-        env.config_toml(),
-        registry.url()
-    );
-    let berthd = Berthd::start_with(Options { config: Some(config), ..Default::default() }).await;
-    berthd
-        .image()
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec { image: "busybox".into(), ..Default::default() }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    berthd
-}
-
-async fn run_pod(berthd: &Berthd, env: &NetEnv, name: &str, logs: &std::path::Path) -> String {
-    let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: logs.display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: env.cgroup_parent(name),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    berthd
-        .runtime()
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id
-}
-
-fn container(name: &str, args: &[&str], pod: &PodSandboxConfig) -> CreateContainerRequest {
-    CreateContainerRequest {
-        pod_sandbox_id: String::new(),
-        config: Some(ContainerConfig {
-            metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
-            image: Some(ImageSpec { image: "busybox".into(), ..Default::default() }),
-            command: args.iter().map(|s| s.to_string()).collect(),
-            log_path: format!("{name}.log"),
-            labels: HashMap::from([("c".into(), name.into())]),
-            ..Default::default()
-        }),
-        sandbox_config: Some(pod.clone()),
-    }
-}
-
-async fn status(berthd: &Berthd, id: &str) -> ContainerStatus {
-    berthd
-        .runtime()
-        .container_status(ContainerStatusRequest { container_id: id.into(), verbose: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-}
-
-async fn wait_exited(berthd: &Berthd, id: &str) -> ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = status(berthd, id).await;
-        if s.state == ContainerState::ContainerExited as i32 {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "container {id} still {:?}", s.state);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn shim_processes(berthd: &Berthd) -> usize {
-    let state = berthd.state_dir().display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains("berth-shim") && c.contains(&state))
-        .count()
-}
-
-/// Stops and removes the pod, then checks its shim is gone and nothing leaked.
-async fn remove_pod_and_check(berthd: &Berthd, env: &NetEnv, pod_id: String) {
-    let mut rt = berthd.runtime();
-    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while shim_processes(berthd) > 0 {
-        assert!(Instant::now() < deadline, "the pod's shim outlived the pod");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    env.assert_no_leaks(berthd).await;
-}
 
 #[tokio::test]
 async fn a_container_runs_logs_exits_and_is_removed() {
-    let env = NetEnv::new();
-    let registry = Registry::start(RegistryOptions::default());
-    images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
-    let berthd = setup(&env, &registry).await;
+    let node = Node::start().await;
+    let berthd = &node.berthd;
     let logs = tempfile::tempdir().unwrap();
-    let pod_id = run_pod(&berthd, &env, "ctr", logs.path()).await;
-    let pod_config = PodSandboxConfig::default();
+    let pod_id = node.run_pod("ctr", logs.path()).await;
     let mut rt = berthd.runtime();
 
-    let mut req =
-        container("echo", &["sh", "-c", "echo hello; echo oops >&2; exit 3"], &pod_config);
-    req.pod_sandbox_id = pod_id.clone();
-    let id = rt.create_container(req).await.unwrap().into_inner().container_id;
-    assert_eq!(status(&berthd, &id).await.state, ContainerState::ContainerCreated as i32);
+    let id = node
+        .create(&pod_id, busybox("echo", &["sh", "-c", "echo hello; echo oops >&2; exit 3"]))
+        .await
+        .unwrap();
+    assert_eq!(node.status(&id).await.state, ContainerState::ContainerCreated as i32);
     rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
-    let s = wait_exited(&berthd, &id).await;
+    let s = node.wait_exited(&id).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (3, "Error"));
     assert!(s.started_at > 0 && s.finished_at >= s.started_at, "{s:?}");
     assert_eq!(s.log_path, logs.path().join("echo.log").display().to_string());
@@ -142,16 +28,13 @@ async fn a_container_runs_logs_exits_and_is_removed() {
     assert!(log.lines().any(|l| l.ends_with(" stderr F oops")), "{log}");
 
     // A second container with the same name is refused while the first exists.
-    let mut again = container("echo", &["true"], &pod_config);
-    again.pod_sandbox_id = pod_id.clone();
-    assert_eq!(rt.create_container(again).await.unwrap_err().code(), tonic::Code::AlreadyExists);
+    let again = node.create(&pod_id, busybox("echo", &["true"])).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::AlreadyExists);
 
     // A long-running one: running, then stopped after its grace period.
-    let mut req = container("sleeper", &["sleep", "1000"], &pod_config);
-    req.pod_sandbox_id = pod_id.clone();
-    let sleeper = rt.create_container(req).await.unwrap().into_inner().container_id;
+    let sleeper = node.create(&pod_id, busybox("sleeper", &["sleep", "1000"])).await.unwrap();
     rt.start_container(StartContainerRequest { container_id: sleeper.clone() }).await.unwrap();
-    assert_eq!(status(&berthd, &sleeper).await.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(node.status(&sleeper).await.state, ContainerState::ContainerRunning as i32);
     let listed = rt
         .list_containers(ListContainersRequest {
             filter: Some(ContainerFilter {
@@ -169,7 +52,7 @@ async fn a_container_runs_logs_exits_and_is_removed() {
         .await
         .unwrap();
     assert!(t.elapsed() >= Duration::from_millis(900), "the grace period was not given");
-    let s = wait_exited(&berthd, &sleeper).await;
+    let s = node.wait_exited(&sleeper).await;
     // sleep is PID 1 of its pid namespace and ignores SIGTERM: SIGKILL ends it.
     assert_eq!(s.exit_code, 137, "{s:?}");
     rt.stop_container(StopContainerRequest { container_id: sleeper.clone(), timeout: 1 })
@@ -185,7 +68,7 @@ async fn a_container_runs_logs_exits_and_is_removed() {
     assert_eq!(err.code(), tonic::Code::NotFound);
 
     // Removing the pod removes its remaining container and its shim.
-    assert_eq!(shim_processes(&berthd), 1);
+    assert_eq!(node.shim_processes(), 1);
     rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
     assert!(rt
@@ -196,7 +79,7 @@ async fn a_container_runs_logs_exits_and_is_removed() {
         .containers
         .is_empty());
     let deadline = Instant::now() + Duration::from_secs(5);
-    while shim_processes(&berthd) > 0 {
+    while node.shim_processes() > 0 {
         assert!(Instant::now() < deadline, "the pod's shim outlived the pod");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -205,51 +88,38 @@ async fn a_container_runs_logs_exits_and_is_removed() {
         .join("containers")
         .read_dir()
         .is_ok_and(|mut d| d.next().is_some()));
-    env.assert_no_leaks(&berthd).await;
+    node.env.assert_no_leaks(berthd).await;
 }
 
 #[tokio::test]
 async fn containers_outlive_a_berthd_crash_and_exits_meanwhile_are_reported() {
-    let env = NetEnv::new();
-    let registry = Registry::start(RegistryOptions::default());
-    images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
-    let mut berthd = setup(&env, &registry).await;
+    let mut node = Node::start().await;
     let logs = tempfile::tempdir().unwrap();
-    let pod_id = run_pod(&berthd, &env, "crash", logs.path()).await;
-    let pod_config = PodSandboxConfig::default();
+    let pod_id = node.run_pod("crash", logs.path()).await;
     let mut ids = Vec::new();
     for (name, args) in
         [("runs", vec!["sleep", "1000"]), ("exits", vec!["sh", "-c", "sleep 1; exit 7"])]
     {
-        let mut req = container(name, &args, &pod_config);
-        req.pod_sandbox_id = pod_id.clone();
-        let mut rt = berthd.runtime();
-        let id = rt.create_container(req).await.unwrap().into_inner().container_id;
-        rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
-        ids.push(id);
+        ids.push(node.run(&pod_id, busybox(name, &args)).await);
     }
-    berthd.kill();
+    node.berthd.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await; // "exits" ends while berthd is down
-    berthd.restart().await;
-    assert_eq!(status(&berthd, &ids[0]).await.state, ContainerState::ContainerRunning as i32);
-    let s = wait_exited(&berthd, &ids[1]).await;
+    node.berthd.restart().await;
+    assert_eq!(node.status(&ids[0]).await.state, ContainerState::ContainerRunning as i32);
+    let s = node.wait_exited(&ids[1]).await;
     assert_eq!(s.exit_code, 7, "{s:?}");
-    remove_pod_and_check(&berthd, &env, pod_id).await;
+    node.remove_pod_and_check(&pod_id).await;
 }
 
 #[tokio::test]
 async fn exec_sync_and_log_reopen() {
-    let env = NetEnv::new();
-    let registry = Registry::start(RegistryOptions::default());
-    images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
-    let berthd = setup(&env, &registry).await;
+    let node = Node::start().await;
+    let berthd = &node.berthd;
     let logs = tempfile::tempdir().unwrap();
-    let pod_id = run_pod(&berthd, &env, "exec", logs.path()).await;
-    let mut req =
-        container("svc", &["sh", "-c", "echo up; sleep 1000"], &PodSandboxConfig::default());
-    req.pod_sandbox_id = pod_id.clone();
+    let pod_id = node.run_pod("exec", logs.path()).await;
     let mut rt = berthd.runtime();
-    let id = rt.create_container(req).await.unwrap().into_inner().container_id;
+    let id =
+        node.create(&pod_id, busybox("svc", &["sh", "-c", "echo up; sleep 1000"])).await.unwrap();
     // Not running yet: exec is refused.
     let err = rt
         .exec_sync(ExecSyncRequest {
@@ -290,21 +160,17 @@ async fn exec_sync_and_log_reopen() {
         .unwrap()
         .contains("stdout F up"));
 
-    remove_pod_and_check(&berthd, &env, pod_id).await;
+    node.remove_pod_and_check(&pod_id).await;
 }
 
 #[tokio::test]
 async fn an_image_in_use_keeps_its_layers_until_its_last_container_goes() {
-    let env = NetEnv::new();
-    let registry = Registry::start(RegistryOptions::default());
-    images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
-    let berthd = setup(&env, &registry).await;
+    let node = Node::start().await;
+    let berthd = &node.berthd;
     let logs = tempfile::tempdir().unwrap();
-    let pod_id = run_pod(&berthd, &env, "inuse", logs.path()).await;
-    let mut req = container("svc", &["sleep", "1000"], &PodSandboxConfig::default());
-    req.pod_sandbox_id = pod_id.clone();
+    let pod_id = node.run_pod("inuse", logs.path()).await;
     let mut rt = berthd.runtime();
-    let id = rt.create_container(req).await.unwrap().into_inner().container_id;
+    let id = node.create(&pod_id, busybox("svc", &["sleep", "1000"])).await.unwrap();
     rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
     let layers = || std::fs::read_dir(berthd.root_dir().join("snapshots/layers")).unwrap().count();
     assert_eq!(layers(), 1);
@@ -344,5 +210,5 @@ async fn an_image_in_use_keeps_its_layers_until_its_last_container_goes() {
     assert_eq!(layers(), 0, "the last user is gone: the layer must go");
     rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
-    env.assert_no_leaks(&berthd).await;
+    node.env.assert_no_leaks(berthd).await;
 }

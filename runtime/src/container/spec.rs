@@ -136,6 +136,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     let legacy_seccomp = sc.seccomp_profile_path.as_str();
     l.set_seccomp(seccomp(privileged, &seccomp_caps, sc.seccomp.as_ref(), legacy_seccomp)?);
     l.set_resources(Some(linux_resources(&resources, input.pids_limit)?));
+    l.set_rootfs_propagation(rootfs_propagation(cfg));
     spec.set_linux(Some(l));
     Ok(spec)
 }
@@ -385,6 +386,19 @@ fn mounts(cfg: &ContainerConfig, files: &PodFiles, privileged: bool) -> Result<V
     Ok(out)
 }
 
+/// A bidirectional volume needs the container's mount tree to stay a peer of the host's,
+/// or what the container mounts under it never reaches the host.
+fn rootfs_propagation(cfg: &ContainerConfig) -> Option<String> {
+    let has = |p: MountPropagation| cfg.mounts.iter().any(|m| m.propagation == p as i32);
+    if has(MountPropagation::PropagationBidirectional) {
+        Some("rshared".into())
+    } else if has(MountPropagation::PropagationHostToContainer) {
+        Some("rslave".into())
+    } else {
+        None
+    }
+}
+
 fn linux_resources(
     r: &LinuxContainerResources,
     pids_limit: i64,
@@ -545,6 +559,7 @@ mod tests {
         assert_eq!(net.path().as_deref(), Some(Path::new("/run/berth/pods/x/ns/net")));
         assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none()));
         assert!(linux.seccomp().is_none(), "no profile asked for is unconfined, as in Kubernetes");
+        assert_eq!(linux.rootfs_propagation().as_deref(), Some("rshared"));
         let mounts = spec.mounts().as_ref().unwrap();
         let data = mounts.iter().find(|m| m.destination() == Path::new("/data")).unwrap();
         assert_eq!(data.options().as_ref().unwrap(), &["rbind", "rshared", "ro"]);

@@ -174,6 +174,14 @@ pub fn prepare_rootfs(spec: &Spec, rootfs: &Path) -> Result<()> {
         _ => MsFlags::MS_SLAVE,
     };
     mnt(None, Path::new("/"), None, prop | MsFlags::MS_REC, None)?;
+    if prop == MsFlags::MS_SHARED {
+        // With a shared tree, every mount made under the rootfs (proc, dev, the rootfs
+        // bind itself) would also appear on the host. Only the volumes that ask for it
+        // may propagate: they are bound from shared sources and stay in their peer groups.
+        let parent = crate::sandbox::mounts::mount_point_of(rootfs)
+            .ok_or_else(|| Error(format!("no mount holds {}", rootfs.display())))?;
+        mnt(None, &parent, None, MsFlags::MS_PRIVATE, None)?;
+    }
     // Our own bind of the rootfs: a mount point pivot_root can use, and the base for a
     // read-only root later.
     mnt(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
@@ -340,11 +348,16 @@ pub fn create_devices(dev: &Path) -> Result<()> {
 
 /// pivot_root into `rootfs` and detach the old root.
 pub fn pivot(rootfs: &Path) -> Result<()> {
+    let old_root = fs::File::open("/").ctx(|| "open the old root".into())?;
     nix::unistd::chdir(rootfs).map_err(|e| Error(format!("chdir {}: {e}", rootfs.display())))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| Error(format!("pivot_root: {e}")))?;
-    // The old root is now stacked under ".": keep its unmount from propagating anywhere.
+    // The old root is now stacked over the new one; "." still names the new root, so
+    // step into the old one through its fd. Make it a slave before detaching it, or the
+    // unmounts of its (possibly shared) submounts would propagate to the host.
+    nix::unistd::fchdir(&old_root).map_err(|e| Error(format!("fchdir old root: {e}")))?;
     mnt(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| Error(format!("unmount old root: {e}")))?;
+    drop(old_root);
     nix::unistd::chdir("/").map_err(|e| Error(format!("chdir /: {e}")))
 }
 

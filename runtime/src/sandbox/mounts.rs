@@ -30,15 +30,24 @@ pub fn unmount(path: &Path) -> Result<(), String> {
     }
 }
 
+/// Every mount point in our mount namespace, in mountinfo order.
+fn mount_points() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines().filter_map(|l| l.split(' ').nth(4)).map(|m| PathBuf::from(unescape(m))).collect()
+}
+
+/// The mount point of the mount that holds `path` (the deepest one above it).
+pub fn mount_point_of(path: &Path) -> Option<PathBuf> {
+    mount_points()
+        .into_iter()
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.components().count())
+}
+
 /// Mount points at or below `root` in our mount namespace, deepest first.
 pub fn mounts_under(root: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape(m)))
-        .filter(|m| m.starts_with(root))
-        .collect();
+    let mut out: Vec<PathBuf> =
+        mount_points().into_iter().filter(|m| m.starts_with(root)).collect();
     out.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     out.dedup();
     out

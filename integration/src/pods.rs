@@ -1,0 +1,213 @@
+//! A node for pod and container tests: a loopback registry holding busybox, a berthd
+//! mirroring docker.io to it with busybox already pulled, and a private network — plus
+//! the CRI calls those tests make over and over.
+
+use crate::leaks::NetEnv;
+use crate::oci_image::images;
+use crate::registry::{Registry, RegistryOptions};
+use crate::{Berthd, Options};
+use berth_proto::*;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub struct Node {
+    pub env: NetEnv,
+    pub registry: Registry,
+    pub berthd: Berthd,
+}
+
+impl Node {
+    /// A node with busybox pulled.
+    pub async fn start() -> Node {
+        Self::start_with_config("").await
+    }
+
+    /// A node whose berthd config has `extra` appended.
+    pub async fn start_with_config(extra: &str) -> Node {
+        let env = NetEnv::new();
+        let registry = Registry::start(RegistryOptions::default());
+        images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
+        let config = format!(
+            "{}\n{extra}\n[registry.mirrors.\"docker.io\"]\nendpoints = [\"{}\"]\n",
+            env.config_toml(),
+            registry.url()
+        );
+        let berthd =
+            Berthd::start_with(Options { config: Some(config), ..Default::default() }).await;
+        berthd
+            .image()
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec { image: "busybox".into(), ..Default::default() }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        Node { env, registry, berthd }
+    }
+
+    /// A pod config named `name` logging to `logs`, under this node's cgroup parent.
+    pub fn pod_config(&self, name: &str, logs: &Path) -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: logs.display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: self.env.cgroup_parent(name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Runs a plain pod; returns its id.
+    pub async fn run_pod(&self, name: &str, logs: &Path) -> String {
+        self.run_pod_with(self.pod_config(name, logs)).await
+    }
+
+    pub async fn run_pod_with(&self, config: PodSandboxConfig) -> String {
+        self.berthd
+            .runtime()
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id
+    }
+
+    /// Creates a container from `config` in the pod.
+    pub async fn create(
+        &self,
+        pod_id: &str,
+        config: ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.berthd
+            .runtime()
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(config),
+                sandbox_config: Some(PodSandboxConfig::default()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    /// Creates and starts a container from `config`; returns its id.
+    pub async fn run(&self, pod_id: &str, config: ContainerConfig) -> String {
+        let id = self.create(pod_id, config).await.unwrap();
+        self.berthd
+            .runtime()
+            .start_container(StartContainerRequest { container_id: id.clone() })
+            .await
+            .unwrap();
+        id
+    }
+
+    pub async fn status(&self, id: &str) -> ContainerStatus {
+        self.berthd
+            .runtime()
+            .container_status(ContainerStatusRequest { container_id: id.into(), verbose: false })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
+    /// Waits (up to 20 s) for the container to exit; returns its status.
+    pub async fn wait_exited(&self, id: &str) -> ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.status(id).await;
+            if s.state == ContainerState::ContainerExited as i32 {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "container {id} still {:?}", s.state);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Runs `cmd` in the container (5 s timeout).
+    pub async fn exec(&self, id: &str, cmd: &[&str]) -> Result<ExecSyncResponse, tonic::Status> {
+        self.berthd
+            .runtime()
+            .exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 5,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Runs `cmd`, expects exit code 0, returns its stdout.
+    pub async fn exec_ok(&self, id: &str, cmd: &[&str]) -> String {
+        let r = self.exec(id, cmd).await.unwrap();
+        assert_eq!(
+            r.exit_code,
+            0,
+            "{cmd:?}: stdout {:?} stderr {:?}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        );
+        String::from_utf8_lossy(&r.stdout).into_owned()
+    }
+
+    /// Live shim processes of this berthd.
+    pub fn shim_processes(&self) -> usize {
+        let state = self.berthd.state_dir().display().to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains("berth-shim") && c.contains(&state))
+            .count()
+    }
+
+    /// Stops and removes the pod, then checks its shim is gone and nothing leaked.
+    pub async fn remove_pod_and_check(&self, pod_id: &str) {
+        let mut rt = self.berthd.runtime();
+        rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.into() }).await.unwrap();
+        rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.into() })
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.shim_processes() > 0 {
+            assert!(Instant::now() < deadline, "the pod's shim outlived the pod");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.env.assert_no_leaks(&self.berthd).await;
+    }
+}
+
+/// A busybox container config running `args`, logging to `<name>.log`, labelled `c=name`.
+pub fn busybox(name: &str, args: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(ImageSpec { image: "busybox".into(), ..Default::default() }),
+        command: args.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        labels: HashMap::from([("c".into(), name.into())]),
+        ..Default::default()
+    }
+}
+
+/// The same with a Linux security context.
+pub fn busybox_with(
+    name: &str,
+    args: &[&str],
+    sc: LinuxContainerSecurityContext,
+) -> ContainerConfig {
+    ContainerConfig {
+        linux: Some(LinuxContainerConfig { security_context: Some(sc), ..Default::default() }),
+        ..busybox(name, args)
+    }
+}

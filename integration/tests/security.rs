@@ -1,0 +1,198 @@
+//! Security contexts and volumes through a real berthd: seccomp modes, capability-gated
+//! syscalls, users and groups, read-only roots, masked paths and mount propagation.
+
+use berth_integration::pods::{busybox, busybox_with, Node};
+use berth_proto::*;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::path::Path;
+
+fn legacy_seccomp(path: &str, add_caps: &[&str]) -> LinuxContainerSecurityContext {
+    #[allow(deprecated)]
+    LinuxContainerSecurityContext {
+        seccomp_profile_path: path.into(),
+        capabilities: Some(Capability {
+            add_capabilities: add_caps.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The `Seccomp:` mode of the container's own processes: 0 off, 2 filtered.
+async fn seccomp_mode(node: &Node, id: &str) -> String {
+    let status = node.exec_ok(id, &["cat", "/proc/self/status"]).await;
+    let line = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap().to_string();
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
+
+#[tokio::test]
+async fn seccomp_profiles_and_capability_gated_syscalls() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("seccomp", logs.path()).await;
+    let sleep = ["sleep", "1000"];
+
+    // No profile asked for is unconfined (Kubernetes' rule); runtime/default filters.
+    let none = node.run(&pod, busybox_with("none", &sleep, legacy_seccomp("", &[]))).await;
+    assert_eq!(seccomp_mode(&node, &none).await, "0");
+    let dflt = node.run(&pod, busybox_with("dflt", &sleep, legacy_seccomp("docker/default", &[])));
+    let dflt = dflt.await;
+    assert_eq!(seccomp_mode(&node, &dflt).await, "2");
+    let r = node.exec(&dflt, &["hostname", "other"]).await.unwrap();
+    assert_ne!(r.exit_code, 0, "sethostname without SYS_ADMIN must fail");
+
+    // SYS_ADMIN lifts the filter on sethostname (in the pod's own UTS namespace).
+    let sc = legacy_seccomp("runtime/default", &["SYS_ADMIN"]);
+    let admin = node.run(&pod, busybox_with("admin", &sleep, sc)).await;
+    assert_eq!(seccomp_mode(&node, &admin).await, "2");
+    node.exec_ok(&admin, &["hostname", "renamed"]).await;
+    assert_eq!(node.exec_ok(&admin, &["hostname"]).await.trim(), "renamed");
+
+    // A profile path that is neither a known name nor localhost/ is refused at create.
+    let err = node
+        .create(&pod, busybox_with("bad", &sleep, legacy_seccomp("/etc/profile.json", &[])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("seccomp_profile_path"), "{err:?}");
+
+    node.remove_pod_and_check(&pod).await;
+}
+
+#[tokio::test]
+async fn run_as_group_without_a_user_is_refused_and_nothing_is_left() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("group", logs.path()).await;
+    let sc = LinuxContainerSecurityContext {
+        run_as_group: Some(Int64Value { value: 1002 }),
+        ..Default::default()
+    };
+    let err = node.create(&pod, busybox_with("g", &["id"], sc)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("run_as_group"), "{err:?}");
+    let listed = node
+        .berthd
+        .runtime()
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "a refused container was recorded: {listed:?}");
+    // The name is free again.
+    let sc = LinuxContainerSecurityContext {
+        run_as_user: Some(Int64Value { value: 1001 }),
+        run_as_group: Some(Int64Value { value: 1002 }),
+        ..Default::default()
+    };
+    let id = node.run(&pod, busybox_with("g", &["sleep", "1000"], sc)).await;
+    assert_eq!(node.exec_ok(&id, &["id", "-u"]).await.trim(), "1001");
+    assert_eq!(node.exec_ok(&id, &["id", "-g"]).await.trim(), "1002");
+    node.remove_pod_and_check(&pod).await;
+}
+
+/// A host directory that is its own shared mount, as kubelet volumes with
+/// Bidirectional propagation are.
+struct SharedDir {
+    dir: tempfile::TempDir,
+}
+
+impl SharedDir {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).unwrap();
+        mount(None::<&str>, p, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>)
+            .unwrap();
+        SharedDir { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        for sub in ["from-host", "from-container"] {
+            let _ = umount2(&self.path().join(sub), MntFlags::MNT_DETACH);
+        }
+        let _ = umount2(self.path(), MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn bidirectional_volume_propagates_both_ways_and_private_does_not() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("prop", logs.path()).await;
+    let shared = SharedDir::new();
+    let vol = shared.path().display().to_string();
+    let volume = |propagation: MountPropagation| Mount {
+        container_path: vol.clone(),
+        host_path: vol.clone(),
+        propagation: propagation as i32,
+        ..Default::default()
+    };
+    let privileged = LinuxContainerSecurityContext { privileged: true, ..Default::default() };
+    let mut cfg = busybox_with("rshared", &["sleep", "1000"], privileged.clone());
+    cfg.mounts = vec![volume(MountPropagation::PropagationBidirectional)];
+    let rshared = node.run(&pod, cfg).await;
+    let mut cfg = busybox_with("private", &["sleep", "1000"], privileged);
+    cfg.mounts = vec![volume(MountPropagation::PropagationPrivate)];
+    let private = node.run(&pod, cfg).await;
+
+    // Host → container: a tmpfs mounted on the host after the start shows inside.
+    let from_host = shared.path().join("from-host");
+    std::fs::create_dir(&from_host).unwrap();
+    mount(Some("tmpfs"), &from_host, Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+    std::fs::write(from_host.join("flag"), "host").unwrap();
+    let inside = format!("{vol}/from-host/flag");
+    assert_eq!(node.exec_ok(&rshared, &["cat", &inside]).await, "host");
+    let r = node.exec(&private, &["cat", &inside]).await.unwrap();
+    assert_ne!(r.exit_code, 0, "a private volume received a host mount");
+
+    // Container → host: a bind made inside shows on the host.
+    let target = format!("{vol}/from-container");
+    node.exec_ok(&rshared, &["mkdir", "-p", &target]).await;
+    node.exec_ok(&rshared, &["mount", "--bind", "/etc", &target]).await;
+    assert!(
+        shared.path().join("from-container/passwd").exists(),
+        "the container's mount did not reach the host"
+    );
+
+    // Nothing of the container's own tree (its /proc, /dev, rootfs) leaked to the host.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let rootfs_leaks: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| l.contains(node.berthd.root_dir().to_str().unwrap()))
+        .filter(|l| l.contains("/proc ") || l.contains("/dev "))
+        .collect();
+    assert!(rootfs_leaks.is_empty(), "container mounts appeared on the host: {rootfs_leaks:?}");
+
+    umount2(&shared.path().join("from-container"), MntFlags::MNT_DETACH).unwrap();
+    node.remove_pod_and_check(&pod).await;
+    drop(shared);
+}
+
+#[tokio::test]
+async fn read_only_root_and_masked_paths() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("ro", logs.path()).await;
+    let sc = LinuxContainerSecurityContext { readonly_rootfs: true, ..Default::default() };
+    let id = node.run(&pod, busybox_with("ro", &["sleep", "1000"], sc)).await;
+    let r = node.exec(&id, &["touch", "/newfile"]).await.unwrap();
+    assert_ne!(r.exit_code, 0, "a read-only root took a write");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("Read-only"), "{r:?}");
+    // The default masked set: /proc/timer_list reads as empty, /proc/sys is read-only.
+    assert_eq!(
+        node.exec_ok(&id, &["wc", "-c", "/proc/timer_list"]).await.split_whitespace().next(),
+        Some("0")
+    );
+    let r = node.exec(&id, &["sh", "-c", "echo 1 > /proc/sys/kernel/domainname"]).await.unwrap();
+    assert_ne!(r.exit_code, 0);
+    let plain = node.run(&pod, busybox("plain", &["sleep", "1000"])).await;
+    node.exec_ok(&plain, &["touch", "/newfile"]).await;
+    node.remove_pod_and_check(&pod).await;
+}
