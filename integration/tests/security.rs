@@ -196,3 +196,79 @@ async fn read_only_root_and_masked_paths() {
     node.exec_ok(&plain, &["touch", "/newfile"]).await;
     node.remove_pod_and_check(&pod).await;
 }
+
+fn pid_mode(mode: NamespaceMode, target: &str) -> LinuxContainerSecurityContext {
+    LinuxContainerSecurityContext {
+        namespace_options: Some(NamespaceOption {
+            pid: mode as i32,
+            target_id: target.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Host pids of processes whose comm is `name`.
+fn host_pids_named(name: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pod_pid_namespace_has_an_init_and_target_joins_a_container() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut config = node.pod_config("pidpod", logs.path());
+    config.linux.as_mut().unwrap().security_context = Some(LinuxSandboxSecurityContext {
+        namespace_options: Some(NamespaceOption {
+            pid: NamespaceMode::Pod as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let before = host_pids_named("berth-pod-init");
+    let pod = node.run_pod_with(config).await;
+    let pod_mode = pid_mode(NamespaceMode::Pod, "");
+    let a = node.run(&pod, busybox_with("a", &["sleep", "1001"], pod_mode.clone())).await;
+    let b = node.run(&pod, busybox_with("b", &["sleep", "1002"], pod_mode)).await;
+    // PID 1 is the pod's init, not a container; each container sees the other's process.
+    assert_eq!(node.exec_ok(&a, &["cat", "/proc/1/comm"]).await.trim(), "berth-pod-init");
+    let ps = node.exec_ok(&b, &["ps", "-o", "args"]).await;
+    assert!(ps.contains("sleep 1001") && ps.contains("sleep 1002"), "{ps}");
+    let inits: Vec<i32> =
+        host_pids_named("berth-pod-init").into_iter().filter(|p| !before.contains(p)).collect();
+    assert_eq!(inits.len(), 1, "one init per pod: {inits:?}");
+
+    // TARGET joins one container's namespace (what ephemeral debug containers do).
+    let plain = node.run(&pod, busybox("plain", &["sleep", "1003"])).await;
+    let debug = node
+        .run(
+            &pod,
+            busybox_with("debug", &["sleep", "1004"], pid_mode(NamespaceMode::Target, &plain)),
+        )
+        .await;
+    let ps = node.exec_ok(&debug, &["ps", "-o", "args"]).await;
+    assert!(ps.contains("sleep 1003") && !ps.contains("sleep 1001"), "{ps}");
+    let err = node
+        .create(&pod, busybox_with("bad", &["true"], pid_mode(NamespaceMode::Target, "nope")))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("target_id"), "{err:?}");
+
+    // Stopping the pod ends its init with its containers.
+    node.berthd
+        .runtime()
+        .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() })
+        .await
+        .unwrap();
+    assert!(
+        std::fs::metadata(format!("/proc/{}", inits[0])).is_err(),
+        "the pod's init outlived StopPodSandbox"
+    );
+    node.remove_pod_and_check(&pod).await;
+}

@@ -232,6 +232,7 @@ impl Containers {
         rootfs::mount_overlay(&plan.lowers, &plan.upper, &plan.work, rootfs_dir)
             .map_err(internal)?;
         let cgroups_path = format!("/{}/{id}", pod.cgroup.trim_matches('/'));
+        let (pod_pid_ns, target_pid) = self.pid_namespace_of(pod, config).await?;
         let spec = spec::build(&SpecInput {
             config,
             image: image_config,
@@ -241,9 +242,9 @@ impl Containers {
                 net: pod.netns.as_deref(),
                 ipc: pod.ipc_ns.as_deref(),
                 uts: pod.uts_ns.as_deref(),
-                pid: None,
+                pid: pod_pid_ns.as_deref(),
             },
-            target_pid: None,
+            target_pid,
             files: PodFiles {
                 hostname: Some(pod.dir.join("hostname")).filter(|p| p.exists()),
                 resolv_conf: Some(pod.dir.join("resolv.conf")).filter(|p| p.exists()),
@@ -274,6 +275,67 @@ impl Containers {
         .await
         .map_err(internal)??;
         Ok(())
+    }
+
+    /// What the container's PID namespace is joined from: the pod's init (mode POD, which
+    /// starts it on first use) or a running target container of the same pod (TARGET).
+    async fn pid_namespace_of(
+        self: &Arc<Self>,
+        pod: &SandboxRecord,
+        config: &ContainerConfig,
+    ) -> Result<(Option<PathBuf>, Option<i32>)> {
+        let options = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|sc| sc.namespace_options.as_ref());
+        let Some(options) = options else { return Ok((None, None)) };
+        let field = "config.linux.security_context.namespace_options";
+        match berth_proto::NamespaceMode::try_from(options.pid) {
+            Ok(berth_proto::NamespaceMode::Pod) => {
+                let this = self.clone();
+                let pod_id = pod.id.clone();
+                let pid = tokio::task::spawn_blocking(move || {
+                    this.shim(&pod_id, true)?.pod_init().map_err(|e| internal(e.to_string()))
+                })
+                .await
+                .map_err(internal)??;
+                Ok((Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))), None))
+            }
+            Ok(berth_proto::NamespaceMode::Target) => {
+                let target = self.get(&options.target_id).map_err(|_| {
+                    ContainerError::NotFound(format!(
+                        "{field}.target_id: container {:?} not found",
+                        options.target_id
+                    ))
+                })?;
+                if target.pod_id != pod.id {
+                    return Err(ContainerError::InvalidArgument(format!(
+                        "{field}.target_id: container {} is in another pod",
+                        target.id
+                    )));
+                }
+                let this = self.clone();
+                let (pod_id, tid) = (pod.id.clone(), target.id.clone());
+                let state = tokio::task::spawn_blocking(move || {
+                    this.shim(&pod_id, false)?.state(&tid).map_err(|e| internal(e.to_string()))
+                })
+                .await
+                .map_err(internal)??;
+                if state.status != crate::shim::protocol::Status::Running || state.pid <= 0 {
+                    return Err(ContainerError::FailedPrecondition(format!(
+                        "{field}.target_id: container {} is not running",
+                        target.id
+                    )));
+                }
+                Ok((None, Some(state.pid)))
+            }
+            Ok(_) => Ok((None, None)),
+            Err(_) => Err(ContainerError::InvalidArgument(format!(
+                "{field}.pid: unknown mode {}",
+                options.pid
+            ))),
+        }
     }
 
     pub fn get(&self, wanted: &str) -> Result<ContainerRecord> {
@@ -502,6 +564,16 @@ impl Containers {
         for rec in self.list()?.into_iter().filter(|r| r.pod_id == pod_id) {
             self.stop(&rec.id, Duration::ZERO, libc::SIGKILL).await?;
         }
+        // A stopped pod keeps no process: its init (if it shares a PID namespace) goes too.
+        let this = self.clone();
+        let pod = pod_id.to_string();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(mut shim) = this.shim(&pod, false) {
+                let _ = shim.stop_pod_init();
+            }
+        })
+        .await
+        .map_err(internal)?;
         Ok(())
     }
 

@@ -184,6 +184,18 @@ impl ShimClient {
         }
     }
 
+    /// Starts (or finds) the pod's init; returns its host pid.
+    pub fn pod_init(&mut self) -> Result<i32> {
+        match self.call(Request::PodInit)? {
+            Response::PodInit { pid } => Ok(pid),
+            other => Err(ShimError::Unexpected(Box::new(other))),
+        }
+    }
+
+    pub fn stop_pod_init(&mut self) -> Result<()> {
+        self.ok(Request::StopPodInit)
+    }
+
     /// Asks the shim to exit (`force`: killing what still runs).
     pub fn shutdown(&mut self, force: bool) -> Result<()> {
         self.ok(Request::Shutdown { force })

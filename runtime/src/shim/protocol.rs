@@ -50,6 +50,11 @@ pub enum Request {
     /// Exits the shim. Refused while containers are running unless `force`, which kills
     /// them first.
     Shutdown { force: bool },
+    /// Starts the pod's init (PID 1 of a pod-wide PID namespace) unless it is running;
+    /// answered with [`Response::PodInit`].
+    PodInit,
+    /// Kills the pod's init, and with it every process left in its PID namespace.
+    StopPodInit,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,11 +118,20 @@ pub struct ExecResult {
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     Ok,
-    Hello { version: u32, pid: i32 },
-    Created { pid: i32 },
+    Hello {
+        version: u32,
+        pid: i32,
+    },
+    Created {
+        pid: i32,
+    },
     State(ContainerState),
     List(Vec<ContainerState>),
     Exec(ExecResult),
+    /// Host pid of the pod's init.
+    PodInit {
+        pid: i32,
+    },
 }
 
 /// Error kinds the caller maps to gRPC codes.

@@ -96,6 +96,8 @@ struct Shim {
     next_conn: u64,
     buf: Vec<u8>,
     quit: bool,
+    /// Host pid of the pod's init, when the pod shares one PID namespace.
+    pod_init: Option<i32>,
 }
 
 /// Cap on collected exec output per stream.
@@ -169,6 +171,7 @@ fn start(paths: ShimPaths) -> io::Result<()> {
                         next_conn: 0,
                         buf: vec![0; 32 * 1024],
                         quit: false,
+                        pod_init: None,
                     };
                     let code = match shim.run(&listener, &sfd) {
                         Ok(()) => 0,
@@ -442,6 +445,9 @@ impl Shim {
                 .map(|(k, _)| k.clone())
             {
                 self.container_exited(&id, code);
+            } else if self.pod_init == Some(pid) {
+                // Killed from outside: the pod's PID namespace is gone with it.
+                self.pod_init = None;
             } else if let Some(ei) = self.execs.iter().position(|e| e.pid == pid) {
                 let mut e = self.execs.remove(ei);
                 drain_exec(&mut e, &mut self.buf);
@@ -593,6 +599,11 @@ impl Shim {
                 Err(e) => Err(e),
             },
             Request::Shutdown { force } => self.shutdown(force),
+            Request::PodInit => self.start_pod_init(),
+            Request::StopPodInit => {
+                self.stop_pod_init();
+                Ok(Response::Ok)
+            }
         })
     }
 
@@ -756,6 +767,26 @@ impl Shim {
         Ok(())
     }
 
+    fn start_pod_init(&mut self) -> Reply {
+        if let Some(pid) = self.pod_init {
+            return Ok(Response::PodInit { pid });
+        }
+        match super::pod_init::spawn() {
+            Ok(pid) => {
+                self.pod_init = Some(pid);
+                Ok(Response::PodInit { pid })
+            }
+            Err(e) => fail(ErrorKind::Internal, format!("starting the pod's init: {e}")),
+        }
+    }
+
+    fn stop_pod_init(&mut self) {
+        if let Some(pid) = self.pod_init.take() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+    }
+
     fn shutdown(&mut self, force: bool) -> Reply {
         let live: Vec<String> = self
             .containers
@@ -778,6 +809,7 @@ impl Shim {
         for e in &self.execs {
             let _ = nix::sys::signal::kill(Pid::from_raw(e.pid), Signal::SIGKILL);
         }
+        self.stop_pod_init();
         self.quit = true;
         Ok(Response::Ok)
     }
