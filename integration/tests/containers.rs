@@ -212,3 +212,23 @@ async fn an_image_in_use_keeps_its_layers_until_its_last_container_goes() {
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
     node.env.assert_no_leaks(berthd).await;
 }
+
+#[tokio::test]
+async fn stop_signal_reaches_a_handler_installed_after_the_stop_began() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod_id = node.run_pod("latetrap", logs.path()).await;
+    // sh is PID 1: until its trap exists, SIGTERM is dropped by the kernel.
+    let script = "sleep 0.5; trap 'exit 0' TERM; while true; do sleep 0.1; done";
+    let id = node.run(&pod_id, busybox("late", &["sh", "-c", script])).await;
+    let t = Instant::now();
+    node.berthd
+        .runtime()
+        .stop_container(StopContainerRequest { container_id: id.clone(), timeout: 20 })
+        .await
+        .unwrap();
+    let s = node.wait_exited(&id).await;
+    assert_eq!(s.exit_code, 0, "the handler never got SIGTERM: {s:?}");
+    assert!(t.elapsed() < Duration::from_secs(10), "waited out the grace period");
+    node.remove_pod_and_check(&pod_id).await;
+}

@@ -445,15 +445,25 @@ impl Containers {
         let running = |s: &mut ShimClient| {
             s.state(&rec.id).map(|st| st.status == Status::Running).unwrap_or(false)
         };
-        if !running(&mut shim) {
+        let Ok(state) = shim.state(&rec.id) else { return Ok(()) };
+        if state.status != Status::Running {
             return Ok(());
         }
         if !timeout.is_zero() {
+            // The container's process is usually PID 1 of its namespace, where a signal
+            // with no handler is dropped. A process stopped right after it started may not
+            // have installed its handler yet (`sh -c app` before `app` runs): deliver the
+            // signal again once a handler appears, so the grace period is not wasted.
+            let mut delivered_to_handler = catches(state.pid, signal);
             let _ = shim.kill(&rec.id, signal, false);
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline {
                 if !running(&mut shim) {
                     return Ok(());
+                }
+                if !delivered_to_handler && catches(state.pid, signal) {
+                    delivered_to_handler = true;
+                    let _ = shim.kill(&rec.id, signal, false);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -642,6 +652,19 @@ fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Whether process `pid` has a handler installed for `signal` (`SigCgt` in its status).
+fn catches(pid: i32, signal: i32) -> bool {
+    if pid <= 0 || !(1..=64).contains(&signal) {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << (signal - 1)) != 0)
 }
 
 #[cfg(test)]
