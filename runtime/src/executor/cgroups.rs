@@ -154,6 +154,7 @@ pub fn join_self(path: &Path) -> Result<()> {
 /// Writes `resources` into the files of `h`'s controllers.
 pub fn apply(h: &Hierarchy, dir: &Path, r: &LinuxResources) -> Result<()> {
     if h.v2 {
+        apply_v2(dir, r)?;
         if let Some(unified) = r.unified() {
             for (k, v) in unified {
                 if k.contains('/') || k.starts_with('.') {
@@ -224,6 +225,64 @@ pub fn apply(h: &Hierarchy, dir: &Path, r: &LinuxResources) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The v1-style values translated to cgroup v2 files, as runc does. A controller not
+/// enabled for this cgroup has no files: on a hybrid host the v2 tree is empty and the
+/// v1 hierarchies carry the limits.
+fn apply_v2(dir: &Path, r: &LinuxResources) -> Result<()> {
+    let has = |file: &str| dir.join(file).exists();
+    if let Some(m) = r.memory() {
+        if let Some(limit) = m.limit().filter(|_| has("memory.max")) {
+            write(dir, "memory.max", &v2_limit(limit))?;
+            // v1's memsw limit is memory + swap; v2 limits swap alone.
+            if let Some(swap) = m.swap().filter(|_| has("memory.swap.max")) {
+                let v = if swap < 0 { "max".to_string() } else { (swap - limit).max(0).to_string() };
+                write(dir, "memory.swap.max", &v)?;
+            }
+        }
+        if let Some(res) = m.reservation().filter(|_| has("memory.low")) {
+            write(dir, "memory.low", &v2_limit(res))?;
+        }
+    }
+    if let Some(c) = r.cpu() {
+        if let Some(shares) = c.shares().filter(|_| has("cpu.weight")) {
+            write(dir, "cpu.weight", &crate::sandbox::cgroup::shares_to_weight(shares as i64).to_string())?;
+        }
+        if has("cpu.max") && (c.quota().is_some() || c.period().is_some()) {
+            let quota = c.quota().filter(|q| *q > 0).map_or("max".to_string(), |q| q.to_string());
+            let period = c.period().unwrap_or(100_000);
+            write(dir, "cpu.max", &format!("{quota} {period}"))?;
+        }
+        if let Some(cpus) = c.cpus().as_deref().filter(|s| !s.is_empty() && has("cpuset.cpus")) {
+            write(dir, "cpuset.cpus", cpus)?;
+        }
+        if let Some(mems) = c.mems().as_deref().filter(|s| !s.is_empty() && has("cpuset.mems")) {
+            write(dir, "cpuset.mems", mems)?;
+        }
+    }
+    if let Some(p) = r.pids().filter(|_| has("pids.max")) {
+        let v = if p.limit() > 0 { p.limit().to_string() } else { "max".into() };
+        write(dir, "pids.max", &v)?;
+    }
+    for l in r.hugepage_limits().iter().flatten() {
+        if l.page_size().contains('/') {
+            return Err(Error(format!("cgroup: bad hugepage size {:?}", l.page_size())));
+        }
+        let file = format!("hugetlb.{}.max", l.page_size());
+        if has(&file) {
+            write(dir, &file, &l.limit().to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn v2_limit(v: i64) -> String {
+    if v <= 0 {
+        "max".into()
+    } else {
+        v.to_string()
+    }
 }
 
 /// Applies `resources` to an existing cgroup (live update).
@@ -310,6 +369,35 @@ mod tests {
 36 30 0:30 /sub /mnt/memory rw,nosuid - cgroup cgroup rw,memory
 37 30 0:30 / /other/memory rw,nosuid - cgroup cgroup rw,memory
 ";
+
+    #[test]
+    fn v1_values_translate_to_v2_files_that_exist() {
+        use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["memory.max", "memory.swap.max", "cpu.weight", "cpu.max", "pids.max"] {
+            fs::write(dir.path().join(f), "").unwrap();
+        }
+        let r = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().limit(64 << 20).swap(96 << 20).build().unwrap())
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(1024u64)
+                    .quota(50_000i64)
+                    .period(100_000u64)
+                    .cpus("0")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        apply_v2(dir.path(), &r).unwrap();
+        let read = |f: &str| fs::read_to_string(dir.path().join(f)).unwrap();
+        assert_eq!(read("memory.max"), (64u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), (32u64 << 20).to_string());
+        assert_eq!(read("cpu.weight"), "39");
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert!(!dir.path().join("cpuset.cpus").exists(), "no cpuset controller: no file made");
+    }
 
     #[test]
     fn parses_hybrid_mountinfo() {
