@@ -272,3 +272,70 @@ async fn pod_pid_namespace_has_an_init_and_target_joins_a_container() {
     );
     node.remove_pod_and_check(&pod).await;
 }
+
+/// The container's memory limit as its own cgroup reports it (v1 or v2).
+async fn memory_limit_seen_inside(node: &Node, id: &str) -> String {
+    let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null \
+                  || cat /sys/fs/cgroup/memory.max";
+    node.exec_ok(id, &["sh", "-c", script]).await.trim().to_string()
+}
+
+#[tokio::test]
+async fn resources_update_live_and_are_reported() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("res", logs.path()).await;
+    let mut cfg = busybox("svc", &["sleep", "1000"]);
+    cfg.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_shares: 512,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = node.run(&pod, cfg).await;
+    assert_eq!(memory_limit_seen_inside(&node, &id).await, (64u64 << 20).to_string());
+
+    let update = LinuxContainerResources {
+        memory_limit_in_bytes: 128 << 20,
+        cpu_shares: 256,
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        ..Default::default()
+    };
+    let mut rt = node.berthd.runtime();
+    rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(update.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(memory_limit_seen_inside(&node, &id).await, (128u64 << 20).to_string());
+    let reported = node.status(&id).await.resources.and_then(|r| r.linux).unwrap();
+    assert_eq!((reported.memory_limit_in_bytes, reported.cpu_shares), (128 << 20, 256));
+    assert_eq!(reported.cpu_quota, 50_000);
+
+    // Unknown and exited containers are refused with a clear error.
+    let err = rt
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: "nope".into(),
+            linux: Some(update.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 0 }).await.unwrap();
+    let err = rt
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(update),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    node.remove_pod_and_check(&pod).await;
+}

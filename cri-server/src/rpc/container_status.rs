@@ -81,6 +81,10 @@ pub async fn container_status(
             })
             .collect(),
         log_path: rec.log_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        resources: rec.resources.as_ref().map(|r| berth_proto::ContainerResources {
+            linux: Some(r.into()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     Ok(ContainerStatusResponse { status: Some(status), info })

@@ -6,6 +6,7 @@ mod container_create;
 mod container_exec_sync;
 mod container_lifecycle;
 mod container_status;
+mod container_update;
 mod errors;
 mod image_fs_info;
 mod image_pull;

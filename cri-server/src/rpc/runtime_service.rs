@@ -1,9 +1,9 @@
 //! tonic's RuntimeService trait: dispatch only. Each RPC group lives in its own module.
 
 use super::{
-    container_create, container_exec_sync, container_lifecycle, container_status, runtime_config,
-    sandbox_list, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop, status, unbuilt,
-    version, Cri,
+    container_create, container_exec_sync, container_lifecycle, container_status, container_update,
+    runtime_config, sandbox_list, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop,
+    status, unbuilt, version, Cri,
 };
 use berth_proto::{
     AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse,
@@ -120,9 +120,11 @@ impl RuntimeService for Cri {
 
     async fn update_container_resources(
         &self,
-        _req: Request<UpdateContainerResourcesRequest>,
+        req: Request<UpdateContainerResourcesRequest>,
     ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
-        Err(unbuilt("UpdateContainerResources"))
+        container_update::update_container_resources(self, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn reopen_container_log(

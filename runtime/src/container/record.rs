@@ -28,6 +28,70 @@ pub struct ContainerRecord {
     pub created_at: i64,
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
+    /// The resources asked for at create, or by the last UpdateContainerResources.
+    #[serde(default)]
+    pub resources: Option<ResourcesRecord>,
+}
+
+/// CRI `LinuxContainerResources`, kept to report them back in ContainerStatus.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourcesRecord {
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    pub cpu_shares: i64,
+    pub memory_limit_in_bytes: i64,
+    pub oom_score_adj: i64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+    /// page size → limit in bytes
+    pub hugepage_limits: BTreeMap<String, u64>,
+    pub unified: BTreeMap<String, String>,
+    pub memory_swap_limit_in_bytes: i64,
+}
+
+impl From<&berth_proto::LinuxContainerResources> for ResourcesRecord {
+    fn from(r: &berth_proto::LinuxContainerResources) -> Self {
+        Self {
+            cpu_period: r.cpu_period,
+            cpu_quota: r.cpu_quota,
+            cpu_shares: r.cpu_shares,
+            memory_limit_in_bytes: r.memory_limit_in_bytes,
+            oom_score_adj: r.oom_score_adj,
+            cpuset_cpus: r.cpuset_cpus.clone(),
+            cpuset_mems: r.cpuset_mems.clone(),
+            hugepage_limits: r
+                .hugepage_limits
+                .iter()
+                .map(|h| (h.page_size.clone(), h.limit))
+                .collect(),
+            unified: r.unified.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
+        }
+    }
+}
+
+impl From<&ResourcesRecord> for berth_proto::LinuxContainerResources {
+    fn from(r: &ResourcesRecord) -> Self {
+        Self {
+            cpu_period: r.cpu_period,
+            cpu_quota: r.cpu_quota,
+            cpu_shares: r.cpu_shares,
+            memory_limit_in_bytes: r.memory_limit_in_bytes,
+            oom_score_adj: r.oom_score_adj,
+            cpuset_cpus: r.cpuset_cpus.clone(),
+            cpuset_mems: r.cpuset_mems.clone(),
+            hugepage_limits: r
+                .hugepage_limits
+                .iter()
+                .map(|(page_size, limit)| berth_proto::HugepageLimit {
+                    page_size: page_size.clone(),
+                    limit: *limit,
+                })
+                .collect(),
+            unified: r.unified.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
+        }
+    }
 }
 
 impl Record for ContainerRecord {

@@ -5,7 +5,7 @@
 //! to create, start, signal and reap it. The shim outlives berthd, so state that matters
 //! after a restart (exit codes, times) is read back from the shim or its exit files.
 
-use super::record::{name_key, ContainerName, ContainerRecord, MountRecord};
+use super::record::{name_key, ContainerName, ContainerRecord, MountRecord, ResourcesRecord};
 use super::spec::{self, PodFiles, SpecInput};
 use crate::image::Images;
 use crate::metadata::{MetadataError, MetadataStore};
@@ -192,6 +192,11 @@ impl Containers {
                     created_at: now_ns(),
                     bundle,
                     rootfs: rootfs_dir,
+                    resources: config
+                        .linux
+                        .as_ref()
+                        .and_then(|l| l.resources.as_ref())
+                        .map(ResourcesRecord::from),
                 };
                 let mut tx = self.meta.write()?;
                 tx.put(&id, &record)?;
@@ -567,6 +572,58 @@ impl Containers {
         })
         .await
         .map_err(internal)?
+    }
+
+    /// Applies new resources to a created or running container's cgroup, live, and
+    /// keeps them for its status (UpdateContainerResources).
+    pub async fn update_resources(
+        self: &Arc<Self>,
+        wanted: &str,
+        resources: &berth_proto::LinuxContainerResources,
+    ) -> Result<()> {
+        let rec = self.get(wanted)?;
+        let _lock = self.locks.lock(rec.id.clone()).await;
+        let oci = spec::linux_resources(resources, self.pids_limit)
+            .map_err(ContainerError::InvalidArgument)?;
+        let this = self.clone();
+        let id = rec.id.clone();
+        let pod_id = rec.pod_id.clone();
+        let bundle = rec.bundle.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut shim = this.shim(&pod_id, false)?;
+            let status = shim.state(&id).map(|s| s.status).unwrap_or(Status::Stopped);
+            if status == Status::Stopped {
+                return Err(ContainerError::FailedPrecondition(format!(
+                    "container {id} has exited: its resources cannot change"
+                )));
+            }
+            // The bundle's spec holds the cgroup path the shim placed the container in,
+            // and is kept current so verbose status shows what is in force.
+            let config = bundle.join("config.json");
+            let mut oci_spec: oci_spec::runtime::Spec =
+                serde_json::from_slice(&std::fs::read(&config).map_err(internal)?)
+                    .map_err(internal)?;
+            let mut linux = oci_spec.linux().clone().unwrap_or_default();
+            let cgroup = linux
+                .cgroups_path()
+                .clone()
+                .ok_or_else(|| internal(format!("container {id} has no cgroup")))?;
+            crate::executor::cgroups::update(&cgroup, &oci).map_err(|e| {
+                ContainerError::InvalidArgument(format!("linux: the cgroup refused it: {e}"))
+            })?;
+            linux.set_resources(Some(oci));
+            oci_spec.set_linux(Some(linux));
+            let json = serde_json::to_vec_pretty(&oci_spec).map_err(internal)?;
+            std::fs::write(&config, json).map_err(internal)
+        })
+        .await
+        .map_err(internal)??;
+        let mut rec = rec;
+        rec.resources = Some(ResourcesRecord::from(resources));
+        let mut tx = self.meta.write()?;
+        tx.put(&rec.id, &rec)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Stops every container of a pod (StopPodSandbox).

@@ -399,7 +399,8 @@ fn rootfs_propagation(cfg: &ContainerConfig) -> Option<String> {
     }
 }
 
-fn linux_resources(
+/// The OCI resources for CRI resources (also used for live updates).
+pub fn linux_resources(
     r: &LinuxContainerResources,
     pids_limit: i64,
 ) -> Result<oci_spec::runtime::LinuxResources, String> {
@@ -433,6 +434,27 @@ fn linux_resources(
         b = b.pids(
             LinuxPidsBuilder::default().limit(pids_limit).build().map_err(|e| e.to_string())?,
         );
+    }
+    if !r.hugepage_limits.is_empty() {
+        let limits = r
+            .hugepage_limits
+            .iter()
+            .map(|h| {
+                if h.page_size.is_empty() || !h.page_size.bytes().all(|c| c.is_ascii_alphanumeric())
+                {
+                    return Err(format!(
+                        "linux.resources.hugepage_limits: bad page size {:?}",
+                        h.page_size
+                    ));
+                }
+                oci_spec::runtime::LinuxHugepageLimitBuilder::default()
+                    .page_size(h.page_size.clone())
+                    .limit(h.limit as i64)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        b = b.hugepage_limits(limits);
     }
     if !r.unified.is_empty() {
         b = b.unified(r.unified.clone().into_iter().collect::<HashMap<_, _>>());

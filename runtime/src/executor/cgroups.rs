@@ -237,7 +237,8 @@ fn apply_v2(dir: &Path, r: &LinuxResources) -> Result<()> {
             write(dir, "memory.max", &v2_limit(limit))?;
             // v1's memsw limit is memory + swap; v2 limits swap alone.
             if let Some(swap) = m.swap().filter(|_| has("memory.swap.max")) {
-                let v = if swap < 0 { "max".to_string() } else { (swap - limit).max(0).to_string() };
+                let v =
+                    if swap < 0 { "max".to_string() } else { (swap - limit).max(0).to_string() };
                 write(dir, "memory.swap.max", &v)?;
             }
         }
@@ -247,7 +248,11 @@ fn apply_v2(dir: &Path, r: &LinuxResources) -> Result<()> {
     }
     if let Some(c) = r.cpu() {
         if let Some(shares) = c.shares().filter(|_| has("cpu.weight")) {
-            write(dir, "cpu.weight", &crate::sandbox::cgroup::shares_to_weight(shares as i64).to_string())?;
+            write(
+                dir,
+                "cpu.weight",
+                &crate::sandbox::cgroup::shares_to_weight(shares as i64).to_string(),
+            )?;
         }
         if has("cpu.max") && (c.quota().is_some() || c.period().is_some()) {
             let quota = c.quota().filter(|q| *q > 0).map_or("max".to_string(), |q| q.to_string());
