@@ -27,6 +27,7 @@ pub struct Config {
     pub image: ImageConfig,
     pub registry: RegistryConfig,
     pub network: NetworkConfig,
+    pub containers: ContainersConfig,
 }
 
 impl Default for Config {
@@ -41,8 +42,19 @@ impl Default for Config {
             image: ImageConfig::default(),
             registry: RegistryConfig::default(),
             network: NetworkConfig::default(),
+            containers: ContainersConfig::default(),
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainersConfig {
+    /// Most processes (and threads) one container may have; 0: no limit. A node-wide
+    /// guard against fork bombs, as the kubelet's pod pids limit is per pod.
+    pub pids_limit: i64,
+    /// The per-pod shim binary. Empty: `berth-shim` next to berthd's own binary.
+    pub shim_binary: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

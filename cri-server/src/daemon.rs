@@ -49,11 +49,26 @@ async fn serve(config: Config, config_path: Option<PathBuf>, layout: Layout) -> 
     let sandboxes = Sandboxes::open(meta, &layout, net_config)
         .await
         .context("cannot open the pod sandbox store")?;
-    // The shim is installed next to berthd (cargo builds both into one directory).
-    let shim_binary = std::env::current_exe()
-        .context("cannot find berthd's own path")?
-        .with_file_name("berth-shim");
-    let containers = Arc::new(Containers::new(meta_for_containers, layout.state(), shim_binary, 0));
+    let shim_binary = if config.containers.shim_binary.is_empty() {
+        // Installed next to berthd (cargo builds both into one directory).
+        std::env::current_exe()
+            .context("cannot find berthd's own path")?
+            .with_file_name("berth-shim")
+    } else {
+        PathBuf::from(&config.containers.shim_binary)
+    };
+    if !shim_binary.is_file() {
+        anyhow::bail!("containers.shim_binary: {} does not exist", shim_binary.display());
+    }
+    if config.containers.pids_limit < 0 {
+        anyhow::bail!("containers.pids_limit: must be 0 (no limit) or more");
+    }
+    let containers = Arc::new(Containers::new(
+        meta_for_containers,
+        layout.state(),
+        shim_binary,
+        config.containers.pids_limit,
+    ));
     let cri = Cri::new(config, config_path, layout, images, sandboxes.clone(), containers);
 
     // A watch channel, not a Notify: a signal that lands before anyone waits is not lost.

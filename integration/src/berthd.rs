@@ -182,7 +182,54 @@ impl Drop for Berthd {
         if std::thread::panicking() {
             eprintln!("---- berthd log ({}) ----\n{}", self.dir.path().display(), self.log());
         }
+        // A test that failed half-way leaves its pods: end their shims and unmount what
+        // they had, so one failure does not spill into the next test or the machine.
+        kill_shims_of(&self.state_dir());
+        for m in mounts_under(self.dir.path()) {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
+}
+
+/// SIGKILLs every `berth-shim` serving a pod under `state`, and its children (a pod's
+/// init, containers still running).
+fn kill_shims_of(state: &Path) {
+    let needle = state.display().to_string();
+    let mut procs = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        // The parent pid is the field after the parenthesised command name.
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok())
+            .unwrap_or(0);
+        procs.push((pid, ppid, cmdline.contains("berth-shim") && cmdline.contains(&needle)));
+    }
+    let shims: Vec<i32> = procs.iter().filter(|p| p.2).map(|p| p.0).collect();
+    for (pid, ppid, is_shim) in procs {
+        if is_shim || shims.contains(&ppid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Mount points under `dir`, deepest first.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    out.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    out
 }
 
 fn command(dir: &Path, options: &Options) -> Command {

@@ -180,6 +180,27 @@ impl Drop for NetEnv {
             .args(["delete", "table", "ip", &self.nft_table])
             .stderr(Stdio::null())
             .status();
+        // A test that failed half-way leaves container processes in its cgroups.
+        let procs: Vec<PathBuf> =
+            self.cgroups().iter().flat_map(|d| walk(d)).map(|d| d.join("cgroup.procs")).collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let pids: Vec<i32> = procs
+                .iter()
+                .filter_map(|p| fs::read_to_string(p).ok())
+                .flat_map(|t| t.lines().filter_map(|l| l.parse().ok()).collect::<Vec<i32>>())
+                .collect();
+            if pids.is_empty() || std::time::Instant::now() > deadline {
+                break;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         for dir in self.cgroups() {
             // Children first (berth's pod cgroups, if a test failed before removing them).
             let mut dirs: Vec<PathBuf> = walk(&dir);

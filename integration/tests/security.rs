@@ -339,3 +339,119 @@ async fn resources_update_live_and_are_reported() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     node.remove_pod_and_check(&pod).await;
 }
+
+/// The effective capability mask of `cmd`'s process in the container.
+async fn cap_eff(node: &Node, id: &str) -> u64 {
+    let status = node.exec_ok(id, &["cat", "/proc/self/status"]).await;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim().to_string();
+    u64::from_str_radix(&hex, 16).unwrap()
+}
+
+#[tokio::test]
+async fn capabilities_default_added_dropped_and_privileged() {
+    const CHOWN: u64 = 1 << 0;
+    const NET_ADMIN: u64 = 1 << 12;
+    const SYS_ADMIN: u64 = 1 << 21;
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("caps", logs.path()).await;
+    let caps = |add: &[&str], drop: &[&str]| LinuxContainerSecurityContext {
+        capabilities: Some(Capability {
+            add_capabilities: add.iter().map(|c| c.to_string()).collect(),
+            drop_capabilities: drop.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sleep = ["sleep", "1000"];
+    let dflt = node.run(&pod, busybox("dflt", &sleep)).await;
+    let m = cap_eff(&node, &dflt).await;
+    assert!(m & CHOWN != 0 && m & NET_ADMIN == 0 && m & SYS_ADMIN == 0, "{m:#x}");
+    let added = node.run(&pod, busybox_with("added", &sleep, caps(&["NET_ADMIN"], &[]))).await;
+    assert_eq!(cap_eff(&node, &added).await, m | NET_ADMIN);
+    let dropped = node.run(&pod, busybox_with("dropped", &sleep, caps(&[], &["CHOWN"]))).await;
+    assert_eq!(cap_eff(&node, &dropped).await, m & !CHOWN);
+    let only = node.run(&pod, busybox_with("only", &sleep, caps(&["CAP_CHOWN"], &["ALL"]))).await;
+    assert_eq!(cap_eff(&node, &only).await, CHOWN);
+    let privileged = LinuxContainerSecurityContext { privileged: true, ..Default::default() };
+    let all = node.run(&pod, busybox_with("all", &sleep, privileged)).await;
+    let host_bound = std::fs::read_to_string("/proc/self/status").unwrap();
+    let host_bound = host_bound.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim();
+    assert_eq!(cap_eff(&node, &all).await, u64::from_str_radix(host_bound, 16).unwrap());
+    node.remove_pod_and_check(&pod).await;
+}
+
+#[tokio::test]
+async fn users_and_supplemental_groups_from_the_request() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("users", logs.path()).await;
+    let sc = LinuxContainerSecurityContext {
+        run_as_user: Some(Int64Value { value: 1234 }),
+        run_as_group: Some(Int64Value { value: 2345 }),
+        supplemental_groups: vec![3456, 4567],
+        ..Default::default()
+    };
+    let id = node.run(&pod, busybox_with("u", &["sleep", "1000"], sc)).await;
+    assert_eq!(node.exec_ok(&id, &["id", "-u"]).await.trim(), "1234");
+    assert_eq!(node.exec_ok(&id, &["id", "-g"]).await.trim(), "2345");
+    let groups = node.exec_ok(&id, &["id", "-G"]).await;
+    for g in ["2345", "3456", "4567"] {
+        assert!(groups.split_whitespace().any(|x| x == g), "{g} missing from {groups}");
+    }
+    // root by name resolves through the image's own /etc/passwd.
+    let sc = LinuxContainerSecurityContext { run_as_username: "root".into(), ..Default::default() };
+    let root = node.run(&pod, busybox_with("r", &["sleep", "1000"], sc)).await;
+    assert_eq!(node.exec_ok(&root, &["id", "-u"]).await.trim(), "0");
+    let sc =
+        LinuxContainerSecurityContext { run_as_username: "nosuch".into(), ..Default::default() };
+    let err = node.create(&pod, busybox_with("n", &["true"], sc)).await.unwrap_err();
+    assert!(err.message().contains("nosuch"), "{err:?}");
+    node.remove_pod_and_check(&pod).await;
+}
+
+#[tokio::test]
+async fn memory_limit_ends_in_oomkilled() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("oom", logs.path()).await;
+    let mut cfg = busybox("hog", &["sh", "-c", "head -c 512m /dev/zero | tail"]);
+    cfg.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = node.run(&pod, cfg).await;
+    let s = node.wait_exited(&id).await;
+    assert_eq!(s.reason, "OOMKilled", "{s:?}");
+    assert_ne!(s.exit_code, 0);
+    node.remove_pod_and_check(&pod).await;
+}
+
+/// Host processes whose command line is exactly `args`.
+fn processes_running(args: &[&str]) -> usize {
+    let want: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| *c == want)
+        .count()
+}
+
+#[tokio::test]
+async fn the_configured_pids_limit_holds() {
+    let node = Node::start_with_config("[containers]\npids_limit = 12\n").await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("pids", logs.path()).await;
+    let id = node.run(&pod, busybox("forker", &["sleep", "1718"])).await;
+    // The shell gives up at the first fork the limit refuses.
+    let script = "i=0; while [ $i -lt 40 ]; do sleep 1717 & i=$((i+1)); done";
+    let r = node.exec(&id, &["sh", "-c", script]).await.unwrap();
+    assert_ne!(r.exit_code, 0, "forty forks succeeded under a limit of 12");
+    let sleepers = processes_running(&["sleep", "1717"]);
+    // The container's sleep and the exec's shell take two of the twelve.
+    assert!((5..=10).contains(&sleepers), "{sleepers} sleepers under a limit of 12");
+    node.remove_pod_and_check(&pod).await;
+}
