@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run-tests.sh: run as root (the tests start a real berthd)" >&2; exit 1; }
 # docker-registry + busybox-static: the loopback registry and the images the tests build;
-# iptables/nftables: pod networking; apache2-utils: htpasswd for registry auth tests.
-bash deploy/build-deps.sh docker-registry busybox-static iptables nftables apache2-utils
+# iptables/nftables: pod networking; apache2-utils: htpasswd for registry auth tests;
+# runc: the tests run every container lifecycle test again with the runc handler.
+bash deploy/build-deps.sh docker-registry busybox-static iptables nftables apache2-utils runc
 cargo build --workspace --all-targets --locked
 log=$(mktemp)
 set +e

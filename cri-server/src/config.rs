@@ -28,6 +28,9 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub network: NetworkConfig,
     pub containers: ContainersConfig,
+    /// Extra runtime handlers (RuntimeClass), by name: an OCI runtime binary that runs the
+    /// same bundle the native executor would. The default handler `""` is native.
+    pub runtimes: BTreeMap<String, RuntimeHandlerConfig>,
 }
 
 impl Default for Config {
@@ -43,8 +46,16 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             network: NetworkConfig::default(),
             containers: ContainersConfig::default(),
+            runtimes: BTreeMap::new(),
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeHandlerConfig {
+    /// The runtime binary, e.g. `/usr/bin/runc` or `/usr/bin/crun`.
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -63,12 +63,26 @@ async fn serve(config: Config, config_path: Option<PathBuf>, layout: Layout) -> 
     if config.containers.pids_limit < 0 {
         anyhow::bail!("containers.pids_limit: must be 0 (no limit) or more");
     }
-    let containers = Arc::new(Containers::new(
-        meta_for_containers,
-        layout.state(),
-        shim_binary,
-        config.containers.pids_limit,
-    ));
+    let mut runtimes = std::collections::BTreeMap::new();
+    for (name, rt) in &config.runtimes {
+        let path = PathBuf::from(&rt.path);
+        if name.is_empty() || !path.is_absolute() || !path.is_file() {
+            anyhow::bail!(
+                "runtimes.{name}.path: {:?} is not an absolute path to a runtime binary",
+                rt.path
+            );
+        }
+        runtimes.insert(name.clone(), path);
+    }
+    let containers = Arc::new(
+        Containers::new(
+            meta_for_containers,
+            layout.state(),
+            shim_binary,
+            config.containers.pids_limit,
+        )
+        .with_runtimes(runtimes),
+    );
     let cri = Cri::new(config, config_path, layout, images, sandboxes.clone(), containers);
 
     // A watch channel, not a Notify: a signal that lands before anyone waits is not lost.

@@ -15,6 +15,17 @@ pub struct Node {
     pub env: NetEnv,
     pub registry: Registry,
     pub berthd: Berthd,
+    /// The runtime handler pods are run with ("" = native).
+    pub handler: String,
+}
+
+/// The runc binary Debian installs.
+pub fn runc_binary() -> std::path::PathBuf {
+    ["/usr/sbin/runc", "/usr/bin/runc"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+        .expect("runc is not installed (apt-get install runc)")
 }
 
 impl Node {
@@ -43,7 +54,15 @@ impl Node {
             })
             .await
             .unwrap();
-        Node { env, registry, berthd }
+        Node { env, registry, berthd, handler: String::new() }
+    }
+
+    /// A node whose pods run with the `runc` handler (containers run by runc).
+    pub async fn start_runc() -> Node {
+        let config = format!("[runtimes.runc]\npath = \"{}\"\n", runc_binary().display());
+        let mut node = Self::start_with_config(&config).await;
+        node.handler = "runc".into();
+        node
     }
 
     /// A pod config named `name` logging to `logs`, under this node's cgroup parent.
@@ -75,7 +94,7 @@ impl Node {
             .runtime()
             .run_pod_sandbox(RunPodSandboxRequest {
                 config: Some(config),
-                runtime_handler: String::new(),
+                runtime_handler: self.handler.clone(),
             })
             .await
             .unwrap()

@@ -5,9 +5,7 @@ use berth_integration::pods::{busybox, Node};
 use berth_proto::*;
 use std::time::{Duration, Instant};
 
-#[tokio::test]
-async fn a_container_runs_logs_exits_and_is_removed() {
-    let node = Node::start().await;
+async fn a_container_runs_logs_exits_and_is_removed(node: Node) {
     let berthd = &node.berthd;
     let logs = tempfile::tempdir().unwrap();
     let pod_id = node.run_pod("ctr", logs.path()).await;
@@ -91,9 +89,7 @@ async fn a_container_runs_logs_exits_and_is_removed() {
     node.env.assert_no_leaks(berthd).await;
 }
 
-#[tokio::test]
-async fn containers_outlive_a_berthd_crash_and_exits_meanwhile_are_reported() {
-    let mut node = Node::start().await;
+async fn containers_outlive_a_berthd_crash_and_exits_meanwhile_are_reported(mut node: Node) {
     let logs = tempfile::tempdir().unwrap();
     let pod_id = node.run_pod("crash", logs.path()).await;
     let mut ids = Vec::new();
@@ -111,9 +107,7 @@ async fn containers_outlive_a_berthd_crash_and_exits_meanwhile_are_reported() {
     node.remove_pod_and_check(&pod_id).await;
 }
 
-#[tokio::test]
-async fn exec_sync_and_log_reopen() {
-    let node = Node::start().await;
+async fn exec_sync_and_log_reopen(node: Node) {
     let berthd = &node.berthd;
     let logs = tempfile::tempdir().unwrap();
     let pod_id = node.run_pod("exec", logs.path()).await;
@@ -163,9 +157,7 @@ async fn exec_sync_and_log_reopen() {
     node.remove_pod_and_check(&pod_id).await;
 }
 
-#[tokio::test]
-async fn an_image_in_use_keeps_its_layers_until_its_last_container_goes() {
-    let node = Node::start().await;
+async fn an_image_in_use_keeps_its_layers_until_its_last_container_goes(node: Node) {
     let berthd = &node.berthd;
     let logs = tempfile::tempdir().unwrap();
     let pod_id = node.run_pod("inuse", logs.path()).await;
@@ -213,9 +205,7 @@ async fn an_image_in_use_keeps_its_layers_until_its_last_container_goes() {
     node.env.assert_no_leaks(berthd).await;
 }
 
-#[tokio::test]
-async fn stop_signal_reaches_a_handler_installed_after_the_stop_began() {
-    let node = Node::start().await;
+async fn stop_signal_reaches_a_handler_installed_after_the_stop_began(node: Node) {
     let logs = tempfile::tempdir().unwrap();
     let pod_id = node.run_pod("latetrap", logs.path()).await;
     // sh is PID 1: until its trap exists, SIGTERM is dropped by the kernel.
@@ -232,3 +222,69 @@ async fn stop_signal_reaches_a_handler_installed_after_the_stop_began() {
     assert!(t.elapsed() < Duration::from_secs(10), "waited out the grace period");
     node.remove_pod_and_check(&pod_id).await;
 }
+
+#[tokio::test]
+async fn the_runc_handler_runs_containers_through_runc_and_unknown_handlers_are_refused() {
+    let node = Node::start_runc().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod_id = node.run_pod("viarunc", logs.path()).await;
+    let id = node.run(&pod_id, busybox("svc", &["sleep", "1000"])).await;
+    // runc keeps its own state for the container under the pod's shim directory.
+    let runc_state = node.berthd.state_dir().join("shims").join(&pod_id).join("oci-runtime");
+    assert!(runc_state.join(&id).join("state.json").is_file(), "runc did not run {id}");
+    let listed = std::process::Command::new(berth_integration::pods::runc_binary())
+        .arg("--root")
+        .arg(&runc_state)
+        .arg("list")
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.lines().any(|l| l.starts_with(&id) && l.contains("running")), "{listed}");
+    let status = node.berthd.runtime().status(StatusRequest { verbose: false }).await.unwrap();
+    let handlers: Vec<String> =
+        status.into_inner().runtime_handlers.into_iter().map(|h| h.name).collect();
+    assert_eq!(handlers, ["", "runc"]);
+
+    let mut config = node.pod_config("nohandler", logs.path());
+    config.metadata.as_mut().unwrap().uid = "other".into();
+    let err = node
+        .berthd
+        .runtime()
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("runtime_handler"), "{err:?}");
+    node.remove_pod_and_check(&pod_id).await;
+    assert!(!runc_state.join(&id).exists(), "runc's state outlived the container");
+}
+
+// Every test runs twice: with the native executor and with runc as the pod's runtime
+// handler, which must behave the same through CRI.
+macro_rules! with_each_handler {
+    ($($name:ident),* $(,)?) => {
+        mod native {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Node::start().await).await
+            })*
+        }
+        mod runc {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Node::start_runc().await).await
+            })*
+        }
+    };
+}
+
+with_each_handler!(
+    a_container_runs_logs_exits_and_is_removed,
+    containers_outlive_a_berthd_crash_and_exits_meanwhile_are_reported,
+    exec_sync_and_log_reopen,
+    an_image_in_use_keeps_its_layers_until_its_last_container_goes,
+    stop_signal_reaches_a_handler_installed_after_the_stop_began,
+);

@@ -15,6 +15,13 @@ pub async fn run_pod_sandbox(
     req: RunPodSandboxRequest,
 ) -> Result<RunPodSandboxResponse, Status> {
     let config = req.config.ok_or_else(|| errors::missing("config"))?;
+    if !cri.inner.containers.has_runtime_handler(&req.runtime_handler) {
+        return Err(Status::invalid_argument(format!(
+            "runtime_handler: {:?} is not configured (known: {:?})",
+            req.runtime_handler,
+            cri.inner.containers.runtime_handlers()
+        )));
+    }
     let spec = to_spec(config, req.runtime_handler);
     let id = cri.inner.sandboxes.run(spec).await.map_err(errors::sandbox)?;
     record_pod(&id);

@@ -26,13 +26,19 @@ pub async fn status(cri: &Cri, req: StatusRequest) -> StatusResponse {
     StatusResponse {
         status: Some(RuntimeStatus { conditions: vec![runtime, network] }),
         info,
-        runtime_handlers: vec![RuntimeHandler {
-            name: String::new(),
-            features: Some(RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
-                user_namespaces: false,
-            }),
-        }],
+        runtime_handlers: cri
+            .inner
+            .containers
+            .runtime_handlers()
+            .into_iter()
+            .map(|name| RuntimeHandler {
+                name,
+                features: Some(RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            })
+            .collect(),
         features: None,
     }
 }

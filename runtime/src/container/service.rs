@@ -65,6 +65,8 @@ pub struct Containers {
     shim_binary: PathBuf,
     pids_limit: i64,
     locks: crate::image::locks::KeyedLocks,
+    /// Runtime handler name → OCI runtime binary; the default handler "" is native.
+    runtimes: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Containers {
@@ -80,7 +82,35 @@ impl Containers {
             shim_binary,
             pids_limit,
             locks: Default::default(),
+            runtimes: Default::default(),
         }
+    }
+
+    /// Adds runtime handlers backed by OCI runtime binaries.
+    pub fn with_runtimes(mut self, runtimes: std::collections::BTreeMap<String, PathBuf>) -> Self {
+        self.runtimes = runtimes;
+        self
+    }
+
+    /// Whether the pod's runtime handler exists.
+    pub fn has_runtime_handler(&self, name: &str) -> bool {
+        name.is_empty() || self.runtimes.contains_key(name)
+    }
+
+    pub fn runtime_handlers(&self) -> Vec<String> {
+        std::iter::once(String::new()).chain(self.runtimes.keys().cloned()).collect()
+    }
+
+    /// The OCI runtime binary of a handler; `None` for the native one.
+    fn runtime_binary(&self, handler: &str) -> Result<Option<PathBuf>> {
+        if handler.is_empty() {
+            return Ok(None);
+        }
+        self.runtimes.get(handler).cloned().map(Some).ok_or_else(|| {
+            ContainerError::FailedPrecondition(format!(
+                "the pod's runtime handler {handler:?} is no longer configured"
+            ))
+        })
     }
 
     fn shim_paths(&self, pod_id: &str) -> ShimPaths {
@@ -268,6 +298,7 @@ impl Containers {
             log_path: log_file.unwrap_or_default(),
             tty: config.tty,
             stdin: config.stdin,
+            runtime: self.runtime_binary(&pod.runtime_handler)?,
         };
         let this = self.clone();
         let pod_id = pod.id.clone();

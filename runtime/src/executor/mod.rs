@@ -82,6 +82,16 @@ pub struct Stdio {
     pub tty: bool,
 }
 
+impl Stdio {
+    /// All three on /dev/null.
+    pub fn null() -> std::io::Result<Self> {
+        let null = || {
+            std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map(OwnedFd::from)
+        };
+        Ok(Stdio { stdin: null()?, stdout: null()?, stderr: null()?, tty: false })
+    }
+}
+
 /// A created container process, blocked until [`Pending::start`].
 #[derive(Debug)]
 pub struct Pending {
@@ -248,13 +258,17 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
 /// Writes `/proc/<pid>/oom_score_adj`, never below the caller's own value (without
 /// CAP_SYS_RESOURCE the kernel refuses that, as on nested nodes).
 pub fn set_oom_score_adj(pid: i32, wanted: i32) -> Result<()> {
-    let own: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(-1000);
-    let value = clamp_oom_score_adj(wanted, own);
+    let value = clamp_oom_score_adj(wanted, own_oom_score_adj());
     std::fs::write(format!("/proc/{pid}/oom_score_adj"), value.to_string())
         .ctx(|| format!("set oom_score_adj {value}"))
+}
+
+/// This process's own `oom_score_adj`.
+pub fn own_oom_score_adj() -> i32 {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(-1000)
 }
 
 /// The clamping rule, on its own for tests.

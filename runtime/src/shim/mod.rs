@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod log;
+mod oci_runtime;
 mod pod_init;
 pub mod protocol;
 pub mod server;

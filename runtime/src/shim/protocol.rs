@@ -69,6 +69,10 @@ pub struct CreateRequest {
     pub tty: bool,
     /// Keep a pipe to the process's stdin open (for attach); otherwise stdin is /dev/null.
     pub stdin: bool,
+    /// An OCI runtime binary (runc, crun) to run the bundle with; none: the native
+    /// executor.
+    #[serde(default)]
+    pub runtime: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Process, Spec};
 
 use super::log::{now_ns, LineSplitter, LogFile, Stream};
+use super::oci_runtime::OciRuntime;
 use super::protocol::*;
 use super::{valid_id, ExitRecord, ShimPaths};
 use crate::executor::{self, cgroups, Stdio};
@@ -51,6 +52,9 @@ struct Container {
     pipes: Vec<Pipe>,
     stdin: Option<File>,
     waiters: Vec<u64>,
+    /// Set when an external OCI runtime runs this container.
+    runtime: Option<OciRuntime>,
+    bundle: PathBuf,
 }
 
 impl Container {
@@ -632,20 +636,70 @@ impl Shim {
         let log = LogFile::open(&req.log_path).or_else(|e| {
             fail(ErrorKind::InvalidArgument, format!("open log {}: {e}", req.log_path.display()))
         })?;
-        let (stdio, pipes, stdin) = make_stdio(req.tty, req.stdin)
-            .or_else(|e| fail(ErrorKind::Internal, format!("stdio: {e}")))?;
         let created_at_ns = now_ns();
-        let pending = match executor::create(&spec, &req.bundle, stdio) {
-            Ok(p) => p,
-            Err(e) => {
-                if let Some(cg) = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
-                    self.reap();
-                    let _ = cgroups::remove(cg);
-                }
-                return fail(ErrorKind::Internal, e.0);
+        let cgroup = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+        let undo_cgroup = |shim: &mut Self| {
+            if let Some(cg) = &cgroup {
+                shim.reap();
+                let _ = cgroups::remove(cg);
             }
         };
-        let pid = pending.pid.as_raw();
+        let (pid, pending, runtime, pipes, stdin) = match &req.runtime {
+            None => {
+                let (stdio, pipes, stdin) = make_stdio(req.tty, req.stdin)
+                    .or_else(|e| fail(ErrorKind::Internal, format!("stdio: {e}")))?;
+                match executor::create(&spec, &req.bundle, stdio) {
+                    Ok(p) => (p.pid.as_raw(), Some(p), None, pipes, stdin),
+                    Err(e) => {
+                        undo_cgroup(self);
+                        return fail(ErrorKind::Internal, e.0);
+                    }
+                }
+            }
+            Some(binary) => {
+                let rt = OciRuntime::new(binary.clone(), self.paths.dir());
+                // With a terminal, the runtime makes the pty and hands over its master.
+                let (stdio, mut pipes, mut stdin) = if req.tty {
+                    (
+                        Stdio::null().or_else(|e| fail(ErrorKind::Internal, e.to_string()))?,
+                        vec![],
+                        None,
+                    )
+                } else {
+                    make_stdio(false, req.stdin)
+                        .or_else(|e| fail(ErrorKind::Internal, format!("stdio: {e}")))?
+                };
+                match rt.create(&id, &req.bundle, stdio, req.tty) {
+                    Ok(created) => {
+                        if let Some(master) = created.console {
+                            let mut setup = || -> io::Result<()> {
+                                nix::fcntl::fcntl(
+                                    &master,
+                                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                                )?;
+                                if req.stdin {
+                                    stdin = Some(master.try_clone()?);
+                                }
+                                pipes.push(Pipe {
+                                    file: master.try_clone()?,
+                                    split: LineSplitter::new(Stream::Stdout),
+                                    eof: false,
+                                });
+                                Ok(())
+                            };
+                            setup()
+                                .or_else(|e| fail(ErrorKind::Internal, format!("console: {e}")))?;
+                        }
+                        (created.pid, None, Some(rt), pipes, stdin)
+                    }
+                    Err(e) => {
+                        let _ = rt.delete(&id);
+                        undo_cgroup(self);
+                        return fail(ErrorKind::Internal, e);
+                    }
+                }
+            }
+        };
         self.containers.insert(
             id,
             Container {
@@ -657,11 +711,13 @@ impl Shim {
                 started_at_ns: 0,
                 finished_at_ns: 0,
                 oom_killed: false,
-                pending: Some(pending),
+                pending,
                 log,
                 pipes,
                 stdin,
                 waiters: Vec::new(),
+                runtime,
+                bundle: req.bundle.clone(),
             },
         );
         Ok(Response::Created { pid })
@@ -672,18 +728,21 @@ impl Shim {
             .containers
             .get_mut(id)
             .ok_or((ErrorKind::NotFound, format!("container {id} not found")))?;
-        let Some(pending) = c.pending.take() else {
+        if c.status != Status::Created {
             return fail(
                 ErrorKind::FailedPrecondition,
                 format!("container {id} is {:?}, not created", c.status),
             );
+        }
+        let started = match (c.pending.take(), &c.runtime) {
+            (Some(pending), _) => pending.start().map_err(|e| e.0),
+            (None, Some(rt)) => rt.start(id),
+            (None, None) => Err("the container lost its pending process".to_string()),
         };
+        started.or_else(|e| fail(ErrorKind::Internal, e))?;
         c.started_at_ns = now_ns();
         c.status = Status::Running;
-        match pending.start() {
-            Ok(()) => Ok(Response::Ok),
-            Err(e) => fail(ErrorKind::Internal, e.0),
-        }
+        Ok(Response::Ok)
     }
 
     fn kill(&mut self, id: &str, signal: i32, all: bool) -> Reply {
@@ -716,6 +775,9 @@ impl Shim {
             let _ = waitpid(pid, None);
         }
         let c = self.containers.remove(id).expect("checked above");
+        if let Some(rt) = &c.runtime {
+            let _ = rt.delete(id);
+        }
         for w in &c.waiters {
             self.respond(*w, fail(ErrorKind::NotFound, format!("container {id} was deleted")));
         }
@@ -750,13 +812,19 @@ impl Shim {
             File::open("/dev/null").or_else(|e| fail(ErrorKind::Internal, e.to_string()))?,
         );
         let stdio = Stdio { stdin: null, stdout: out_w, stderr: err_w, tty: false };
-        let pid = executor::exec(c.pid, &c.spec, &process, stdio)
-            .or_else(|e| fail(ErrorKind::Internal, e.0))?;
+        let pid = match &c.runtime {
+            None => executor::exec(c.pid, &c.spec, &process, stdio)
+                .map(|p| p.as_raw())
+                .or_else(|e| fail(ErrorKind::Internal, e.0))?,
+            Some(rt) => rt
+                .exec(&req.container_id, &c.bundle, &process, stdio)
+                .or_else(|e| fail(ErrorKind::Internal, e))?,
+        };
         let deadline =
             (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
         self.execs.push(ExecJob {
             conn,
-            pid: pid.as_raw(),
+            pid,
             out: Some(File::from(out_r)),
             err: Some(File::from(err_r)),
             stdout: Vec::new(),
