@@ -87,6 +87,7 @@ impl Fixture {
             log_path: log.clone(),
             tty: false,
             stdin: false,
+            runtime: None,
         })
         .map_err(|e| e.to_string())?;
         Ok(log)
@@ -481,12 +482,26 @@ fn reopen_log_after_rotation_and_long_lines() {
 
 #[test]
 fn tty_output_goes_to_the_log_as_stdout() {
+    tty_output(None);
+}
+
+#[test]
+fn tty_output_with_runc_comes_through_its_console_socket() {
+    let runc =
+        ["/usr/sbin/runc", "/usr/bin/runc"].into_iter().map(PathBuf::from).find(|p| p.is_file());
+    tty_output(Some(runc.expect("runc is not installed (apt-get install runc)")));
+}
+
+fn tty_output(runtime: Option<PathBuf>) {
     require_root();
     let f = Fixture::new("tty");
     let mut c = f.client();
     let bundle = f.dir.path().join("bundle-tty");
     fs::create_dir_all(&bundle).unwrap();
-    let spec = f.spec(&["sh", "-c", "test -t 0 && test -t 1 && echo hi-from-tty"]);
+    let mut spec = f.spec(&["sh", "-c", "test -t 0 && test -t 1 && echo hi-from-tty"]);
+    let mut process = spec.process().clone().unwrap();
+    process.set_terminal(Some(true));
+    spec.set_process(Some(process));
     fs::write(bundle.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
     let log = f.dir.path().join("tty.log");
     c.create(CreateRequest {
@@ -495,6 +510,7 @@ fn tty_output_goes_to_the_log_as_stdout() {
         log_path: log.clone(),
         tty: true,
         stdin: true,
+        runtime,
     })
     .unwrap();
     c.start("t").unwrap();
