@@ -180,10 +180,10 @@ impl NetworkConfig {
 pub struct TracingConfig {
     /// The OTLP/gRPC collector, `http://HOST:PORT` (usually port 4317). Empty: no export.
     pub endpoint: String,
-    /// Of the traces that start in berthd (a call without a sampled W3C `traceparent`),
-    /// how many in a million are recorded: 0 = none, 1000000 = all. A call whose caller
-    /// sampled its trace (the kubelet's own `samplingRatePerMillion`) is always recorded,
-    /// so the kubelet's choice decides for the calls it traces.
+    /// Of the traces that start in berthd (calls without a W3C `traceparent`), how many
+    /// in a million are recorded: 0 = none, 1000000 = all. A call that brings a
+    /// `traceparent` follows its caller's decision (its sampled flag, which the kubelet
+    /// sets by its own `samplingRatePerMillion`), so one trace is never half recorded.
     pub sampling_rate_per_million: u32,
 }
 

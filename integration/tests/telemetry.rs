@@ -20,8 +20,13 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 const EXPORT_WAIT: Duration = Duration::from_secs(20);
 
 fn traced<T>(message: T, trace_id: &str) -> tonic::Request<T> {
+    with_traceparent(message, trace_id, true)
+}
+
+fn with_traceparent<T>(message: T, trace_id: &str, sampled: bool) -> tonic::Request<T> {
     let mut req = tonic::Request::new(message);
-    let traceparent = format!("00-{trace_id}-{CALLER_SPAN}-01");
+    let flags = if sampled { "01" } else { "00" };
+    let traceparent = format!("00-{trace_id}-{CALLER_SPAN}-{flags}");
     req.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
     req
 }
@@ -167,6 +172,10 @@ async fn pod_start_span_has_namespace_and_network_children() {
         runtime_handler: String::new(),
     };
     let mut rt = berthd.runtime();
+    // The caller decided not to record this trace: berthd follows, whatever its rate.
+    let unsampled = "55555555555555555555555555555555";
+    let list = with_traceparent(ListPodSandboxRequest::default(), unsampled, false);
+    rt.list_pod_sandbox(list).await.unwrap();
     let pod_id = rt.run_pod_sandbox(traced(request, trace_id)).await.unwrap().into_inner();
     let pod_id = pod_id.pod_sandbox_id;
 
@@ -185,10 +194,106 @@ async fn pod_start_span_has_namespace_and_network_children() {
     let version = find(&spans, "runtime.v1.RuntimeService/Version").expect("untraced Version");
     assert_ne!(version.trace_id, trace_id);
     assert!(version.parent_span_id.is_empty(), "{version:?}");
+    assert!(!spans.iter().any(|s| s.trace_id == unsampled), "an unsampled trace was recorded");
 
     rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
     env.assert_no_leaks(&berthd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_steps_are_spans_under_their_calls() {
+    let env = NetEnv::new();
+    let collector = Collector::start();
+    let registry = Registry::start(RegistryOptions::default());
+    images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
+    let config = format!(
+        "{}{}{}",
+        tracing_config(&collector.endpoint(), 0),
+        mirror_config(&registry),
+        env.config_toml()
+    );
+    let berthd = Berthd::start_with(Options { config: Some(config), ..Default::default() }).await;
+    berthd.image().pull_image(busybox()).await.unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let pod = pod_config(&env, "steps", logs.path());
+    let mut rt = berthd.runtime();
+    let pod_id = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let create = CreateContainerRequest {
+        pod_sandbox_id: pod_id.clone(),
+        config: Some(ContainerConfig {
+            metadata: Some(ContainerMetadata { name: "sleeper".into(), attempt: 0 }),
+            image: Some(ImageSpec { image: "busybox".into(), ..Default::default() }),
+            command: vec!["sleep".into(), "60".into()],
+            log_path: "sleeper.log".into(),
+            ..Default::default()
+        }),
+        sandbox_config: Some(pod.clone()),
+    };
+    let (create_trace, start_trace, exec_trace) = (
+        "11111111111111111111111111111111",
+        "22222222222222222222222222222222",
+        "33333333333333333333333333333333",
+    );
+    let id = rt.create_container(traced(create, create_trace)).await.unwrap();
+    let id = id.into_inner().container_id;
+    let start = StartContainerRequest { container_id: id.clone() };
+    rt.start_container(traced(start, start_trace)).await.unwrap();
+    let exec = ExecSyncRequest { container_id: id.clone(), cmd: vec!["true".into()], timeout: 10 };
+    let out = rt.exec_sync(traced(exec, exec_trace)).await.unwrap().into_inner();
+    assert_eq!(out.exit_code, 0);
+
+    let rpc = |spans: &[ReceivedSpan], trace: &str, name: &str| {
+        spans.iter().find(|s| s.trace_id == trace && s.name == name).cloned()
+    };
+    let spans = collector
+        .wait_for(EXPORT_WAIT, "the three container calls", |s| {
+            rpc(s, exec_trace, "runtime.v1.RuntimeService/ExecSync").is_some()
+                && rpc(s, create_trace, "runtime.v1.RuntimeService/CreateContainer").is_some()
+                && rpc(s, start_trace, "runtime.v1.RuntimeService/StartContainer").is_some()
+        })
+        .await;
+    let created = rpc(&spans, create_trace, "runtime.v1.RuntimeService/CreateContainer").unwrap();
+    assert_eq!(created.attributes["container_id"], id);
+    assert_eq!(created.attributes["pod_id"], pod_id);
+    child(&spans, &created, "rootfs.mount");
+    // The pod's first container starts the pod's shim.
+    child(&spans, &created, "shim.spawn");
+    assert_eq!(child(&spans, &created, "shim.create").attributes["container_id"], id);
+    let started = rpc(&spans, start_trace, "runtime.v1.RuntimeService/StartContainer").unwrap();
+    assert_eq!(child(&spans, &started, "shim.start").attributes["id"], id);
+    let exec = rpc(&spans, exec_trace, "runtime.v1.RuntimeService/ExecSync").unwrap();
+    assert_eq!(child(&spans, &exec, "shim.exec").attributes["id"], id);
+
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
+    env.assert_no_leaks(&berthd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_of_the_last_calls_are_flushed_at_exit() {
+    let collector = Collector::start();
+    let config = tracing_config(&collector.endpoint(), 0);
+    let mut berthd =
+        Berthd::start_with(Options { config: Some(config), ..Default::default() }).await;
+    let trace_id = "44444444444444444444444444444444";
+    berthd.runtime().version(traced(VersionRequest::default(), trace_id)).await.unwrap();
+    // At once, well before the next periodic export.
+    let status = berthd.stop().await;
+    assert!(status.success(), "berthd exited with {status:?}");
+    let spans = collector.spans();
+    assert!(
+        spans.iter().any(|s| s.trace_id == trace_id && s.name.ends_with("/Version")),
+        "the last call's span was not flushed at exit: {spans:#?}"
+    );
 }
 
 /// Calls made one after another; returns the slowest.

@@ -81,7 +81,7 @@ impl TraceExport {
         let rate = f64::from(config.sampling_rate_per_million) / 1_000_000.0;
         let provider = SdkTracerProvider::builder()
             .with_span_processor(Bounded { inner: batch, queued, metrics })
-            // The caller's decision wins for calls it traces; the rate is for the rest.
+            // A caller's traceparent decides for its calls; the rate is for the rest.
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(rate))))
             .with_resource(
                 Resource::builder()
