@@ -344,7 +344,17 @@ async fn a_dead_collector_slows_no_call_and_does_not_hold_the_exit() {
         assert!(Instant::now() < deadline, "no dropped spans counted: {m:#?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // More calls, more failed batches: still one line in the log.
+    let dropped = |m: &BTreeMap<String, f64>| {
+        metric(m, "berth_trace_spans_dropped_total{reason=\"export_failed\"}")
+    };
+    let first = dropped(&scrape(port).await);
+    sequential_calls(&traced_berthd, 5).await;
+    let deadline = Instant::now() + EXPORT_WAIT;
+    while dropped(&scrape(port).await) <= first {
+        assert!(Instant::now() < deadline, "the second batch was never tried");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let log = traced_berthd.log();
     assert_eq!(log.matches("cannot export spans").count(), 1, "{log}");
 
@@ -352,6 +362,28 @@ async fn a_dead_collector_slows_no_call_and_does_not_hold_the_exit() {
     let status = traced_berthd.stop().await;
     assert!(status.success(), "berthd exited with {status:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "exit took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_holds_the_exit_no_longer_than_the_shutdown_timeout() {
+    // Connections are accepted (by the kernel) but nothing ever answers: each export
+    // waits for its own timeout, and the flush at exit for the shutdown timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let config = format!("shutdown_timeout_secs = 2\n{}", tracing_config(&endpoint, 1_000_000));
+    let mut berthd =
+        Berthd::start_with(Options { config: Some(config), ..Default::default() }).await;
+    let (_, slowest) = sequential_calls(&berthd, 20).await;
+    assert!(slowest < Duration::from_secs(1), "a call took {slowest:?}");
+    // Let an export start and hang, then more spans queue behind it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sequential_calls(&berthd, 5).await;
+    let started = Instant::now();
+    let status = berthd.stop().await;
+    let took = started.elapsed();
+    assert!(status.success(), "berthd exited with {status:?}");
+    assert!(took < Duration::from_millis(3500), "exit took {took:?} with a 2 s shutdown timeout");
+    drop(silent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
