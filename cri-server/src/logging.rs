@@ -3,7 +3,11 @@
 
 use crate::config::LogFormat;
 use std::io::IsTerminal;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::{RecordFields, VisitOutput};
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+use tracing_subscriber::fmt::{FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer, Registry};
@@ -22,7 +26,7 @@ pub fn init(
     let ansi = std::io::stderr().is_terminal();
     let fmt_layer = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
-        LogFormat::Text => fmt_layer.boxed(),
+        LogFormat::Text => fmt_layer.fmt_fields(TextFields).boxed(),
         LogFormat::Json => fmt_layer.json().flatten_event(true).with_current_span(true).boxed(),
     };
     // Traces get berth's own spans at info whatever the log level: a quiet log must not
@@ -48,4 +52,64 @@ pub fn init(
         .with(traces)
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+}
+
+/// Text fields as usual, without `otel.*`: those name the span for the collector and
+/// would repeat `rpc` on every line of a call.
+struct TextFields;
+
+impl<'w> FormatFields<'w> for TextFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> std::fmt::Result {
+        let mut visitor = SkipOtel(DefaultVisitor::new(writer, true));
+        fields.record(&mut visitor);
+        visitor.0.finish()
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        // The visitor puts a space before a field only when one was written before it.
+        let is_empty = current.fields.is_empty();
+        let mut visitor = SkipOtel(DefaultVisitor::new(current.as_writer(), is_empty));
+        fields.record(&mut visitor);
+        visitor.0.finish()
+    }
+}
+
+struct SkipOtel<V>(V);
+
+impl<V: Visit> Visit for SkipOtel<V> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if !field.name().starts_with("otel.") {
+            self.0.record_debug(field, value);
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !field.name().starts_with("otel.") {
+            self.0.record_str(field, value);
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.record_i64(field, value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.record_u64(field, value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.record_f64(field, value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.record_bool(field, value);
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0.record_error(field, value);
+    }
 }

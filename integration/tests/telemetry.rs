@@ -150,6 +150,8 @@ async fn pull_span_continues_the_callers_trace_with_its_steps_under_it() {
     assert!(layer.attributes["digest"].starts_with("sha256:"), "{layer:?}");
     child(&spans, layer, "layer.unpack");
 
+    let log = berthd.log();
+    assert!(log.contains("rpc{rpc=PullImage image=\"busybox\"}"), "{log}");
     for s in &spans {
         assert_eq!(s.trace_id, TRACE_ID, "an untraced call was exported at rate 0: {s:?}");
         for (key, value) in &s.attributes {
@@ -294,6 +296,10 @@ async fn spans_of_the_last_calls_are_flushed_at_exit() {
         spans.iter().any(|s| s.trace_id == trace_id && s.name.ends_with("/Version")),
         "the last call's span was not flushed at exit: {spans:#?}"
     );
+    // What names the span for the collector stays out of the text log.
+    let log = berthd.log();
+    assert!(log.contains("rpc{rpc=Version}"), "{log}");
+    assert!(!log.contains("otel."), "{log}");
 }
 
 /// Calls made one after another; returns the slowest.
