@@ -376,14 +376,19 @@ async fn a_collector_that_never_answers_holds_the_exit_no_longer_than_the_shutdo
     // waits for its own timeout, and the flush at exit for the shutdown timeout.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", silent.local_addr().unwrap());
-    let config = format!("shutdown_timeout_secs = 2\n{}", tracing_config(&endpoint, 1_000_000));
+    let port = free_port();
+    let config = format!(
+        "shutdown_timeout_secs = 2\n{}[metrics]\naddress = \"127.0.0.1:{port}\"\n",
+        tracing_config(&endpoint, 1_000_000)
+    );
     let mut berthd =
         Berthd::start_with(Options { config: Some(config), ..Default::default() }).await;
-    let (_, slowest) = sequential_calls(&berthd, 20).await;
+    // 5000 spans while the first export hangs: more than the queue holds (4096).
+    let (_, slowest) = sequential_calls(&berthd, 2500).await;
     assert!(slowest < Duration::from_secs(1), "a call took {slowest:?}");
-    // Let an export start and hang, then more spans queue behind it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    sequential_calls(&berthd, 5).await;
+    let m = scrape(port).await;
+    let dropped = metric(&m, "berth_trace_spans_dropped_total{reason=\"queue_full\"}");
+    assert!(dropped > 0.0, "a full queue dropped nothing: {m:#?}");
     let started = Instant::now();
     let status = berthd.stop().await;
     let took = started.elapsed();
