@@ -17,14 +17,20 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// The OpenMetrics text format prometheus-client writes (Prometheus scrapes it natively).
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Distinct `rpc` label values kept; past it calls are counted as `other`. The method
+/// name comes from the caller, and a caller inventing names must not grow memory.
+const MAX_RPC_NAMES: usize = 128;
+/// A scraper that sends no request head in this long is disconnected.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
@@ -58,6 +64,7 @@ pub enum SpanDrop {
 
 pub struct Metrics {
     registry: Registry,
+    rpc_names: Mutex<HashSet<String>>,
     rpc_duration: Family<RpcLabels, Histogram, fn() -> Histogram>,
     rpc_errors: Family<ErrorLabels, Counter>,
     pull_duration: Histogram,
@@ -124,6 +131,7 @@ impl Metrics {
         );
         Arc::new(Self {
             registry,
+            rpc_names: Mutex::default(),
             rpc_duration,
             rpc_errors,
             pull_duration,
@@ -138,13 +146,23 @@ impl Metrics {
     /// Records one finished CRI call.
     pub fn observe_rpc(&self, rpc: &str, elapsed: Duration, code: tonic::Code) {
         let seconds = elapsed.as_secs_f64();
-        self.rpc_duration.get_or_create(&RpcLabels { rpc: rpc.to_string() }).observe(seconds);
+        let label = self.rpc_label(rpc);
+        self.rpc_duration.get_or_create(&RpcLabels { rpc: label.clone() }).observe(seconds);
         if code != tonic::Code::Ok {
-            let labels = ErrorLabels { rpc: rpc.to_string(), code: format!("{code:?}") };
+            let labels = ErrorLabels { rpc: label, code: format!("{code:?}") };
             self.rpc_errors.get_or_create(&labels).inc();
         } else if rpc == "PullImage" {
             // One successful PullImage is one pull, whichever endpoint served it.
             self.pull_duration.observe(seconds);
+        }
+    }
+
+    fn rpc_label(&self, rpc: &str) -> String {
+        let mut names = self.rpc_names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.contains(rpc) || (names.len() < MAX_RPC_NAMES && names.insert(rpc.to_string())) {
+            rpc.to_string()
+        } else {
+            "other".into()
         }
     }
 
@@ -281,6 +299,8 @@ pub async fn serve(
                 async move { Ok::<_, std::convert::Infallible>(answer(req, &metrics, &source).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "metrics: connection ended");
@@ -344,5 +364,19 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn invented_rpc_names_cannot_grow_the_labels() {
+        let m = Metrics::new();
+        for i in 0..MAX_RPC_NAMES + 50 {
+            m.observe_rpc(&format!("Made{i}"), Duration::ZERO, tonic::Code::Unimplemented);
+        }
+        m.observe_rpc("Made0", Duration::ZERO, tonic::Code::Ok);
+        let text = m.render(&StateSample::default());
+        assert!(text.contains("berth_rpc_duration_seconds_count{rpc=\"Made0\"} 2"), "{text}");
+        assert!(text.contains("berth_rpc_duration_seconds_count{rpc=\"other\"} 50"), "{text}");
+        let series = text.lines().filter(|l| l.starts_with("berth_rpc_duration_seconds_count"));
+        assert_eq!(series.count(), MAX_RPC_NAMES + 1);
     }
 }
