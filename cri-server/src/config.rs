@@ -31,6 +31,8 @@ pub struct Config {
     /// Extra runtime handlers (RuntimeClass), by name: an OCI runtime binary that runs the
     /// same bundle the native executor would. The default handler `""` is native.
     pub runtimes: BTreeMap<String, RuntimeHandlerConfig>,
+    pub tracing: TracingConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -47,6 +49,8 @@ impl Default for Config {
             network: NetworkConfig::default(),
             containers: ContainersConfig::default(),
             runtimes: BTreeMap::new(),
+            tracing: TracingConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -193,6 +197,40 @@ impl NetworkConfig {
     }
 }
 
+/// Export of spans over OTLP/gRPC.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The OTLP/gRPC collector, `http://HOST:PORT` (usually port 4317). Empty: no export.
+    pub endpoint: String,
+    /// Of the traces that start in berthd (calls without a W3C `traceparent`), how many
+    /// in a million are recorded: 0 = none, 1000000 = all. A call that brings a
+    /// `traceparent` follows its caller's decision (its sampled flag, which the kubelet
+    /// sets by its own `samplingRatePerMillion`), so one trace is never half recorded.
+    pub sampling_rate_per_million: u32,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `IP:PORT` to serve `/metrics` on, e.g. `127.0.0.1:9090`. Empty: no endpoint.
+    pub address: String,
+}
+
+impl MetricsConfig {
+    /// The address to listen on, if the endpoint is on.
+    pub fn socket_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        if self.address.is_empty() {
+            return Ok(None);
+        }
+        self.address
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{:?} is not an IP:PORT address", self.address))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
@@ -300,6 +338,17 @@ impl Config {
                 return Err(bad("network.mtu", format!("{mtu} is not 68-65535")));
             }
         }
+        if !self.tracing.endpoint.is_empty() {
+            check_otlp_endpoint(&self.tracing.endpoint).map_err(|e| bad("tracing.endpoint", e))?;
+        }
+        if self.tracing.sampling_rate_per_million > 1_000_000 {
+            let rate = self.tracing.sampling_rate_per_million;
+            return Err(bad(
+                "tracing.sampling_rate_per_million",
+                format!("{rate} is not 0-1000000"),
+            ));
+        }
+        self.metrics.socket_addr().map_err(|e| bad("metrics.address", e))?;
         Ok(())
     }
 }
@@ -315,6 +364,25 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
         }
     }
     tracing_subscriber::EnvFilter::builder().parse(filter).map(drop).map_err(|e| e.to_string())
+}
+
+/// `http://host:port`: the exporter speaks plain gRPC (no TLS is built in), and a
+/// missing port would silently mean 80, not the collector's 4317.
+fn check_otlp_endpoint(endpoint: &str) -> Result<(), String> {
+    let uri: http::Uri = endpoint.parse().map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(format!("{endpoint:?}: https is not supported; use http://")),
+        _ => return Err(format!("{endpoint:?} must be http://HOST:PORT")),
+    }
+    let authority = uri.authority().ok_or_else(|| format!("{endpoint:?} names no host"))?;
+    if authority.port_u16().is_none() || authority.host().is_empty() {
+        return Err(format!("{endpoint:?} must name a host and port (http://HOST:4317)"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("{endpoint:?}: an OTLP/gRPC endpoint has no path"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -382,6 +450,42 @@ mod tests {
         assert!(err.contains("`network.mtu`"), "{err}");
         let c = parse("[network]\nbridge = \"bt0\"\nsubnet = \"10.1.0.0/24\"\nmtu = 1400").unwrap();
         assert_eq!(c.network.to_network().unwrap().mtu, Some(1400));
+    }
+
+    #[test]
+    fn default_toml_shows_telemetry_off() {
+        let t = Config::default_toml();
+        assert!(t.contains("[tracing]\nendpoint = \"\"\nsampling_rate_per_million = 0\n"), "{t}");
+        assert!(t.contains("[metrics]\naddress = \"\"\n"), "{t}");
+    }
+
+    #[test]
+    fn telemetry_keys_are_checked() {
+        let c = parse(
+            "[tracing]\nendpoint = \"http://127.0.0.1:4317\"\nsampling_rate_per_million = 1000000\n\
+             [metrics]\naddress = \"127.0.0.1:9090\"",
+        )
+        .unwrap();
+        assert_eq!(c.tracing.sampling_rate_per_million, 1_000_000);
+        assert_eq!(c.metrics.socket_addr().unwrap(), Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(Config::default().metrics.socket_addr().unwrap(), None);
+        for (text, key) in [
+            ("[tracing]\nendpoint = \"127.0.0.1:4317\"", "`tracing.endpoint`"),
+            ("[tracing]\nendpoint = \"http://collector\"", "`tracing.endpoint`"),
+            ("[tracing]\nendpoint = \"https://collector:4317\"", "`tracing.endpoint`"),
+            ("[tracing]\nendpoint = \"http://c:4317/v1/traces\"", "`tracing.endpoint`"),
+            (
+                "[tracing]\nsampling_rate_per_million = 1000001",
+                "`tracing.sampling_rate_per_million`",
+            ),
+            ("[tracing]\nsampling_rate_per_million = -1", "`tracing.sampling_rate_per_million`"),
+            ("[tracing]\nendpont = \"\"", "`tracing.endpont`"),
+            ("[metrics]\naddress = \"localhost\"", "`metrics.address`"),
+            ("[metrics]\naddress = \"9090\"", "`metrics.address`"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
     }
 
     #[test]

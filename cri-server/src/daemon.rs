@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::rpc::Cri;
 use crate::rpc_span::RpcSpanLayer;
+use crate::telemetry::metrics::{self, Metrics, StateSource};
 use anyhow::Context;
 use berth_proto::{ImageServiceServer, RuntimeServiceServer};
 use berth_runtime::container::Containers;
@@ -21,7 +22,12 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 
-pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    metrics: Arc<Metrics>,
+    exporting_traces: bool,
+) -> anyhow::Result<()> {
     let layout = Layout::new(&config.root, &config.state);
     layout.create().context("cannot create berth's directories")?;
     let _lock = StateLock::acquire(layout.state())?;
@@ -30,10 +36,18 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .thread_name("berthd")
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(config, config_path, layout))
+        .block_on(serve(config, config_path, layout, metrics, exporting_traces))
 }
 
-async fn serve(config: Config, config_path: Option<PathBuf>, layout: Layout) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    layout: Layout,
+    metrics: Arc<Metrics>,
+    exporting_traces: bool,
+) -> anyhow::Result<()> {
+    // Before the CRI socket: a daemon that cannot serve its metrics must not look up.
+    let metrics_listener = bind_metrics(&config).await?;
     let socket = config.socket.clone();
     let listener = bind_socket(&socket)?;
     let shutdown_timeout = Duration::from_secs(config.shutdown_timeout_secs);
@@ -83,14 +97,22 @@ async fn serve(config: Config, config_path: Option<PathBuf>, layout: Layout) -> 
         )
         .with_runtimes(runtimes),
     );
+    let state_source = StateSource {
+        sandboxes: sandboxes.clone(),
+        containers: containers.clone(),
+        pulled_bytes: images.pulled_bytes(),
+    };
     let cri = Cri::new(config, config_path, layout, images, sandboxes.clone(), containers);
 
     // A watch channel, not a Notify: a signal that lands before anyone waits is not lost.
     let (stop_tx, stop) = watch::channel(false);
     spawn_signal_watch(stop_tx)?;
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(metrics::serve(listener, metrics.clone(), state_source, stop.clone()));
+    }
 
     let server = tonic::transport::Server::builder()
-        .layer(RpcSpanLayer)
+        .layer(RpcSpanLayer::new(metrics, exporting_traces))
         .add_service(RuntimeServiceServer::new(cri.clone()))
         .add_service(ImageServiceServer::new(cri))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), {
@@ -156,6 +178,21 @@ fn image_settings(config: &Config) -> anyhow::Result<ImageSettings> {
             max_entries: config.image.max_layer_entries,
         },
     })
+}
+
+/// Binds the Prometheus endpoint when `metrics.address` is set; a port in use stops
+/// start-up rather than leaving a node silently unmonitored.
+async fn bind_metrics(config: &Config) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) =
+        config.metrics.socket_addr().map_err(|e| anyhow::anyhow!("metrics.address: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("metrics.address: cannot listen on {addr}"))?;
+    tracing::info!(address = %addr, "serving metrics at /metrics");
+    Ok(Some(listener))
 }
 
 /// Binds the CRI socket: parent dirs created, a stale socket replaced, mode 0660 owned by

@@ -5,11 +5,16 @@ mod daemon;
 mod logging;
 mod rpc;
 mod rpc_span;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 use config::{Config, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use telemetry::metrics::Metrics;
+use telemetry::tracing::TraceExport;
 
 #[derive(Debug, Parser)]
 #[command(name = "berthd", version, about = "berth: a Kubernetes CRI container runtime")]
@@ -75,17 +80,43 @@ fn main() -> ExitCode {
         print!("{}", toml::to_string_pretty(&config).expect("config serializes"));
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = logging::init(&config.log.level, config.log.format) {
+    let metrics = Metrics::new();
+    let (export, tracer) = match start_trace_export(&config, &metrics) {
+        Ok(Some((export, tracer))) => (Some(export), Some(tracer)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("berthd: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = logging::init(&config.log.level, config.log.format, tracer) {
         eprintln!("berthd: {e:#}");
         return ExitCode::from(2);
     }
-    match daemon::run(config, config_path) {
+    let flush_timeout = Duration::from_secs(config.shutdown_timeout_secs);
+    let exporting = export.is_some();
+    let code = match daemon::run(config, config_path, metrics, exporting) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
+    };
+    // After the daemon, so the spans of the last calls are in the flush.
+    if let Some(export) = export {
+        export.shutdown(flush_timeout);
     }
+    code
+}
+
+fn start_trace_export(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<(TraceExport, opentelemetry_sdk::trace::SdkTracer)>> {
+    if config.tracing.endpoint.is_empty() {
+        return Ok(None);
+    }
+    TraceExport::start(&config.tracing, metrics.clone()).map(Some)
 }
 
 fn apply_flags(config: &mut Config, cli: &Cli) {

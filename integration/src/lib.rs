@@ -5,6 +5,7 @@ pub mod bench;
 pub mod berthd;
 pub mod leaks;
 pub mod oci_image;
+pub mod otlp;
 pub mod pods;
 pub mod registry;
 pub mod tls;

@@ -144,6 +144,7 @@ fn validate_name(name: &str) -> Result<()> {
 /// nothing is left behind.
 ///
 /// The pin should live in a directory prepared by [`NetnsDir::new`].
+#[tracing::instrument(name = "netns.create", skip_all, fields(path = %path.display()))]
 pub fn create_at(path: &Path) -> Result<()> {
     OpenOptions::new()
         .write(true)

@@ -191,6 +191,7 @@ impl Network {
     /// On failure everything this call did is undone (rules, veth, lease) and the error
     /// returned. A pod whose veth already exists gets `AlreadyExists` and nothing is
     /// touched.
+    #[tracing::instrument(name = "network.setup", skip_all, fields(pod_id = pod_id))]
     pub async fn setup_pod(
         &self,
         pod_id: &str,

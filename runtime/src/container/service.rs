@@ -302,7 +302,7 @@ impl Containers {
         };
         let this = self.clone();
         let pod_id = pod.id.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::traced::spawn_blocking(move || {
             let mut shim = this.shim(&pod_id, true)?;
             shim.create(request).map_err(|e| {
                 ContainerError::FailedPrecondition(format!("creating the container: {e}"))
@@ -411,7 +411,7 @@ impl Containers {
         let rec = self.get(wanted)?;
         let _lock = self.locks.lock(rec.id.clone()).await;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::traced::spawn_blocking(move || {
             let mut shim = this.shim(&rec.pod_id, false)?;
             shim.start(&rec.id).map_err(|e| {
                 ContainerError::FailedPrecondition(format!("starting {}: {e}", rec.id))
@@ -563,7 +563,7 @@ impl Containers {
         }
         let rec = self.get(wanted)?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::traced::spawn_blocking(move || {
             let spec: oci_spec::runtime::Spec = std::fs::read(rec.bundle.join("config.json"))
                 .map_err(internal)
                 .and_then(|b| serde_json::from_slice(&b).map_err(internal))?;

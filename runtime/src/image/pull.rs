@@ -13,6 +13,7 @@ use crate::snapshot::{decompress, unpack_layer, UnpackLimits};
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A config bigger than this is not an image config.
@@ -52,6 +53,8 @@ pub struct Puller<'a> {
     pub limits: UnpackLimits,
     pub platform: &'a NodePlatform,
     pub layer_locks: &'a super::locks::KeyedLocks,
+    /// Every byte received from a registry is added here (for the metrics).
+    pub received: &'a AtomicU64,
 }
 
 impl Puller<'_> {
@@ -147,7 +150,9 @@ impl Puller<'_> {
         let mut stream = self.registries.blob(ep, &digest.to_string(), creds).await?;
         let mut bytes = Vec::with_capacity(size as usize);
         while let Some(chunk) = stream.next().await {
-            bytes.extend_from_slice(&chunk?);
+            let chunk = chunk?;
+            self.received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            bytes.extend_from_slice(&chunk);
             if bytes.len() as u64 > size {
                 break;
             }
@@ -162,7 +167,7 @@ impl Puller<'_> {
     }
 
     /// Makes sure a layer is on disk. Returns its record when this call unpacked it.
-    #[tracing::instrument(name = "layer", skip_all, fields(digest = %layer.digest, size = layer.size))]
+    #[tracing::instrument(name = "image.layer", skip_all, fields(digest = %layer.digest, size = layer.size))]
     async fn layer(
         &self,
         ep: &Endpoint,
@@ -185,7 +190,8 @@ impl Puller<'_> {
             let media_type = layer.media_type.clone();
             let dest = pending.fs_path();
             let limits = self.limits;
-            tokio::task::spawn_blocking(move || -> Result<(Digest, u64), String> {
+            crate::traced::spawn_blocking(move || -> Result<(Digest, u64), String> {
+                let _span = tracing::info_span!("layer.unpack", media_type = %media_type).entered();
                 let reader = HashingReader {
                     inner: ChannelReader { rx, buf: Bytes::new() },
                     hasher: compressed,
@@ -206,6 +212,7 @@ impl Puller<'_> {
             match chunk {
                 Ok(bytes) => {
                     received += bytes.len() as u64;
+                    self.received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     if received > layer.size {
                         download_error = Some(format!(
                             "registry sent more than the {} bytes declared",

@@ -50,6 +50,8 @@ pub struct Images {
     platform: NodePlatform,
     pull_locks: KeyedLocks,
     layer_locks: KeyedLocks,
+    /// Bytes received from registries since start, for the metrics.
+    pulled_bytes: Arc<std::sync::atomic::AtomicU64>,
     /// Pulls hold it shared, garbage collection exclusively: a layer a pull has unpacked
     /// but not yet recorded must not look unreferenced.
     gc: RwLock<()>,
@@ -79,6 +81,7 @@ impl Images {
             platform: NodePlatform::current(),
             pull_locks: KeyedLocks::default(),
             layer_locks: KeyedLocks::default(),
+            pulled_bytes: Default::default(),
             gc: RwLock::new(()),
         };
         images.collect_garbage_now()?;
@@ -86,6 +89,7 @@ impl Images {
     }
 
     /// Pulls `image` (a reference, not an id) and records it; returns the record.
+    #[tracing::instrument(name = "image.pull", skip_all, fields(image = image))]
     pub async fn pull(
         &self,
         image: &str,
@@ -108,6 +112,7 @@ impl Images {
             limits: self.limits,
             platform: &self.platform,
             layer_locks: &self.layer_locks,
+            received: &self.pulled_bytes,
         };
         let mut failures = Vec::new();
         for ep in resolve_endpoints(&reference, &self.registries.settings().mirrors) {
@@ -336,6 +341,11 @@ impl Images {
             self.collect_garbage_now()?;
         }
         Ok(())
+    }
+
+    /// The count of bytes received from registries by pulls, live.
+    pub fn pulled_bytes(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.pulled_bytes.clone()
     }
 
     /// The directory of an unpacked layer, for overlay mounts.

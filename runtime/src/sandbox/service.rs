@@ -175,7 +175,8 @@ impl Sandboxes {
         // (and if it did, the undo stack would still clean up).
         let this = self.clone();
         let task_id = id.clone();
-        tokio::spawn(async move { this.run_inner(task_id, v).await })
+        let setup = async move { this.run_inner(task_id, v).await };
+        tokio::spawn(tracing::Instrument::in_current_span(setup))
             .await
             .map_err(|e| internal(format!("pod set-up task: {e}")))??;
         Ok(id)

@@ -40,6 +40,7 @@ pub type Result<T> = std::result::Result<T, ShimError>;
 /// Starts the shim for `paths` by fork+exec of `binary` and returns once it serves its
 /// socket (the started process exits then; the shim itself runs detached). Safe to call
 /// from a multi-threaded process: std's Command forks and execs at once.
+#[tracing::instrument(name = "shim.spawn", skip_all, fields(dir = %paths.dir().display()))]
 pub fn spawn(binary: &Path, paths: &ShimPaths) -> io::Result<()> {
     let out = Command::new(binary)
         .arg("--dir")
@@ -127,6 +128,7 @@ impl ShimClient {
     }
 
     /// Creates a container; returns its host pid.
+    #[tracing::instrument(name = "shim.create", skip_all, fields(container_id = %req.container_id))]
     pub fn create(&mut self, req: CreateRequest) -> Result<i32> {
         match self.call(Request::Create(req))? {
             Response::Created { pid } => Ok(pid),
@@ -134,6 +136,7 @@ impl ShimClient {
         }
     }
 
+    #[tracing::instrument(name = "shim.start", skip(self))]
     pub fn start(&mut self, id: &str) -> Result<()> {
         self.ok(Request::Start { id: id.into() })
     }
@@ -167,6 +170,7 @@ impl ShimClient {
     }
 
     /// Runs `process` (an OCI process object) in the container and collects its output.
+    #[tracing::instrument(name = "shim.exec", skip(self, process))]
     pub fn exec(
         &mut self,
         id: &str,

@@ -79,6 +79,7 @@ impl RootfsDirs {
 
 /// Mounts the overlay of `lowers` (bottom first, as images list layers) under the
 /// writable `upper`/`work` at `target`.
+#[tracing::instrument(name = "rootfs.mount", skip_all, fields(target = %target.display(), layers = lowers.len()))]
 pub fn mount_overlay(
     lowers: &[PathBuf],
     upper: &Path,
