@@ -455,3 +455,39 @@ async fn the_configured_pids_limit_holds() {
     assert!((5..=10).contains(&sleepers), "{sleepers} sleepers under a limit of 12");
     node.remove_pod_and_check(&pod).await;
 }
+
+#[tokio::test]
+async fn devices_requested_refused_and_privileged() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("devs", logs.path()).await;
+    // A host block device (a loop device, which opens even unbound): a node for it can
+    // be made (CAP_MKNOD) but not opened.
+    let (major, minor) = (7, 0);
+    let mut cfg = busybox("plain", &["sleep", "1000"]);
+    cfg.devices = vec![Device {
+        container_path: "/dev/extra/null".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    }];
+    let plain = node.run(&pod, cfg).await;
+    let mknod = format!("mknod /tmp/disk b {major} {minor} && head -c 1 /tmp/disk");
+    let r = node.exec(&plain, &["sh", "-c", &mknod]).await.unwrap();
+    assert_ne!(r.exit_code, 0, "a container read the host's disk");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("not permitted"), "{r:?}");
+    node.exec_ok(&plain, &["sh", "-c", "echo x > /dev/extra/null"]).await;
+
+    let privileged = LinuxContainerSecurityContext { privileged: true, ..Default::default() };
+    let all = node.run(&pod, busybox_with("all", &["sleep", "1000"], privileged)).await;
+    node.exec_ok(&all, &["sh", "-c", &mknod]).await;
+    let err = node
+        .create(&pod, {
+            let mut c = busybox("bad", &["true"]);
+            c.devices = vec![Device { host_path: "/etc/hostname".into(), ..Default::default() }];
+            c
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("devices[0].host_path"), "{err:?}");
+    node.remove_pod_and_check(&pod).await;
+}

@@ -6,6 +6,7 @@
 //! The spec is the one contract between "what to run" and "how": the native executor in
 //! the shim and any OCI runtime binary take the same document.
 
+use super::devices;
 use super::user::{self, UserRequest};
 use crate::image::record::ImageConfig;
 use crate::spec::{self as defaults, PodNamespaces};
@@ -135,7 +136,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     #[allow(deprecated)]
     let legacy_seccomp = sc.seccomp_profile_path.as_str();
     l.set_seccomp(seccomp(privileged, &seccomp_caps, sc.seccomp.as_ref(), legacy_seccomp)?);
-    l.set_resources(Some(linux_resources(&resources, input.pids_limit)?));
+    let (nodes, device_rules) = devices::devices(cfg, privileged)?;
+    l.set_devices(Some(nodes));
+    let mut oci_resources = linux_resources(&resources, input.pids_limit)?;
+    oci_resources.set_devices(Some(device_rules));
+    l.set_resources(Some(oci_resources));
     l.set_rootfs_propagation(rootfs_propagation(cfg));
     spec.set_linux(Some(l));
     Ok(spec)

@@ -165,6 +165,13 @@ pub fn apply(h: &Hierarchy, dir: &Path, r: &LinuxResources) -> Result<()> {
         }
         return Ok(());
     }
+    if h.has("devices") {
+        // Rules apply in order: a leading deny-all, then what is allowed.
+        for d in r.devices().iter().flatten() {
+            let file = if d.allow() { "devices.allow" } else { "devices.deny" };
+            write(dir, file, &d.to_string())?;
+        }
+    }
     if h.has("memory") {
         if let Some(m) = r.memory() {
             if let Some(limit) = m.limit() {

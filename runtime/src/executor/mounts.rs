@@ -197,6 +197,9 @@ pub fn prepare_rootfs(spec: &Spec, rootfs: &Path) -> Result<()> {
     }
     for d in linux.and_then(|l| l.devices().as_ref()).into_iter().flatten() {
         let dst = resolve_in_root(rootfs, d.path())?;
+        if let Some(parent) = dst.parent() {
+            fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
+        }
         let kind = match d.typ() {
             oci_spec::runtime::LinuxDeviceType::B => libc::S_IFBLK,
             oci_spec::runtime::LinuxDeviceType::P => libc::S_IFIFO,
