@@ -38,6 +38,9 @@ pub struct RegistryOptions {
     pub tls: bool,
     /// Require HTTP basic auth with this user name and password.
     pub basic_auth: Option<(String, String)>,
+    /// Require a bearer token from the registry's `/token` endpoint, which hands one out
+    /// for this user name and password (the Docker Hub scheme).
+    pub token_auth: Option<(String, String)>,
 }
 
 impl RegistryOptions {
@@ -48,6 +51,11 @@ impl RegistryOptions {
 
     pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
         self.basic_auth = Some((user.to_string(), password.to_string()));
+        self
+    }
+
+    pub fn token_auth(mut self, user: &str, password: &str) -> Self {
+        self.token_auth = Some((user.to_string(), password.to_string()));
         self
     }
 }
@@ -85,7 +93,10 @@ impl Registry {
         // The public side is ours, so it can bind port 0 without any race.
         let listener = TcpListener::bind("127.0.0.1:0").context("bind proxy port")?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(proxy::ProxyState::default());
+        let state = Arc::new(match &options.token_auth {
+            Some((user, password)) => proxy::ProxyState::with_token_auth(user, password),
+            None => proxy::ProxyState::default(),
+        });
         let tls = match &ca {
             Some(ca) => Some(proxy::tls_acceptor(ca)?),
             None => None,
@@ -161,6 +172,18 @@ impl Registry {
     pub fn client(&self) -> RegistryClient {
         RegistryClient::new(&self.url(), self.credentials(), self.ca_pem_path())
             .expect("registry client")
+    }
+
+    /// A client for the registry behind the proxy (no authentication, plain HTTP): how
+    /// tests fill a registry whose front door wants tokens.
+    pub fn backend_client(&self) -> RegistryClient {
+        RegistryClient::new(&format!("http://{}", self.backend), None, None)
+            .expect("registry client")
+    }
+
+    /// Scopes asked for at the token endpoint so far (token authentication only).
+    pub fn token_scopes(&self) -> Vec<String> {
+        self.state.token_scopes()
     }
 
     /// A client for this registry that trusts its CA but sends no credentials.

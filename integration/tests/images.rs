@@ -490,6 +490,44 @@ async fn credentials_file_is_used_when_the_pull_brings_none() {
 }
 
 #[tokio::test]
+async fn bearer_token_challenge_is_answered_with_the_pull_credentials() {
+    let registry = Registry::start(RegistryOptions::default().token_auth("berth", "s3cret"));
+    let pushed =
+        images::busybox().push(&registry.backend_client(), "library/busybox", "latest").unwrap();
+    let berthd = berthd_for(&registry, "").await;
+    let with = |user: &str, password: &str| PullImageRequest {
+        image: spec("busybox"),
+        auth: Some(AuthConfig {
+            username: user.into(),
+            password: password.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // Anonymous: the token endpoint refuses, and so does the pull.
+    let err = pull(&berthd, "busybox").await.unwrap_err();
+    assert!(status(&berthd, "busybox").await.is_none(), "{err:?}");
+    let err = berthd.image().pull_image(with("berth", "wrong")).await.unwrap_err();
+    assert!(!err.message().contains("wrong"), "the password leaked into the error: {err:?}");
+    let image_ref =
+        berthd.image().pull_image(with("berth", "s3cret")).await.unwrap().into_inner().image_ref;
+    assert_eq!(image_ref, pushed.image_id());
+    assert!(
+        registry.token_scopes().iter().any(|s| s == "repository:library/busybox:pull"),
+        "{:?}",
+        registry.token_scopes()
+    );
+    // Every blob came through with a token: none was refused once one was issued.
+    let refused_after_token = registry
+        .requests()
+        .iter()
+        .skip_while(|r| r.path != "/token" || r.status != 200)
+        .filter(|r| r.path.contains("/blobs/") && r.status == 401)
+        .count();
+    assert_eq!(refused_after_token, 0, "{:?}", registry.requests());
+}
+
+#[tokio::test]
 async fn a_stalled_download_is_aborted() {
     let registry = Registry::start(RegistryOptions::default());
     let pushed = images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();

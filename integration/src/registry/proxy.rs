@@ -61,9 +61,39 @@ pub struct RequestRecord {
 pub(super) struct ProxyState {
     requests: Mutex<Vec<RequestRecord>>,
     faults: Mutex<HashMap<String, BlobFault>>,
+    /// Set: the proxy is a registry with token authentication (the Docker Hub scheme).
+    token_auth: Option<TokenAuth>,
+}
+
+/// Token authentication: `/v2/` answers 401 with a `Bearer` challenge naming `/token`,
+/// which hands out a token for the right basic credentials; requests carrying an issued
+/// token go through.
+pub(super) struct TokenAuth {
+    user: String,
+    password: String,
+    issued: Mutex<Vec<String>>,
+    /// The `scope` parameter of every token request, in order.
+    scopes: Mutex<Vec<String>>,
 }
 
 impl ProxyState {
+    pub fn with_token_auth(user: &str, password: &str) -> Self {
+        ProxyState {
+            token_auth: Some(TokenAuth {
+                user: user.into(),
+                password: password.into(),
+                issued: Mutex::default(),
+                scopes: Mutex::default(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Scopes asked for at the token endpoint so far.
+    pub fn token_scopes(&self) -> Vec<String> {
+        self.token_auth.as_ref().map(|t| t.scopes.lock().unwrap().clone()).unwrap_or_default()
+    }
+
     pub fn blob_get_count(&self, digest: &str) -> usize {
         self.requests
             .lock()
@@ -226,12 +256,69 @@ where
         .await;
 }
 
+/// What token authentication says about a request: answer it here, or let it through.
+fn token_gate(
+    req: &Request<Incoming>,
+    auth: &TokenAuth,
+    scheme: &str,
+) -> Option<Response<ProxyBody>> {
+    use base64::Engine;
+    let header = req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    let path = req.uri().path();
+    if path == "/token" {
+        let query = req.uri().query().unwrap_or_default();
+        let scope = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("scope="))
+            .map(|s| s.replace("%3A", ":").replace("%2F", "/"))
+            .unwrap_or_default();
+        auth.scopes.lock().unwrap().push(scope);
+        let expected = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", auth.user, auth.password));
+        if header != Some(&format!("Basic {expected}")) {
+            return Some(empty(StatusCode::UNAUTHORIZED));
+        }
+        let token = format!("tok-{}", auth.issued.lock().unwrap().len() + 1);
+        auth.issued.lock().unwrap().push(token.clone());
+        let body = format!(r#"{{"token":"{token}","access_token":"{token}","expires_in":300}}"#);
+        let mut resp = Response::new(full(body.into()));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Some(resp);
+    }
+    let token = header.and_then(|h| h.strip_prefix("Bearer "));
+    if token.is_some_and(|t| auth.issued.lock().unwrap().iter().any(|i| i == t)) {
+        return None;
+    }
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let mut challenge = format!(r#"Bearer realm="{scheme}://{host}/token",service="berth-test""#);
+    // /v2/<name>/manifests/… and /v2/<name>/blobs/…: the repository is <name>.
+    let repo = path
+        .strip_prefix("/v2/")
+        .and_then(|r| r.rsplit_once("/manifests/").or_else(|| r.rsplit_once("/blobs/")))
+        .map(|(name, _)| name);
+    if let Some(repo) = repo {
+        challenge.push_str(&format!(r#",scope="repository:{repo}:pull""#));
+    }
+    let mut resp = empty(StatusCode::UNAUTHORIZED);
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(&challenge).ok()?);
+    Some(resp)
+}
+
 async fn forward(
     mut req: Request<Incoming>,
     ctx: Arc<Ctx>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if let Some(auth) = &ctx.state.token_auth {
+        if let Some(resp) = token_gate(&req, auth, ctx.scheme) {
+            ctx.state.record(&method, &path, resp.status().as_u16());
+            return Ok(resp);
+        }
+        // The backend itself has no authentication.
+        req.headers_mut().remove(header::AUTHORIZATION);
+    }
     let fault = match blob_digest(&path) {
         Some(digest) if method == Method::GET => ctx.state.take_fault(digest),
         _ => None,
