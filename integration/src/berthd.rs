@@ -54,6 +54,8 @@ pub struct Options {
     pub config: Option<String>,
     /// Extra command-line arguments.
     pub args: Vec<String>,
+    /// Extra environment variables (e.g. crash points).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Berthd {
@@ -156,6 +158,11 @@ impl Berthd {
     pub fn kill(&mut self) {
         let mut child = self.child.take().expect("berthd is running");
         stop_child(&mut child, Signal::SIGKILL, STOP_TIMEOUT);
+    }
+
+    /// Changes the environment the next [`restart`](Self::restart) gives berthd.
+    pub fn set_env(&mut self, env: Vec<(String, String)>) {
+        self.options.env = env;
     }
 
     /// Starts berthd again on the same directories (after [`stop`](Self::stop) or
@@ -263,6 +270,7 @@ fn spawn(dir: &Path, options: &Options) -> Child {
         .expect("open berthd log");
     command(dir, options)
         .env("RUST_LOG", std::env::var("BERTHD_LOG").unwrap_or_else(|_| "debug".into()))
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdout(log.try_clone().expect("dup log"))
         .stderr(log)
         .spawn()

@@ -449,6 +449,43 @@ async fn failed_runs_leave_nothing() {
 }
 
 #[tokio::test]
+async fn a_crash_at_any_step_of_run_pod_sandbox_leaves_nothing_after_restart() {
+    let env = NetEnv::new();
+    for point in ["sandbox.recorded", "sandbox.netns", "sandbox.cgroup", "sandbox.network"] {
+        let mut b = berth_integration::Berthd::start_with(berth_integration::Options {
+            config: Some(env.config_toml()),
+            env: vec![("BERTH_CRASH_AT".into(), point.into())],
+            ..Default::default()
+        })
+        .await;
+        let mut config = pod(&env, "crashy");
+        config.port_mappings = vec![PortMapping {
+            protocol: Protocol::Tcp as i32,
+            container_port: 80,
+            host_port: 18080,
+            ..Default::default()
+        }];
+        let err = b.runtime().run_pod_sandbox(run_req(config.clone())).await.unwrap_err();
+        // The connection breaks mid-call (Unknown or Unavailable, depending on timing).
+        assert!(
+            matches!(err.code(), Code::Unavailable | Code::Unknown),
+            "{point}: berthd should have died: {err:?}"
+        );
+        b.kill();
+        b.set_env(vec![]);
+        b.restart().await;
+        let mut rt = b.runtime();
+        let list = rt.list_pod_sandbox(ListPodSandboxRequest::default()).await.unwrap();
+        assert!(list.into_inner().items.is_empty(), "{point}: a half-made pod is listed");
+        env.assert_no_leaks(&b).await;
+        // The name is free again and the pod runs.
+        let id = rt.run_pod_sandbox(run_req(config)).await.unwrap().into_inner().pod_sandbox_id;
+        remove(&b, &id).await;
+        env.assert_no_leaks(&b).await;
+    }
+}
+
+#[tokio::test]
 async fn restart_keeps_pods_and_reboot_makes_them_notready_and_cleans() {
     let env = NetEnv::new();
     let mut b = env.berthd().await;

@@ -7,6 +7,7 @@ pub mod container;
 pub mod content;
 pub mod digest;
 pub mod executor;
+pub mod failpoint;
 pub mod image;
 pub mod layout;
 pub mod metadata;

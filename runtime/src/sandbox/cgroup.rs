@@ -87,6 +87,21 @@ pub fn pod_cgroup(cgroup_parent: &str, pod_id: &str) -> String {
     }
 }
 
+/// The directories [`create`] would make for `rel` now (parents first): those missing.
+pub fn missing(hs: &[Hierarchy], rel: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for h in hs {
+        let mut dir = h.mount.clone();
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            dir.push(part);
+            if !dir.exists() {
+                out.push(dir.clone());
+            }
+        }
+    }
+    out
+}
+
 /// Creates `rel` on every hierarchy and returns the directories created (parents first).
 /// On failure, what was created is removed again.
 pub fn create(hs: &[Hierarchy], rel: &str) -> Result<Vec<PathBuf>, String> {

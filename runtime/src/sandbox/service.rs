@@ -260,6 +260,7 @@ impl Sandboxes {
             });
         }
 
+        crate::failpoint::crash_point("sandbox.recorded");
         // 2. The pod's directory (everything below goes in it).
         let dir = rec.dir.clone();
         std::fs::DirBuilder::new()
@@ -279,6 +280,7 @@ impl Sandboxes {
             rec.netns = Some(pin.clone());
             undo.push("netns pin", move || netns::remove(&pin).map_err(|e| e.to_string()));
         }
+        crate::failpoint::crash_point("sandbox.netns");
         let req = NsRequest {
             ipc: (!v.host_ipc()).then(|| dir.join("ns/ipc")),
             uts: (!v.host_network()).then(|| (dir.join("ns/uts"), v.spec.hostname.clone())),
@@ -303,27 +305,30 @@ impl Sandboxes {
             undo.push("shm", move || mounts::unmount(&shm));
         }
 
-        // 5. The pod cgroup.
+        // 5. The pod cgroup. What will be made is recorded first, so that a crash at any
+        // point leaves a record start-up can clean up from (removal tolerates what was
+        // never made, and keeps a parent another pod still uses).
         let hs = self.inner.hierarchies.clone();
         let rel = rec.cgroup.clone();
-        let created = cgroup::create(&hs, &rel).map_err(internal)?;
-        rec.cgroup_created = created.clone();
+        let planned = cgroup::missing(&hs, &rel);
+        rec.cgroup_created = planned.clone();
         {
-            let (meta, hs) = (meta.clone(), hs.clone());
+            let mut tx = meta.write()?;
+            for p in planned.iter().filter(|d| !d.ends_with(&rel)) {
+                tx.put(&p.to_string_lossy(), &CgroupDirRecord {})?;
+            }
+            tx.put(&id, &*rec)?;
+            tx.commit()?;
+        }
+        {
+            let (meta, hs, rel, planned) = (meta.clone(), hs.clone(), rel.clone(), planned.clone());
             undo.push("cgroup", move || {
-                cgroup::remove(&created, &rel)?;
+                cgroup::remove(&planned, &rel)?;
                 remove_berth_parents(&meta, &hs, &rel).map_err(|e| e.to_string())
             });
         }
-        let parents: Vec<&PathBuf> =
-            rec.cgroup_created.iter().filter(|d| !d.ends_with(&rec.cgroup)).collect();
-        if !parents.is_empty() {
-            let mut tx = meta.write()?;
-            for p in parents {
-                tx.put(&p.to_string_lossy(), &CgroupDirRecord {})?;
-            }
-            tx.commit()?;
-        }
+        cgroup::create(&hs, &rel).map_err(internal)?;
+        crate::failpoint::crash_point("sandbox.cgroup");
         if let Some(r) = &v.spec.resources {
             cgroup::apply(&hs, &rec.cgroup, r).map_err(SandboxError::InvalidArgument)?;
         }
@@ -338,6 +343,7 @@ impl Sandboxes {
                 });
             }
             let got = network.setup_pod(&id, &pin, &v.port_mappings).await?;
+            crate::failpoint::crash_point("sandbox.network");
             rec.ip = Some(got.ip);
             rec.veth = Some(got.veth);
             let net_sysctls: Vec<_> =
