@@ -97,6 +97,7 @@ async fn serve(
         )
         .with_runtimes(runtimes),
     );
+    containers.reconcile(&images).await.context("cannot reconcile containers")?;
     let state_source = StateSource {
         sandboxes: sandboxes.clone(),
         containers: containers.clone(),

@@ -262,6 +262,50 @@ async fn the_runc_handler_runs_containers_through_runc_and_unknown_handlers_are_
     assert!(!runc_state.join(&id).exists(), "runc's state outlived the container");
 }
 
+#[tokio::test]
+async fn a_crash_during_create_container_leaves_nothing_after_restart() {
+    let mut node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod_id = node.run_pod("crashcreate", logs.path()).await;
+    for point in ["container.rootfs", "container.created"] {
+        node.berthd.kill();
+        node.berthd.set_env(vec![("BERTH_CRASH_AT".into(), point.into())]);
+        node.berthd.restart().await;
+        let err = node.create(&pod_id, busybox("svc", &["sleep", "1000"])).await.unwrap_err();
+        assert!(
+            matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+            "{point}: berthd should have died: {err:?}"
+        );
+        node.berthd.kill();
+        node.berthd.set_env(vec![]);
+        node.berthd.restart().await;
+        let listed = node
+            .berthd
+            .runtime()
+            .list_containers(ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert!(listed.is_empty(), "{point}: {listed:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(node.berthd.state_dir().join("containers"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(leftovers.is_empty(), "{point}: bundles left: {leftovers:?}");
+        let snapshots = node.berthd.root_dir().join("snapshots/containers");
+        let left = std::fs::read_dir(&snapshots).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(left, 0, "{point}: writable layers left in {}", snapshots.display());
+        // The name is free: the kubelet's retry succeeds.
+        let id = node.run(&pod_id, busybox("svc", &["sleep", "1000"])).await;
+        node.berthd
+            .runtime()
+            .remove_container(RemoveContainerRequest { container_id: id })
+            .await
+            .unwrap();
+    }
+    node.remove_pod_and_check(&pod_id).await;
+}
+
 // Every test runs twice: with the native executor and with runc as the pod's runtime
 // handler, which must behave the same through CRI.
 macro_rules! with_each_handler {

@@ -31,6 +31,9 @@ pub struct ContainerRecord {
     /// The resources asked for at create, or by the last UpdateContainerResources.
     #[serde(default)]
     pub resources: Option<ResourcesRecord>,
+    /// CreateContainer has not finished: hidden from CRI, removed at start-up.
+    #[serde(default)]
+    pub creating: bool,
 }
 
 /// CRI `LinuxContainerResources`, kept to report them back in ContainerStatus.

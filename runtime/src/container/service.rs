@@ -167,6 +167,44 @@ impl Containers {
 
         let id = new_id().map_err(internal)?;
         let key = name_key(&pod.id, &meta.name, meta.attempt);
+        let bundle = self.state.join("containers").join(&id);
+        let rootfs_dir = bundle.join("rootfs");
+        // The record goes in first, marked as being created, with the name: a crash at any
+        // later point leaves a record start-up removes along with what it names.
+        let mut record = ContainerRecord {
+            id: id.clone(),
+            pod_id: pod.id.clone(),
+            name: meta.name.clone(),
+            attempt: meta.attempt,
+            image: image.clone(),
+            image_id: image_config.id.clone(),
+            labels: config.labels.clone().into_iter().collect(),
+            annotations: config.annotations.clone().into_iter().collect(),
+            log_path: config.log_path.clone(),
+            log_file: log_file.clone(),
+            mounts: config
+                .mounts
+                .iter()
+                .map(|m| MountRecord {
+                    container_path: m.container_path.clone(),
+                    host_path: m.host_path.clone(),
+                    readonly: m.readonly,
+                    propagation: m.propagation,
+                })
+                .collect(),
+            tty: config.tty,
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+            created_at: now_ns(),
+            bundle: bundle.clone(),
+            rootfs: rootfs_dir.clone(),
+            resources: config
+                .linux
+                .as_ref()
+                .and_then(|l| l.resources.as_ref())
+                .map(ResourcesRecord::from),
+            creating: true,
+        };
         {
             let mut tx = self.meta.write()?;
             if let Some(existing) = tx.get::<ContainerName>(&key)? {
@@ -176,10 +214,9 @@ impl Containers {
                 )));
             }
             tx.put(&key, &ContainerName { container_id: id.clone() })?;
+            tx.put(&id, &record)?;
             tx.commit()?;
         }
-        let bundle = self.state.join("containers").join(&id);
-        let rootfs_dir = bundle.join("rootfs");
         let result = self
             .create_inner(
                 images,
@@ -190,63 +227,64 @@ impl Containers {
                 &id,
                 &bundle,
                 &rootfs_dir,
-                log_file.clone(),
+                log_file,
             )
             .await;
         match result {
             Ok(()) => {
-                let record = ContainerRecord {
-                    id: id.clone(),
-                    pod_id: pod.id.clone(),
-                    name: meta.name,
-                    attempt: meta.attempt,
-                    image,
-                    image_id: image_config.id,
-                    labels: config.labels.into_iter().collect(),
-                    annotations: config.annotations.into_iter().collect(),
-                    log_path: config.log_path,
-                    log_file,
-                    mounts: config
-                        .mounts
-                        .iter()
-                        .map(|m| MountRecord {
-                            container_path: m.container_path.clone(),
-                            host_path: m.host_path.clone(),
-                            readonly: m.readonly,
-                            propagation: m.propagation,
-                        })
-                        .collect(),
-                    tty: config.tty,
-                    stdin: config.stdin,
-                    stdin_once: config.stdin_once,
-                    created_at: now_ns(),
-                    bundle,
-                    rootfs: rootfs_dir,
-                    resources: config
-                        .linux
-                        .as_ref()
-                        .and_then(|l| l.resources.as_ref())
-                        .map(ResourcesRecord::from),
-                };
+                crate::failpoint::crash_point("container.created");
+                record.creating = false;
                 let mut tx = self.meta.write()?;
                 tx.put(&id, &record)?;
                 tx.commit()?;
                 Ok(id)
             }
             Err(e) => {
-                // Undo in reverse: the shim's container, the mount, the writable layer, the name.
-                if let Ok(mut c) = self.shim(&pod.id, false) {
-                    let _ = c.delete(&id);
+                if let Err(undo) = self.undo_create(images, &record).await {
+                    tracing::error!(container_id = %id, error = %undo, "cannot undo a failed create");
                 }
-                let _ = crate::sandbox::mounts::unmount(&rootfs_dir);
-                let _ = images.release_rootfs(&id).await;
-                let _ = std::fs::remove_dir_all(&bundle);
-                let mut tx = self.meta.write()?;
-                tx.delete::<ContainerName>(&key)?;
-                tx.commit()?;
                 Err(e)
             }
         }
+    }
+
+    /// Removes what a create made (or may have made, after a crash): the shim's
+    /// container, the rootfs mount, the writable layer, the bundle, the record and name.
+    async fn undo_create(self: &Arc<Self>, images: &Images, rec: &ContainerRecord) -> Result<()> {
+        let this = self.clone();
+        let (pod, id) = (rec.pod_id.clone(), rec.id.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Ok(mut c) = this.shim(&pod, false) {
+                let _ = c.delete(&id);
+            }
+        })
+        .await
+        .map_err(internal)?;
+        crate::sandbox::mounts::unmount(&rec.rootfs).map_err(internal)?;
+        images.release_rootfs(&rec.id).await.map_err(internal)?;
+        match std::fs::remove_dir_all(&rec.bundle) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(internal(e)),
+            _ => {}
+        }
+        let mut tx = self.meta.write()?;
+        tx.delete::<ContainerRecord>(&rec.id)?;
+        let key = name_key(&rec.pod_id, &rec.name, rec.attempt);
+        if tx.get::<ContainerName>(&key)?.is_some_and(|n| n.container_id == rec.id) {
+            tx.delete::<ContainerName>(&key)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Start-up: containers whose create was interrupted by a crash are removed.
+    pub async fn reconcile(self: &Arc<Self>, images: &Images) -> Result<()> {
+        for (id, rec) in self.meta.list::<ContainerRecord>()? {
+            if rec.creating {
+                tracing::warn!(container_id = %id, "removing a container whose create was interrupted");
+                self.undo_create(images, &rec).await?;
+            }
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -266,6 +304,7 @@ impl Containers {
         let plan = images.prepare_rootfs(id, image).await.map_err(internal)?;
         rootfs::mount_overlay(&plan.lowers, &plan.upper, &plan.work, rootfs_dir)
             .map_err(internal)?;
+        crate::failpoint::crash_point("container.rootfs");
         let cgroups_path = format!("/{}/{id}", pod.cgroup.trim_matches('/'));
         let (pod_pid_ns, target_pid) = self.pid_namespace_of(pod, config).await?;
         let spec = spec::build(&SpecInput {
@@ -380,6 +419,7 @@ impl Containers {
             .ok_or_else(|| ContainerError::NotFound(format!("container {wanted:?} not found")))?;
         self.meta
             .get::<ContainerRecord>(&id)?
+            .filter(|r| !r.creating)
             .ok_or_else(|| ContainerError::NotFound(format!("container {wanted:?} not found")))
     }
 
@@ -403,8 +443,15 @@ impl Containers {
         }
     }
 
+    /// Every container, but those still being created.
     pub fn list(&self) -> Result<Vec<ContainerRecord>> {
-        Ok(self.meta.list::<ContainerRecord>()?.into_iter().map(|(_, r)| r).collect())
+        Ok(self
+            .meta
+            .list::<ContainerRecord>()?
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| !r.creating)
+            .collect())
     }
 
     pub async fn start(self: &Arc<Self>, wanted: &str) -> Result<()> {
@@ -524,30 +571,8 @@ impl Containers {
         };
         self.stop(&rec.id, Duration::ZERO, libc::SIGKILL).await?;
         let _lock = self.locks.lock(rec.id.clone()).await;
-        let this = self.clone();
-        let (pod, id) = (rec.pod_id.clone(), rec.id.clone());
-        tokio::task::spawn_blocking(move || {
-            if let Ok(mut shim) = this.shim(&pod, false) {
-                let _ = shim.delete(&id);
-            }
-        })
-        .await
-        .map_err(internal)?;
-        crate::sandbox::mounts::unmount(&rec.rootfs).map_err(internal)?;
-        images.release_rootfs(&rec.id).await.map_err(internal)?;
-        match std::fs::remove_dir_all(&rec.bundle) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(internal(e)),
-            _ => {}
-        }
         let _ = std::fs::remove_file(self.shim_paths(&rec.pod_id).exit_file(&rec.id));
-        let mut tx = self.meta.write()?;
-        tx.delete::<ContainerRecord>(&rec.id)?;
-        let key = name_key(&rec.pod_id, &rec.name, rec.attempt);
-        if tx.get::<ContainerName>(&key)?.is_some_and(|n| n.container_id == rec.id) {
-            tx.delete::<ContainerName>(&key)?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.undo_create(images, &rec).await
     }
 
     /// Runs `cmd` in a running container, as its user, with its environment, working
