@@ -25,7 +25,10 @@ async fn a_container_runs_logs_exits_and_is_removed(node: Node) {
     assert!(log.lines().any(|l| l.ends_with(" stdout F hello")), "{log}");
     assert!(log.lines().any(|l| l.ends_with(" stderr F oops")), "{log}");
 
-    // A second container with the same name is refused while the first exists.
+    // The kubelet's retry (the same request) gets the same container; a different one
+    // under the same name is refused.
+    let retry = busybox("echo", &["sh", "-c", "echo hello; echo oops >&2; exit 3"]);
+    assert_eq!(node.create(&pod_id, retry).await.unwrap(), id);
     let again = node.create(&pod_id, busybox("echo", &["true"])).await.unwrap_err();
     assert_eq!(again.code(), tonic::Code::AlreadyExists);
 

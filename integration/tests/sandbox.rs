@@ -104,8 +104,13 @@ async fn pod_lifecycle_files_status_and_filters() {
     assert_eq!(id.len(), 64);
     assert!(id.bytes().all(|c| c.is_ascii_hexdigit()));
 
-    // Same metadata again: the name is reserved.
-    let err = rt.run_pod_sandbox(run_req(config.clone())).await.unwrap_err();
+    // The kubelet's retry (the same request) gets the same pod; a different request
+    // under the same name is refused, naming the holder.
+    let again = rt.run_pod_sandbox(run_req(config.clone())).await.unwrap().into_inner();
+    assert_eq!(again.pod_sandbox_id, id);
+    let mut other = config.clone();
+    other.labels.insert("other".into(), "request".into());
+    let err = rt.run_pod_sandbox(run_req(other)).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
     assert!(err.message().contains("web_default_uid-web_0") && err.message().contains(&id));
 
@@ -445,6 +450,35 @@ async fn failed_runs_leave_nothing() {
     assert_eq!(env.cgroups().iter().filter(|c| c.join("second").exists()).count(), 0);
 
     remove(&b, &first).await;
+    env.assert_no_leaks(&b).await;
+}
+
+#[tokio::test]
+async fn concurrent_retries_of_run_pod_sandbox_make_one_pod() {
+    let env = NetEnv::new();
+    let b = env.berthd().await;
+    let config = pod(&env, "retried");
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let mut rt = b.runtime();
+            let req = run_req(config.clone());
+            tokio::spawn(async move { rt.run_pod_sandbox(req).await.map(|r| r.into_inner()) })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for c in calls {
+        ids.push(c.await.unwrap().unwrap().pod_sandbox_id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let list = b.runtime().list_pod_sandbox(ListPodSandboxRequest::default()).await.unwrap();
+    assert_eq!(list.into_inner().items.len(), 1);
+    let mut rt = b.runtime();
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: ids[0].clone() }).await.unwrap();
+    // A stopped pod keeps its name: the kubelet makes a new attempt instead.
+    let err = rt.run_pod_sandbox(run_req(config)).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    remove(&b, &ids[0]).await;
     env.assert_no_leaks(&b).await;
 }
 

@@ -15,11 +15,17 @@ pub async fn create_container(
     record_pod(&req.pod_sandbox_id);
     let config = req.config.ok_or_else(|| errors::missing("config"))?;
     let pod = cri.inner.sandboxes.status(&req.pod_sandbox_id).map_err(errors::sandbox)?;
-    let id = cri
-        .inner
-        .containers
-        .create(&cri.inner.images, &pod, config)
+    // On a task of its own: a kubelet that gives up (its deadline passes, the stream is
+    // reset) must not cut a create off half-way; its retry then finds the finished one.
+    let task = {
+        let cri = cri.clone();
+        let create =
+            async move { cri.inner.containers.create(&cri.inner.images, &pod, config).await };
+        tokio::spawn(tracing::Instrument::in_current_span(create))
+    };
+    let id = task
         .await
+        .map_err(|e| Status::internal(format!("container create task: {e}")))?
         .map_err(errors::container)?;
     record_container(&id);
     Ok(CreateContainerResponse { container_id: id })

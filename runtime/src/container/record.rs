@@ -34,6 +34,33 @@ pub struct ContainerRecord {
     /// CreateContainer has not finished: hidden from CRI, removed at start-up.
     #[serde(default)]
     pub creating: bool,
+    /// [`request_fingerprint`] of the create request: tells a kubelet's retry (same
+    /// request) from a conflicting create under the same name.
+    #[serde(default)]
+    pub request: String,
+}
+
+/// A digest of what a CreateContainer request asks for, independent of map ordering.
+pub fn request_fingerprint(c: &berth_proto::ContainerConfig) -> String {
+    let sorted = |m: &std::collections::HashMap<String, String>| {
+        let mut v: Vec<(&String, &String)> = m.iter().collect();
+        v.sort();
+        v.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()
+    };
+    let text = serde_json::json!({
+        "image": c.image.as_ref().map(|i| i.image.clone()),
+        "command": c.command,
+        "args": c.args,
+        "working_dir": c.working_dir,
+        "envs": c.envs.iter().map(|e| format!("{}={}", e.key, e.value)).collect::<Vec<_>>(),
+        "mounts": c.mounts.iter().map(|m| format!("{}:{}:{}:{}", m.host_path, m.container_path, m.readonly, m.propagation)).collect::<Vec<_>>(),
+        "labels": sorted(&c.labels),
+        "annotations": sorted(&c.annotations),
+        "log_path": c.log_path,
+        "tty": c.tty,
+        "stdin": c.stdin,
+    });
+    crate::digest::Digest::of(text.to_string().as_bytes()).to_string()
 }
 
 /// CRI `LinuxContainerResources`, kept to report them back in ContainerStatus.

@@ -5,7 +5,9 @@
 //! to create, start, signal and reap it. The shim outlives berthd, so state that matters
 //! after a restart (exit codes, times) is read back from the shim or its exit files.
 
-use super::record::{name_key, ContainerName, ContainerRecord, MountRecord, ResourcesRecord};
+use super::record::{
+    name_key, request_fingerprint, ContainerName, ContainerRecord, MountRecord, ResourcesRecord,
+};
 use super::spec::{self, PodFiles, SpecInput};
 use crate::image::Images;
 use crate::metadata::{MetadataError, MetadataStore};
@@ -165,8 +167,22 @@ impl Containers {
             ))
         })?;
 
-        let id = new_id().map_err(internal)?;
         let key = name_key(&pod.id, &meta.name, meta.attempt);
+        // One create per name at a time: the kubelet's retry of a create that outlived its
+        // deadline waits here, then gets the container the first call made.
+        let _name_lock = self.locks.lock(format!("name/{key}")).await;
+        if let Some(existing) = self.meta.get::<ContainerName>(&key)? {
+            return match self.meta.get::<ContainerRecord>(&existing.container_id)? {
+                Some(rec) if !rec.creating && rec.request == request_fingerprint(&config) => {
+                    Ok(rec.id)
+                }
+                _ => Err(ContainerError::AlreadyExists(format!(
+                    "container name {key:?} is reserved for {}",
+                    existing.container_id
+                ))),
+            };
+        }
+        let id = new_id().map_err(internal)?;
         let bundle = self.state.join("containers").join(&id);
         let rootfs_dir = bundle.join("rootfs");
         // The record goes in first, marked as being created, with the name: a crash at any
@@ -204,6 +220,7 @@ impl Containers {
                 .and_then(|l| l.resources.as_ref())
                 .map(ResourcesRecord::from),
             creating: true,
+            request: request_fingerprint(&config),
         };
         {
             let mut tx = self.meta.write()?;

@@ -170,16 +170,45 @@ impl Sandboxes {
                 )));
             }
         }
-        let id = new_id().map_err(internal)?;
         // On a task of its own: a caller that goes away does not stop set-up half-way
         // (and if it did, the undo stack would still clean up).
         let this = self.clone();
-        let task_id = id.clone();
-        let setup = async move { this.run_inner(task_id, v).await };
+        let setup = async move {
+            // One set-up per pod name at a time: the kubelet's retry of a RunPodSandbox that
+            // outlived its deadline waits here, then gets the pod the first call made.
+            let key = v.metadata.key();
+            let _name_lock = this.inner.locks.lock(format!("name/{key}")).await;
+            if let Some(id) = this.finished_twin(&key, &v)? {
+                return Ok(id);
+            }
+            let id = new_id().map_err(internal)?;
+            this.run_inner(id.clone(), v).await.map(|()| id)
+        };
         tokio::spawn(tracing::Instrument::in_current_span(setup))
             .await
-            .map_err(|e| internal(format!("pod set-up task: {e}")))??;
-        Ok(id)
+            .map_err(|e| internal(format!("pod set-up task: {e}")))?
+    }
+
+    /// The ready pod an identical earlier request made under this name, if any. A pod
+    /// under the name that differs, or is no longer ready, keeps the name reserved.
+    fn finished_twin(&self, key: &str, v: &ValidSpec) -> Result<Option<String>> {
+        let Some(holder) = self.inner.meta.get::<NameRecord>(key)? else { return Ok(None) };
+        let rec = self.inner.meta.get::<SandboxRecord>(&holder.sandbox_id)?;
+        match rec {
+            Some(r)
+                if r.state == SandboxState::Ready
+                    && r.labels == v.spec.labels
+                    && r.annotations == v.spec.annotations
+                    && r.runtime_handler == v.spec.runtime_handler
+                    && r.log_directory == v.spec.log_directory =>
+            {
+                Ok(Some(r.id))
+            }
+            _ => Err(SandboxError::AlreadyExists(format!(
+                "pod sandbox name {key:?} is reserved for {}",
+                holder.sandbox_id
+            ))),
+        }
     }
 
     async fn run_inner(&self, id: String, v: ValidSpec) -> Result<()> {
