@@ -146,18 +146,12 @@ fn validate_name(name: &str) -> Result<()> {
 /// The pin should live in a directory prepared by [`NetnsDir::new`].
 #[tracing::instrument(name = "netns.create", skip_all, fields(path = %path.display()))]
 pub fn create_at(path: &Path) -> Result<()> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => {
-                NetworkError::AlreadyExists(format!("netns pin {}", path.display()))
-            }
-            _ => NetworkError::io(format!("create {}", path.display()), e),
-        })?;
+    create_pin_file(path).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => {
+            NetworkError::AlreadyExists(format!("netns pin {}", path.display()))
+        }
+        _ => NetworkError::io(format!("create {}", path.display()), e),
+    })?;
     let target = path.to_path_buf();
     let result = std::thread::Builder::new()
         .name("berth-netns-new".into())
@@ -174,6 +168,17 @@ pub fn create_at(path: &Path) -> Result<()> {
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+/// The empty, read-only file a namespace is bind-mounted onto; fails if `path` exists.
+pub fn create_pin_file(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map(drop)
 }
 
 /// Removes a pin made by [`create_at`]: lazily unmounts it and deletes the file. A path

@@ -6,6 +6,7 @@
 pub mod container;
 pub mod content;
 pub mod digest;
+pub mod error;
 pub mod executor;
 pub mod failpoint;
 pub mod image;

@@ -14,7 +14,7 @@ pub async fn create_container(
     }
     record_pod(&req.pod_sandbox_id);
     let config = req.config.ok_or_else(|| errors::missing("config"))?;
-    let pod = cri.inner.sandboxes.status(&req.pod_sandbox_id).map_err(errors::sandbox)?;
+    let pod = cri.inner.sandboxes.status(&req.pod_sandbox_id).map_err(errors::runtime)?;
     // On a task of its own: a kubelet that gives up (its deadline passes, the stream is
     // reset) must not cut a create off half-way; its retry then finds the finished one.
     let task = {
@@ -26,7 +26,7 @@ pub async fn create_container(
     let id = task
         .await
         .map_err(|e| Status::internal(format!("container create task: {e}")))?
-        .map_err(errors::container)?;
+        .map_err(errors::runtime)?;
     record_container(&id);
     Ok(CreateContainerResponse { container_id: id })
 }

@@ -20,7 +20,7 @@ pub async fn exec_sync(cri: &Cri, req: ExecSyncRequest) -> Result<ExecSyncRespon
         .containers
         .exec_sync(&req.container_id, req.cmd, timeout)
         .await
-        .map_err(errors::container)?;
+        .map_err(errors::runtime)?;
     if result.timed_out {
         return Err(Status::deadline_exceeded(format!(
             "command timed out after {}s and was killed",

@@ -17,7 +17,7 @@ pub async fn start_container(
         return Err(errors::missing("container_id"));
     }
     record_container(&req.container_id);
-    cri.inner.containers.start(&req.container_id).await.map_err(errors::container)?;
+    cri.inner.containers.start(&req.container_id).await.map_err(errors::runtime)?;
     Ok(StartContainerResponse {})
 }
 
@@ -42,11 +42,7 @@ pub async fn stop_container(
             .unwrap_or(libc::SIGTERM),
         Err(_) => libc::SIGTERM,
     };
-    cri.inner
-        .containers
-        .stop(&req.container_id, timeout, signal)
-        .await
-        .map_err(errors::container)?;
+    cri.inner.containers.stop(&req.container_id, timeout, signal).await.map_err(errors::runtime)?;
     Ok(StopContainerResponse {})
 }
 
@@ -62,7 +58,7 @@ pub async fn remove_container(
         .containers
         .remove(&cri.inner.images, &req.container_id)
         .await
-        .map_err(errors::container)?;
+        .map_err(errors::runtime)?;
     Ok(RemoveContainerResponse {})
 }
 
@@ -74,7 +70,7 @@ pub async fn reopen_container_log(
         return Err(errors::missing("container_id"));
     }
     record_container(&req.container_id);
-    cri.inner.containers.reopen_log(&req.container_id).await.map_err(errors::container)?;
+    cri.inner.containers.reopen_log(&req.container_id).await.map_err(errors::runtime)?;
     Ok(berth_proto::ReopenContainerLogResponse {})
 }
 

@@ -28,7 +28,7 @@ pub async fn container_status(
         return Err(errors::missing("container_id"));
     }
     record_container(&req.container_id);
-    let rec = cri.inner.containers.get(&req.container_id).map_err(errors::container)?;
+    let rec = cri.inner.containers.get(&req.container_id).map_err(errors::runtime)?;
     let o = cri.inner.containers.observe(&rec).await;
     let (reason, message) = match (o.status, o.unknown, o.oom_killed, o.exit_code) {
         (ShimStatus::Stopped, true, _, _) => {
@@ -96,7 +96,7 @@ pub async fn list_containers(
 ) -> Result<ListContainersResponse, Status> {
     let filter = req.filter.unwrap_or_default();
     let mut out = Vec::new();
-    for rec in cri.inner.containers.list().map_err(errors::container)? {
+    for rec in cri.inner.containers.list().map_err(errors::runtime)? {
         if !filter.id.is_empty() && !rec.id.starts_with(&filter.id) {
             continue;
         }

@@ -19,6 +19,6 @@ pub async fn update_container_resources(
         .containers
         .update_resources(&req.container_id, &linux)
         .await
-        .map_err(errors::container)?;
+        .map_err(errors::runtime)?;
     Ok(UpdateContainerResourcesResponse {})
 }

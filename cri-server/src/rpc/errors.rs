@@ -1,7 +1,7 @@
 //! Domain errors as gRPC status codes.
 
+use berth_runtime::error::RuntimeError;
 use berth_runtime::image::ImageError;
-use berth_runtime::sandbox::SandboxError;
 use tonic::Status;
 
 pub fn image(e: ImageError) -> Status {
@@ -20,25 +20,15 @@ pub fn missing(field: &str) -> Status {
     Status::invalid_argument(format!("{field}: required"))
 }
 
-pub fn sandbox(e: SandboxError) -> Status {
+/// A sandbox or container service error as its gRPC code.
+pub fn runtime(e: RuntimeError) -> Status {
     match e {
-        SandboxError::InvalidArgument(m) => Status::invalid_argument(m),
-        SandboxError::AlreadyExists(m) => Status::already_exists(m),
-        SandboxError::NotFound(m) => Status::not_found(m),
-        SandboxError::FailedPrecondition(m) => Status::failed_precondition(m),
-        SandboxError::Unimplemented(m) => Status::unimplemented(m),
-        SandboxError::ResourceExhausted(m) => Status::resource_exhausted(m),
-        SandboxError::Internal(m) => Status::internal(m),
-    }
-}
-
-pub fn container(e: berth_runtime::container::ContainerError) -> Status {
-    use berth_runtime::container::ContainerError as E;
-    match e {
-        E::InvalidArgument(m) => Status::invalid_argument(m),
-        E::AlreadyExists(m) => Status::already_exists(m),
-        E::NotFound(m) => Status::not_found(m),
-        E::FailedPrecondition(m) => Status::failed_precondition(m),
-        E::Internal(m) => Status::internal(m),
+        RuntimeError::InvalidArgument(m) => Status::invalid_argument(m),
+        RuntimeError::AlreadyExists(m) => Status::already_exists(m),
+        RuntimeError::NotFound(m) => Status::not_found(m),
+        RuntimeError::FailedPrecondition(m) => Status::failed_precondition(m),
+        RuntimeError::Unimplemented(m) => Status::unimplemented(m),
+        RuntimeError::ResourceExhausted(m) => Status::resource_exhausted(m),
+        RuntimeError::Internal(m) => Status::internal(m),
     }
 }

@@ -25,7 +25,7 @@ pub async fn list_pod_sandbox(
             labels: f.label_selector.into_iter().collect(),
         },
     };
-    let records = cri.inner.sandboxes.list(&filter).map_err(errors::sandbox)?;
+    let records = cri.inner.sandboxes.list(&filter).map_err(errors::runtime)?;
     let items = records
         .into_iter()
         .map(|r| PodSandbox {

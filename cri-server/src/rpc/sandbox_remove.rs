@@ -20,8 +20,8 @@ pub async fn remove_pod_sandbox(
             .containers
             .remove_pod(&cri.inner.images, &pod.id)
             .await
-            .map_err(errors::container)?;
+            .map_err(errors::runtime)?;
     }
-    cri.inner.sandboxes.remove(&req.pod_sandbox_id).await.map_err(errors::sandbox)?;
+    cri.inner.sandboxes.remove(&req.pod_sandbox_id).await.map_err(errors::runtime)?;
     Ok(RemovePodSandboxResponse {})
 }

@@ -23,7 +23,7 @@ pub async fn run_pod_sandbox(
         )));
     }
     let spec = to_spec(config, req.runtime_handler);
-    let id = cri.inner.sandboxes.run(spec).await.map_err(errors::sandbox)?;
+    let id = cri.inner.sandboxes.run(spec).await.map_err(errors::runtime)?;
     record_pod(&id);
     Ok(RunPodSandboxResponse { pod_sandbox_id: id })
 }

@@ -19,7 +19,7 @@ pub async fn pod_sandbox_status(
         return Err(errors::missing("pod_sandbox_id"));
     }
     let sandboxes = &cri.inner.sandboxes;
-    let rec = sandboxes.status(&req.pod_sandbox_id).map_err(errors::sandbox)?;
+    let rec = sandboxes.status(&req.pod_sandbox_id).map_err(errors::runtime)?;
     record_pod(&rec.id);
     let info = if req.verbose {
         HashMap::from([("info".to_string(), sandboxes.verbose_info(&rec))])

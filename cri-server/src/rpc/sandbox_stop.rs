@@ -15,8 +15,8 @@ pub async fn stop_pod_sandbox(
     record_pod(&req.pod_sandbox_id);
     // The pod's containers are stopped first: the CRI says a stopped pod runs nothing.
     if let Ok(pod) = cri.inner.sandboxes.status(&req.pod_sandbox_id) {
-        cri.inner.containers.stop_pod(&pod.id).await.map_err(errors::container)?;
+        cri.inner.containers.stop_pod(&pod.id).await.map_err(errors::runtime)?;
     }
-    cri.inner.sandboxes.stop(&req.pod_sandbox_id).await.map_err(errors::sandbox)?;
+    cri.inner.sandboxes.stop(&req.pod_sandbox_id).await.map_err(errors::runtime)?;
     Ok(StopPodSandboxResponse {})
 }

@@ -10,7 +10,7 @@ use super::record::{
 };
 use super::spec::{self, PodFiles, SpecInput};
 use crate::image::Images;
-use crate::metadata::{MetadataError, MetadataStore};
+use crate::metadata::MetadataStore;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
 use crate::shim::client::{self as shim_client, ShimClient};
 use crate::shim::protocol::{ContainerState, CreateRequest, Status};
@@ -22,31 +22,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ContainerError {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<MetadataError> for ContainerError {
-    fn from(e: MetadataError) -> Self {
-        ContainerError::Internal(e.to_string())
-    }
-}
+/// The container service's errors: the runtime's.
+pub type ContainerError = crate::error::RuntimeError;
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
-fn internal(e: impl std::fmt::Display) -> ContainerError {
-    ContainerError::Internal(e.to_string())
-}
+use crate::error::internal;
 
 /// A container's state as the CRI reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

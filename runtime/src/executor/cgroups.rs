@@ -55,7 +55,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
         if l.len() < 5 || r.len() < 3 || l[3] != "/" {
             continue;
         }
-        let mount = PathBuf::from(unescape(l[4]));
+        let mount = PathBuf::from(crate::sandbox::mounts::unescape(l[4]));
         let h = match r[0] {
             "cgroup2" => Hierarchy { mount, controllers: Vec::new(), v2: true },
             "cgroup" => {
@@ -76,10 +76,6 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
         }
     }
     out
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
 /// The hierarchies mounted in this process's mount namespace.

@@ -16,64 +16,12 @@ use std::path::{Path, PathBuf};
 
 use super::spec::Resources;
 
-/// A mounted cgroup hierarchy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hierarchy {
-    pub mount: PathBuf,
-    pub v2: bool,
-    /// v1 controllers (`cpu`, `cpuacct`, `memory`, ..., or `name=systemd`).
-    pub controllers: Vec<String>,
-}
-
-impl Hierarchy {
-    fn has(&self, c: &str) -> bool {
-        self.controllers.iter().any(|x| x == c)
-    }
-}
+pub use crate::executor::cgroups::{parse_mountinfo, Hierarchy};
 
 /// The cgroup hierarchies mounted in our mount namespace (from `/proc/self/mountinfo`),
 /// whose root is the hierarchy's root (`/`).
 pub fn hierarchies() -> io::Result<Vec<Hierarchy>> {
     Ok(parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo")?))
-}
-
-pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
-    let mut out: Vec<Hierarchy> = Vec::new();
-    for line in text.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        if pre.len() < 5 || post.len() < 3 || pre[3] != "/" {
-            continue;
-        }
-        let mount = PathBuf::from(pre[4]);
-        if out.iter().any(|h| h.mount == mount) {
-            continue;
-        }
-        match post[0] {
-            "cgroup2" => out.push(Hierarchy { mount, v2: true, controllers: Vec::new() }),
-            "cgroup" => {
-                let controllers: Vec<String> = post[2]
-                    .split(',')
-                    .filter(|o| {
-                        !matches!(*o, "rw" | "ro" | "nosuid" | "nodev" | "noexec" | "relatime")
-                            && !o.starts_with("release_agent")
-                            && *o != "clone_children"
-                            && *o != "xattr"
-                            && *o != "noprefix"
-                            && *o != "cpuset_v2_mode"
-                    })
-                    .map(str::to_string)
-                    .collect();
-                // One hierarchy may be mounted twice; keep the first.
-                if !out.iter().any(|h| !h.v2 && h.controllers == controllers) {
-                    out.push(Hierarchy { mount, v2: false, controllers });
-                }
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 /// The pod cgroup path (relative, no leading `/`) for `cgroup_parent`, or
@@ -233,37 +181,6 @@ pub fn remove(created: &[PathBuf], pod: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const HYBRID: &str = "\
-25 30 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
-26 25 0:23 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:8 - tmpfs tmpfs ro,mode=755
-27 26 0:24 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate
-28 26 0:25 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:10 - cgroup cgroup rw,xattr,name=systemd
-31 26 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:13 - cgroup cgroup rw,cpu,cpuacct
-32 26 0:29 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:14 - cgroup cgroup rw,memory
-33 26 0:30 / /sys/fs/cgroup/cpuset rw,nosuid,nodev,noexec,relatime shared:15 - cgroup cgroup rw,cpuset
-34 26 0:30 /sub /mnt/elsewhere rw - cgroup cgroup rw,cpuset
-";
-
-    #[test]
-    fn hybrid_mountinfo() {
-        let hs = parse_mountinfo(HYBRID);
-        let summary: Vec<(String, bool, Vec<String>)> = hs
-            .iter()
-            .map(|h| (h.mount.display().to_string(), h.v2, h.controllers.clone()))
-            .collect();
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            summary,
-            vec![
-                ("/sys/fs/cgroup/unified".into(), true, vec![]),
-                ("/sys/fs/cgroup/systemd".into(), false, s(&["name=systemd"])),
-                ("/sys/fs/cgroup/cpu,cpuacct".into(), false, s(&["cpu", "cpuacct"])),
-                ("/sys/fs/cgroup/memory".into(), false, s(&["memory"])),
-                ("/sys/fs/cgroup/cpuset".into(), false, s(&["cpuset"])),
-            ]
-        );
-    }
 
     #[test]
     fn pod_cgroup_paths() {

@@ -5,9 +5,7 @@
 //! bind-mounts its `/proc/thread-self/ns/{ipc,uts}` onto empty files. Then it exits: the
 //! mounts keep the namespaces alive with no process in them.
 
-use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
@@ -35,7 +33,8 @@ pub fn create(req: NsRequest) -> Result<(), String> {
     let pins: Vec<PathBuf> =
         req.ipc.iter().cloned().chain(req.uts.iter().map(|(p, _)| p.clone())).collect();
     for pin in &pins {
-        create_pin_file(pin).map_err(|e| format!("create {}: {e}", pin.display()))?;
+        berth_network::netns::create_pin_file(pin)
+            .map_err(|e| format!("create {}: {e}", pin.display()))?;
     }
     let result = std::thread::Builder::new()
         .name("berth-ns-new".into())
@@ -95,16 +94,6 @@ fn bind(kind: &str, pin: &Path) -> Result<(), String> {
     let src = format!("/proc/thread-self/ns/{kind}");
     mount(Some(src.as_str()), pin, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .map_err(|e| format!("pin {kind} namespace at {}: {e}", pin.display()))
-}
-
-fn create_pin_file(path: &Path) -> io::Result<()> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map(drop)
 }
 
 /// Removes a namespace pin (lazy unmount, then the file); idempotent.

@@ -24,30 +24,8 @@ use crate::image::locks::KeyedLocks;
 use crate::metadata::{MetadataError, MetadataStore};
 use crate::Layout;
 
-/// Errors of the sandbox service, by what the caller should do about them.
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    Unimplemented(String),
-    #[error("{0}")]
-    ResourceExhausted(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<MetadataError> for SandboxError {
-    fn from(e: MetadataError) -> Self {
-        SandboxError::Internal(e.to_string())
-    }
-}
+/// The sandbox service's errors: the runtime's.
+pub type SandboxError = crate::error::RuntimeError;
 
 impl From<NetworkError> for SandboxError {
     fn from(e: NetworkError) -> Self {
@@ -65,9 +43,7 @@ impl From<NetworkError> for SandboxError {
 
 type Result<T, E = SandboxError> = std::result::Result<T, E>;
 
-fn internal(e: impl std::fmt::Display) -> SandboxError {
-    SandboxError::Internal(e.to_string())
-}
+use crate::error::internal;
 
 /// A failure while setting up a pod: sysctl failures are the request's fault.
 fn setup(e: String) -> SandboxError {
