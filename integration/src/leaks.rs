@@ -70,6 +70,27 @@ impl NetEnv {
         .await
     }
 
+    /// A pod config named `name` (uid `uid-NAME`, namespace `default`, hostname NAME)
+    /// logging to `logs`, under this environment's cgroup parent.
+    pub fn pod_config(&self, name: &str, logs: &Path) -> berth_proto::PodSandboxConfig {
+        use berth_proto::{LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata};
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: logs.display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: self.cgroup_parent(name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     /// The bridge's (gateway's) address.
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 252, self.x, 1)

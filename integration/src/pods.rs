@@ -67,21 +67,18 @@ impl Node {
 
     /// A pod config named `name` logging to `logs`, under this node's cgroup parent.
     pub fn pod_config(&self, name: &str, logs: &Path) -> PodSandboxConfig {
-        PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata {
-                name: name.into(),
-                uid: format!("uid-{name}"),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
-            log_directory: logs.display().to_string(),
-            linux: Some(LinuxPodSandboxConfig {
-                cgroup_parent: self.env.cgroup_parent(name),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        self.env.pod_config(name, logs)
+    }
+
+    /// Every container berthd lists.
+    pub async fn list_containers(&self) -> Vec<Container> {
+        self.berthd
+            .runtime()
+            .list_containers(ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
     }
 
     /// Runs a plain pod; returns its id.

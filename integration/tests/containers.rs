@@ -282,14 +282,7 @@ async fn a_crash_during_create_container_leaves_nothing_after_restart() {
         node.berthd.kill();
         node.berthd.set_env(vec![]);
         node.berthd.restart().await;
-        let listed = node
-            .berthd
-            .runtime()
-            .list_containers(ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
+        let listed = node.list_containers().await;
         assert!(listed.is_empty(), "{point}: {listed:?}");
         let leftovers: Vec<_> = std::fs::read_dir(node.berthd.state_dir().join("containers"))
             .map(|d| d.flatten().map(|e| e.path()).collect())

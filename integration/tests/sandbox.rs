@@ -13,22 +13,9 @@ use std::time::Duration;
 use tonic::Code;
 
 fn pod(env: &NetEnv, name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: format!("/var/log/pods/{name}"),
-        labels: HashMap::from([("app".into(), name.into())]),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: env.cgroup_parent(name),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let mut config = env.pod_config(name, std::path::Path::new(&format!("/var/log/pods/{name}")));
+    config.labels = HashMap::from([("app".into(), name.into())]);
+    config
 }
 
 fn run_req(config: PodSandboxConfig) -> RunPodSandboxRequest {

@@ -71,14 +71,7 @@ async fn run_as_group_without_a_user_is_refused_and_nothing_is_left() {
     let err = node.create(&pod, busybox_with("g", &["id"], sc)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("run_as_group"), "{err:?}");
-    let listed = node
-        .berthd
-        .runtime()
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = node.list_containers().await;
     assert!(listed.is_empty(), "a refused container was recorded: {listed:?}");
     // The name is free again.
     let sc = LinuxContainerSecurityContext {

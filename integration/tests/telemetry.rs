@@ -38,24 +38,6 @@ fn busybox() -> PullImageRequest {
     }
 }
 
-fn pod_config(env: &NetEnv, name: &str, logs: &std::path::Path) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: logs.display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: env.cgroup_parent(name),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 fn tracing_config(collector_endpoint: &str, rate: u32) -> String {
     format!("[tracing]\nendpoint = \"{collector_endpoint}\"\nsampling_rate_per_million = {rate}\n")
 }
@@ -170,7 +152,7 @@ async fn pod_start_span_has_namespace_and_network_children() {
     let logs = tempfile::tempdir().unwrap();
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let request = RunPodSandboxRequest {
-        config: Some(pod_config(&env, "traced", logs.path())),
+        config: Some(env.pod_config("traced", logs.path())),
         runtime_handler: String::new(),
     };
     let mut rt = berthd.runtime();
@@ -218,7 +200,7 @@ async fn container_steps_are_spans_under_their_calls() {
     let berthd = Berthd::start_with(Options { config: Some(config), ..Default::default() }).await;
     berthd.image().pull_image(busybox()).await.unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let pod = pod_config(&env, "steps", logs.path());
+    let pod = env.pod_config("steps", logs.path());
     let mut rt = berthd.runtime();
     let pod_id = rt
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -425,7 +407,7 @@ async fn metrics_report_rpc_latency_errors_pulls_and_states() {
     assert_eq!(err.code(), Code::NotFound);
     berthd.image().pull_image(busybox()).await.unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let pod = pod_config(&env, "scraped", logs.path());
+    let pod = env.pod_config("scraped", logs.path());
     let pod_id = rt
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(pod.clone()),
