@@ -484,3 +484,70 @@ async fn devices_requested_refused_and_privileged() {
     assert!(err.message().contains("devices[0].host_path"), "{err:?}");
     node.remove_pod_and_check(&pod).await;
 }
+
+/// A host directory with a tmpfs mounted inside it (at `tmpfs/`).
+struct DirWithSubmount {
+    dir: tempfile::TempDir,
+}
+
+impl DirWithSubmount {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("tmpfs");
+        std::fs::create_dir(&sub).unwrap();
+        mount(Some("tmpfs"), &sub, Some("tmpfs"), MsFlags::empty(), None::<&str>).unwrap();
+        DirWithSubmount { dir }
+    }
+}
+
+impl Drop for DirWithSubmount {
+    fn drop(&mut self) {
+        let _ = umount2(&self.dir.path().join("tmpfs"), MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn read_only_volumes_recursive_or_not() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("rro", logs.path()).await;
+    let host = DirWithSubmount::new();
+    let volume = |recursive: bool, readonly: bool, propagation: MountPropagation| Mount {
+        container_path: "/mnt".into(),
+        host_path: host.dir.path().display().to_string(),
+        readonly,
+        recursive_read_only: recursive,
+        propagation: propagation as i32,
+        ..Default::default()
+    };
+    let with = |name: &str, m: Mount| {
+        let mut c = busybox(name, &["sleep", "1000"]);
+        c.mounts = vec![m];
+        c
+    };
+    let private = MountPropagation::PropagationPrivate;
+    // Read-only, not recursively: the volume refuses writes, its submount takes them.
+    let plain = node.run(&pod, with("plain", volume(false, true, private))).await;
+    let r = node.exec(&plain, &["touch", "/mnt/top"]).await.unwrap();
+    assert_ne!(r.exit_code, 0, "a read-only volume took a write");
+    node.exec_ok(&plain, &["touch", "/mnt/tmpfs/file"]).await;
+    // Recursively read-only: the submount refuses writes too.
+    let rro = node.run(&pod, with("rro", volume(true, true, private))).await;
+    let r = node.exec(&rro, &["touch", "/mnt/tmpfs/other"]).await.unwrap();
+    assert_ne!(r.exit_code, 0);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("Read-only"), "{r:?}");
+    // Combinations that cannot hold are refused, naming the field.
+    for (name, m) in [
+        ("rw", volume(true, false, private)),
+        ("slave", volume(true, true, MountPropagation::PropagationHostToContainer)),
+        ("shared", volume(true, true, MountPropagation::PropagationBidirectional)),
+    ] {
+        let err = node.create(&pod, with(name, m)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{name}: {err:?}");
+        assert!(err.message().contains("recursive_read_only"), "{name}: {err:?}");
+    }
+    let status = node.berthd.runtime().status(StatusRequest { verbose: false }).await.unwrap();
+    let native = status.into_inner().runtime_handlers.into_iter().find(|h| h.name.is_empty());
+    assert!(native.unwrap().features.unwrap().recursive_read_only_mounts);
+    node.remove_pod_and_check(&pod).await;
+}

@@ -32,11 +32,12 @@ pub async fn status(cri: &Cri, req: StatusRequest) -> StatusResponse {
             .runtime_handlers()
             .into_iter()
             .map(|name| RuntimeHandler {
-                name,
                 features: Some(RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
+                    // The native executor does `rro` itself; an OCI runtime may not.
+                    recursive_read_only_mounts: name.is_empty(),
                     user_namespaces: false,
                 }),
+                name,
             })
             .collect(),
         features: None,

@@ -141,6 +141,12 @@ impl Containers {
                 pod.id
             )));
         }
+        if !pod.runtime_handler.is_empty() && config.mounts.iter().any(|m| m.recursive_read_only) {
+            return Err(ContainerError::InvalidArgument(format!(
+                "mounts: recursive_read_only is not supported by runtime handler {:?}",
+                pod.runtime_handler
+            )));
+        }
         let log_file = log_file(&pod.log_directory, &config.log_path)?;
         let image_config = images.resolve(&image).map_err(internal)?.ok_or_else(|| {
             ContainerError::NotFound(format!(

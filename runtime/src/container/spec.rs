@@ -385,8 +385,23 @@ fn mounts(cfg: &ContainerConfig, files: &PodFiles, privileged: bool) -> Result<V
             MountPropagation::PropagationBidirectional => "rshared",
         };
         let mode = if m.readonly { "ro" } else { "rw" };
+        let mut options = vec!["rbind", propagation, mode];
+        if m.recursive_read_only {
+            // Read-only all the way down makes no sense for a mount that is writable, or
+            // that takes in (or sends out) mounts made later.
+            if !m.readonly
+                || MountPropagation::try_from(m.propagation).ok()
+                    != Some(MountPropagation::PropagationPrivate)
+            {
+                return Err(format!(
+                    "{}: needs readonly and private propagation",
+                    field("recursive_read_only")
+                ));
+            }
+            options.push("rro");
+        }
         out.retain(|existing| existing.destination() != Path::new(&m.container_path));
-        out.push(bind(&m.container_path, Path::new(&m.host_path), &["rbind", propagation, mode])?);
+        out.push(bind(&m.container_path, Path::new(&m.host_path), &options)?);
     }
     Ok(out)
 }
