@@ -54,6 +54,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, layout: Layout) -> 
         .context("cannot find berthd's own path")?
         .with_file_name("berth-shim");
     let containers = Arc::new(Containers::new(meta_for_containers, layout.state(), shim_binary, 0));
+    // Containers still running from before a restart: their exits become STOPPED events.
+    berth_runtime::container::exits::watch_running(&containers).await;
+    let events = containers.events().clone();
     let cri = Cri::new(config, config_path, layout, images, sandboxes.clone(), containers);
 
     // A watch channel, not a Notify: a signal that lands before anyone waits is not lost.
@@ -68,6 +71,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>, layout: Layout) -> 
             let mut stop = stop.clone();
             async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
+                // Event streams never end by themselves: end them so shutdown is prompt.
+                events.close();
             }
         });
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving CRI");

@@ -6,6 +6,7 @@
 pub mod container;
 pub mod content;
 pub mod digest;
+pub mod events;
 pub mod executor;
 pub mod image;
 pub mod layout;
@@ -15,6 +16,7 @@ pub mod shim;
 pub mod snapshot;
 pub mod spec;
 pub mod state_lock;
+pub mod stats;
 
 pub use layout::Layout;
 pub use state_lock::StateLock;

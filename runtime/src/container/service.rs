@@ -7,6 +7,7 @@
 
 use super::record::{name_key, ContainerName, ContainerRecord, MountRecord};
 use super::spec::{self, PodFiles, SpecInput};
+use crate::events::Events;
 use crate::image::Images;
 use crate::metadata::{MetadataError, MetadataStore};
 use crate::sandbox::record::{SandboxRecord, SandboxState};
@@ -65,6 +66,7 @@ pub struct Containers {
     shim_binary: PathBuf,
     pids_limit: i64,
     locks: crate::image::locks::KeyedLocks,
+    events: Arc<Events>,
 }
 
 impl Containers {
@@ -80,10 +82,16 @@ impl Containers {
             shim_binary,
             pids_limit,
             locks: Default::default(),
+            events: Default::default(),
         }
     }
 
-    fn shim_paths(&self, pod_id: &str) -> ShimPaths {
+    /// The lifecycle events (GetContainerEvents) this service publishes.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
+    }
+
+    pub(crate) fn shim_paths(&self, pod_id: &str) -> ShimPaths {
         ShimPaths::new(&self.state, pod_id)
     }
 
@@ -196,6 +204,7 @@ impl Containers {
                 let mut tx = self.meta.write()?;
                 tx.put(&id, &record)?;
                 tx.commit()?;
+                self.events.created(&id, &pod.id);
                 Ok(id)
             }
             Err(e) => {
@@ -313,6 +322,7 @@ impl Containers {
         let rec = self.get(wanted)?;
         let _lock = self.locks.lock(rec.id.clone()).await;
         let this = self.clone();
+        let (id, pod_id) = (rec.id.clone(), rec.pod_id.clone());
         tokio::task::spawn_blocking(move || {
             let mut shim = this.shim(&rec.pod_id, false)?;
             shim.start(&rec.id).map_err(|e| {
@@ -320,7 +330,10 @@ impl Containers {
             })
         })
         .await
-        .map_err(internal)?
+        .map_err(internal)??;
+        self.events.started(&id, &pod_id);
+        super::exits::watch(self.clone(), id, pod_id);
+        Ok(())
     }
 
     /// What the shim (or, when it is gone, its exit record) says about a container.
@@ -439,6 +452,7 @@ impl Containers {
             tx.delete::<ContainerName>(&key)?;
         }
         tx.commit()?;
+        self.events.deleted(&rec.id, &rec.pod_id);
         Ok(())
     }
 
