@@ -179,7 +179,7 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
 
     let s = eventually(30, "a busy loop uses about one core", || async {
         let s = container_stats(&berthd, &burn).await;
-        let cpu = s.cpu.clone().unwrap();
+        let cpu = s.cpu.unwrap();
         let cores = v(&cpu.usage_nano_cores) as f64 / 1e9;
         if cores > 0.3 && v(&cpu.usage_core_nano_seconds) > 0 {
             Ok(s)
@@ -210,12 +210,12 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
     let by_pod = ContainerStatsFilter { pod_sandbox_id: pod.clone(), ..Default::default() };
     assert_eq!(list_stats(&berthd, by_pod).await, all);
     let by_id = ContainerStatsFilter { id: burn[..12].into(), ..Default::default() };
-    assert_eq!(list_stats(&berthd, by_id).await, [burn.clone()]);
+    assert_eq!(list_stats(&berthd, by_id).await, vec![burn.clone()]);
     let by_label = ContainerStatsFilter {
         label_selector: HashMap::from([("c".into(), "mem".into())]),
         ..Default::default()
     };
-    assert_eq!(list_stats(&berthd, by_label).await, [mem.clone()]);
+    assert_eq!(list_stats(&berthd, by_label).await, vec![mem.clone()]);
     let none = ContainerStatsFilter { pod_sandbox_id: "nope".into(), ..Default::default() };
     assert!(list_stats(&berthd, none).await.is_empty());
 
