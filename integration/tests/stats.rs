@@ -481,3 +481,44 @@ async fn events_of_every_container_once_and_in_order() {
     remove_pods(&berthd, &pods).await;
     env.assert_no_leaks(&berthd).await;
 }
+
+#[tokio::test]
+async fn exits_while_berthd_was_restarted_are_events_and_shutdown_ends_streams() {
+    use ContainerEventType::*;
+    let env = NetEnv::new();
+    let registry = Registry::start(RegistryOptions::default());
+    let mut berthd = setup(&env, &registry).await;
+    let pod = run_pod(&berthd, &env, "restart").await;
+    let id = create(&berthd, &pod, "later", &["sleep", "3"]).await;
+    start(&berthd, &id).await;
+    berthd.kill();
+    berthd.restart().await;
+
+    // The restarted berthd watches the container it found running: its exit is an event.
+    let mut stream =
+        berthd.runtime().get_container_events(GetEventsRequest {}).await.unwrap().into_inner();
+    let e = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("a STOPPED event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.container_id.as_str(), e.container_event_type),
+        (id.as_str(), ContainerStoppedEvent as i32)
+    );
+    berthd
+        .runtime()
+        .remove_container(RemoveContainerRequest { container_id: id.clone() })
+        .await
+        .unwrap();
+    let e = stream.message().await.unwrap().unwrap();
+    assert_eq!(e.container_event_type, ContainerDeletedEvent as i32);
+    remove_pods(&berthd, &[pod]).await;
+    env.assert_no_leaks(&berthd).await;
+
+    // An open event stream does not hold berthd's shutdown up to its timeout.
+    let t = Instant::now();
+    assert!(berthd.stop().await.success());
+    assert!(t.elapsed() < Duration::from_secs(5), "shutdown took {:?}", t.elapsed());
+    assert!(!matches!(stream.message().await, Ok(Some(_))));
+}
