@@ -97,6 +97,9 @@ async fn serve(
         )
         .with_runtimes(runtimes),
     );
+    // Containers still running from before a restart: their exits become STOPPED events.
+    berth_runtime::container::exits::watch_running(&containers).await;
+    let events = containers.events().clone();
     containers.reconcile(&images).await.context("cannot reconcile containers")?;
     let state_source = StateSource {
         sandboxes: sandboxes.clone(),
@@ -120,6 +123,8 @@ async fn serve(
             let mut stop = stop.clone();
             async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
+                // Event streams never end by themselves: end them so shutdown is prompt.
+                events.close();
             }
         });
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving CRI");

@@ -7,6 +7,7 @@ pub mod container;
 pub mod content;
 pub mod digest;
 pub mod error;
+pub mod events;
 pub mod executor;
 pub mod failpoint;
 pub mod image;
@@ -18,6 +19,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod state_lock;
 pub mod traced;
+pub mod stats;
 
 pub use layout::Layout;
 pub use state_lock::StateLock;

@@ -3,8 +3,10 @@
 //! call the domain, map the answer.
 
 mod container_create;
+mod container_events;
 mod container_exec_sync;
 mod container_lifecycle;
+mod container_stats;
 mod container_status;
 mod container_update;
 mod errors;
@@ -13,11 +15,13 @@ mod image_pull;
 mod image_remove;
 mod image_service;
 mod image_status;
+mod metrics;
 mod runtime_config;
 mod runtime_service;
 mod sandbox_list;
 mod sandbox_remove;
 mod sandbox_run;
+mod sandbox_stats;
 mod sandbox_status;
 mod sandbox_stop;
 mod status;
@@ -27,6 +31,7 @@ use crate::config::Config;
 use berth_runtime::container::Containers;
 use berth_runtime::image::Images;
 use berth_runtime::sandbox::Sandboxes;
+use berth_runtime::stats::Stats;
 use berth_runtime::Layout;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -46,6 +51,7 @@ struct Inner {
     images: Images,
     sandboxes: Sandboxes,
     containers: Arc<Containers>,
+    stats: Stats,
 }
 
 impl Cri {
@@ -58,6 +64,10 @@ impl Cri {
         containers: Arc<Containers>,
     ) -> Self {
         let pod_cidr = Mutex::new(String::new());
+        let stats = Stats::new().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the cgroup mounts; stats will be zeros");
+            Stats::with_hierarchies(Vec::new())
+        });
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -67,6 +77,7 @@ impl Cri {
                 images,
                 sandboxes,
                 containers,
+                stats,
             }),
         }
     }

@@ -1,9 +1,9 @@
 //! tonic's RuntimeService trait: dispatch only. Each RPC group lives in its own module.
 
 use super::{
-    container_create, container_exec_sync, container_lifecycle, container_status, container_update,
-    runtime_config, sandbox_list, sandbox_remove, sandbox_run, sandbox_status, sandbox_stop,
-    status, unbuilt, version, Cri,
+    container_create, container_events, container_exec_sync, container_lifecycle, container_stats,
+    container_status, container_update, metrics, runtime_config, sandbox_list, sandbox_remove, sandbox_run,
+    sandbox_stats, sandbox_status, sandbox_stop, status, unbuilt, version, Cri,
 };
 use berth_proto::{
     AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse,
@@ -161,30 +161,30 @@ impl RuntimeService for Cri {
 
     async fn container_stats(
         &self,
-        _req: Request<ContainerStatsRequest>,
+        req: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
-        Err(unbuilt("ContainerStats"))
+        container_stats::container_stats(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<ListContainerStatsRequest>,
+        req: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        Err(unbuilt("ListContainerStats"))
+        container_stats::list_container_stats(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<PodSandboxStatsRequest>,
+        req: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        Err(unbuilt("PodSandboxStats"))
+        sandbox_stats::pod_sandbox_stats(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<ListPodSandboxStatsRequest>,
+        req: Request<ListPodSandboxStatsRequest>,
     ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        Err(unbuilt("ListPodSandboxStats"))
+        sandbox_stats::list_pod_sandbox_stats(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn update_runtime_config(
@@ -212,21 +212,21 @@ impl RuntimeService for Cri {
         &self,
         _req: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(unbuilt("GetContainerEvents"))
+        Ok(Response::new(Box::pin(container_events::get_container_events(self))))
     }
 
     async fn list_metric_descriptors(
         &self,
         _req: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        Err(unbuilt("ListMetricDescriptors"))
+        Ok(Response::new(metrics::list_metric_descriptors()))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _req: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        Err(unbuilt("ListPodSandboxMetrics"))
+        metrics::list_pod_sandbox_metrics(self).await.map(Response::new)
     }
 
     async fn runtime_config(

@@ -2,6 +2,7 @@
 //! that drives them through the pod's shim.
 
 pub mod devices;
+pub mod exits;
 pub mod record;
 pub mod service;
 pub mod spec;

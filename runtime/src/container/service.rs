@@ -9,6 +9,7 @@ use super::record::{
     name_key, request_fingerprint, ContainerName, ContainerRecord, MountRecord, ResourcesRecord,
 };
 use super::spec::{self, PodFiles, SpecInput};
+use crate::events::Events;
 use crate::image::Images;
 use crate::metadata::MetadataStore;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
@@ -50,6 +51,7 @@ pub struct Containers {
     locks: crate::image::locks::KeyedLocks,
     /// Runtime handler name → OCI runtime binary; the default handler "" is native.
     runtimes: std::collections::BTreeMap<String, PathBuf>,
+    events: Arc<Events>,
 }
 
 impl Containers {
@@ -66,7 +68,13 @@ impl Containers {
             pids_limit,
             locks: Default::default(),
             runtimes: Default::default(),
+            events: Default::default(),
         }
+    }
+
+    /// The lifecycle events (GetContainerEvents) this service publishes.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
     }
 
     /// Adds runtime handlers backed by OCI runtime binaries.
@@ -96,7 +104,7 @@ impl Containers {
         })
     }
 
-    fn shim_paths(&self, pod_id: &str) -> ShimPaths {
+    pub(crate) fn shim_paths(&self, pod_id: &str) -> ShimPaths {
         ShimPaths::new(&self.state, pod_id)
     }
 
@@ -241,6 +249,7 @@ impl Containers {
                 let mut tx = self.meta.write()?;
                 tx.put(&id, &record)?;
                 tx.commit()?;
+                self.events.created(&id, &pod.id);
                 Ok(id)
             }
             Err(e) => {
@@ -462,6 +471,7 @@ impl Containers {
         let rec = self.get(wanted)?;
         let _lock = self.locks.lock(rec.id.clone()).await;
         let this = self.clone();
+        let (id, pod_id) = (rec.id.clone(), rec.pod_id.clone());
         crate::traced::spawn_blocking(move || {
             let mut shim = this.shim(&rec.pod_id, false)?;
             shim.start(&rec.id).map_err(|e| {
@@ -469,7 +479,10 @@ impl Containers {
             })
         })
         .await
-        .map_err(internal)?
+        .map_err(internal)??;
+        self.events.started(&id, &pod_id);
+        super::exits::watch(self.clone(), id, pod_id);
+        Ok(())
     }
 
     /// What the shim (or, when it is gone, its exit record) says about a container.
@@ -576,7 +589,9 @@ impl Containers {
         self.stop(&rec.id, Duration::ZERO, libc::SIGKILL).await?;
         let _lock = self.locks.lock(rec.id.clone()).await;
         let _ = std::fs::remove_file(self.shim_paths(&rec.pod_id).exit_file(&rec.id));
-        self.undo_create(images, &rec).await
+        self.undo_create(images, &rec).await?;
+        self.events.deleted(&rec.id, &rec.pod_id);
+        Ok(())
     }
 
     /// Runs `cmd` in a running container, as its user, with its environment, working

@@ -327,6 +327,11 @@ impl Images {
         })
     }
 
+    /// The upper directory of container `id`'s writable layer (for its disk usage).
+    pub fn writable_layer(&self, id: &str) -> PathBuf {
+        self.rootfs.upper(id)
+    }
+
     /// Deletes container `id`'s writable layer (already unmounted by the caller) and lets
     /// go of its image's layers. Absent is fine.
     pub async fn release_rootfs(&self, id: &str) -> Result<(), ImageError> {
