@@ -18,8 +18,8 @@ pub mod shim;
 pub mod snapshot;
 pub mod spec;
 pub mod state_lock;
-pub mod traced;
 pub mod stats;
+pub mod traced;
 
 pub use layout::Layout;
 pub use state_lock::StateLock;

@@ -2,8 +2,8 @@
 
 use super::{
     container_create, container_events, container_exec_sync, container_lifecycle, container_stats,
-    container_status, container_update, metrics, runtime_config, sandbox_list, sandbox_remove, sandbox_run,
-    sandbox_stats, sandbox_status, sandbox_stop, status, unbuilt, version, Cri,
+    container_status, container_update, metrics, runtime_config, sandbox_list, sandbox_remove,
+    sandbox_run, sandbox_stats, sandbox_status, sandbox_stop, status, unbuilt, version, Cri,
 };
 use berth_proto::{
     AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse,
