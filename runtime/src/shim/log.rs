@@ -121,6 +121,12 @@ impl LineSplitter {
             } else if window.len() == room {
                 self.pending.extend_from_slice(window);
                 data = &data[room..];
+                if data.is_empty() {
+                    // Hold the full part: the next byte (or the end of the stream) says
+                    // whether it ends the line. Written now as `P`, a stream that ended
+                    // here would leave the reader waiting for a continuation.
+                    break;
+                }
                 // A full record; if the very next byte is the newline, this part is the
                 // whole (rest of the) line.
                 if data.first() == Some(&b'\n') {
@@ -287,9 +293,13 @@ mod tests {
         line.extend_from_slice(b"\nz\n");
         let out = records(&[&line], false);
         assert_eq!(out, format!("{TS} stdout F {}\n{TS} stdout F z\n", "y".repeat(MAX_LINE)));
-        // Split at the boundary across two reads: the newline arrives in the next read.
+        // Split at the boundary across two reads: the newline arrives in the next read,
+        // and the held part still becomes one full record.
         let out = records(&[&line[..MAX_LINE], &line[MAX_LINE..]], false);
-        assert_eq!(out.lines().count(), 3, "{out}");
+        assert_eq!(out, format!("{TS} stdout F {}\n{TS} stdout F z\n", "y".repeat(MAX_LINE)));
+        // A stream ending right at the boundary ends with an `F`, never a dangling `P`.
+        let out = records(&[&line[..MAX_LINE]], true);
+        assert_eq!(out, format!("{TS} stdout F {}\n", "y".repeat(MAX_LINE)));
     }
 
     #[test]
