@@ -277,7 +277,7 @@ async fn check_consistent(node: &Node, kept_running: &[String], round: usize) {
 
 #[tokio::test]
 async fn sigkill_at_random_points_of_concurrent_churn_leaves_a_consistent_node() {
-    let (rounds, width) = if long() { (20, 20) } else { (4, 6) };
+    let (rounds, width) = if long() { (20, 20) } else { (6, 6) };
     let seed = seed();
     eprintln!("crash churn: {rounds} rounds x {width} pods, BERTH_SEED={seed}");
     let mut rng = Rng::new(seed);
@@ -308,7 +308,8 @@ async fn sigkill_at_random_points_of_concurrent_churn_leaves_a_consistent_node()
             "container.created",
         ];
         let point = (rng.below(2) == 0).then(|| points[rng.below(points.len() as u64) as usize]);
-        let delay = Duration::from_millis(50 + rng.below(1500));
+        // Short enough to land while the calls run (6 pods take about a second).
+        let delay = Duration::from_millis(5 + rng.below(60 * width as u64));
         if let Some(point) = point {
             node.berthd.kill();
             node.berthd.set_env(vec![("BERTH_CRASH_AT".into(), point.into())]);
