@@ -118,6 +118,14 @@ impl Reference {
         } else {
             path.to_owned()
         };
+        // As docker's normalisation: the limit holds for the full name too, or an image
+        // pulled by its short name would be listed under a name no one can parse back.
+        let full = registry.len() + 1 + repository.len();
+        if full > NAME_MAX_LEN {
+            return Err(err(format!(
+                "name is {full} characters long once normalised ({registry}/{repository}), at most {NAME_MAX_LEN} are allowed"
+            )));
+        }
         let tag = match (tag, &digest) {
             (None, None) => Some(DEFAULT_TAG.to_owned()),
             (tag, _) => tag,
@@ -447,6 +455,15 @@ mod tests {
     use super::*;
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_short_name_too_long_once_normalised_is_refused() {
+        // Found by the fuzz target: it parsed, but its normalised form did not.
+        let name = "x".repeat(250);
+        let err = Reference::parse(&name).unwrap_err();
+        assert!(err.reason().contains("once normalised"), "{err:?}");
+        assert!(Reference::parse(&"x".repeat(237)).is_ok());
+    }
 
     #[test]
     fn parses_and_normalises() {

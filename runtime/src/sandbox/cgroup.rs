@@ -155,6 +155,71 @@ pub fn shares_to_weight(shares: i64) -> u64 {
     1 + ((shares - 2) * 9999) / 262_142
 }
 
+/// Ends every process left in the container cgroups of the pod's cgroup (`rel`) on each
+/// hierarchy and removes them. Normally the shim has ended and removed its containers by
+/// now; when the shim died (the OOM killer picked it), its containers are orphans nothing
+/// monitors, and a removed pod must run nothing. The kubelet usually made the pod cgroup
+/// itself, so this goes by the path, not by what berth created.
+pub fn kill_leftovers(hs: &[Hierarchy], rel: &str) -> Result<(), String> {
+    let pod = rel.trim_matches('/');
+    if pod.is_empty() {
+        return Ok(()); // never the hierarchy's root
+    }
+    // Only the container cgroups berth makes (`<pod cgroup>/<container id>`): a
+    // cgroup_parent naming a shared cgroup must never get its other processes killed.
+    let roots: Vec<PathBuf> = hs
+        .iter()
+        .flat_map(|h| fs::read_dir(h.mount.join(pod)).into_iter().flatten().flatten())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .map(|e| e.path())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut alive = 0;
+        for dir in roots.iter().flat_map(|r| subtree(r)) {
+            let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                alive += 1;
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if alive == 0 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{alive} processes of pod cgroup {pod} survive SIGKILL"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for root in &roots {
+        let mut dirs = subtree(root);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            let _ = fs::remove_dir(d);
+        }
+    }
+    Ok(())
+}
+
+/// `dir` and every directory under it.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(subtree(&e.path()));
+        }
+    }
+    out
+}
+
 /// Removes the given directories, deepest first. Missing ones are fine. The pod cgroup
 /// itself (`pod`, relative) still having members is an error; a parent still holding
 /// other pods' cgroups is kept silently (it was shared).

@@ -476,6 +476,8 @@ impl Sandboxes {
         if let Some(shm) = rec.shm.as_ref().filter(|p| p.starts_with(&rec.dir)) {
             mounts::unmount(shm).map_err(internal)?;
         }
+        cgroup::kill_leftovers(&self.inner.hierarchies, &rec.cgroup)
+            .map_err(|e| SandboxError::FailedPrecondition(format!("pod cgroup: {e}")))?;
         cgroup::remove(&rec.cgroup_created, &rec.cgroup).map_err(|e| {
             SandboxError::FailedPrecondition(format!("pod cgroup still in use: {e}"))
         })?;

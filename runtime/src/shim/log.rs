@@ -121,6 +121,12 @@ impl LineSplitter {
             } else if window.len() == room {
                 self.pending.extend_from_slice(window);
                 data = &data[room..];
+                if data.is_empty() {
+                    // Hold the full part: the next byte (or the end of the stream) says
+                    // whether it ends the line. Written now as `P`, a stream that ended
+                    // here would leave the reader waiting for a continuation.
+                    break;
+                }
                 // A full record; if the very next byte is the newline, this part is the
                 // whole (rest of the) line.
                 if data.first() == Some(&b'\n') {
@@ -152,12 +158,14 @@ impl LineSplitter {
 pub struct LogFile {
     path: PathBuf,
     file: Option<File>,
+    /// Writes are failing (a full disk): the shim reports the first failure only.
+    failing: bool,
 }
 
 impl LogFile {
     /// Opens (creating, appending) `path`; an empty path discards everything.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let mut log = Self { path: path.to_path_buf(), file: None };
+        let mut log = Self { path: path.to_path_buf(), file: None, failing: false };
         log.reopen()?;
         Ok(log)
     }
@@ -183,6 +191,27 @@ impl LogFile {
             _ => Ok(()),
         }
     }
+
+    /// Writes `records`, dropping them if the file cannot take them; returns the error
+    /// only when writes start failing. A container writing to a full disk would
+    /// otherwise cost one line of the shim's own log per read, and that log lives on
+    /// the volatile state's tmpfs, in memory.
+    pub fn write_or_drop(&mut self, records: &[u8]) -> Option<io::Error> {
+        if records.is_empty() {
+            return None;
+        }
+        match self.write(records) {
+            Ok(()) => {
+                self.failing = false;
+                None
+            }
+            Err(e) if !self.failing => {
+                self.failing = true;
+                Some(e)
+            }
+            Err(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +231,18 @@ mod tests {
     }
 
     const TS: &str = "1970-01-01T00:00:00.000000000Z";
+
+    #[test]
+    fn a_failing_log_reports_once_until_it_recovers() {
+        // /dev/full fails every write with ENOSPC, as a full disk does.
+        let mut log = LogFile::open(Path::new("/dev/full")).unwrap();
+        assert!(log.write_or_drop(b"a\n").is_some());
+        for _ in 0..100 {
+            assert!(log.write_or_drop(b"a\n").is_none());
+        }
+        assert!(log.write_or_drop(b"").is_none(), "nothing to write cannot fail");
+        assert!(log.write_or_drop(b"a\n").is_none(), "and does not reset the failure");
+    }
 
     #[test]
     fn timestamps_are_rfc3339_nano_utc() {
@@ -252,9 +293,13 @@ mod tests {
         line.extend_from_slice(b"\nz\n");
         let out = records(&[&line], false);
         assert_eq!(out, format!("{TS} stdout F {}\n{TS} stdout F z\n", "y".repeat(MAX_LINE)));
-        // Split at the boundary across two reads: the newline arrives in the next read.
+        // Split at the boundary across two reads: the newline arrives in the next read,
+        // and the held part still becomes one full record.
         let out = records(&[&line[..MAX_LINE], &line[MAX_LINE..]], false);
-        assert_eq!(out.lines().count(), 3, "{out}");
+        assert_eq!(out, format!("{TS} stdout F {}\n{TS} stdout F z\n", "y".repeat(MAX_LINE)));
+        // A stream ending right at the boundary ends with an `F`, never a dangling `P`.
+        let out = records(&[&line[..MAX_LINE]], true);
+        assert_eq!(out, format!("{TS} stdout F {}\n", "y".repeat(MAX_LINE)));
     }
 
     #[test]

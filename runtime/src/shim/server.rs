@@ -357,8 +357,8 @@ impl Shim {
             Ok(n) => {
                 let mut out = Vec::new();
                 p.split.push(&self.buf[..n], now_ns(), &mut out);
-                if let Err(e) = c.log.write(&out) {
-                    eprintln!("berth-shim: write log of {id}: {e}");
+                if let Some(e) = c.log.write_or_drop(&out) {
+                    eprintln!("berth-shim: write log of {id}: {e}; dropping its output until writes work again");
                 }
                 false
             }
