@@ -417,16 +417,19 @@ impl Sandboxes {
     }
 
     async fn stop_locked(&self, rec: &mut SandboxRecord) -> Result<()> {
-        if rec.state == SandboxState::NotReady {
-            return Ok(());
+        // NOTREADY is recorded before anything is torn down, and the teardown (idempotent)
+        // runs on every stop and at start-up for NOTREADY pods: a crash half-way through
+        // never leaves a pod READY without its network, nor a stopped one holding it.
+        if rec.state != SandboxState::NotReady {
+            rec.state = SandboxState::NotReady;
+            rec.ip = None;
+            rec.veth = None;
+            let mut tx = self.inner.meta.write()?;
+            tx.put(&rec.id, &*rec)?;
+            tx.commit()?;
+            crate::failpoint::crash_point("sandbox.stopping");
         }
         self.teardown_network(rec).await?;
-        rec.state = SandboxState::NotReady;
-        rec.ip = None;
-        rec.veth = None;
-        let mut tx = self.inner.meta.write()?;
-        tx.put(&rec.id, &*rec)?;
-        tx.commit()?;
         tracing::info!(pod_id = %rec.id, "pod sandbox stopped");
         Ok(())
     }
@@ -581,7 +584,13 @@ impl Sandboxes {
                     tx.put(&id, &rec)?;
                     tx.commit()?;
                 }
-                SandboxState::NotReady => {}
+                SandboxState::NotReady => {
+                    // A stop may have been cut off between recording NOTREADY and the
+                    // teardown; finishing it again is harmless.
+                    if let Err(e) = self.teardown_network(&rec).await {
+                        tracing::warn!(pod_id = %id, error = %e, "cannot finish tearing down a stopped pod's network");
+                    }
+                }
             }
         }
         let live: HashSet<String> = self
