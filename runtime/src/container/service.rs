@@ -52,6 +52,9 @@ pub struct Containers {
     /// Runtime handler name → OCI runtime binary; the default handler "" is native.
     runtimes: std::collections::BTreeMap<String, PathBuf>,
     events: Arc<Events>,
+    /// Held while a pod's shim is started: concurrent creates in a new pod must find the
+    /// one shim, not race to start two.
+    spawning: std::sync::Mutex<()>,
 }
 
 impl Containers {
@@ -69,6 +72,7 @@ impl Containers {
             locks: Default::default(),
             runtimes: Default::default(),
             events: Default::default(),
+            spawning: Default::default(),
         }
     }
 
@@ -118,6 +122,10 @@ impl Containers {
             return Err(ContainerError::FailedPrecondition(format!(
                 "the shim of pod {pod_id} is not running"
             )));
+        }
+        let _spawning = self.spawning.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(c) = ShimClient::connect(&paths) {
+            return Ok(c);
         }
         std::fs::create_dir_all(paths.dir()).map_err(internal)?;
         shim_client::spawn(&self.shim_binary, &paths)
