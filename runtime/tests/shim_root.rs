@@ -87,6 +87,7 @@ impl Fixture {
             log_path: log.clone(),
             tty: false,
             stdin: false,
+            stdin_once: false,
             runtime: None,
         })
         .map_err(|e| e.to_string())?;
@@ -510,6 +511,7 @@ fn tty_output(runtime: Option<PathBuf>) {
         log_path: log.clone(),
         tty: true,
         stdin: true,
+        stdin_once: false,
         runtime,
     })
     .unwrap();
@@ -518,4 +520,137 @@ fn tty_output(runtime: Option<PathBuf>) {
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.contains(" stdout F hi-from-tty"), "{text:?}");
     c.delete("t").unwrap();
+}
+
+/// Reads `f` until `want` appears or 10 s pass.
+fn read_until(f: &mut fs::File, want: &str) -> String {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(want) && Instant::now() < deadline {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn streaming_exec_runs_on_passed_stdio_and_dies_with_its_connection() {
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+    require_root();
+    let f = Fixture::new("xstream");
+    let mut c = f.client();
+    f.create(&mut c, "svc", &f.spec(&["sleep", "100"])).unwrap();
+    c.start("svc").unwrap();
+    let process =
+        |args: &[&str]| serde_json::to_value(f.spec(args).process().as_ref().unwrap()).unwrap();
+    let pipe = || nix::unistd::pipe().unwrap();
+    let (in_r, in_w) = pipe();
+    let (out_r, out_w) = pipe();
+    let (err_r, err_w) = pipe();
+    let mut stdin = fs::File::from(in_w);
+    stdin.write_all(b"round trip\n").unwrap();
+    drop(stdin);
+    let mut streaming = f.client();
+    let code = streaming
+        .exec_stream(
+            "svc",
+            process(&["sh", "-c", "cat; echo err >&2; exit 3"]),
+            false,
+            [in_r, out_w, err_w],
+        )
+        .unwrap();
+    assert_eq!(code, 3);
+    assert_eq!(read_until(&mut fs::File::from(out_r), "\n"), "round trip\n");
+    assert_eq!(read_until(&mut fs::File::from(err_r), "\n"), "err\n");
+
+    // A session that goes away takes its process with it.
+    let (out_r, out_w) = pipe();
+    let null = || OwnedFd::from(fs::File::open("/dev/null").unwrap());
+    let mut streaming = f.client();
+    let cancel = streaming.canceller().unwrap();
+    let waiter = std::thread::spawn(move || {
+        streaming.exec_stream(
+            "svc",
+            process_json(&["sh", "-c", "echo started; exec sleep 100"]),
+            false,
+            [null(), out_w, null()],
+        )
+    });
+    fn process_json(args: &[&str]) -> serde_json::Value {
+        let spec = default_spec(Path::new("/"), args, &PodNamespaces::default(), None);
+        serde_json::to_value(spec.process().as_ref().unwrap()).unwrap()
+    }
+    let mut out = fs::File::from(out_r);
+    assert_eq!(read_until(&mut out, "\n"), "started\n");
+    let t = Instant::now();
+    cancel.cancel();
+    assert!(waiter.join().unwrap().is_err());
+    // The output pipe reaches EOF once the killed process is gone.
+    assert_eq!(read_until(&mut out, "never"), "");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let procs = fs::read_to_string(format!("/sys/fs/cgroup{}/svc/cgroup.procs", f.cgroup))
+        .or_else(|_| {
+            fs::read_to_string(format!("/sys/fs/cgroup/pids{}/svc/cgroup.procs", f.cgroup))
+        })
+        .unwrap_or_default();
+    assert!(procs.lines().count() <= 1, "left in the container: {procs}");
+
+    c.kill("svc", 9, true).unwrap();
+    c.wait("svc").unwrap();
+    c.delete("svc").unwrap();
+}
+
+#[test]
+fn attach_tees_output_and_feeds_stdin() {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    require_root();
+    let f = Fixture::new("attach");
+    let mut c = f.client();
+    let bundle = f.dir.path().join("bundle-cat");
+    fs::create_dir_all(&bundle).unwrap();
+    let spec = f.spec(&[
+        "sh",
+        "-c",
+        "echo ready; while read l; do echo got:$l; echo e:$l >&2; done; echo bye",
+    ]);
+    fs::write(bundle.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    let log = f.dir.path().join("cat.log");
+    c.create(CreateRequest {
+        container_id: "cat".into(),
+        bundle,
+        log_path: log.clone(),
+        tty: false,
+        stdin: true,
+        stdin_once: true,
+        runtime: None,
+    })
+    .unwrap();
+    c.start("cat").unwrap();
+    let (in_r, in_w) = nix::unistd::pipe().unwrap();
+    let (out_r, out_w) = nix::unistd::pipe().unwrap();
+    let (err_r, err_w) = nix::unistd::pipe().unwrap();
+    c.attach("cat", Some(in_r.as_fd()), out_w.as_fd(), Some(err_w.as_fd())).unwrap();
+    drop((in_r, out_w, err_w));
+    let mut input = fs::File::from(in_w);
+    input.write_all(b"one\n").unwrap();
+    let mut out = fs::File::from(out_r);
+    assert_eq!(read_until(&mut out, "got:one\n"), "got:one\n");
+    assert_eq!(read_until(&mut fs::File::from(err_r), "e:one\n"), "e:one\n");
+    // stdin_once: closing the session's stdin closes the container's.
+    drop(input);
+    assert_eq!(read_until(&mut out, "never"), "bye\n");
+    assert_eq!(c.wait("cat").unwrap().exit_code, Some(0));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" stdout F got:one") && text.contains(" stderr F e:one"), "{text}");
+    c.delete("cat").unwrap();
 }

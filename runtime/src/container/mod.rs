@@ -6,6 +6,7 @@ pub mod exits;
 pub mod record;
 pub mod service;
 pub mod spec;
+pub mod streams;
 pub mod user;
 
 pub use service::{ContainerError, Containers, Observed};

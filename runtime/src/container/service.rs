@@ -113,7 +113,7 @@ impl Containers {
     }
 
     /// A connection to the pod's shim, starting the shim if it is not running.
-    fn shim(&self, pod_id: &str, start: bool) -> Result<ShimClient> {
+    pub(super) fn shim(&self, pod_id: &str, start: bool) -> Result<ShimClient> {
         let paths = self.shim_paths(pod_id);
         if let Ok(c) = ShimClient::connect(&paths) {
             return Ok(c);
@@ -358,6 +358,7 @@ impl Containers {
             log_path: log_file.unwrap_or_default(),
             tty: config.tty,
             stdin: config.stdin,
+            stdin_once: config.stdin_once,
             runtime: self.runtime_binary(&pod.runtime_handler)?,
         };
         let this = self.clone();

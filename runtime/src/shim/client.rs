@@ -6,6 +6,7 @@
 //! separate connection for them.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -59,6 +60,22 @@ pub fn spawn(binary: &Path, paths: &ShimPaths) -> io::Result<()> {
     Ok(())
 }
 
+/// Ends a [`ShimClient`]'s connection when cancelled or dropped.
+#[derive(Debug)]
+pub struct Canceller(UnixStream);
+
+impl Canceller {
+    pub fn cancel(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Drop for Canceller {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
 /// One connection to a shim.
 #[derive(Debug)]
 pub struct ShimClient {
@@ -95,7 +112,28 @@ impl ShimClient {
 
     /// Sends a request and reads its answer.
     pub fn call(&mut self, req: Request) -> Result<Response> {
-        write_frame(&mut self.stream, &RequestFrame { v: PROTOCOL_VERSION, req })?;
+        self.call_fds(req, &[])
+    }
+
+    /// Sends a request with the descriptors it carries ([`Request::fd_count`]) and reads
+    /// its answer.
+    pub fn call_fds(&mut self, req: Request, fds: &[BorrowedFd<'_>]) -> Result<Response> {
+        self.send(req, fds)?;
+        self.recv()
+    }
+
+    fn send(&mut self, req: Request, fds: &[BorrowedFd<'_>]) -> Result<()> {
+        if fds.len() != req.fd_count() {
+            return Err(ShimError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} descriptors for a request that carries {}", fds.len(), req.fd_count()),
+            )));
+        }
+        let frame = encode(&RequestFrame { v: PROTOCOL_VERSION, req })?;
+        Ok(super::fdpass::send_with_fds(&self.stream, &frame, fds)?)
+    }
+
+    fn recv(&mut self) -> Result<Response> {
         let frame: ResponseFrame = read_frame(&mut self.stream)?.ok_or_else(|| {
             io::Error::new(io::ErrorKind::UnexpectedEof, "shim closed the connection")
         })?;
@@ -186,6 +224,60 @@ impl ShimClient {
             Response::Exec(r) => Ok(r),
             other => Err(ShimError::Unexpected(Box::new(other))),
         }
+    }
+
+    /// Runs `process` in the container on the given stdio (stdin, stdout, stderr; the
+    /// terminal three times with `tty`) and blocks until it exits; returns its exit code.
+    /// Our copies of the descriptors are closed once sent, so the session sees end of
+    /// file when the process and its children are done with them.
+    /// [`ShimClient::canceller`] taken before ends it early.
+    #[tracing::instrument(name = "shim.exec_stream", skip(self, process, stdio))]
+    pub fn exec_stream(
+        &mut self,
+        id: &str,
+        process: serde_json::Value,
+        tty: bool,
+        stdio: [std::os::fd::OwnedFd; 3],
+    ) -> Result<i32> {
+        use std::os::fd::AsFd;
+        let req = Request::ExecStream(ExecStreamRequest { container_id: id.into(), process, tty });
+        let fds: Vec<BorrowedFd<'_>> = stdio.iter().map(|f| f.as_fd()).collect();
+        self.send(req, &fds)?;
+        drop(fds);
+        drop(stdio);
+        match self.recv()? {
+            Response::Exec(r) => Ok(r.exit_code),
+            other => Err(ShimError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Attaches pipes to the container's stdio: `stdin` is a read end the shim feeds the
+    /// container's stdin from, `stdout`/`stderr` write ends that get its output.
+    pub fn attach(
+        &mut self,
+        id: &str,
+        stdin: Option<BorrowedFd<'_>>,
+        stdout: BorrowedFd<'_>,
+        stderr: Option<BorrowedFd<'_>>,
+    ) -> Result<()> {
+        let fds: Vec<BorrowedFd<'_>> = stdin.into_iter().chain([stdout]).chain(stderr).collect();
+        let req =
+            Request::Attach { id: id.into(), stdin: stdin.is_some(), stderr: stderr.is_some() };
+        match self.call_fds(req, &fds)? {
+            Response::Ok => Ok(()),
+            other => Err(ShimError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Sets the window size of a tty container's terminal.
+    pub fn resize(&mut self, id: &str, width: u16, height: u16) -> Result<()> {
+        self.ok(Request::Resize { id: id.into(), width, height })
+    }
+
+    /// A handle that ends this connection from another thread: a call blocked on it
+    /// returns an error, and the shim treats the hang-up as the caller giving up.
+    pub fn canceller(&self) -> io::Result<Canceller> {
+        Ok(Canceller(self.stream.try_clone()?))
     }
 
     /// Starts (or finds) the pod's init; returns its host pid.

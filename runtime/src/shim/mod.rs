@@ -5,6 +5,7 @@
 //! under its directory ([`ShimPaths`]). It never links tokio.
 
 pub mod client;
+mod fdpass;
 pub mod log;
 mod oci_runtime;
 mod pod_init;

@@ -55,6 +55,39 @@ pub enum Request {
     PodInit,
     /// Kills the pod's init, and with it every process left in its PID namespace.
     StopPodInit,
+    /// Runs a process in a running container on the stdio berthd passes with the request
+    /// (three descriptors: stdin, stdout, stderr; for a tty, the terminal three times).
+    /// Answered with [`Response::Exec`] (no output: it went to the descriptors) when the
+    /// process ends. Closing the connection before that kills the process: the session
+    /// it served is gone.
+    ExecStream(ExecStreamRequest),
+    /// Tees a container's output to berthd's pipes and feeds its stdin from one. The
+    /// descriptors come with the request, in order: stdin's read end (when `stdin`),
+    /// stdout's write end, stderr's write end (when `stderr`). The output ends are closed
+    /// when the container exits.
+    Attach { id: String, stdin: bool, stderr: bool },
+    /// Sets the window size of the terminal of a container created with a tty.
+    Resize { id: String, width: u16, height: u16 },
+}
+
+impl Request {
+    /// How many descriptors travel with this request.
+    pub fn fd_count(&self) -> usize {
+        match self {
+            Request::ExecStream(_) => 3,
+            Request::Attach { stdin, stderr, .. } => 1 + *stdin as usize + *stderr as usize,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecStreamRequest {
+    pub container_id: String,
+    /// OCI `process` object (JSON), as for [`ExecRequest`].
+    pub process: serde_json::Value,
+    /// The descriptors are a terminal: make it the process's controlling terminal.
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +102,9 @@ pub struct CreateRequest {
     pub tty: bool,
     /// Keep a pipe to the process's stdin open (for attach); otherwise stdin is /dev/null.
     pub stdin: bool,
+    /// Close the process's stdin when the first attached client closes its stdin.
+    #[serde(default)]
+    pub stdin_once: bool,
     /// An OCI runtime binary (runc, crun) to run the bundle with; none: the native
     /// executor.
     #[serde(default)]

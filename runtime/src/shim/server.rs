@@ -2,7 +2,7 @@
 //! poll(2) loop over the socket, a signalfd for SIGCHLD/SIGTERM, container output pipes
 //! and exec pipes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -51,6 +51,15 @@ struct Container {
     log: LogFile,
     pipes: Vec<Pipe>,
     stdin: Option<File>,
+    /// Bytes from attached clients the container has not read yet (its stdin is
+    /// non-blocking: a container that does not read must not stall the shim).
+    stdin_pending: Vec<u8>,
+    /// Close stdin once `stdin_pending` is written (stdin_once and the client closed).
+    stdin_closing: bool,
+    stdin_once: bool,
+    /// The terminal's master, for resizing, when created with a tty.
+    master: Option<File>,
+    attachers: Vec<Attacher>,
     waiters: Vec<u64>,
     /// Set when an external OCI runtime runs this container.
     runtime: Option<OciRuntime>,
@@ -75,8 +84,45 @@ impl Container {
     }
 }
 
+/// A client attached to a container's stdio (through berthd's pipes).
+struct Attacher {
+    id: u64,
+    stdin: Option<File>,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    /// Its reader went away: dropped at the end of the loop iteration.
+    gone: bool,
+}
+
+impl Attacher {
+    /// Copies container output to the client without blocking: a client that does not
+    /// keep up loses what does not fit in its pipe rather than stall the container.
+    fn send(&mut self, stream: Stream, bytes: &[u8]) {
+        let target = match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        };
+        let Some(f) = target else { return };
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match f.write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.gone = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
 struct ExecJob {
     conn: u64,
+    /// Its stdio belongs to a streaming session: no output is collected, and the
+    /// process is killed if the session's connection goes away.
+    streaming: bool,
     pid: i32,
     out: Option<File>,
     err: Option<File>,
@@ -89,6 +135,8 @@ struct ExecJob {
 struct Conn {
     stream: UnixStream,
     rbuf: Vec<u8>,
+    /// Descriptors received and not yet taken by a request, in arrival order.
+    fds: VecDeque<OwnedFd>,
     busy: bool,
 }
 
@@ -98,6 +146,7 @@ struct Shim {
     execs: Vec<ExecJob>,
     conns: HashMap<u64, Conn>,
     next_conn: u64,
+    next_attacher: u64,
     buf: Vec<u8>,
     quit: bool,
     /// Host pid of the pod's init, when the pod shares one PID namespace.
@@ -173,6 +222,7 @@ fn start(paths: ShimPaths) -> io::Result<()> {
                         execs: Vec::new(),
                         conns: HashMap::new(),
                         next_conn: 0,
+                        next_attacher: 0,
                         buf: vec![0; 32 * 1024],
                         quit: false,
                         pod_init: None,
@@ -229,6 +279,9 @@ enum Source {
     Conn(u64),
     CtrPipe(usize, usize), // container index in `order`, pipe index
     ExecPipe(i32, bool),   // exec pid
+    CtrStdin(usize),       // container index: its stdin can take pending bytes
+    AttachIn(usize, u64),  // container index, attacher id: client input
+    AttachOut(usize, u64), // container index, attacher id: hang-up of its reader
 }
 
 impl Shim {
@@ -253,6 +306,29 @@ impl Shim {
                         PollFlags::POLLIN,
                         Source::CtrPipe(ci, pi),
                     ));
+                }
+            }
+            for (ci, id) in order.iter().enumerate() {
+                let c = &self.containers[id];
+                if let Some(f) = c.stdin.as_ref().filter(|_| !c.stdin_pending.is_empty()) {
+                    fds.push((borrow(f.as_raw_fd()), PollFlags::POLLOUT, Source::CtrStdin(ci)));
+                }
+                for a in &c.attachers {
+                    if let Some(f) = a.stdin.as_ref().filter(|_| c.stdin_pending.is_empty()) {
+                        fds.push((
+                            borrow(f.as_raw_fd()),
+                            PollFlags::POLLIN,
+                            Source::AttachIn(ci, a.id),
+                        ));
+                    }
+                    // A pipe's write end reports POLLERR once its reader is gone.
+                    if let Some(f) = a.stdout.as_ref() {
+                        fds.push((
+                            borrow(f.as_raw_fd()),
+                            PollFlags::empty(),
+                            Source::AttachOut(ci, a.id),
+                        ));
+                    }
                 }
             }
             for e in &self.execs {
@@ -304,7 +380,12 @@ impl Shim {
                             self.next_conn += 1;
                             self.conns.insert(
                                 self.next_conn,
-                                Conn { stream, rbuf: Vec::new(), busy: false },
+                                Conn {
+                                    stream,
+                                    rbuf: Vec::new(),
+                                    fds: VecDeque::new(),
+                                    busy: false,
+                                },
                             );
                         }
                     }
@@ -327,10 +408,18 @@ impl Shim {
                             closed_exec.push((ei, is_err));
                         }
                     }
+                    Source::CtrStdin(ci) => self.flush_stdin(&order[ci]),
+                    Source::AttachIn(ci, aid) => self.pump_attach_input(&order[ci], aid),
+                    Source::AttachOut(ci, aid) => {
+                        if rev.intersects(PollFlags::POLLERR | PollFlags::POLLHUP) {
+                            self.detach_client(&order[ci], aid);
+                        }
+                    }
                 }
             }
             for c in self.containers.values_mut() {
                 c.pipes.retain(|p| !p.eof);
+                c.attachers.retain(|a| !a.gone);
             }
             for (ei, is_err) in closed_exec {
                 if let Some(e) = self.execs.iter_mut().find(|e| e.pid == ei) {
@@ -355,6 +444,10 @@ impl Shim {
         let eof = match p.file.read(&mut self.buf) {
             Ok(0) => true,
             Ok(n) => {
+                let stream = p.split.stream();
+                for a in &mut c.attachers {
+                    a.send(stream, &self.buf[..n]);
+                }
                 let mut out = Vec::new();
                 p.split.push(&self.buf[..n], now_ns(), &mut out);
                 if let Some(e) = c.log.write_or_drop(&out) {
@@ -454,7 +547,9 @@ impl Shim {
                 self.pod_init = None;
             } else if let Some(ei) = self.execs.iter().position(|e| e.pid == pid) {
                 let mut e = self.execs.remove(ei);
-                drain_exec(&mut e, &mut self.buf);
+                if !e.streaming {
+                    drain_exec(&mut e, &mut self.buf);
+                }
                 let result = ExecResult {
                     exit_code: code,
                     stdout: e.stdout,
@@ -475,6 +570,9 @@ impl Shim {
         c.finished_at_ns = now_ns();
         c.pending = None;
         c.stdin = None;
+        c.stdin_pending.clear();
+        // Closing the output ends tells each attached session the container is gone.
+        c.attachers.clear();
         if let Some(cg) = c.cgroup() {
             c.oom_killed = cgroups::oom_kills(&cg) > 0;
         }
@@ -504,12 +602,16 @@ impl Shim {
         if conn.busy {
             if rev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
                 // The client went away while waiting for Wait/Exec: forget it (the answer
-                // is dropped; an exec still runs to its end or timeout).
+                // is dropped; an ExecSync still runs to its end or timeout, while a
+                // streaming exec has lost its session and is killed).
                 self.conns.remove(&id);
+                for e in self.execs.iter().filter(|e| e.streaming && e.conn == id) {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(e.pid), Signal::SIGKILL);
+                }
             }
             return;
         }
-        let n = match conn.stream.read(&mut self.buf) {
+        let n = match super::fdpass::recv_with_fds(&conn.stream, &mut self.buf, &mut conn.fds) {
             Ok(0) | Err(_) => {
                 self.conns.remove(&id);
                 return;
@@ -539,6 +641,15 @@ impl Shim {
                 }
             };
             conn.busy = true;
+            // Descriptors came with the frame's first byte, so they are queued by now.
+            let wanted = frame.req.fd_count();
+            if conn.fds.len() < wanted {
+                conn.fds.clear();
+                let msg = format!("the request needs {wanted} descriptors");
+                self.respond(id, fail(ErrorKind::InvalidArgument, msg));
+                continue;
+            }
+            let fds: Vec<OwnedFd> = conn.fds.drain(..wanted).collect();
             if frame.v != PROTOCOL_VERSION {
                 let msg = format!(
                     "protocol version {} not supported (shim speaks {PROTOCOL_VERSION})",
@@ -547,7 +658,7 @@ impl Shim {
                 self.respond(id, fail(ErrorKind::InvalidArgument, msg));
                 continue;
             }
-            if let Some(reply) = self.handle(id, frame.req) {
+            if let Some(reply) = self.handle(id, frame.req, fds) {
                 self.respond(id, reply);
             }
         }
@@ -566,7 +677,7 @@ impl Shim {
     }
 
     /// Handles one request; `None` when the answer comes later (Wait, Exec).
-    fn handle(&mut self, conn: u64, req: Request) -> Option<Reply> {
+    fn handle(&mut self, conn: u64, req: Request, fds: Vec<OwnedFd>) -> Option<Reply> {
         Some(match req {
             Request::Hello => {
                 Ok(Response::Hello { version: PROTOCOL_VERSION, pid: std::process::id() as i32 })
@@ -603,6 +714,12 @@ impl Shim {
                 Err(e) => Err(e),
             },
             Request::Shutdown { force } => self.shutdown(force),
+            Request::ExecStream(e) => match self.exec_stream(conn, e, fds) {
+                Ok(()) => return None,
+                Err(e) => Err(e),
+            },
+            Request::Attach { id, stdin, stderr } => self.attach(&id, stdin, stderr, fds),
+            Request::Resize { id, width, height } => self.resize(&id, width, height),
             Request::PodInit => self.start_pod_init(),
             Request::StopPodInit => {
                 self.stop_pod_init();
@@ -700,6 +817,13 @@ impl Shim {
                 }
             }
         };
+        let master =
+            if req.tty { pipes.first().and_then(|p| p.file.try_clone().ok()) } else { None };
+        if let Some(f) = &stdin {
+            // Attached input is written without blocking; see `stdin_pending`.
+            let _ =
+                nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+        }
         self.containers.insert(
             id,
             Container {
@@ -715,6 +839,11 @@ impl Shim {
                 log,
                 pipes,
                 stdin,
+                stdin_pending: Vec::new(),
+                stdin_closing: false,
+                stdin_once: req.stdin_once,
+                master,
+                attachers: Vec::new(),
                 waiters: Vec::new(),
                 runtime,
                 bundle: req.bundle.clone(),
@@ -824,6 +953,7 @@ impl Shim {
             (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
         self.execs.push(ExecJob {
             conn,
+            streaming: false,
             pid,
             out: Some(File::from(out_r)),
             err: Some(File::from(err_r)),
@@ -833,6 +963,159 @@ impl Shim {
             timed_out: false,
         });
         Ok(())
+    }
+
+    fn exec_stream(
+        &mut self,
+        conn: u64,
+        req: ExecStreamRequest,
+        fds: Vec<OwnedFd>,
+    ) -> std::result::Result<(), (ErrorKind, String)> {
+        let c = self.get(&req.container_id)?;
+        if c.status != Status::Running {
+            return fail(
+                ErrorKind::FailedPrecondition,
+                format!("container {} is not running", req.container_id),
+            );
+        }
+        let mut process: Process = serde_json::from_value(req.process)
+            .or_else(|e| fail(ErrorKind::InvalidArgument, format!("process: {e}")))?;
+        let [stdin, stdout, stderr]: [OwnedFd; 3] =
+            fds.try_into().or_else(|_| fail(ErrorKind::InvalidArgument, "three descriptors"))?;
+        let pid = match &c.runtime {
+            None => {
+                let stdio = Stdio { stdin, stdout, stderr, tty: req.tty };
+                executor::exec(c.pid, &c.spec, &process, stdio)
+                    .map(|p| p.as_raw())
+                    .or_else(|e| fail(ErrorKind::Internal, e.0))?
+            }
+            Some(rt) => {
+                // The runtime would make its own terminal and hand it over a console
+                // socket; the session's terminal is already made, so the process gets
+                // it as plain stdio.
+                process.set_terminal(Some(false));
+                let stdio = Stdio { stdin, stdout, stderr, tty: false };
+                rt.exec(&req.container_id, &c.bundle, &process, stdio)
+                    .or_else(|e| fail(ErrorKind::Internal, e))?
+            }
+        };
+        self.execs.push(ExecJob {
+            conn,
+            streaming: true,
+            pid,
+            out: None,
+            err: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            deadline: None,
+            timed_out: false,
+        });
+        Ok(())
+    }
+
+    fn attach(&mut self, id: &str, stdin: bool, stderr: bool, fds: Vec<OwnedFd>) -> Reply {
+        let next = self.next_attacher + 1;
+        let c = self
+            .containers
+            .get_mut(id)
+            .ok_or((ErrorKind::NotFound, format!("container {id} not found")))?;
+        if c.status == Status::Stopped {
+            return fail(ErrorKind::FailedPrecondition, format!("container {id} has exited"));
+        }
+        let mut fds = fds.into_iter().map(File::from);
+        let nonblocking = |f: File| -> std::result::Result<File, (ErrorKind, String)> {
+            nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
+                .or_else(|e| fail(ErrorKind::Internal, format!("attach: {e}")))?;
+            Ok(f)
+        };
+        let input = if stdin { fds.next().map(nonblocking).transpose()? } else { None };
+        let stdout = fds.next().map(nonblocking).transpose()?;
+        let stderr = if stderr { fds.next().map(nonblocking).transpose()? } else { None };
+        self.next_attacher = next;
+        c.attachers.push(Attacher { id: next, stdin: input, stdout, stderr, gone: false });
+        Ok(Response::Ok)
+    }
+
+    fn resize(&mut self, id: &str, width: u16, height: u16) -> Reply {
+        let c = self.get(id)?;
+        let Some(master) = &c.master else {
+            return fail(ErrorKind::FailedPrecondition, format!("container {id} has no tty"));
+        };
+        set_window_size(master.as_fd(), width, height)
+            .or_else(|e| fail(ErrorKind::Internal, format!("resize: {e}")))?;
+        Ok(Response::Ok)
+    }
+
+    /// Moves client input to the container's stdin (what does not fit waits in
+    /// `stdin_pending`, and the client is not read again until it is written).
+    fn pump_attach_input(&mut self, id: &str, aid: u64) {
+        let Some(c) = self.containers.get_mut(id) else { return };
+        let Some(a) = c.attachers.iter_mut().find(|a| a.id == aid) else { return };
+        let Some(input) = a.stdin.as_mut() else { return };
+        let n = match input.read(&mut self.buf) {
+            Ok(n) => n,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                return
+            }
+            Err(_) => 0,
+        };
+        if n > 0 {
+            if c.stdin.is_some() {
+                c.stdin_pending.extend_from_slice(&self.buf[..n]);
+            }
+        } else {
+            a.stdin = None;
+            if c.stdin_once && c.stdin.is_some() {
+                if c.master.is_some() {
+                    // A terminal cannot be half-closed: end-of-file is the EOF character.
+                    c.stdin_pending.push(0x04);
+                } else {
+                    c.stdin_closing = true;
+                }
+            }
+        }
+        self.flush_stdin(id);
+    }
+
+    /// Writes pending input to the container's stdin; closes it when asked and done.
+    fn flush_stdin(&mut self, id: &str) {
+        let Some(c) = self.containers.get_mut(id) else { return };
+        let mut broken = false;
+        if let Some(f) = c.stdin.as_mut() {
+            while !c.stdin_pending.is_empty() {
+                match f.write(&c.stdin_pending) {
+                    Ok(n) => {
+                        c.stdin_pending.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(_) => {
+                        // The container closed its stdin: what it did not read is lost.
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if broken || c.stdin.is_none() {
+            c.stdin_pending.clear();
+            c.stdin = None;
+        }
+        if c.stdin_closing && c.stdin_pending.is_empty() {
+            c.stdin = None;
+            c.stdin_closing = false;
+        }
+    }
+
+    fn detach_client(&mut self, id: &str, aid: u64) {
+        if let Some(c) = self.containers.get_mut(id) {
+            if let Some(a) = c.attachers.iter_mut().find(|a| a.id == aid) {
+                a.gone = true;
+            }
+        }
     }
 
     fn start_pod_init(&mut self) -> Reply {
@@ -896,6 +1179,16 @@ fn drain_exec(e: &mut ExecJob, buf: &mut [u8]) {
         }
         *f = None;
     }
+}
+
+/// Sets a terminal's window size (the kernel sends SIGWINCH to its foreground group).
+pub(crate) fn set_window_size(tty: BorrowedFd<'_>, width: u16, height: u16) -> io::Result<()> {
+    let ws = libc::winsize { ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which outlives the call.
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn pipe_nb() -> io::Result<(OwnedFd, OwnedFd)> {
