@@ -33,6 +33,7 @@ pub struct Config {
     pub runtimes: BTreeMap<String, RuntimeHandlerConfig>,
     pub tracing: TracingConfig,
     pub metrics: MetricsConfig,
+    pub streaming: StreamingConfig,
 }
 
 impl Default for Config {
@@ -51,6 +52,7 @@ impl Default for Config {
             runtimes: BTreeMap::new(),
             tracing: TracingConfig::default(),
             metrics: MetricsConfig::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -208,6 +210,25 @@ pub struct TracingConfig {
     /// `traceparent` follows its caller's decision (its sampled flag, which the kubelet
     /// sets by its own `samplingRatePerMillion`), so one trace is never half recorded.
     pub sampling_rate_per_million: u32,
+}
+
+/// The streaming server behind Exec, Attach and PortForward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// The IP address to listen on. The URLs carry it, so the kubelet (or whoever the
+    /// kubelet hands them to) must reach it.
+    pub address: String,
+    /// The TCP port; 0: a free port chosen at start.
+    pub port: u16,
+    /// How long a URL stays usable (it is usable once).
+    pub token_ttl_secs: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        Self { address: "127.0.0.1".into(), port: 0, token_ttl_secs: 60 }
+    }
 }
 
 /// The Prometheus endpoint.

@@ -106,11 +106,22 @@ async fn serve(
         containers: containers.clone(),
         pulled_bytes: images.pulled_bytes(),
     };
-    let cri = Cri::new(config, config_path, layout, images, sandboxes.clone(), containers);
+    let (streaming, streaming_listener) =
+        crate::streaming::Streaming::bind(&config.streaming, containers.clone()).await?;
+    let cri = Cri::new(
+        config,
+        config_path,
+        layout,
+        images,
+        sandboxes.clone(),
+        containers,
+        streaming.clone(),
+    );
 
     // A watch channel, not a Notify: a signal that lands before anyone waits is not lost.
     let (stop_tx, stop) = watch::channel(false);
     spawn_signal_watch(stop_tx)?;
+    tokio::spawn(streaming.serve(streaming_listener, stop.clone()));
     if let Some(listener) = metrics_listener {
         tokio::spawn(metrics::serve(listener, metrics.clone(), state_source, stop.clone()));
     }

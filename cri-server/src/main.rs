@@ -1,12 +1,6 @@
 //! berthd: a Kubernetes container runtime speaking CRI on a unix socket.
 
-mod config;
-mod daemon;
-mod logging;
-mod rpc;
-mod rpc_span;
-mod telemetry;
-
+use berth_cri_server::{config, daemon, logging, telemetry};
 use clap::{Parser, Subcommand};
 use config::{Config, LogFormat};
 use std::path::{Path, PathBuf};

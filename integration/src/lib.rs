@@ -8,6 +8,7 @@ pub mod oci_image;
 pub mod otlp;
 pub mod pods;
 pub mod registry;
+pub mod streaming;
 pub mod tls;
 
 pub use berthd::{Berthd, Options};

@@ -25,9 +25,11 @@ mod sandbox_stats;
 mod sandbox_status;
 mod sandbox_stop;
 mod status;
+mod streaming_urls;
 mod version;
 
 use crate::config::Config;
+use crate::streaming::Streaming;
 use berth_runtime::container::Containers;
 use berth_runtime::image::Images;
 use berth_runtime::sandbox::Sandboxes;
@@ -52,6 +54,7 @@ struct Inner {
     sandboxes: Sandboxes,
     containers: Arc<Containers>,
     stats: Stats,
+    streaming: Streaming,
 }
 
 impl Cri {
@@ -62,6 +65,7 @@ impl Cri {
         images: Images,
         sandboxes: Sandboxes,
         containers: Arc<Containers>,
+        streaming: Streaming,
     ) -> Self {
         let pod_cidr = Mutex::new(String::new());
         let stats = Stats::new().unwrap_or_else(|e| {
@@ -78,6 +82,7 @@ impl Cri {
                 sandboxes,
                 containers,
                 stats,
+                streaming,
             }),
         }
     }

@@ -3,7 +3,8 @@
 use super::{
     container_create, container_events, container_exec_sync, container_lifecycle, container_stats,
     container_status, container_update, metrics, runtime_config, sandbox_list, sandbox_remove,
-    sandbox_run, sandbox_stats, sandbox_status, sandbox_stop, status, unbuilt, version, Cri,
+    sandbox_run, sandbox_stats, sandbox_status, sandbox_stop, status, streaming_urls, unbuilt,
+    version, Cri,
 };
 use berth_proto::{
     AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse,
@@ -141,22 +142,22 @@ impl RuntimeService for Cri {
         container_exec_sync::exec_sync(self, req.into_inner()).await.map(Response::new)
     }
 
-    async fn exec(&self, _req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        Err(unbuilt("Exec"))
+    async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        streaming_urls::exec(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn attach(
         &self,
-        _req: Request<AttachRequest>,
+        req: Request<AttachRequest>,
     ) -> Result<Response<AttachResponse>, Status> {
-        Err(unbuilt("Attach"))
+        streaming_urls::attach(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn port_forward(
         &self,
-        _req: Request<PortForwardRequest>,
+        req: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        Err(unbuilt("PortForward"))
+        streaming_urls::port_forward(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn container_stats(

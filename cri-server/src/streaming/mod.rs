@@ -1,0 +1,15 @@
+//! berthd's streaming server (exec, attach, port-forward), see DESIGN.md "Streaming".
+//! The CRI calls hand out URLs on it; clients upgrade those to SPDY/3.1 or WebSocket.
+
+pub mod channels;
+mod portforward;
+mod remotecommand;
+mod server;
+pub mod spdy;
+pub mod spdy_conn;
+mod tokens;
+mod websocket;
+
+pub use crate::config::StreamingConfig;
+pub use portforward::PodNetwork;
+pub use server::{Pending, Streaming};
