@@ -47,7 +47,27 @@ fn open_fds(pid: u32) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_over_spdy_and_websocket() {
-    let node = Node::start_with_config("[streaming]\ntoken_ttl_secs = 2\n").await;
+    exec_sessions(Node::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_over_spdy_and_websocket_with_runc() {
+    exec_sessions(Node::start_runc().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unused_token_expires() {
+    let node = Node::start_with_config("[streaming]\ntoken_ttl_secs = 1\n").await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("expiry", logs.path()).await;
+    let c = node.run(&pod, busybox("svc", &["sleep", "3600"])).await;
+    let url = exec_url(&node, &c, &["true"], false, false, false).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(spdy_status(&url).await.unwrap(), 404);
+    node.remove_pod_and_check(&pod).await;
+}
+
+async fn exec_sessions(node: Node) {
     let logs = tempfile::tempdir().unwrap();
     let pod = node.run_pod("stream", logs.path()).await;
     let c = node.run(&pod, busybox("svc", &["sleep", "3600"])).await;
@@ -92,15 +112,8 @@ async fn exec_over_spdy_and_websocket() {
     assert_eq!(got.exit_code(), Some(0), "{got:?}");
 
     // A terminal, sized by the resize stream before the command looks.
-    let url = exec_url(
-        &node,
-        &c,
-        &["sh", "-c", "read go; stty size; test -t 1 && echo tty"],
-        true,
-        false,
-        true,
-    )
-    .await;
+    let url =
+        exec_url(&node, &c, &["sh", "-c", "read go; stty size; tty"], true, false, true).await;
     let mut s = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
     let (_, mut err) = s.open(&[("streamtype", "error")]);
     let (stdin, _) = s.open(&[("streamtype", "stdin")]);
@@ -109,16 +122,12 @@ async fn exec_over_spdy_and_websocket() {
     s.write(resize, br#"{"Width":123,"Height":45}"#);
     tokio::time::sleep(Duration::from_millis(200)).await;
     s.write(stdin, b"go\r");
-    let text = read_until(&mut out, "tty", Duration::from_secs(10)).await;
-    assert!(text.contains("45 123") && text.contains("tty"), "{text:?}");
+    // The terminal is the container's own: it has a name there.
+    let text = read_until(&mut out, "/dev/pts/", Duration::from_secs(10)).await;
+    assert!(text.contains("45 123") && text.contains("/dev/pts/"), "{text:?}");
     let status = String::from_utf8(read_all(&mut err, Duration::from_secs(10)).await).unwrap();
     assert!(status.contains("Success"), "{status}");
     drop(s);
-
-    // An unused token expires.
-    let url = exec_url(&node, &c, &["true"], false, false, false).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(spdy_status(&url).await.unwrap(), 404);
 
     // A client that goes away mid-stream takes its process with it.
     let url =
@@ -188,7 +197,15 @@ async fn exec_over_spdy_and_websocket() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn attach_reads_output_and_writes_stdin() {
-    let node = Node::start().await;
+    attach_session(Node::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_reads_output_and_writes_stdin_with_runc() {
+    attach_session(Node::start_runc().await).await;
+}
+
+async fn attach_session(node: Node) {
     let logs = tempfile::tempdir().unwrap();
     let pod = node.run_pod("attach", logs.path()).await;
     let config = ContainerConfig {

@@ -617,21 +617,10 @@ impl Containers {
         let rec = self.get(wanted)?;
         let this = self.clone();
         crate::traced::spawn_blocking(move || {
-            let spec: oci_spec::runtime::Spec = std::fs::read(rec.bundle.join("config.json"))
-                .map_err(internal)
-                .and_then(|b| serde_json::from_slice(&b).map_err(internal))?;
-            let mut process = spec.process().clone().unwrap_or_default();
-            process.set_args(Some(cmd));
-            process.set_terminal(Some(false));
-            let process = serde_json::to_value(&process).map_err(internal)?;
+            let process = exec_process(&rec, cmd, false)?;
             // Exec blocks its connection until the process ends: use a fresh one.
             let mut shim = this.shim(&rec.pod_id, false)?;
-            if shim.state(&rec.id).map(|s| s.status != Status::Running).unwrap_or(true) {
-                return Err(ContainerError::FailedPrecondition(format!(
-                    "container {} is not running",
-                    rec.id
-                )));
-            }
+            running_pid(&mut shim, &rec)?;
             let timeout = (!timeout.is_zero()).then_some(timeout);
             shim.exec(&rec.id, process, timeout)
                 .map_err(|e| ContainerError::FailedPrecondition(format!("exec: {e}")))
@@ -823,6 +812,40 @@ mod tests {
         for bad in ["/etc/passwd", "../x.log", "c/../../x.log", "./c.log"] {
             let err = log_file("/var/log/pods/p", bad).unwrap_err().to_string();
             assert!(err.contains("config.log_path"), "{bad}: {err}");
+        }
+    }
+}
+
+/// The OCI process an exec runs: the container's own (user, environment, working
+/// directory, capabilities, rlimits) with `cmd` instead of its args.
+pub(super) fn exec_process(
+    rec: &ContainerRecord,
+    cmd: Vec<String>,
+    tty: bool,
+) -> Result<serde_json::Value> {
+    let spec: oci_spec::runtime::Spec = std::fs::read(rec.bundle.join("config.json"))
+        .map_err(internal)
+        .and_then(|b| serde_json::from_slice(&b).map_err(internal))?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(cmd));
+    process.set_terminal(Some(tty));
+    if tty {
+        // Programs look at TERM to decide how to draw; the kubelet's exec sets it too.
+        let mut env = process.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        process.set_env(Some(env));
+    }
+    serde_json::to_value(&process).map_err(internal)
+}
+
+/// The host pid of a running container; an error naming it when it is not running.
+pub(super) fn running_pid(shim: &mut ShimClient, rec: &ContainerRecord) -> Result<i32> {
+    match shim.state(&rec.id) {
+        Ok(s) if s.status == Status::Running => Ok(s.pid),
+        _ => {
+            Err(ContainerError::FailedPrecondition(format!("container {} is not running", rec.id)))
         }
     }
 }

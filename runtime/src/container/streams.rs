@@ -10,10 +10,9 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use super::service::{ContainerError, Containers};
+use super::service::{exec_process, running_pid, ContainerError, Containers};
 use crate::error::internal;
 use crate::shim::client::Canceller;
-use crate::shim::protocol::Status;
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
@@ -68,30 +67,11 @@ impl Containers {
         let rec = self.get(wanted)?;
         let this = self.clone();
         let (io, child, mut shim, process) = tokio::task::spawn_blocking(move || {
-            let spec: oci_spec::runtime::Spec = std::fs::read(rec.bundle.join("config.json"))
-                .map_err(internal)
-                .and_then(|b| serde_json::from_slice(&b).map_err(internal))?;
-            let mut process = spec.process().clone().unwrap_or_default();
-            process.set_args(Some(cmd));
-            process.set_terminal(Some(opts.tty));
-            if opts.tty {
-                // Programs look at TERM to decide how to draw; kubelet exec sets it too.
-                let mut env = process.env().clone().unwrap_or_default();
-                if !env.iter().any(|e| e.starts_with("TERM=")) {
-                    env.push("TERM=xterm".into());
-                }
-                process.set_env(Some(env));
-            }
-            let process = serde_json::to_value(&process).map_err(internal)?;
+            let process = exec_process(&rec, cmd, opts.tty)?;
             let mut shim = this.shim(&rec.pod_id, false)?;
-            if shim.state(&rec.id).map(|s| s.status != Status::Running).unwrap_or(true) {
-                return Err(ContainerError::FailedPrecondition(format!(
-                    "container {} is not running",
-                    rec.id
-                )));
-            }
-            let (io, child) = session_stdio(opts).map_err(internal)?;
-            Ok((io, child, shim, (rec.id, process)))
+            let pid = running_pid(&mut shim, &rec)?;
+            let (io, child) = session_stdio(opts, pid).map_err(internal)?;
+            Ok::<_, ContainerError>((io, child, shim, (rec.id, process)))
         })
         .await
         .map_err(internal)??;
@@ -180,25 +160,61 @@ fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A terminal in the container's own devpts (through `/proc/<pid>/root`), so that inside
+/// it the terminal has a name (`tty`, `ttyname()`) as it would under runc: the master for
+/// the session, the slave for the process.
+fn container_pty(pid: i32) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    let master: OwnedFd = File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(format!("/proc/{pid}/root/dev/pts/ptmx"))?
+        .into();
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int; TIOCGPTPEER returns a new fd that we own.
+    unsafe {
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+        let slave = libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags);
+        if slave < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok((master, OwnedFd::from_raw_fd(slave)))
+    }
+}
+
 /// The session's ends and the process's ends (stdin, stdout, stderr) of its stdio.
-fn session_stdio(opts: StreamOptions) -> std::io::Result<(SessionIo, [OwnedFd; 3])> {
+/// `pid`: the container's process, whose devpts a terminal is made in when it can be.
+fn session_stdio(opts: StreamOptions, pid: i32) -> std::io::Result<(SessionIo, [OwnedFd; 3])> {
     let null = || -> std::io::Result<OwnedFd> {
         Ok(File::options().read(true).write(true).open("/dev/null")?.into())
     };
     if opts.tty {
-        let pty = nix::pty::openpty(None, None)?;
-        nix::fcntl::fcntl(
-            &pty.master,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )?;
-        set_nonblocking(&pty.master)?;
-        let slave = pty.slave;
+        let (master, slave) = match container_pty(pid) {
+            Ok(pair) => pair,
+            Err(e) => {
+                // A container without its own devpts: a host terminal still works, it
+                // just has no name inside.
+                tracing::debug!(error = %e, "no terminal in the container's devpts");
+                let pty = nix::pty::openpty(None, None)?;
+                nix::fcntl::fcntl(
+                    &pty.master,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                )?;
+                (pty.master, pty.slave)
+            }
+        };
+        set_nonblocking(&master)?;
         let child = [slave.try_clone()?, slave.try_clone()?, slave];
         let io = SessionIo {
-            stdin: if opts.stdin { Some(pty.master.try_clone()?) } else { None },
-            stdout: Some(pty.master.try_clone()?),
+            stdin: if opts.stdin { Some(master.try_clone()?) } else { None },
+            stdout: Some(master.try_clone()?),
             stderr: None,
-            terminal: Some(pty.master),
+            terminal: Some(master),
         };
         return Ok((io, child));
     }
