@@ -12,4 +12,6 @@ mod websocket;
 
 pub use crate::config::StreamingConfig;
 pub use portforward::PodNetwork;
+pub use remotecommand::SizeDecoder;
 pub use server::{Pending, Streaming};
+pub use websocket::{frame as ws_frame, unframe as ws_unframe, Framing};

@@ -251,32 +251,50 @@ struct TermSize {
     height: u16,
 }
 
-async fn follow_resizes(mut input: In, mut apply: impl FnMut(u16, u16)) {
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(chunk) = input.recv().await {
-        buf.extend_from_slice(&chunk);
+/// Splits the resize stream into sizes: JSON objects, back to back, cut anywhere by the
+/// transport. Garbage is dropped (and what was buffered with it), never fatal.
+#[derive(Default)]
+pub struct SizeDecoder {
+    buf: Vec<u8>,
+}
+
+/// Most bytes kept while waiting for the rest of a size object.
+const SIZE_BUF_MAX: usize = 4096;
+
+impl SizeDecoder {
+    /// The complete sizes `chunk` finishes, in order.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<(u16, u16)> {
+        self.buf.extend_from_slice(chunk);
+        let mut sizes = Vec::new();
         let mut consumed = 0;
-        {
-            let mut it = serde_json::Deserializer::from_slice(&buf).into_iter::<TermSize>();
-            loop {
-                match it.next() {
-                    Some(Ok(size)) => {
-                        consumed = it.byte_offset();
-                        apply(size.width, size.height);
-                    }
-                    Some(Err(e)) if e.is_eof() => break,
-                    Some(Err(_)) => {
-                        // Not a size: drop what was received so far and carry on.
-                        consumed = buf.len();
-                        break;
-                    }
-                    None => break,
+        let mut it = serde_json::Deserializer::from_slice(&self.buf).into_iter::<TermSize>();
+        loop {
+            match it.next() {
+                Some(Ok(size)) => {
+                    consumed = it.byte_offset();
+                    sizes.push((size.width, size.height));
                 }
+                Some(Err(e)) if e.is_eof() => break,
+                Some(Err(_)) => {
+                    consumed = self.buf.len();
+                    break;
+                }
+                None => break,
             }
         }
-        buf.drain(..consumed);
-        if buf.len() > 4096 {
-            buf.clear();
+        self.buf.drain(..consumed);
+        if self.buf.len() > SIZE_BUF_MAX {
+            self.buf.clear();
+        }
+        sizes
+    }
+}
+
+async fn follow_resizes(mut input: In, mut apply: impl FnMut(u16, u16)) {
+    let mut decoder = SizeDecoder::default();
+    while let Some(chunk) = input.recv().await {
+        for (w, h) in decoder.push(&chunk) {
+            apply(w, h);
         }
     }
 }

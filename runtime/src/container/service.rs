@@ -797,25 +797,6 @@ fn catches(pid: i32, signal: i32) -> bool {
         .is_some_and(|mask| mask & (1u64 << (signal - 1)) != 0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::log_file;
-
-    #[test]
-    fn log_paths_stay_in_the_pod_log_directory() {
-        assert_eq!(
-            log_file("/var/log/pods/p", "c/0.log").unwrap().unwrap().to_str(),
-            Some("/var/log/pods/p/c/0.log")
-        );
-        assert!(log_file("/var/log/pods/p", "").unwrap().is_none());
-        assert!(log_file("", "c.log").unwrap().is_none());
-        for bad in ["/etc/passwd", "../x.log", "c/../../x.log", "./c.log"] {
-            let err = log_file("/var/log/pods/p", bad).unwrap_err().to_string();
-            assert!(err.contains("config.log_path"), "{bad}: {err}");
-        }
-    }
-}
-
 /// The OCI process an exec runs: the container's own (user, environment, working
 /// directory, capabilities, rlimits) with `cmd` instead of its args.
 pub(super) fn exec_process(
@@ -846,6 +827,25 @@ pub(super) fn running_pid(shim: &mut ShimClient, rec: &ContainerRecord) -> Resul
         Ok(s) if s.status == Status::Running => Ok(s.pid),
         _ => {
             Err(ContainerError::FailedPrecondition(format!("container {} is not running", rec.id)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_file;
+
+    #[test]
+    fn log_paths_stay_in_the_pod_log_directory() {
+        assert_eq!(
+            log_file("/var/log/pods/p", "c/0.log").unwrap().unwrap().to_str(),
+            Some("/var/log/pods/p/c/0.log")
+        );
+        assert!(log_file("/var/log/pods/p", "").unwrap().is_none());
+        assert!(log_file("", "c.log").unwrap().is_none());
+        for bad in ["/etc/passwd", "../x.log", "c/../../x.log", "./c.log"] {
+            let err = log_file("/var/log/pods/p", bad).unwrap_err().to_string();
+            assert!(err.contains("config.log_path"), "{bad}: {err}");
         }
     }
 }
