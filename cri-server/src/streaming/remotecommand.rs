@@ -99,7 +99,7 @@ async fn exec(
 ) -> Result<i32, String> {
     let session = containers.exec_stream(id, cmd, opts).await.map_err(|e| e.to_string())?;
     let terminal = session.io.terminal;
-    let pumps = Pumps::start(SessionIo { terminal: None, ..session.io }, ch);
+    let mut pumps = Pumps::start(SessionIo { terminal: None, ..session.io }, ch);
     let resize = ch.resize.take();
     let resizer = tokio::spawn(async move {
         if let (Some(input), Some(term)) = (resize, terminal) {
@@ -138,7 +138,7 @@ async fn attach(
     ch: &mut Channels,
 ) -> Result<(), String> {
     let io = containers.attach(id, opts).await.map_err(|e| e.to_string())?;
-    let pumps = Pumps::start(io, ch);
+    let mut pumps = Pumps::start(io, ch);
     let resize = ch.resize.take();
     let resizer = {
         let containers = containers.clone();
@@ -170,16 +170,16 @@ async fn attach(
 
 /// The copies between a session's pipes and the client's streams.
 struct Pumps {
-    outputs: Vec<tokio::task::JoinHandle<()>>,
+    outputs: tokio::task::JoinSet<()>,
     input: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Pumps {
     fn start(io: SessionIo, ch: &mut Channels) -> Self {
-        let mut outputs = Vec::new();
+        let mut outputs = tokio::task::JoinSet::new();
         for (fd, out) in [(io.stdout, ch.stdout.clone()), (io.stderr, ch.stderr.clone())] {
             if let Some(fd) = fd {
-                outputs.push(tokio::spawn(copy_out(fd, out)));
+                outputs.spawn(copy_out(fd, out));
             }
         }
         let input = match (io.stdin, ch.stdin.take()) {
@@ -190,21 +190,19 @@ impl Pumps {
         Self { outputs, input }
     }
 
-    async fn outputs_done(&self) {
-        for h in &self.outputs {
-            while !h.is_finished() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+    /// Until every output reached end of file.
+    async fn outputs_done(&mut self) {
+        while self.outputs.join_next().await.is_some() {}
     }
 
-    async fn finish(self, grace: Duration) {
+    async fn finish(mut self, grace: Duration) {
         let _ = tokio::time::timeout(grace, self.outputs_done()).await;
         self.abort();
     }
 
-    fn abort(&self) {
-        for h in self.outputs.iter().chain(self.input.iter()) {
+    fn abort(&mut self) {
+        self.outputs.abort_all();
+        if let Some(h) = &self.input {
             h.abort();
         }
     }

@@ -272,13 +272,12 @@ fn version_of(protocol: &str) -> Version {
     Version::NAMES.iter().find(|(n, _)| *n == base).map_or(Version::V1, |(_, v)| *v)
 }
 
-fn target_of(pending: Pending) -> Option<(Target, StreamOptions)> {
+/// A remote-command session, or the network of a port-forward.
+fn target_of(pending: Pending) -> Result<(Target, StreamOptions), PodNetwork> {
     match pending {
-        Pending::Exec { container_id, cmd, opts } => {
-            Some((Target::Exec { container_id, cmd }, opts))
-        }
-        Pending::Attach { container_id, opts } => Some((Target::Attach { container_id }, opts)),
-        Pending::PortForward { .. } => None,
+        Pending::Exec { container_id, cmd, opts } => Ok((Target::Exec { container_id, cmd }, opts)),
+        Pending::Attach { container_id, opts } => Ok((Target::Attach { container_id }, opts)),
+        Pending::PortForward { network } => Err(network),
     }
 }
 
@@ -287,13 +286,13 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let mut conn = spdy_conn::start(io);
-    let (target, opts) = match pending {
-        Pending::PortForward { network } => {
+    let (target, opts) = match target_of(pending) {
+        Ok(session) => session,
+        Err(network) => {
             spdy_port_forward(&mut conn, network).await;
             conn.finish().await;
             return;
         }
-        other => target_of(other).expect("not a port-forward"),
     };
     let version = version_of(protocol);
     let opts =
@@ -393,13 +392,13 @@ async fn run_websocket(
 ) {
     let framing = if protocol.contains("base64") { Framing::Base64 } else { Framing::Binary };
     let mut conn = websocket::Connection::start(io, framing).await;
-    let (target, opts) = match pending {
-        Pending::PortForward { network } => {
+    let (target, opts) = match target_of(pending) {
+        Ok(session) => session,
+        Err(network) => {
             ws_port_forward(&mut conn, network, &ports).await;
             conn.finish().await;
             return;
         }
-        other => target_of(other).expect("not a port-forward"),
     };
     let version = version_of(protocol);
     let opts = StreamOptions { stderr: opts.stderr && !opts.tty, ..opts };
