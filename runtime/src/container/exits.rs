@@ -37,11 +37,13 @@ pub async fn wait(paths: &ShimPaths, id: &str) -> io::Result<()> {
 
 /// Publishes STOPPED for container `id` once it stops.
 pub fn watch(containers: Arc<Containers>, id: String, pod_id: String) {
+    containers.watch_started(&id);
     tokio::spawn(async move {
         let paths = containers.shim_paths(&pod_id);
         if let Err(e) = wait(&paths, &id).await {
             tracing::debug!(container_id = %id, error = %e, "exit watch ended without an answer");
         }
+        containers.forget_state(&id);
         containers.events().stopped(&id, &pod_id);
     });
 }

@@ -55,6 +55,19 @@ pub struct Containers {
     /// Held while a pod's shim is started: concurrent creates in a new pod must find the
     /// one shim, not race to start two.
     spawning: std::sync::Mutex<()>,
+    /// What observing containers learnt that cannot change behind berthd's back, so
+    /// that listing does not ask every shim (the kubelet relists every second).
+    known: std::sync::Mutex<KnownStates>,
+}
+
+/// Container states that hold until berthd hears otherwise: an exit, once recorded, is
+/// final; a running container stays running until its exit watch answers (which
+/// forgets it here).
+#[derive(Default)]
+struct KnownStates {
+    states: std::collections::HashMap<String, Observed>,
+    /// Containers with a live exit watch.
+    watched: std::collections::HashSet<String>,
 }
 
 impl Containers {
@@ -73,6 +86,7 @@ impl Containers {
             runtimes: Default::default(),
             events: Default::default(),
             spawning: Default::default(),
+            known: Default::default(),
         }
     }
 
@@ -494,8 +508,43 @@ impl Containers {
         Ok(())
     }
 
-    /// What the shim (or, when it is gone, its exit record) says about a container.
+    /// What the shim (or, when it is gone, its exit record) says about a container;
+    /// from memory when that cannot have changed.
     pub async fn observe(self: &Arc<Self>, rec: &ContainerRecord) -> Observed {
+        if let Some(o) = self.known().states.get(&rec.id) {
+            return o.clone();
+        }
+        let o = self.ask(rec).await;
+        let mut known = self.known();
+        let lasting = match o.status {
+            Status::Stopped => !o.unknown,
+            // Only while its exit watch runs: the watch forgets the state when it answers.
+            Status::Running => known.watched.contains(&rec.id),
+            Status::Created => false,
+        };
+        if lasting {
+            known.states.insert(rec.id.clone(), o.clone());
+        }
+        o
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, KnownStates> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An exit watch for `id` starts: its running state may be kept.
+    pub(super) fn watch_started(&self, id: &str) {
+        self.known().watched.insert(id.to_string());
+    }
+
+    /// The container stopped, or is going away: ask its shim next time.
+    pub(super) fn forget_state(&self, id: &str) {
+        let mut known = self.known();
+        known.watched.remove(id);
+        known.states.remove(id);
+    }
+
+    async fn ask(self: &Arc<Self>, rec: &ContainerRecord) -> Observed {
         let this = self.clone();
         let (pod, id) = (rec.pod_id.clone(), rec.id.clone());
         let state = tokio::task::spawn_blocking(move || {
@@ -544,9 +593,14 @@ impl Containers {
         };
         let _lock = self.locks.lock(rec.id.clone()).await;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.stop_blocking(&rec, timeout, signal))
-            .await
-            .map_err(internal)?
+        let id = rec.id.clone();
+        let stopped =
+            tokio::task::spawn_blocking(move || this.stop_blocking(&rec, timeout, signal))
+                .await
+                .map_err(internal)?;
+        // Its exit watch may answer a moment later: the next status must not wait for it.
+        self.forget_state(&id);
+        stopped
     }
 
     fn stop_blocking(&self, rec: &ContainerRecord, timeout: Duration, signal: i32) -> Result<()> {
@@ -599,6 +653,7 @@ impl Containers {
         let _lock = self.locks.lock(rec.id.clone()).await;
         let _ = std::fs::remove_file(self.shim_paths(&rec.pod_id).exit_file(&rec.id));
         self.undo_create(images, &rec).await?;
+        self.forget_state(&rec.id);
         self.events.deleted(&rec.id, &rec.pod_id);
         Ok(())
     }
