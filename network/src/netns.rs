@@ -281,6 +281,8 @@ pub fn netlink_in(path: &Path) -> Result<rtnetlink::Handle> {
         rtnetlink::new_connection().map(|(conn, handle, _)| (conn, handle))
     })?
     .map_err(|e| NetworkError::io(format!("netlink socket in {}", path.display()), e))?;
+    let mut conn = conn;
+    crate::bridge::enlarge_receive_buffer(conn.socket_mut());
     tokio::spawn(conn);
     Ok(handle)
 }
