@@ -13,6 +13,7 @@ pub mod failpoint;
 pub mod image;
 pub mod layout;
 pub mod metadata;
+pub mod mount_api;
 pub mod sandbox;
 pub mod shim;
 pub mod snapshot;

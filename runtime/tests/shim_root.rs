@@ -191,7 +191,13 @@ fn lifecycle_logs_exit_code_and_pod_namespaces() {
     f.pins.push(netns.clone());
     let ipc = f.pin("ipc");
     let uts = f.pin("uts");
-    let pod = PodNamespaces { net: Some(&netns), ipc: Some(&ipc), uts: Some(&uts), pid: None };
+    let pod = PodNamespaces {
+        net: Some(&netns),
+        ipc: Some(&ipc),
+        uts: Some(&uts),
+        pid: None,
+        user: None,
+    };
     let spec = default_spec(
         &f.rootfs(),
         &["sh", "-c", "echo hi; echo err >&2; for n in net ipc uts; do readlink /proc/self/ns/$n; done; echo pid=$$; exit 3"],

@@ -7,7 +7,9 @@ use berth_proto::{
     LinuxContainerResources, NamespaceMode, PodSandboxConfig, RunPodSandboxRequest,
     RunPodSandboxResponse,
 };
-use berth_runtime::sandbox::{DnsConfig, NsMode, PodMetadata, PodSpec, PortSpec, Resources};
+use berth_runtime::sandbox::{
+    DnsConfig, IdMap, NsMode, PodMetadata, PodSpec, PortSpec, Resources, UsernsSpec,
+};
 use tonic::Status;
 
 pub async fn run_pod_sandbox(
@@ -23,6 +25,15 @@ pub async fn run_pod_sandbox(
         )));
     }
     let spec = to_spec(config, req.runtime_handler);
+    if spec.userns.as_ref().is_some_and(|u| u.mode != NsMode::Node)
+        && !spec.runtime_handler.is_empty()
+    {
+        return Err(Status::invalid_argument(format!(
+            "config.linux.security_context.namespace_options.userns_options: runtime handler \
+             {:?} does not support user namespaces (the default handler does)",
+            spec.runtime_handler
+        )));
+    }
     let id = cri.inner.sandboxes.run(spec).await.map_err(errors::runtime)?;
     record_pod(&id);
     Ok(RunPodSandboxResponse { pod_sandbox_id: id })
@@ -54,6 +65,15 @@ fn resources(r: &LinuxContainerResources) -> Resources {
         cpu_shares: r.cpu_shares,
         memory_limit: r.memory_limit_in_bytes,
     }
+}
+
+fn id_map(m: &berth_proto::IdMapping) -> IdMap {
+    IdMap { container_id: m.container_id, host_id: m.host_id, length: m.length }
+}
+
+/// The CRI form of a stored mapping.
+pub fn id_map_to_cri(m: &IdMap) -> berth_proto::IdMapping {
+    berth_proto::IdMapping { container_id: m.container_id, host_id: m.host_id, length: m.length }
 }
 
 fn to_spec(c: PodSandboxConfig, runtime_handler: String) -> PodSpec {
@@ -91,6 +111,11 @@ fn to_spec(c: PodSandboxConfig, runtime_handler: String) -> PodSpec {
         network: ns_mode(ns.network),
         pid: ns_mode(ns.pid),
         ipc: ns_mode(ns.ipc),
+        userns: ns.userns_options.as_ref().map(|u| UsernsSpec {
+            mode: ns_mode(u.mode),
+            uids: u.uids.iter().map(id_map).collect(),
+            gids: u.gids.iter().map(id_map).collect(),
+        }),
         runtime_handler,
         // The pod's own limits, else its overhead (what the kubelet sizes the pod by).
         resources: linux.resources.as_ref().or(linux.overhead.as_ref()).map(resources),

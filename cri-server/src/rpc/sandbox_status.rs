@@ -1,11 +1,12 @@
 //! PodSandboxStatus.
 
-use super::sandbox_run::ns_mode_to_cri;
+use super::sandbox_run::{id_map_to_cri, ns_mode_to_cri};
 use super::{errors, Cri};
 use crate::rpc_span::record_pod;
 use berth_proto::{
-    LinuxPodSandboxStatus, Namespace, NamespaceOption, PodSandboxMetadata, PodSandboxNetworkStatus,
-    PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
+    LinuxPodSandboxStatus, Namespace, NamespaceMode, NamespaceOption, PodSandboxMetadata,
+    PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest,
+    PodSandboxStatusResponse, UserNamespace,
 };
 use berth_runtime::sandbox::{SandboxRecord, SandboxState};
 use std::collections::HashMap;
@@ -67,7 +68,16 @@ fn to_cri(rec: SandboxRecord) -> PodSandboxStatus {
                     pid: ns_mode_to_cri(rec.pid),
                     ipc: ns_mode_to_cri(rec.ipc),
                     target_id: String::new(),
-                    userns_options: None,
+                    userns_options: Some(match &rec.userns {
+                        Some(u) => UserNamespace {
+                            mode: NamespaceMode::Pod as i32,
+                            uids: vec![id_map_to_cri(&u.uid)],
+                            gids: vec![id_map_to_cri(&u.gid)],
+                        },
+                        None => {
+                            UserNamespace { mode: NamespaceMode::Node as i32, ..Default::default() }
+                        }
+                    }),
                 }),
             }),
         }),

@@ -35,7 +35,8 @@ pub async fn status(cri: &Cri, req: StatusRequest) -> StatusResponse {
                 features: Some(RuntimeHandlerFeatures {
                     // The native executor does `rro` itself; an OCI runtime may not.
                     recursive_read_only_mounts: name.is_empty(),
-                    user_namespaces: false,
+                    // Pod user namespaces with idmapped rootfs: the native executor only.
+                    user_namespaces: name.is_empty(),
                 }),
                 name,
             })

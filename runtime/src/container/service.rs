@@ -337,8 +337,21 @@ impl Containers {
     ) -> Result<()> {
         std::fs::create_dir_all(bundle).map_err(internal)?;
         let plan = images.prepare_rootfs(id, image).await.map_err(internal)?;
-        rootfs::mount_overlay(&plan.lowers, &plan.upper, &plan.work, rootfs_dir)
-            .map_err(internal)?;
+        match (&pod.user_ns, &pod.userns) {
+            (Some(userns), Some(u)) => {
+                let shift = rootfs::IdShift { userns, host_root: u.host_root() };
+                rootfs::mount_overlay_idmapped(
+                    &plan.lowers,
+                    &plan.upper,
+                    &plan.work,
+                    rootfs_dir,
+                    &shift,
+                )
+                .map_err(|e| ContainerError::FailedPrecondition(format!("root filesystem: {e}")))?
+            }
+            _ => rootfs::mount_overlay(&plan.lowers, &plan.upper, &plan.work, rootfs_dir)
+                .map_err(internal)?,
+        }
         crate::failpoint::crash_point("container.rootfs");
         let cgroups_path = format!("/{}/{id}", pod.cgroup.trim_matches('/'));
         let (pod_pid_ns, target_pid) = self.pid_namespace_of(pod, config).await?;
@@ -352,6 +365,7 @@ impl Containers {
                 ipc: pod.ipc_ns.as_deref(),
                 uts: pod.uts_ns.as_deref(),
                 pid: pod_pid_ns.as_deref(),
+                user: pod.user_ns.as_deref().zip(pod.userns),
             },
             target_pid,
             files: PodFiles {
@@ -406,8 +420,11 @@ impl Containers {
             Ok(berth_proto::NamespaceMode::Pod) => {
                 let this = self.clone();
                 let pod_id = pod.id.clone();
+                let user_ns = pod.user_ns.clone();
                 let pid = tokio::task::spawn_blocking(move || {
-                    this.shim(&pod_id, true)?.pod_init().map_err(|e| internal(e.to_string()))
+                    this.shim(&pod_id, true)?
+                        .pod_init(user_ns.as_deref())
+                        .map_err(|e| internal(e.to_string()))
                 })
                 .await
                 .map_err(internal)??;

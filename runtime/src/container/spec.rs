@@ -289,6 +289,9 @@ fn namespaces(
         .map_err(|e| e.to_string())
     };
     let mut out = vec![ns(LinuxNamespaceType::Mount, None)?];
+    if let Some((path, _)) = pod.user {
+        out.insert(0, ns(LinuxNamespaceType::User, Some(path.to_path_buf()))?);
+    }
     let pid_mode = options.map_or(NamespaceMode::Container, |o| {
         NamespaceMode::try_from(o.pid).unwrap_or(NamespaceMode::Container)
     });
@@ -521,6 +524,7 @@ mod tests {
                 ipc: Some(Path::new("/run/berth/pods/x/ns/ipc")),
                 uts: Some(Path::new("/run/berth/pods/x/ns/uts")),
                 pid: None,
+                user: None,
             },
             target_pid: None,
             files: PodFiles { hosts: Some(root.join("etc/passwd")), ..Default::default() },

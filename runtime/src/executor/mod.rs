@@ -299,14 +299,23 @@ fn intermediate(
     let linux = spec.linux().as_ref();
     let namespaces = linux.and_then(|l| l.namespaces().clone()).unwrap_or_default();
     let mut new = CloneFlags::empty();
-    for ns in &namespaces {
+    // The user namespace first: the pod's others are owned by it, and joining it gives
+    // the capabilities there that joining them takes.
+    let mut ordered: Vec<_> = namespaces.iter().collect();
+    ordered.sort_by_key(|ns| ns.typ() != LinuxNamespaceType::User);
+    for ns in ordered {
         match (ns.typ(), ns.path()) {
-            (LinuxNamespaceType::User, _) => {
-                return Err(Error("user namespaces are not supported".into()))
+            (LinuxNamespaceType::User, None) => {
+                return Err(Error(
+                    "a new user namespace is not supported (join the pod's by path)".into(),
+                ))
             }
             (t, Some(path)) => {
                 let f = File::open(path).ctx(|| format!("open namespace {}", path.display()))?;
                 setns(f.as_fd(), ns_flag(t)).ctx(|| format!("setns {t} {}", path.display()))?;
+                if t == LinuxNamespaceType::User {
+                    become_userns_root()?;
+                }
             }
             (t, None) => new |= ns_flag(t),
         }
@@ -593,6 +602,11 @@ fn exec_intermediate(
     }
     // Open all first: after joining the mount namespace /proc/<pid> may not be visible.
     let mut fds = Vec::new();
+    // The container's user namespace first (it owns the others), unless it is ours.
+    if !same_namespace(pid, "user") {
+        let p = format!("/proc/{pid}/ns/user");
+        fds.push((File::open(&p).ctx(|| format!("open {p}"))?, CloneFlags::CLONE_NEWUSER, "user"));
+    }
     for (name, flag) in [
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
         ("ipc", CloneFlags::CLONE_NEWIPC),
@@ -607,6 +621,9 @@ fn exec_intermediate(
     }
     for (f, flag, name) in &fds {
         setns(f.as_fd(), *flag).ctx(|| format!("setns {name}"))?;
+        if *flag == CloneFlags::CLONE_NEWUSER {
+            become_userns_root()?;
+        }
     }
     drop(fds);
     // SAFETY: single-threaded child.
@@ -622,6 +639,27 @@ fn exec_intermediate(
             let prepared = prepare_process(process, spec)?;
             Err(prepared.exec())
         }
+    }
+}
+
+/// After joining a user namespace: become its root. Host root is not mapped in a pod's
+/// namespace, and files an unmapped id would create get EOVERFLOW; uid 0 there keeps the
+/// capabilities that joining gave.
+fn become_userns_root() -> Result<()> {
+    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .ctx(|| "setresgid 0 in the user namespace".into())?;
+    nix::unistd::setgroups(&[]).ctx(|| "setgroups in the user namespace".into())?;
+    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .ctx(|| "setresuid 0 in the user namespace".into())
+}
+
+/// Whether process `pid` is in the caller's namespace of kind `name`.
+fn same_namespace(pid: i32, name: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: String| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    match (id(format!("/proc/{pid}/ns/{name}")), id(format!("/proc/self/ns/{name}"))) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 

@@ -146,6 +146,11 @@ fn mnt(
     flags: MsFlags,
     data: Option<&str>,
 ) -> Result<()> {
+    let flags = if flags.contains(MsFlags::MS_BIND | MsFlags::MS_REMOUNT) {
+        flags | kept_on_remount(dst)
+    } else {
+        flags
+    };
     mount(src, dst, fstype, flags, data).map_err(|e| {
         let what = fstype.map(str::to_string).unwrap_or_else(|| "bind".into());
         Error(format!(
@@ -154,6 +159,30 @@ fn mnt(
             dst.display()
         ))
     })
+}
+
+/// The flags a bind remount of `dst` must keep: nosuid, nodev, noexec and the atime
+/// mode of the mount. In a user namespace they are locked (the kernel refuses a remount
+/// that would drop them, EPERM); everywhere, dropping them would loosen what the host
+/// mount promised.
+fn kept_on_remount(dst: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(st) = statvfs(dst) else { return MsFlags::empty() };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (have, keep) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(have) {
+            out |= keep;
+        }
+    }
+    out
 }
 
 fn ensure_target(dst: &Path, file: bool) -> Result<()> {
@@ -267,33 +296,9 @@ fn mount_one(spec: &Spec, rootfs: &Path, m: &Mount) -> Result<()> {
 /// Makes the mount at `path` and every mount below it read-only (`mount_setattr` with
 /// `AT_RECURSIVE`): a plain read-only remount leaves submounts writable.
 fn read_only_recursively(path: &Path) -> Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| Error("nul in path".into()))?;
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
-    // SAFETY: a valid C string and a mount_attr of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        return Err(Error(format!("read-only recursively {}: {e}", path.display())));
-    }
-    Ok(())
+    use crate::mount_api::{mount_setattr, MOUNT_ATTR_RDONLY};
+    mount_setattr(None, path, libc::AT_RECURSIVE as libc::c_uint, MOUNT_ATTR_RDONLY, None)
+        .map_err(|e| Error(format!("read-only recursively {}: {e}", path.display())))
 }
 
 /// A `cgroup` mount: a tmpfs with, for each host hierarchy, a bind of the container's

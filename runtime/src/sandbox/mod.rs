@@ -7,7 +7,7 @@
 //! with its hostPort rules. No process runs for a pod: the mounts keep it alive.
 //!
 //! * [`spec`]: the request and its validation; [`sysctl`]: which sysctls a pod may set;
-//! * [`namespaces`], [`cgroup`], [`mounts`], [`files`]: the host-side pieces;
+//! * [`namespaces`], [`userns`], [`cgroup`], [`mounts`], [`files`]: the host-side pieces;
 //! * [`ipam_store`]: IP leases in the metadata store; [`record`]: what is stored;
 //! * [`undo`]: the rollback stack that makes RunPodSandbox all-or-nothing;
 //! * [`service`]: [`Sandboxes`], run/stop/remove/status/list and start-up reconciliation.
@@ -23,8 +23,10 @@ pub mod service;
 pub mod spec;
 pub mod sysctl;
 pub mod undo;
+pub mod userns;
 
 pub use filter::Filter;
 pub use record::{SandboxRecord, SandboxState};
 pub use service::{SandboxError, Sandboxes};
 pub use spec::{DnsConfig, NsMode, PodMetadata, PodSpec, PortSpec, Resources};
+pub use userns::{IdMap, Userns, UsernsSpec};

@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 
 use super::sysctl::Sysctl;
 
@@ -22,6 +22,9 @@ pub struct NsRequest {
     pub uts: Option<(PathBuf, String)>,
     /// IPC sysctls to write inside the new IPC namespace.
     pub ipc_sysctls: Vec<Sysctl>,
+    /// The namespaces are already pinned at those paths (made inside the pod's user
+    /// namespace): only join them to set the host name and sysctls.
+    pub existing: bool,
 }
 
 /// Creates the namespaces. On failure whatever was pinned is removed again and the error
@@ -29,6 +32,13 @@ pub struct NsRequest {
 pub fn create(req: NsRequest) -> Result<(), String> {
     if req.ipc.is_none() && req.uts.is_none() {
         return Ok(());
+    }
+    if req.existing {
+        return std::thread::Builder::new()
+            .name("berth-ns-join".into())
+            .spawn(move || in_thread(&req))
+            .map_err(|e| format!("spawn namespace thread: {e}"))
+            .and_then(|t| t.join().unwrap_or_else(|_| Err("namespace thread panicked".into())));
     }
     let pins: Vec<PathBuf> =
         req.ipc.iter().cloned().chain(req.uts.iter().map(|(p, _)| p.clone())).collect();
@@ -58,7 +68,15 @@ fn in_thread(req: &NsRequest) -> Result<(), String> {
         flags |= CloneFlags::CLONE_NEWUTS;
     }
     // Namespaces of this thread only; it exits when done and is never reused.
-    unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
+    if req.existing {
+        let join = req.ipc.iter().map(|p| (p, CloneFlags::CLONE_NEWIPC));
+        for (pin, flag) in join.chain(req.uts.iter().map(|(p, _)| (p, CloneFlags::CLONE_NEWUTS))) {
+            let f = std::fs::File::open(pin).map_err(|e| format!("open {}: {e}", pin.display()))?;
+            setns(&f, flag).map_err(|e| format!("join {}: {e}", pin.display()))?;
+        }
+    } else {
+        unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
+    }
     if let Some((_, hostname)) = &req.uts {
         if !hostname.is_empty() {
             nix::unistd::sethostname(hostname)
@@ -69,6 +87,9 @@ fn in_thread(req: &NsRequest) -> Result<(), String> {
         for s in &req.ipc_sysctls {
             write_sysctl(s)?;
         }
+    }
+    if req.existing {
+        return Ok(());
     }
     if let Some(pin) = &req.ipc {
         bind("ipc", pin)?;

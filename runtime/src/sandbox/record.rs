@@ -64,6 +64,11 @@ pub struct SandboxRecord {
     pub veth: Option<String>,
     pub port_mappings: Vec<PortRecord>,
     pub sysctls: BTreeMap<String, String>,
+    /// The pod's user namespace (mappings) when it has one; pinned at `user_ns`.
+    #[serde(default)]
+    pub userns: Option<super::Userns>,
+    #[serde(default)]
+    pub user_ns: Option<PathBuf>,
 }
 
 impl Record for SandboxRecord {

@@ -20,6 +20,7 @@ use super::record::{CgroupDirRecord, NameRecord, PortRecord, SandboxRecord, Sand
 use super::spec::{self, NsMode, PodSpec, ValidSpec};
 use super::sysctl::SysctlNs;
 use super::undo::Undo;
+use super::userns;
 use crate::image::locks::KeyedLocks;
 use crate::metadata::{MetadataError, MetadataStore};
 use crate::Layout;
@@ -278,19 +279,41 @@ impl Sandboxes {
             undo.push("pod directory", move || mounts::remove_tree(&dir));
         }
 
-        // 3. Namespaces.
-        if !v.host_network() {
+        // 3. Namespaces. With a user namespace, net, IPC and UTS are made inside it (so
+        // it owns them) and only configured from here.
+        let mut req = NsRequest {
+            ipc: (!v.host_ipc()).then(|| dir.join("ns/ipc")),
+            uts: (!v.host_network()).then(|| (dir.join("ns/uts"), v.spec.hostname.clone())),
+            ipc_sysctls: v.sysctls.iter().filter(|s| s.ns == SysctlNs::Ipc).cloned().collect(),
+            existing: false,
+        };
+        if let Some(userns) = v.userns {
+            let pins = userns::Pins {
+                user: dir.join("ns/user"),
+                net: dir.join("ns/net"),
+                ipc: dir.join("ns/ipc"),
+                uts: dir.join("ns/uts"),
+            };
+            rec.userns = Some(userns);
+            rec.user_ns = Some(pins.user.clone());
+            rec.netns = Some(pins.net.clone());
+            let made = pins.clone();
+            tokio::task::spawn_blocking(move || userns::create(&userns, &made))
+                .await
+                .map_err(internal)?
+                .map_err(setup)?;
+            undo.push("user namespace pins", move || {
+                userns::remove(&pins);
+                Ok(())
+            });
+            req.existing = true;
+        } else if !v.host_network() {
             let pin = dir.join("ns/net");
             netns::create_at(&pin)?;
             rec.netns = Some(pin.clone());
             undo.push("netns pin", move || netns::remove(&pin).map_err(|e| e.to_string()));
         }
         crate::failpoint::crash_point("sandbox.netns");
-        let req = NsRequest {
-            ipc: (!v.host_ipc()).then(|| dir.join("ns/ipc")),
-            uts: (!v.host_network()).then(|| (dir.join("ns/uts"), v.spec.hostname.clone())),
-            ipc_sysctls: v.sysctls.iter().filter(|s| s.ns == SysctlNs::Ipc).cloned().collect(),
-        };
         rec.ipc_ns = req.ipc.clone();
         rec.uts_ns = req.uts.as_ref().map(|(p, _)| p.clone());
         let pins: Vec<PathBuf> = rec.ipc_ns.iter().chain(rec.uts_ns.iter()).cloned().collect();
@@ -473,7 +496,9 @@ impl Sandboxes {
     }
 
     fn remove_host_state(&self, rec: &SandboxRecord) -> Result<()> {
-        for pin in rec.ipc_ns.iter().chain(rec.uts_ns.iter()).chain(rec.netns.iter()) {
+        // The user namespace last: the others are its.
+        let pins = rec.ipc_ns.iter().chain(&rec.uts_ns).chain(&rec.netns).chain(&rec.user_ns);
+        for pin in pins {
             namespaces::remove_pin(pin).map_err(internal)?;
         }
         if let Some(shm) = rec.shm.as_ref().filter(|p| p.starts_with(&rec.dir)) {
@@ -561,8 +586,13 @@ impl Sandboxes {
                     }
                 }
                 SandboxState::Ready => {
-                    let pins: Vec<&PathBuf> =
-                        rec.netns.iter().chain(&rec.ipc_ns).chain(&rec.uts_ns).collect();
+                    let pins: Vec<&PathBuf> = rec
+                        .netns
+                        .iter()
+                        .chain(&rec.ipc_ns)
+                        .chain(&rec.uts_ns)
+                        .chain(&rec.user_ns)
+                        .collect();
                     if pins.iter().all(|p| namespaces::is_pin(p)) {
                         continue;
                     }
@@ -570,7 +600,7 @@ impl Sandboxes {
                     if let Err(e) = self.teardown_network(&rec).await {
                         tracing::error!(pod_id = %id, error = %e, "cannot tear down network");
                     }
-                    for pin in rec.ipc_ns.iter().chain(&rec.uts_ns) {
+                    for pin in rec.ipc_ns.iter().chain(&rec.uts_ns).chain(&rec.user_ns) {
                         let _ = namespaces::remove_pin(pin);
                     }
                     if let Err(e) = cgroup::remove(&rec.cgroup_created, &rec.cgroup) {

@@ -79,6 +79,8 @@ pub struct PodSpec {
     pub ipc: NsMode,
     pub runtime_handler: String,
     pub resources: Option<Resources>,
+    /// The user namespace option; `None`: the host's.
+    pub userns: Option<super::UsernsSpec>,
 }
 
 /// A request that passed validation, with its parts parsed.
@@ -88,6 +90,8 @@ pub struct ValidSpec {
     pub metadata: PodMetadata,
     pub port_mappings: Vec<PortMapping>,
     pub sysctls: Vec<Sysctl>,
+    /// The pod's own user namespace, when it has one.
+    pub userns: Option<super::Userns>,
 }
 
 impl ValidSpec {
@@ -165,6 +169,19 @@ pub fn validate(spec: PodSpec) -> Result<ValidSpec, String> {
             ));
         }
     }
+    let userns = super::userns::validate(spec.userns.as_ref())?;
+    if userns.is_some() {
+        // The host's namespaces are owned by the host's user namespace: a pod root could
+        // not use them, and must not be near them.
+        for (field, mode) in [("network", spec.network), ("ipc", spec.ipc), ("pid", spec.pid)] {
+            if mode == NsMode::Node {
+                return Err(format!(
+                    "config.linux.security_context.namespace_options.{field}: NODE cannot be \
+                     combined with a pod user namespace (userns_options.mode POD)"
+                ));
+            }
+        }
+    }
     validate_cgroup_parent(&spec.cgroup_parent)?;
     let port_mappings = port_mappings(&spec.port_mappings)?;
     if spec.network == NsMode::Node && !port_mappings.is_empty() {
@@ -205,7 +222,7 @@ pub fn validate(spec: PodSpec) -> Result<ValidSpec, String> {
         }
     }
     let port_mappings = if spec.network == NsMode::Node { Vec::new() } else { port_mappings };
-    Ok(ValidSpec { spec, metadata, port_mappings, sysctls })
+    Ok(ValidSpec { spec, metadata, port_mappings, sysctls, userns })
 }
 
 /// cgroupfs paths only: `/kubepods/burstable/pod<uid>`, no `..`, no systemd slices.

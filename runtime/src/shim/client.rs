@@ -281,8 +281,12 @@ impl ShimClient {
     }
 
     /// Starts (or finds) the pod's init; returns its host pid.
-    pub fn pod_init(&mut self) -> Result<i32> {
-        match self.call(Request::PodInit)? {
+    pub fn pod_init(&mut self, userns: Option<&std::path::Path>) -> Result<i32> {
+        let req = match userns {
+            Some(p) => Request::PodInitInUserns { userns: p.to_path_buf() },
+            None => Request::PodInit,
+        };
+        match self.call(req)? {
             Response::PodInit { pid } => Ok(pid),
             other => Err(ShimError::Unexpected(Box::new(other))),
         }

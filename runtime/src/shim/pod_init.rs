@@ -9,19 +9,22 @@
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 
-use nix::sched::{unshare, CloneFlags};
+use std::path::Path;
+
+use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
-/// Starts the pod's init; returns its host pid. Only call from the single-threaded shim.
-pub fn spawn() -> io::Result<i32> {
+/// Starts the pod's init (its PID namespace owned by the user namespace pinned at
+/// `userns`, when given); returns its host pid. Only call from the single-threaded shim.
+pub fn spawn(userns: Option<&Path>) -> io::Result<i32> {
     let (r, w) = nix::unistd::pipe().map_err(io::Error::from)?;
     // SAFETY: the shim is single-threaded, so the child may run arbitrary code.
     match unsafe { fork() }.map_err(io::Error::from)? {
         ForkResult::Child => {
             drop(r);
-            let code = match middle(w) {
+            let code = match middle(w, userns) {
                 Ok(()) => 0,
                 Err(_) => 1,
             };
@@ -41,7 +44,11 @@ pub fn spawn() -> io::Result<i32> {
 }
 
 /// The middle child: a new PID namespace for its children, one child (init), then exit.
-fn middle(w: OwnedFd) -> io::Result<()> {
+fn middle(w: OwnedFd, userns: Option<&Path>) -> io::Result<()> {
+    if let Some(path) = userns {
+        let f = std::fs::File::open(path)?;
+        setns(&f, CloneFlags::CLONE_NEWUSER).map_err(io::Error::from)?;
+    }
     unshare(CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
     // SAFETY: still single-threaded (a fork of the shim).
     match unsafe { fork() }.map_err(io::Error::from)? {

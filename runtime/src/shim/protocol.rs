@@ -53,6 +53,10 @@ pub enum Request {
     /// Starts the pod's init (PID 1 of a pod-wide PID namespace) unless it is running;
     /// answered with [`Response::PodInit`].
     PodInit,
+    /// [`Request::PodInit`] for a pod with a user namespace: the PID namespace is made
+    /// inside the one pinned at `userns`, so that it is owned by it (a container root
+    /// may then mount its `/proc`).
+    PodInitInUserns { userns: PathBuf },
     /// Kills the pod's init, and with it every process left in its PID namespace.
     StopPodInit,
     /// Runs a process in a running container on the stdio berthd passes with the request

@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -720,7 +720,8 @@ impl Shim {
             },
             Request::Attach { id, stdin, stderr } => self.attach(&id, stdin, stderr, fds),
             Request::Resize { id, width, height } => self.resize(&id, width, height),
-            Request::PodInit => self.start_pod_init(),
+            Request::PodInit => self.start_pod_init(None),
+            Request::PodInitInUserns { userns } => self.start_pod_init(Some(&userns)),
             Request::StopPodInit => {
                 self.stop_pod_init();
                 Ok(Response::Ok)
@@ -1118,11 +1119,11 @@ impl Shim {
         }
     }
 
-    fn start_pod_init(&mut self) -> Reply {
+    fn start_pod_init(&mut self, userns: Option<&Path>) -> Reply {
         if let Some(pid) = self.pod_init {
             return Ok(Response::PodInit { pid });
         }
-        match super::pod_init::spawn() {
+        match super::pod_init::spawn(userns) {
             Ok(pid) => {
                 self.pod_init = Some(pid);
                 Ok(Response::PodInit { pid })

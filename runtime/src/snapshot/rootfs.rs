@@ -111,6 +111,68 @@ pub fn mount_overlay(
         .map_err(|e| format!("mount overlay at {}: {e}", target.display()))
 }
 
+/// For a container in a user namespace: who its root is on the host, and the namespace.
+pub struct IdShift<'a> {
+    /// The pod's pinned user namespace.
+    pub userns: &'a Path,
+    /// The host uid and gid of the container's root.
+    pub host_root: (u32, u32),
+}
+
+/// [`mount_overlay`] for a container in a user namespace, without chowning the shared
+/// layers: each layer is stacked through an idmapped clone of it (a file owned by id N
+/// in the layer is seen as the host id the pod maps N to), and the upper dir's root is
+/// given to the pod's root, so what the container writes lands in `upper` owned by the
+/// host ids it maps to. The clones are attached under `<upper>/../idmapped` only for
+/// the overlay mount to take them (it keeps its own references), then detached.
+#[tracing::instrument(name = "rootfs.mount_idmapped", skip_all, fields(target = %target.display(), layers = lowers.len()))]
+pub fn mount_overlay_idmapped(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    shift: &IdShift<'_>,
+) -> Result<(), String> {
+    let (uid, gid) = shift.host_root;
+    nix::unistd::chown(upper, Some(uid.into()), Some(gid.into()))
+        .map_err(|e| format!("chown {} to {uid}:{gid}: {e}", upper.display()))?;
+    let userns = crate::sandbox::userns::open(shift.userns)?;
+    let staging = upper.parent().unwrap_or(upper).join("idmapped");
+    let mut attached: Vec<PathBuf> = Vec::new();
+    let result = (|| {
+        fs::create_dir_all(&staging).map_err(|e| format!("create {}: {e}", staging.display()))?;
+        let mut shifted = Vec::with_capacity(lowers.len());
+        for (i, lower) in lowers.iter().enumerate() {
+            let at = staging.join(i.to_string());
+            fs::create_dir_all(&at).map_err(|e| format!("create {}: {e}", at.display()))?;
+            let tree = crate::mount_api::idmapped_clone(lower, &userns).map_err(|e| {
+                format!(
+                    "idmapped mount of layer {} (needs Linux 5.19+ and a filesystem that \
+                     supports idmapped mounts): {e}",
+                    lower.display()
+                )
+            })?;
+            crate::mount_api::attach(tree, &at)
+                .map_err(|e| format!("attach idmapped layer at {}: {e}", at.display()))?;
+            attached.push(at.clone());
+            shifted.push(at);
+        }
+        mount_overlay(&shifted, upper, work, target)
+    })();
+    for at in &attached {
+        if let Err(e) = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!(path = %at.display(), error = %e, "cannot detach idmapped layer");
+        }
+    }
+    // remove_dir, never remove_dir_all: through a clone still attached it would delete
+    // the shared layer's files.
+    for i in 0..lowers.len() {
+        let _ = fs::remove_dir(staging.join(i.to_string()));
+    }
+    let _ = fs::remove_dir(&staging);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

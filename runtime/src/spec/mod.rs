@@ -232,6 +232,17 @@ pub struct PodNamespaces<'a> {
     pub ipc: Option<&'a Path>,
     pub uts: Option<&'a Path>,
     pub pid: Option<&'a Path>,
+    /// The pod's user namespace (pin and mappings); `None`: the host's.
+    pub user: Option<(&'a Path, crate::sandbox::Userns)>,
+}
+
+fn id_mapping(m: crate::sandbox::IdMap) -> oci_spec::runtime::LinuxIdMapping {
+    oci_spec::runtime::LinuxIdMappingBuilder::default()
+        .container_id(m.container_id)
+        .host_id(m.host_id)
+        .size(m.length)
+        .build()
+        .expect("id mapping")
 }
 
 /// A default spec running `args` as root in `rootfs`, with the standard mounts, masked
@@ -261,13 +272,16 @@ pub fn default_spec(
         .rlimits(vec![])
         .build()
         .expect("process");
-    let namespaces = vec![
+    let mut namespaces = vec![
         ns(LinuxNamespaceType::Mount, None),
         ns(LinuxNamespaceType::Pid, pod.pid),
         ns(LinuxNamespaceType::Network, pod.net),
         ns(LinuxNamespaceType::Ipc, pod.ipc),
         ns(LinuxNamespaceType::Uts, pod.uts),
     ];
+    if let Some((path, _)) = pod.user {
+        namespaces.insert(0, ns(LinuxNamespaceType::User, Some(path)));
+    }
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .masked_paths(masked_paths())
@@ -276,6 +290,10 @@ pub fn default_spec(
         .build()
         .expect("linux");
     linux.set_resources(None);
+    if let Some((_, userns)) = pod.user {
+        linux.set_uid_mappings(Some(vec![id_mapping(userns.uid)]));
+        linux.set_gid_mappings(Some(vec![id_mapping(userns.gid)]));
+    }
     if let Some(cg) = cgroups_path {
         linux.set_cgroups_path(Some(cg.into()));
     }
@@ -325,6 +343,25 @@ mod tests {
         assert_eq!(clone3.errno_ret(), Some(38));
         // It compiles with libseccomp.
         crate::executor::seccomp::build(&p).unwrap();
+    }
+
+    #[test]
+    fn a_pod_user_namespace_is_joined_first_with_its_mappings() {
+        let m = crate::sandbox::IdMap { container_id: 0, host_id: 1000, length: 65536 };
+        let userns = crate::sandbox::Userns { uid: m, gid: m };
+        let pod = PodNamespaces {
+            user: Some((Path::new("/p/ns/user"), userns)),
+            net: Some(Path::new("/p/ns/net")),
+            ..Default::default()
+        };
+        let spec = default_spec(Path::new("/r"), &["sh"], &pod, None);
+        let linux = spec.linux().as_ref().unwrap();
+        let first = &linux.namespaces().as_ref().unwrap()[0];
+        assert_eq!(first.typ(), LinuxNamespaceType::User);
+        assert_eq!(first.path().as_deref(), Some(Path::new("/p/ns/user")));
+        let uid = &linux.uid_mappings().as_ref().unwrap()[0];
+        assert_eq!((uid.container_id(), uid.host_id(), uid.size()), (0, 1000, 65536));
+        assert_eq!(linux.gid_mappings().as_ref().unwrap().len(), 1);
     }
 
     #[test]
