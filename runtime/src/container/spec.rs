@@ -111,7 +111,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     root.set_readonly(Some(sc.readonly_rootfs));
     spec.set_root(Some(root));
     spec.set_hostname(Some(input.hostname.to_string()));
-    spec.set_mounts(Some(mounts(cfg, &input.files, privileged)?));
+    let userns = input.pod.user.map(|(_, u)| u);
+    spec.set_mounts(Some(mounts(cfg, &input.files, privileged, userns)?));
     let annotations: HashMap<String, String> = cfg.annotations.clone().into_iter().collect();
     spec.set_annotations(Some(annotations));
 
@@ -336,7 +337,12 @@ fn bind(dest: &str, src: &Path, options: &[&str]) -> Result<Mount, String> {
 
 /// The standard mounts, the pod's files, then the request's mounts (which win over
 /// anything at the same destination).
-fn mounts(cfg: &ContainerConfig, files: &PodFiles, privileged: bool) -> Result<Vec<Mount>, String> {
+fn mounts(
+    cfg: &ContainerConfig,
+    files: &PodFiles,
+    privileged: bool,
+    userns: Option<crate::sandbox::Userns>,
+) -> Result<Vec<Mount>, String> {
     let mut out = defaults::default_mounts();
     if privileged {
         // A privileged container sees sysfs and cgroups writable, as with containerd.
@@ -403,10 +409,41 @@ fn mounts(cfg: &ContainerConfig, files: &PodFiles, privileged: bool) -> Result<V
             }
             options.push("rro");
         }
+        let idmap = idmap_of(m, userns).map_err(|e| format!("{}: {e}", field("uid_mappings")))?;
+        if idmap.is_some() {
+            options.push("idmap");
+        }
+        let mut mount = bind(&m.container_path, Path::new(&m.host_path), &options)?;
+        if let Some(u) = idmap {
+            mount.set_uid_mappings(Some(vec![defaults::id_mapping(u.uid)]));
+            mount.set_gid_mappings(Some(vec![defaults::id_mapping(u.gid)]));
+        }
         out.retain(|existing| existing.destination() != Path::new(&m.container_path));
-        out.push(bind(&m.container_path, Path::new(&m.host_path), &options)?);
+        out.push(mount);
     }
     Ok(out)
+}
+
+/// The mappings of an idmapped volume: the CRI mount's, which must be the pod's own (the
+/// executor maps through the pod's user namespace).
+fn idmap_of(
+    m: &berth_proto::Mount,
+    userns: Option<crate::sandbox::Userns>,
+) -> Result<Option<crate::sandbox::Userns>, String> {
+    if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
+        return Ok(None);
+    }
+    let Some(pod) = userns else {
+        return Err("an idmapped mount needs a pod with its own user namespace".into());
+    };
+    let same = |given: &[berth_proto::IdMapping], want: crate::sandbox::IdMap| {
+        matches!(given, [g] if g.container_id == want.container_id
+            && g.host_id == want.host_id && g.length == want.length)
+    };
+    if !same(&m.uid_mappings, pod.uid) || !same(&m.gid_mappings, pod.gid) {
+        return Err("uid and gid mappings must be the pod's user namespace mappings".into());
+    }
+    Ok(Some(pod))
 }
 
 /// A bidirectional volume needs the container's mount tree to stay a peer of the host's,

@@ -298,6 +298,11 @@ fn intermediate(
     reset_signals();
     let linux = spec.linux().as_ref();
     let namespaces = linux.and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    let userns = namespaces
+        .iter()
+        .find(|ns| ns.typ() == LinuxNamespaceType::User)
+        .and_then(|ns| ns.path().clone());
+    let idmapped = mounts::idmapped_sources(spec, userns.as_deref())?;
     let mut new = CloneFlags::empty();
     // The user namespace first: the pod's others are owned by it, and joining it gives
     // the capabilities there that joining them takes.
@@ -338,7 +343,7 @@ fn intermediate(
                 unsafe { libc::_exit(1) }
             }
             let new = new & !CloneFlags::CLONE_NEWPID;
-            container_init(spec, rootfs, stdio, new, control, report)
+            container_init(spec, rootfs, stdio, new, idmapped, control, report)
         }
     }
 }
@@ -348,12 +353,13 @@ fn container_init(
     rootfs: &Path,
     stdio: Stdio,
     new: CloneFlags,
+    idmapped: Vec<Option<OwnedFd>>,
     mut control: File,
     report: &mut File,
 ) -> Result<Infallible> {
     let process = spec.process().as_ref().ok_or_else(|| Error("spec has no process".into()))?;
     unshare(new | CloneFlags::CLONE_NEWNS).ctx(|| "unshare namespaces".into())?;
-    mounts::prepare_rootfs(spec, rootfs)?;
+    mounts::prepare_rootfs(spec, rootfs, idmapped)?;
     mounts::pivot(rootfs)?;
     for (k, v) in spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default() {
         if k.contains("..") || k.contains('/') {
@@ -615,6 +621,11 @@ fn exec_intermediate(
         ("pid", CloneFlags::CLONE_NEWPID),
         ("mnt", CloneFlags::CLONE_NEWNS),
     ] {
+        // Ours already (the host's, for what the container shares with it): from inside
+        // a pod's user namespace, joining a host namespace again would be refused.
+        if same_namespace(pid, name) {
+            continue;
+        }
         let p = format!("/proc/{pid}/ns/{name}");
         let f = File::open(&p).ctx(|| format!("open {p}"))?;
         fds.push((f, flag, name));

@@ -7,6 +7,8 @@ use std::io;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use std::os::fd::OwnedFd;
+
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{Mount, Spec};
 
@@ -21,6 +23,8 @@ pub struct MountOptions {
     pub recursive: bool,
     /// `rro`: read-only including every mount below (mount_setattr, Linux 5.12+).
     pub recursive_readonly: bool,
+    /// `idmap` / `ridmap`: a bind through the mount's uid/gid mappings.
+    pub idmap: bool,
     pub data: Vec<String>,
 }
 
@@ -31,6 +35,7 @@ pub fn parse_options(opts: &[String]) -> MountOptions {
         bind: false,
         recursive: false,
         recursive_readonly: false,
+        idmap: false,
         data: Vec::new(),
     };
     for opt in opts {
@@ -66,6 +71,10 @@ pub fn parse_options(opts: &[String]) -> MountOptions {
             }
             "rro" => {
                 o.recursive_readonly = true;
+                continue;
+            }
+            "idmap" | "ridmap" => {
+                o.idmap = true;
                 continue;
             }
             "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
@@ -201,7 +210,41 @@ fn ensure_target(dst: &Path, file: bool) -> Result<()> {
 }
 
 /// Sets up everything under `rootfs` before pivot_root.
-pub fn prepare_rootfs(spec: &Spec, rootfs: &Path) -> Result<()> {
+/// Idmapped clones of the bind sources of mounts with `idmap`, by index in the spec's
+/// mounts. Made in the host's user namespace before the container process leaves it
+/// (making an idmapped mount takes CAP_SYS_ADMIN where the filesystem was mounted), from
+/// the user namespace at `userns`; the mount's own mappings must be that namespace's,
+/// which the spec builder checks.
+pub fn idmapped_sources(spec: &Spec, userns: Option<&Path>) -> Result<Vec<Option<OwnedFd>>> {
+    let mut out = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        let opts = parse_options(m.options().as_deref().unwrap_or_default());
+        if !opts.idmap {
+            out.push(None);
+            continue;
+        }
+        let userns = userns.ok_or_else(|| {
+            Error(format!(
+                "idmapped mount {} needs the container to have a user namespace",
+                m.destination().display()
+            ))
+        })?;
+        let src = m.source().as_deref().ok_or_else(|| {
+            Error(format!("bind mount {} has no source", m.destination().display()))
+        })?;
+        let ns = fs::File::open(userns).ctx(|| format!("open {}", userns.display()))?;
+        let tree = crate::mount_api::idmapped_clone(src, &ns)
+            .ctx(|| format!("idmapped mount of {}", src.display()))?;
+        out.push(Some(tree));
+    }
+    Ok(out)
+}
+
+pub fn prepare_rootfs(
+    spec: &Spec,
+    rootfs: &Path,
+    mut idmapped: Vec<Option<OwnedFd>>,
+) -> Result<()> {
     let linux = spec.linux().as_ref();
     let prop = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         Some("shared") | Some("rshared") => MsFlags::MS_SHARED,
@@ -222,8 +265,9 @@ pub fn prepare_rootfs(spec: &Spec, rootfs: &Path) -> Result<()> {
     // read-only root later.
     mnt(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
     let mut dev_is_tmpfs = false;
-    for m in spec.mounts().iter().flatten() {
-        mount_one(spec, rootfs, m)?;
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        let tree = idmapped.get_mut(i).and_then(Option::take);
+        mount_one(spec, rootfs, m, tree)?;
         if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
             dev_is_tmpfs = true;
         }
@@ -247,7 +291,7 @@ pub fn prepare_rootfs(spec: &Spec, rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-fn mount_one(spec: &Spec, rootfs: &Path, m: &Mount) -> Result<()> {
+fn mount_one(spec: &Spec, rootfs: &Path, m: &Mount, idmapped: Option<OwnedFd>) -> Result<()> {
     let dst = resolve_in_root(rootfs, m.destination())?;
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let typ = m.typ().as_deref().unwrap_or(if opts.bind { "bind" } else { "none" });
@@ -263,7 +307,11 @@ fn mount_one(spec: &Spec, rootfs: &Path, m: &Mount) -> Result<()> {
         let is_file = fs::metadata(src).ctx(|| format!("bind source {}", src.display()))?.is_file();
         ensure_target(&dst, is_file)?;
         let rec = if opts.recursive { MsFlags::MS_REC } else { MsFlags::empty() };
-        mnt(Some(src), &dst, None, MsFlags::MS_BIND | rec, None)?;
+        match idmapped {
+            Some(tree) => crate::mount_api::attach(tree, &dst)
+                .ctx(|| format!("attach idmapped mount at {}", dst.display()))?,
+            None => mnt(Some(src), &dst, None, MsFlags::MS_BIND | rec, None)?,
+        }
         if !opts.flags.is_empty() {
             mnt(None, &dst, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | opts.flags, None)?;
         }

@@ -236,7 +236,8 @@ pub struct PodNamespaces<'a> {
     pub user: Option<(&'a Path, crate::sandbox::Userns)>,
 }
 
-fn id_mapping(m: crate::sandbox::IdMap) -> oci_spec::runtime::LinuxIdMapping {
+/// The OCI form of a pod id mapping.
+pub(crate) fn id_mapping(m: crate::sandbox::IdMap) -> oci_spec::runtime::LinuxIdMapping {
     oci_spec::runtime::LinuxIdMappingBuilder::default()
         .container_id(m.container_id)
         .host_id(m.host_id)
