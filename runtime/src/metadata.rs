@@ -7,7 +7,10 @@
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
+use std::any::Any;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 /// A kind of record kept in its own table, keyed by a string id.
 pub trait Record: Serialize + DeserializeOwned {
@@ -46,12 +49,37 @@ fn table<R: Record>() -> TableDefinition<'static, &'static str, &'static [u8]> {
 
 pub struct MetadataStore {
     db: redb::Database,
+    decoded: Arc<DecodedTables>,
+}
+
+/// A decoded table shared by readers, as of one generation of the table.
+type Shared<R> = Arc<Vec<(String, Arc<R>)>>;
+
+/// Decoded copies of whole tables for [`MetadataStore::list_shared`]: the kubelet lists
+/// pods and containers every second, and decoding every record each time was most of
+/// what a list cost. Each table has a generation, bumped after every commit that wrote
+/// it; a copy is good while the generation it was read at is current.
+#[derive(Default)]
+struct DecodedTables {
+    tables: Mutex<HashMap<&'static str, TableCopy>>,
+}
+
+#[derive(Default)]
+struct TableCopy {
+    generation: u64,
+    copy: Option<(u64, Arc<dyn Any + Send + Sync>)>,
+}
+
+impl DecodedTables {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, TableCopy>> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl MetadataStore {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        Ok(Self { db: redb::Database::create(path)? })
+        Ok(Self { db: redb::Database::create(path)?, decoded: Arc::default() })
     }
 
     pub fn read(&self) -> Result<ReadTxn> {
@@ -60,7 +88,38 @@ impl MetadataStore {
 
     /// Starts a write transaction. Writers are serialised by redb; keep them short.
     pub fn write(&self) -> Result<WriteTxn> {
-        Ok(WriteTxn { txn: self.db.begin_write()? })
+        Ok(WriteTxn {
+            txn: self.db.begin_write()?,
+            decoded: self.decoded.clone(),
+            written: Vec::new(),
+        })
+    }
+
+    /// The whole table, decoded, shared with other readers: decoded again only after a
+    /// commit wrote to it. Reflects every commit that returned before this call.
+    pub fn list_shared<R: Record + Send + Sync + 'static>(&self) -> Result<Shared<R>> {
+        let generation = {
+            let tables = self.decoded.lock();
+            let entry = tables.get(R::TABLE);
+            if let Some(TableCopy { generation, copy: Some((at, copy)) }) = entry {
+                if at == generation {
+                    if let Ok(copy) = copy.clone().downcast::<Vec<(String, Arc<R>)>>() {
+                        return Ok(copy);
+                    }
+                }
+            }
+            entry.map_or(0, |e| e.generation)
+        };
+        // Read after taking the generation: a commit racing with this read bumps the
+        // generation after it lands, so a copy missing it is never current.
+        let list = self.read()?.list::<R>()?;
+        let copy: Shared<R> = Arc::new(list.into_iter().map(|(k, r)| (k, Arc::new(r))).collect());
+        let mut tables = self.decoded.lock();
+        let entry = tables.entry(R::TABLE).or_default();
+        if entry.copy.as_ref().is_none_or(|(at, _)| *at < generation) {
+            entry.copy = Some((generation, copy.clone()));
+        }
+        Ok(copy)
     }
 
     /// Reads one record outside any explicit transaction.
@@ -119,6 +178,9 @@ impl ReadTxn {
 /// dropping it without committing discards every change.
 pub struct WriteTxn {
     txn: redb::WriteTransaction,
+    decoded: Arc<DecodedTables>,
+    /// Tables this transaction wrote (their shared copies go stale when it commits).
+    written: Vec<&'static str>,
 }
 
 impl WriteTxn {
@@ -148,16 +210,32 @@ impl WriteTxn {
             source,
         })?;
         self.txn.open_table(table::<R>())?.insert(key, bytes.as_slice())?;
+        self.wrote(R::TABLE);
         Ok(())
     }
 
     /// Removes a record; returns whether it existed.
     pub fn delete<R: Record>(&mut self, key: &str) -> Result<bool> {
-        Ok(self.txn.open_table(table::<R>())?.remove(key)?.is_some())
+        let existed = self.txn.open_table(table::<R>())?.remove(key)?.is_some();
+        if existed {
+            self.wrote(R::TABLE);
+        }
+        Ok(existed)
+    }
+
+    fn wrote(&mut self, table: &'static str) {
+        if !self.written.contains(&table) {
+            self.written.push(table);
+        }
     }
 
     pub fn commit(self) -> Result<()> {
-        Ok(self.txn.commit()?)
+        self.txn.commit()?;
+        let mut tables = self.decoded.lock();
+        for t in self.written {
+            tables.entry(t).or_default().generation += 1;
+        }
+        Ok(())
     }
 }
 
@@ -199,5 +277,40 @@ mod tests {
         assert!(!tx.delete::<Thing>("a").unwrap());
         tx.commit().unwrap();
         assert_eq!(store.get::<Thing>("a").unwrap(), None);
+    }
+
+    #[test]
+    fn shared_lists_follow_commits_and_are_reused_until_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(&dir.path().join("meta.redb")).unwrap();
+        assert!(store.list_shared::<Thing>().unwrap().is_empty());
+        let mut tx = store.write().unwrap();
+        tx.put("a", &Thing { n: 1 }).unwrap();
+        tx.commit().unwrap();
+        let first = store.list_shared::<Thing>().unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(*first[0].1, Thing { n: 1 });
+        // Nothing written: the same copy.
+        assert!(Arc::ptr_eq(&first, &store.list_shared::<Thing>().unwrap()));
+        // An aborted write, and a write to another table, leave it current.
+        let mut tx = store.write().unwrap();
+        tx.put("b", &Thing { n: 2 }).unwrap();
+        drop(tx);
+        let mut tx = store.write().unwrap();
+        tx.put("x", &super::super::sandbox::record::NameRecord { sandbox_id: "p".into() }).unwrap();
+        tx.commit().unwrap();
+        assert!(Arc::ptr_eq(&first, &store.list_shared::<Thing>().unwrap()));
+        // A committed change is seen by the next list.
+        let mut tx = store.write().unwrap();
+        tx.put("a", &Thing { n: 5 }).unwrap();
+        tx.put("b", &Thing { n: 6 }).unwrap();
+        tx.commit().unwrap();
+        let now = store.list_shared::<Thing>().unwrap();
+        let got: Vec<u32> = now.iter().map(|(_, t)| t.n).collect();
+        assert_eq!(got, [5, 6]);
+        let mut tx = store.write().unwrap();
+        assert!(tx.delete::<Thing>("a").unwrap());
+        tx.commit().unwrap();
+        assert_eq!(store.list_shared::<Thing>().unwrap().len(), 1);
     }
 }

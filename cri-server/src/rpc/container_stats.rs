@@ -11,6 +11,7 @@ use berth_runtime::container::record::ContainerRecord;
 use berth_runtime::sandbox::{Filter, SandboxRecord};
 use berth_runtime::stats::{ContainerUsage, Usage};
 use std::collections::HashMap;
+use std::sync::Arc;
 use tonic::Status;
 
 pub async fn container_stats(
@@ -22,7 +23,7 @@ pub async fn container_stats(
     }
     record_container(&req.container_id);
     let rec = cri.inner.containers.get(&req.container_id).map_err(errors::runtime)?;
-    let stats = collect(cri, vec![rec]).await?.pop();
+    let stats = collect(cri, vec![rec.into()]).await?.pop();
     let stats = stats.ok_or_else(|| {
         Status::not_found(format!("the pod of container {:?} is gone", req.container_id))
     })?;
@@ -43,7 +44,7 @@ pub async fn list_container_stats(
         let pod_ids: Vec<&str> = pods.keys().map(String::as_str).collect();
         cri.inner.stats.retain(&ids, &pod_ids);
     }
-    let wanted: Vec<ContainerRecord> = all
+    let wanted: Vec<Arc<ContainerRecord>> = all
         .into_iter()
         .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
         .filter(|c| {
@@ -54,13 +55,16 @@ pub async fn list_container_stats(
     Ok(ListContainerStatsResponse { stats: collect(cri, wanted).await? })
 }
 
-fn pods(cri: &Cri) -> Result<HashMap<String, SandboxRecord>, Status> {
+fn pods(cri: &Cri) -> Result<HashMap<String, Arc<SandboxRecord>>, Status> {
     let pods = cri.inner.sandboxes.list(&Filter::default()).map_err(errors::runtime)?;
     Ok(pods.into_iter().map(|p| (p.id.clone(), p)).collect())
 }
 
 /// Stats of `recs`, in order; containers whose pod is gone are left out.
-pub async fn collect(cri: &Cri, recs: Vec<ContainerRecord>) -> Result<Vec<ContainerStats>, Status> {
+pub async fn collect(
+    cri: &Cri,
+    recs: Vec<Arc<ContainerRecord>>,
+) -> Result<Vec<ContainerStats>, Status> {
     let pods = pods(cri)?;
     let (usages, recs) = usages(cri, &pods, recs).await;
     Ok(recs.iter().zip(&usages).map(|(r, u)| to_cri(r, u)).collect())
@@ -69,14 +73,14 @@ pub async fn collect(cri: &Cri, recs: Vec<ContainerRecord>) -> Result<Vec<Contai
 /// Usage of the containers of `recs` whose pod is in `pods`, with those records.
 pub async fn usages(
     cri: &Cri,
-    pods: &HashMap<String, SandboxRecord>,
-    recs: Vec<ContainerRecord>,
-) -> (Vec<ContainerUsage>, Vec<ContainerRecord>) {
-    let recs: Vec<ContainerRecord> =
+    pods: &HashMap<String, Arc<SandboxRecord>>,
+    recs: Vec<Arc<ContainerRecord>>,
+) -> (Vec<ContainerUsage>, Vec<Arc<ContainerRecord>>) {
+    let recs: Vec<Arc<ContainerRecord>> =
         recs.into_iter().filter(|r| pods.contains_key(&r.pod_id)).collect();
     let items: Vec<_> = recs
         .iter()
-        .map(|r| (r, &pods[&r.pod_id], cri.inner.images.writable_layer(&r.id)))
+        .map(|r| (&**r, &*pods[&r.pod_id], cri.inner.images.writable_layer(&r.id)))
         .collect();
     let usages = cri.inner.stats.containers(&items).await;
     (usages, recs)

@@ -16,6 +16,7 @@ use berth_runtime::sandbox::{Filter, SandboxRecord, SandboxState};
 use berth_runtime::shim::protocol::Status as ShimStatus;
 use berth_runtime::stats::ContainerUsage;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tonic::Status;
 
 /// Which label keys a metric carries after the base ones.
@@ -262,7 +263,7 @@ impl Out {
 const NS: u64 = 1_000_000_000;
 
 pub async fn list_pod_sandbox_metrics(cri: &Cri) -> Result<ListPodSandboxMetricsResponse, Status> {
-    let pods: Vec<SandboxRecord> = cri
+    let pods: Vec<Arc<SandboxRecord>> = cri
         .inner
         .sandboxes
         .list(&Filter::default())
@@ -270,7 +271,7 @@ pub async fn list_pod_sandbox_metrics(cri: &Cri) -> Result<ListPodSandboxMetrics
         .into_iter()
         .filter(|p| p.state == SandboxState::Ready)
         .collect();
-    let refs: Vec<&SandboxRecord> = pods.iter().collect();
+    let refs: Vec<&SandboxRecord> = pods.iter().map(|p| &**p).collect();
     let pod_usages = cri.inner.stats.pods(&refs).await;
 
     // Running containers only: the others have no cgroup worth reporting.
@@ -283,7 +284,7 @@ pub async fn list_pod_sandbox_metrics(cri: &Cri) -> Result<ListPodSandboxMetrics
             running.push(rec);
         }
     }
-    let by_id: HashMap<String, SandboxRecord> =
+    let by_id: HashMap<String, Arc<SandboxRecord>> =
         pods.iter().map(|p| (p.id.clone(), p.clone())).collect();
     let (c_usages, c_recs) = usages(cri, &by_id, running).await;
     let now_s = berth_runtime::stats::now_ns() as u64 / NS;

@@ -33,9 +33,9 @@ pub async fn list_pod_sandbox(
             metadata: Some(metadata(&r)),
             state: state(r.state),
             created_at: r.created_at,
-            labels: r.labels.into_iter().collect(),
-            annotations: r.annotations.into_iter().collect(),
-            runtime_handler: r.runtime_handler,
+            labels: r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            annotations: r.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            runtime_handler: r.runtime_handler.clone(),
         })
         .collect();
     Ok(ListPodSandboxResponse { items })

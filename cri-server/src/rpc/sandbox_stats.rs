@@ -13,6 +13,7 @@ use berth_runtime::sandbox::{Filter, SandboxRecord};
 use berth_runtime::stats::netdev::DEFAULT_INTERFACE;
 use berth_runtime::stats::InterfaceStats;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tonic::Status;
 
 pub async fn pod_sandbox_stats(
@@ -24,7 +25,7 @@ pub async fn pod_sandbox_stats(
     }
     let rec = cri.inner.sandboxes.status(&req.pod_sandbox_id).map_err(errors::runtime)?;
     record_pod(&rec.id);
-    let stats = collect(cri, vec![rec]).await?.pop();
+    let stats = collect(cri, vec![rec.into()]).await?.pop();
     Ok(PodSandboxStatsResponse { stats })
 }
 
@@ -42,11 +43,11 @@ pub async fn list_pod_sandbox_stats(
     Ok(ListPodSandboxStatsResponse { stats: collect(cri, pods).await? })
 }
 
-async fn collect(cri: &Cri, pods: Vec<SandboxRecord>) -> Result<Vec<PodSandboxStats>, Status> {
-    let refs: Vec<&SandboxRecord> = pods.iter().collect();
+async fn collect(cri: &Cri, pods: Vec<Arc<SandboxRecord>>) -> Result<Vec<PodSandboxStats>, Status> {
+    let refs: Vec<&SandboxRecord> = pods.iter().map(|p| &**p).collect();
     let pod_usages = cri.inner.stats.pods(&refs).await;
     let containers = cri.inner.containers.list().map_err(errors::runtime)?;
-    let by_id: HashMap<String, SandboxRecord> =
+    let by_id: HashMap<String, Arc<SandboxRecord>> =
         pods.iter().map(|p| (p.id.clone(), p.clone())).collect();
     let (c_usages, c_recs) = usages(cri, &by_id, containers).await;
     let mut out = Vec::with_capacity(pods.len());

@@ -55,7 +55,7 @@ pub async fn watch_running(containers: &Arc<Containers>) {
     for rec in records {
         if containers.observe(&rec).await.status == Status::Running {
             containers.events().running(&rec.id);
-            watch(containers.clone(), rec.id, rec.pod_id);
+            watch(containers.clone(), rec.id.clone(), rec.pod_id.clone());
         }
     }
 }

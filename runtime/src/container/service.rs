@@ -497,12 +497,13 @@ impl Containers {
     }
 
     /// Every container, but those still being created.
-    pub fn list(&self) -> Result<Vec<ContainerRecord>> {
+    /// Every container (not those being created); shared with other readers.
+    pub fn list(&self) -> Result<Vec<Arc<ContainerRecord>>> {
         Ok(self
             .meta
-            .list::<ContainerRecord>()?
-            .into_iter()
-            .map(|(_, r)| r)
+            .list_shared::<ContainerRecord>()?
+            .iter()
+            .map(|(_, r)| r.clone())
             .filter(|r| !r.creating)
             .collect())
     }

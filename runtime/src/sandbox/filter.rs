@@ -1,5 +1,6 @@
 //! ListPodSandbox filters: id (exact or unique prefix), state, label selector.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use super::record::{SandboxRecord, SandboxState};
@@ -43,10 +44,10 @@ pub fn labels_match(
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// The records `filter` keeps, in the given order.
-pub fn apply(filter: &Filter, records: Vec<SandboxRecord>) -> Vec<SandboxRecord> {
+/// The records `filter` keeps, in the given order (records or shared ones).
+pub fn apply<R: Borrow<SandboxRecord>>(filter: &Filter, records: Vec<R>) -> Vec<R> {
     let id = match &filter.id {
-        Some(wanted) => match resolve_id(wanted, records.iter().map(|r| r.id.as_str())) {
+        Some(wanted) => match resolve_id(wanted, records.iter().map(|r| r.borrow().id.as_str())) {
             Some(id) => Some(id),
             None => return Vec::new(),
         },
@@ -54,10 +55,13 @@ pub fn apply(filter: &Filter, records: Vec<SandboxRecord>) -> Vec<SandboxRecord>
     };
     records
         .into_iter()
-        .filter(|r| r.state != SandboxState::Creating)
-        .filter(|r| id.as_ref().is_none_or(|id| &r.id == id))
-        .filter(|r| filter.state.is_none_or(|s| r.state == s))
-        .filter(|r| labels_match(&filter.labels, &r.labels))
+        .filter(|r| {
+            let r = r.borrow();
+            r.state != SandboxState::Creating
+                && id.as_ref().is_none_or(|id| &r.id == id)
+                && filter.state.is_none_or(|s| r.state == s)
+                && labels_match(&filter.labels, &r.labels)
+        })
         .collect()
 }
 

@@ -563,9 +563,16 @@ impl Sandboxes {
     }
 
     /// The pods `filter` keeps, oldest first.
-    pub fn list(&self, filter: &Filter) -> Result<Vec<SandboxRecord>> {
-        let all: Vec<SandboxRecord> =
-            self.inner.meta.list::<SandboxRecord>()?.into_iter().map(|(_, r)| r).collect();
+    /// The pods `filter` keeps, oldest first; shared with other readers (the kubelet
+    /// relists every second: no copy of every record per call).
+    pub fn list(&self, filter: &Filter) -> Result<Vec<Arc<SandboxRecord>>> {
+        let all: Vec<Arc<SandboxRecord>> = self
+            .inner
+            .meta
+            .list_shared::<SandboxRecord>()?
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect();
         let mut out = filter::apply(filter, all);
         out.sort_by_key(|r| r.created_at);
         Ok(out)
