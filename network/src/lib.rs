@@ -24,7 +24,7 @@ pub use error::{validate_pod_id, NetworkError, Result};
 pub use firewall::{Firewall, PortMapping, Protocol};
 pub use ipam::{Ipam, IpamError};
 pub use network::{IpAllocator, Network, NetworkConfig, PodNetwork};
-pub use pod_networks::{Attached, PodNetworks};
+pub use pod_networks::{Attached, PodNetworkConfig, PodNetworks};
 
 /// Whether pods can be given a network right now, as the CRI `NetworkReady` condition
 /// reports it to the kubelet.

@@ -134,3 +134,10 @@ impl PodNetworks {
         }
     }
 }
+
+/// Which pod network to build, with its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodNetworkConfig {
+    Bridge(crate::network::NetworkConfig),
+    Cni(crate::cni::CniSettings),
+}

@@ -4,8 +4,9 @@ use super::sandbox_run::ns_mode_to_cri;
 use super::{errors, Cri};
 use crate::rpc_span::record_pod;
 use berth_proto::{
-    LinuxPodSandboxStatus, Namespace, NamespaceOption, PodSandboxMetadata, PodSandboxNetworkStatus,
-    PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
+    LinuxPodSandboxStatus, Namespace, NamespaceOption, PodIp, PodSandboxMetadata,
+    PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest,
+    PodSandboxStatusResponse,
 };
 use berth_runtime::sandbox::{SandboxRecord, SandboxState};
 use std::collections::HashMap;
@@ -50,16 +51,26 @@ pub fn state(s: SandboxState) -> i32 {
     }
 }
 
+/// The pod's primary address and the others (CNI mode may give several, IPv6 too).
+fn network_status(rec: &SandboxRecord) -> PodSandboxNetworkStatus {
+    let mut ips: Vec<String> = rec.ips.iter().map(|ip| ip.to_string()).collect();
+    if ips.is_empty() {
+        ips.extend(rec.ip.map(|ip| ip.to_string()));
+    }
+    let mut ips = ips.into_iter();
+    PodSandboxNetworkStatus {
+        ip: ips.next().unwrap_or_default(),
+        additional_ips: ips.map(|ip| PodIp { ip }).collect(),
+    }
+}
+
 fn to_cri(rec: SandboxRecord) -> PodSandboxStatus {
     PodSandboxStatus {
         id: rec.id.clone(),
         metadata: Some(metadata(&rec)),
         state: state(rec.state),
         created_at: rec.created_at,
-        network: Some(PodSandboxNetworkStatus {
-            ip: rec.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            additional_ips: Vec::new(),
-        }),
+        network: Some(network_status(&rec)),
         linux: Some(LinuxPodSandboxStatus {
             namespaces: Some(Namespace {
                 options: Some(NamespaceOption {
