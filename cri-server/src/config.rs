@@ -157,10 +157,30 @@ pub struct MirrorConfig {
     pub endpoints: Vec<String>,
 }
 
-/// The default bridge network of pods.
+/// Where pods' networks come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// berth's own bridge, IPAM and hostPort rules (`bridge`, `subnet`, `nft_table`, `mtu`).
+    #[default]
+    Bridge,
+    /// CNI plugins (`conf_dir`, `bin_dirs`, `plugin_timeout_secs`).
+    Cni,
+}
+
+/// The pod network: the built-in bridge (default) or CNI plugins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
+    /// `bridge` (berth's own) or `cni` (the plugins of `conf_dir`).
+    pub mode: NetworkMode,
+    /// CNI mode: the directory whose first `.conflist`/`.conf`/`.json` (by name) is the
+    /// pod network; re-read when it changes.
+    pub conf_dir: PathBuf,
+    /// CNI mode: where plugin binaries are looked for, in order (`CNI_PATH`).
+    pub bin_dirs: Vec<PathBuf>,
+    /// CNI mode: how long one plugin call may take before it is killed and the call fails.
+    pub plugin_timeout_secs: u64,
     /// The bridge pods' veths attach to.
     pub bridge: String,
     /// The pod subnet (IPv4); its first host address is the bridge's (the pods' gateway).
@@ -175,6 +195,10 @@ pub struct NetworkConfig {
 impl Default for NetworkConfig {
     fn default() -> Self {
         Self {
+            mode: NetworkMode::Bridge,
+            conf_dir: "/etc/cni/net.d".into(),
+            bin_dirs: vec!["/opt/cni/bin".into()],
+            plugin_timeout_secs: 60,
             bridge: "berth0".into(),
             subnet: "10.88.0.0/16".into(),
             nft_table: "berth".into(),
@@ -197,7 +221,26 @@ impl NetworkConfig {
             mtu: self.mtu,
         })
     }
+
+    /// The pod network to build; CNI's result cache goes under `root`.
+    pub fn to_pod_network(&self, root: &Path) -> Result<berth_network::PodNetworkConfig, String> {
+        Ok(match self.mode {
+            NetworkMode::Bridge => berth_network::PodNetworkConfig::Bridge(self.to_network()?),
+            NetworkMode::Cni => {
+                berth_network::PodNetworkConfig::Cni(berth_network::cni::CniSettings {
+                    conf_dir: self.conf_dir.clone(),
+                    bin_dirs: self.bin_dirs.clone(),
+                    plugin_timeout: std::time::Duration::from_secs(self.plugin_timeout_secs),
+                    cache_dir: root.join("cni/results"),
+                })
+            }
+        })
+    }
 }
+
+/// Longest plugin timeout accepted (an hour): longer is a typo, and would hold a
+/// RunPodSandbox that long.
+const MAX_PLUGIN_TIMEOUT_SECS: u64 = 3600;
 
 /// Export of spans over OTLP/gRPC.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -359,6 +402,29 @@ impl Config {
                 return Err(bad("network.mtu", format!("{mtu} is not 68-65535")));
             }
         }
+        if !self.network.conf_dir.is_absolute() {
+            let dir = &self.network.conf_dir;
+            return Err(bad("network.conf_dir", format!("must be an absolute path, got {dir:?}")));
+        }
+        if self.network.bin_dirs.is_empty() {
+            return Err(bad("network.bin_dirs", "must name at least one directory".into()));
+        }
+        for (i, dir) in self.network.bin_dirs.iter().enumerate() {
+            let s = dir.to_string_lossy();
+            if !dir.is_absolute() || s.contains(':') {
+                return Err(bad(
+                    &format!("network.bin_dirs[{i}]"),
+                    format!("must be an absolute path without ':', got {dir:?}"),
+                ));
+            }
+        }
+        let timeout = self.network.plugin_timeout_secs;
+        if !(1..=MAX_PLUGIN_TIMEOUT_SECS).contains(&timeout) {
+            return Err(bad(
+                "network.plugin_timeout_secs",
+                format!("{timeout} is not 1-{MAX_PLUGIN_TIMEOUT_SECS}"),
+            ));
+        }
         if !self.tracing.endpoint.is_empty() {
             check_otlp_endpoint(&self.tracing.endpoint).map_err(|e| bad("tracing.endpoint", e))?;
         }
@@ -469,8 +535,44 @@ mod tests {
         assert!(err.contains("`network.nft_table`"), "{err}");
         let err = parse("[network]\nmtu = 10").unwrap_err().to_string();
         assert!(err.contains("`network.mtu`"), "{err}");
+        let err = parse("[network]\nmode = \"calico\"").unwrap_err().to_string();
+        assert!(err.contains("`network.mode`"), "{err}");
+        let err = parse("[network]\nconf_dir = \"net.d\"").unwrap_err().to_string();
+        assert!(err.contains("`network.conf_dir`"), "{err}");
+        let err = parse("[network]\nbin_dirs = []").unwrap_err().to_string();
+        assert!(err.contains("`network.bin_dirs`"), "{err}");
+        let err = parse("[network]\nbin_dirs = [\"/a\", \"b\"]").unwrap_err().to_string();
+        assert!(err.contains("`network.bin_dirs[1]`"), "{err}");
+        for t in ["0", "3601", "-1"] {
+            let err = parse(&format!("[network]\nplugin_timeout_secs = {t}")).unwrap_err();
+            assert!(err.to_string().contains("`network.plugin_timeout_secs`"), "{err}");
+        }
         let c = parse("[network]\nbridge = \"bt0\"\nsubnet = \"10.1.0.0/24\"\nmtu = 1400").unwrap();
         assert_eq!(c.network.to_network().unwrap().mtu, Some(1400));
+    }
+
+    #[test]
+    fn cni_mode() {
+        let c = parse(
+            "[network]\nmode = \"cni\"\nconf_dir = \"/etc/net\"\nbin_dirs = [\"/a\", \"/b\"]\n\
+             plugin_timeout_secs = 5",
+        )
+        .unwrap();
+        assert_eq!(c.network.mode, NetworkMode::Cni);
+        match c.network.to_pod_network(Path::new("/var/lib/berth")).unwrap() {
+            berth_network::PodNetworkConfig::Cni(s) => {
+                assert_eq!(s.conf_dir, Path::new("/etc/net"));
+                assert_eq!(s.bin_dirs, [Path::new("/a"), Path::new("/b")]);
+                assert_eq!(s.plugin_timeout, std::time::Duration::from_secs(5));
+                assert_eq!(s.cache_dir, Path::new("/var/lib/berth/cni/results"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let d = Config::default().network;
+        assert_eq!(d.mode, NetworkMode::Bridge);
+        assert_eq!(d.conf_dir, Path::new("/etc/cni/net.d"));
+        assert_eq!(d.bin_dirs, [Path::new("/opt/cni/bin")]);
+        assert_eq!(d.plugin_timeout_secs, 60);
     }
 
     #[test]

@@ -57,8 +57,10 @@ async fn serve(
     );
     let images = Images::open(layout.root(), meta.clone(), image_settings(&config)?)
         .context("cannot open the image store")?;
-    let net_config =
-        config.network.to_network().map_err(|e| anyhow::anyhow!("network.subnet: {e}"))?;
+    let net_config = config
+        .network
+        .to_pod_network(layout.root())
+        .map_err(|e| anyhow::anyhow!("network.subnet: {e}"))?;
     let meta_for_containers = meta.clone();
     let sandboxes = Sandboxes::open(meta, &layout, net_config)
         .await

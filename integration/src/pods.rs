@@ -37,11 +37,17 @@ impl Node {
     /// A node whose berthd config has `extra` appended.
     pub async fn start_with_config(extra: &str) -> Node {
         let env = NetEnv::new();
+        let network = env.config_toml();
+        Self::start_on(env, &network, extra).await
+    }
+
+    /// A node on `env` whose berthd has `network` as its `[network]` section (CNI mode
+    /// tests) and `extra` appended.
+    pub async fn start_on(env: NetEnv, network: &str, extra: &str) -> Node {
         let registry = Registry::start(RegistryOptions::default());
         images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
         let config = format!(
-            "{}\n{extra}\n[registry.mirrors.\"docker.io\"]\nendpoints = [\"{}\"]\n",
-            env.config_toml(),
+            "{network}\n{extra}\n[registry.mirrors.\"docker.io\"]\nendpoints = [\"{}\"]\n",
             registry.url()
         );
         let berthd =

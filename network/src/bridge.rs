@@ -517,6 +517,19 @@ pub async fn default_gateway(handle: &Handle) -> Result<Option<Ipv4Addr>> {
     Ok(None)
 }
 
+/// Inside the pod namespace at `netns_path`: brings `lo` up (CNI mode, where the plugins
+/// configure `eth0` but not necessarily the loopback). Idempotent.
+pub async fn loopback_up(netns_path: &Path) -> Result<()> {
+    let handle = netns::netlink_in(netns_path)?;
+    let lo = link_index(&handle, "lo").await?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(lo).up().build())
+        .execute()
+        .await
+        .map_err(|e| NetworkError::netlink("set lo up in pod netns", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,13 @@ pub enum NetworkError {
         #[source]
         source: rtnetlink::Error,
     },
+    /// The pod network cannot take pods now (CNI mode: no usable config, a plugin
+    /// binary missing).
+    #[error("the pod network is not ready: {0}")]
+    NotReady(String),
+    /// A CNI plugin failed (the message names the plugin and the command).
+    #[error("{0}")]
+    Plugin(String),
     /// Applying or reading the nftables ruleset failed.
     #[error("nftables: {0}")]
     Firewall(String),

@@ -7,19 +7,24 @@
 //! * [`ipam`]: the pure IPv4 allocator (persistence is the runtime's);
 //! * [`bridge`]: the bridge and per-pod veth pairs over rtnetlink;
 //! * [`firewall`]: masquerade and hostPort DNAT in an nftables table of berth's own;
-//! * [`Network`]: the facade the runtime calls to set up and tear down a pod's network.
+//! * [`Network`]: the bridge network's facade;
+//! * [`cni`]: CNI plugin mode;
+//! * [`PodNetworks`]: the one the runtime calls, bridge or CNI.
 
 pub mod bridge;
+pub mod cni;
 pub mod error;
 pub mod firewall;
 pub mod ipam;
 pub mod netns;
 mod network;
+mod pod_networks;
 
 pub use error::{validate_pod_id, NetworkError, Result};
 pub use firewall::{Firewall, PortMapping, Protocol};
 pub use ipam::{Ipam, IpamError};
 pub use network::{IpAllocator, Network, NetworkConfig, PodNetwork};
+pub use pod_networks::{Attached, PodNetworkConfig, PodNetworks};
 
 /// Whether pods can be given a network right now, as the CRI `NetworkReady` condition
 /// reports it to the kubelet.

@@ -37,6 +37,7 @@ pub fn update_runtime_config(
     let mut stored = cri.inner.pod_cidr.lock().unwrap_or_else(|p| p.into_inner());
     if *stored != cidr {
         tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+        cri.inner.sandboxes.set_pod_cidr(&cidr);
         *stored = cidr;
     }
     Ok(UpdateRuntimeConfigResponse {})

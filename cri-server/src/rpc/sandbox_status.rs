@@ -4,7 +4,7 @@ use super::sandbox_run::{id_map_to_cri, ns_mode_to_cri};
 use super::{errors, Cri};
 use crate::rpc_span::record_pod;
 use berth_proto::{
-    LinuxPodSandboxStatus, Namespace, NamespaceMode, NamespaceOption, PodSandboxMetadata,
+    LinuxPodSandboxStatus, Namespace, NamespaceMode, NamespaceOption, PodIp, PodSandboxMetadata,
     PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest,
     PodSandboxStatusResponse, UserNamespace,
 };
@@ -51,16 +51,26 @@ pub fn state(s: SandboxState) -> i32 {
     }
 }
 
+/// The pod's primary address and the others (CNI mode may give several, IPv6 too).
+fn network_status(rec: &SandboxRecord) -> PodSandboxNetworkStatus {
+    let mut ips: Vec<String> = rec.ips.iter().map(|ip| ip.to_string()).collect();
+    if ips.is_empty() {
+        ips.extend(rec.ip.map(|ip| ip.to_string()));
+    }
+    let mut ips = ips.into_iter();
+    PodSandboxNetworkStatus {
+        ip: ips.next().unwrap_or_default(),
+        additional_ips: ips.map(|ip| PodIp { ip }).collect(),
+    }
+}
+
 fn to_cri(rec: SandboxRecord) -> PodSandboxStatus {
     PodSandboxStatus {
         id: rec.id.clone(),
         metadata: Some(metadata(&rec)),
         state: state(rec.state),
         created_at: rec.created_at,
-        network: Some(PodSandboxNetworkStatus {
-            ip: rec.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            additional_ips: Vec::new(),
-        }),
+        network: Some(network_status(&rec)),
         linux: Some(LinuxPodSandboxStatus {
             namespaces: Some(Namespace {
                 options: Some(NamespaceOption {

@@ -1,7 +1,7 @@
 //! What the metadata store keeps of a pod, its name reservation and its IP lease.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,11 @@ pub struct SandboxRecord {
     /// removed (deepest first) with the pod.
     pub cgroup_created: Vec<PathBuf>,
     pub resources: Option<Resources>,
+    /// The pod's IPv4 address (the one `/etc/hosts` names).
     pub ip: Option<Ipv4Addr>,
+    /// Every address of the pod, primary first (CNI mode may give IPv6 ones too).
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
     pub veth: Option<String>,
     pub port_mappings: Vec<PortRecord>,
     pub sysctls: BTreeMap<String, String>,

@@ -7,8 +7,11 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use berth_network::cni::{self, Cni, PodRequest};
 use berth_network::netns::{self, NetnsDir};
-use berth_network::{Network, NetworkConfig, NetworkError, Readiness};
+use berth_network::{
+    Network, NetworkError, PodNetworkConfig, PodNetworks, PortMapping, Protocol, Readiness,
+};
 
 use super::cgroup::{self, Hierarchy};
 use super::files;
@@ -34,6 +37,7 @@ impl From<NetworkError> for SandboxError {
             NetworkError::InvalidArgument(_) => SandboxError::InvalidArgument(e.to_string()),
             NetworkError::AlreadyExists(_) => SandboxError::AlreadyExists(e.to_string()),
             NetworkError::NotFound(_) => SandboxError::NotFound(e.to_string()),
+            NetworkError::NotReady(_) => SandboxError::FailedPrecondition(e.to_string()),
             NetworkError::Ipam(berth_network::IpamError::Exhausted { .. }) => {
                 SandboxError::ResourceExhausted(e.to_string())
             }
@@ -65,43 +69,57 @@ struct Inner {
     meta: Arc<MetadataStore>,
     pods_dir: NetnsDir,
     hierarchies: Vec<Hierarchy>,
-    /// The bridge network, or why it could not be set up.
-    network: std::result::Result<Arc<Network>, String>,
+    /// The pod network (bridge or CNI), or why it could not be set up.
+    network: std::result::Result<PodNetworks, String>,
     ipam: Option<Arc<StoredIpam>>,
     locks: KeyedLocks,
 }
 
 impl Sandboxes {
-    /// Opens the service: prepares `<state>/pods`, sets up the bridge network (a failure
+    /// Opens the service: prepares `<state>/pods`, sets up the pod network (a failure
     /// there is reported by [`Sandboxes::network_readiness`], not returned: host-network
     /// pods still work) and reconciles what the store says with what is on the host.
+    ///
+    /// The bridge network's bridge and nftables table are made here; CNI mode makes
+    /// nothing until a pod runs.
     pub async fn open(
         meta: Arc<MetadataStore>,
         layout: &Layout,
-        net_config: NetworkConfig,
+        net_config: PodNetworkConfig,
     ) -> Result<Self> {
         let pods_dir = NetnsDir::new(layout.state().join("pods"))
             .map_err(|e| internal(format!("pod state directory: {e}")))?;
         let hierarchies = cgroup::hierarchies().map_err(|e| internal(format!("cgroups: {e}")))?;
-        let ipam = Arc::new(StoredIpam::new(meta.clone(), net_config.subnet));
-        let network = match Network::new(net_config, ipam.clone()) {
-            Ok(n) => {
-                if let Err(e) = n.ensure().await {
-                    tracing::error!(error = %e, "cannot set up the bridge network; pods with their own network will fail until it works");
+        let (network, ipam) = match net_config {
+            PodNetworkConfig::Bridge(net_config) => {
+                let ipam = Arc::new(StoredIpam::new(meta.clone(), net_config.subnet));
+                match Network::new(net_config, ipam.clone()) {
+                    Ok(n) => {
+                        if let Err(e) = n.ensure().await {
+                            tracing::error!(error = %e, "cannot set up the bridge network; pods with their own network will fail until it works");
+                        }
+                        (Ok(PodNetworks::Bridge(Arc::new(n))), Some(ipam))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "bridge network unusable");
+                        (Err(e.to_string()), None)
+                    }
                 }
-                Ok(Arc::new(n))
             }
-            Err(e) => {
-                tracing::error!(error = %e, "bridge network unusable");
-                Err(e.to_string())
-            }
+            PodNetworkConfig::Cni(settings) => match Cni::new(settings) {
+                Ok(c) => (Ok(PodNetworks::Cni(Arc::new(c))), None),
+                Err(e) => {
+                    tracing::error!(error = %e, "CNI network unusable");
+                    (Err(e.to_string()), None)
+                }
+            },
         };
         let s = Sandboxes {
             inner: Arc::new(Inner {
                 meta,
                 pods_dir,
                 hierarchies,
-                ipam: network.is_ok().then_some(ipam),
+                ipam,
                 network,
                 locks: KeyedLocks::default(),
             }),
@@ -118,11 +136,38 @@ impl Sandboxes {
         }
     }
 
-    /// Network facts for `crictl info`: config and lease count.
+    /// Hands the kubelet's pod CIDR (UpdateRuntimeConfig) to the pod network.
+    pub fn set_pod_cidr(&self, cidr: &str) {
+        if let Ok(n) = &self.inner.network {
+            n.set_pod_cidr(cidr);
+        }
+    }
+
+    /// CNI CHECK of a ready pod's network (CNI mode only; the cached ADD result is what
+    /// the plugins check against).
+    pub async fn check_network(&self, wanted: &str) -> Result<()> {
+        let rec = self.status(wanted)?;
+        let Some(cni) = self.inner.network.as_ref().ok().and_then(PodNetworks::cni) else {
+            return Err(SandboxError::FailedPrecondition(
+                "network CHECK needs the CNI network mode".into(),
+            ));
+        };
+        let Some(netns) = rec.netns.as_ref().filter(|_| rec.state == SandboxState::Ready) else {
+            return Err(SandboxError::FailedPrecondition(format!(
+                "pod {} has no network of its own to check",
+                rec.id
+            )));
+        };
+        Ok(cni.check(&rec.id, netns).await?)
+    }
+
+    /// Network facts for `crictl info`: mode, config and lease count.
     pub fn network_info(&self) -> serde_json::Value {
         let leases = self.inner.ipam.as_ref().and_then(|i| i.holders().ok()).map(|h| h.len());
         match &self.inner.network {
-            Ok(n) => serde_json::json!({
+            Ok(PodNetworks::Cni(c)) => c.info(),
+            Ok(PodNetworks::Bridge(n)) => serde_json::json!({
+                "mode": "bridge",
                 "bridge": n.config().bridge,
                 "subnet": n.config().subnet.to_string(),
                 "gateway": n.gateway().to_string(),
@@ -365,15 +410,16 @@ impl Sandboxes {
         if let Some(pin) = rec.netns.clone() {
             let network = self.network()?;
             {
-                let (network, id) = (network.clone(), id.clone());
+                let (network, req) = (network.clone(), pod_request(rec, &pin));
                 undo.push_async("network", move || async move {
-                    network.teardown_pod(&id).await.map_err(|e| e.to_string())
+                    network.teardown_pod(&req).await.map_err(|e| e.to_string())
                 });
             }
-            let got = network.setup_pod(&id, &pin, &v.port_mappings).await?;
+            let got = network.setup_pod(&pod_request(rec, &pin)).await?;
             crate::failpoint::crash_point("sandbox.network");
-            rec.ip = Some(got.ip);
-            rec.veth = Some(got.veth);
+            rec.ip = got.ipv4();
+            rec.ips = got.ips;
+            rec.veth = got.veth;
             let net_sysctls: Vec<_> =
                 v.sysctls.iter().filter(|s| s.ns == SysctlNs::Net).cloned().collect();
             if !net_sysctls.is_empty() {
@@ -412,7 +458,7 @@ impl Sandboxes {
         Ok(())
     }
 
-    fn network(&self) -> Result<Arc<Network>> {
+    fn network(&self) -> Result<PodNetworks> {
         self.inner.network.clone().map_err(|e| {
             SandboxError::FailedPrecondition(format!("the pod network is not ready: {e}"))
         })
@@ -446,6 +492,7 @@ impl Sandboxes {
         if rec.state != SandboxState::NotReady {
             rec.state = SandboxState::NotReady;
             rec.ip = None;
+            rec.ips.clear();
             rec.veth = None;
             let mut tx = self.inner.meta.write()?;
             tx.put(&rec.id, &*rec)?;
@@ -460,7 +507,7 @@ impl Sandboxes {
     async fn teardown_network(&self, rec: &SandboxRecord) -> Result<()> {
         if let Some(pin) = &rec.netns {
             match &self.inner.network {
-                Ok(n) => n.teardown_pod(&rec.id).await?,
+                Ok(n) => n.teardown_pod(&pod_request(rec, pin)).await?,
                 Err(e) => tracing::warn!(pod_id = %rec.id, error = %e, "no network to tear down"),
             }
             netns::remove(pin)?;
@@ -551,6 +598,7 @@ impl Sandboxes {
             "hostsPath": rec.dir.join("hosts"),
             "logDirectory": rec.log_directory,
             "ip": rec.ip,
+            "ips": rec.ips,
             "veth": rec.veth,
             "portMappings": rec.port_mappings.iter().map(|p| serde_json::json!({
                 "protocol": p.protocol, "hostPort": p.host_port,
@@ -616,6 +664,7 @@ impl Sandboxes {
                     remove_berth_parents(&self.inner.meta, &self.inner.hierarchies, &rec.cgroup)?;
                     rec.state = SandboxState::NotReady;
                     rec.ip = None;
+                    rec.ips.clear();
                     rec.veth = None;
                     let mut tx = self.inner.meta.write()?;
                     tx.put(&id, &rec)?;
@@ -641,17 +690,7 @@ impl Sandboxes {
         let known: HashSet<String> =
             self.inner.meta.list::<SandboxRecord>()?.into_iter().map(|(k, _)| k).collect();
         if let Ok(network) = &self.inner.network {
-            match network.firewall().pods().await {
-                Ok(pods) => {
-                    for pod in pods.iter().filter(|p| !live.contains(*p)) {
-                        tracing::info!(pod_id = %pod, "removing stale hostPort rules");
-                        if let Err(e) = network.firewall().remove_pod(pod).await {
-                            tracing::warn!(pod_id = %pod, error = %e, "cannot remove rules");
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot list firewall rules"),
-            }
+            network.remove_stale(&live).await;
         }
         if let Some(ipam) = &self.inner.ipam {
             use berth_network::IpAllocator;
@@ -685,6 +724,42 @@ impl Sandboxes {
                 tracing::warn!(error = %e, "cannot unmount the pods directory");
             }
         }
+    }
+}
+
+/// What the pod network is told about a pod (CNI_ARGS, capabilities), from its record.
+fn pod_request(rec: &SandboxRecord, netns: &std::path::Path) -> PodRequest {
+    let port_mappings = rec
+        .port_mappings
+        .iter()
+        .filter_map(|p| {
+            let protocol = match p.protocol.as_str() {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                "sctp" => Protocol::Sctp,
+                _ => return None,
+            };
+            Some(PortMapping {
+                protocol,
+                host_port: p.host_port,
+                container_port: p.container_port,
+                host_ip: p.host_ip,
+            })
+        })
+        .collect();
+    PodRequest {
+        pod_id: rec.id.clone(),
+        namespace: rec.metadata.namespace.clone(),
+        name: rec.metadata.name.clone(),
+        uid: rec.metadata.uid.clone(),
+        netns: netns.to_path_buf(),
+        port_mappings,
+        dns: rec.dns.as_ref().map(|d| cni::Dns {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        }),
+        annotations: rec.annotations.clone(),
     }
 }
 
