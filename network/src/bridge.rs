@@ -97,22 +97,46 @@ pub(crate) fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
 
 /// Collects a netlink dump, retrying while the kernel answers EBUSY: a socket can run one
 /// dump at a time, and one handle may be shared by concurrent tasks.
-pub(crate) async fn dump<T, S, F>(mut request: F) -> std::result::Result<Vec<T>, rtnetlink::Error>
+pub(crate) async fn dump<T, S, F>(
+    what: &str,
+    mut request: F,
+) -> Result<std::result::Result<Vec<T>, rtnetlink::Error>>
 where
     F: FnMut() -> S,
     S: futures::Stream<Item = std::result::Result<T, rtnetlink::Error>>,
 {
     let mut attempt = 0u32;
     loop {
-        match request().try_collect::<Vec<T>>().await {
+        match within(|| what.to_string(), request().try_collect::<Vec<T>>()).await? {
             Err(e) if netlink_errno(&e) == Some(libc::EBUSY) && attempt < 200 => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt.min(20))))
                     .await;
             }
-            other => return other,
+            other => return Ok(other),
         }
     }
+}
+
+/// How long one netlink request waits for the kernel's answer.
+pub const NETLINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Awaits a netlink request, or fails naming `what` when no answer comes in
+/// [`NETLINK_TIMEOUT`]: an answer the kernel dropped (a receive buffer overrun under load)
+/// would otherwise hang the call, and the pod set-up holding it, forever.
+pub(crate) async fn within<T>(
+    what: impl FnOnce() -> String,
+    request: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    within_for(NETLINK_TIMEOUT, what, request).await
+}
+
+async fn within_for<T>(
+    limit: std::time::Duration,
+    what: impl FnOnce() -> String,
+    request: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout(limit, request).await.map_err(|_| NetworkError::Timeout(what(), limit))
 }
 
 /// Opens an rtnetlink connection in the calling thread's namespace and spawns its task on
@@ -152,7 +176,7 @@ pub(crate) fn enlarge_receive_buffer<S: netlink_sys::AsyncSocket>(socket: &mut S
 pub async fn find_link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
     validate_ifname(name)?;
     let mut links = handle.link().get().match_name(name).execute();
-    match links.try_next().await {
+    match within(|| format!("look up link {name}"), links.try_next()).await? {
         Ok(link) => Ok(link),
         Err(e) if netlink_errno(&e) == Some(libc::ENODEV) => Ok(None),
         Err(e) => Err(NetworkError::netlink(format!("look up link {name}"), e)),
@@ -171,7 +195,8 @@ pub async fn delete_link(handle: &Handle, name: &str) -> Result<bool> {
     let Some(link) = find_link(handle, name).await? else {
         return Ok(false);
     };
-    match handle.link().del(link.header.index).execute().await {
+    let del = handle.link().del(link.header.index).execute();
+    match within(|| format!("delete link {name}"), del).await? {
         Ok(()) => Ok(true),
         // Went away in between (e.g. its netns peer was destroyed).
         Err(e) if netlink_errno(&e) == Some(libc::ENODEV) => Ok(false),
@@ -221,7 +246,9 @@ pub async fn ensure_bridge(
                 .address(bridge_mac(name))
                 .mtu(mtu)
                 .build();
-            match handle.link().add(msg).execute().await {
+            match within(|| format!("create bridge {name}"), handle.link().add(msg).execute())
+                .await?
+            {
                 Ok(()) => {}
                 Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {}
                 Err(e) => return Err(NetworkError::netlink(format!("create bridge {name}"), e)),
@@ -233,7 +260,8 @@ pub async fn ensure_bridge(
     // The gateway address; EEXIST means it is there already. (Adding rather than listing
     // first keeps this path free of netlink dumps, which the kernel allows only one at a
     // time per socket.)
-    match handle.address().add(index, IpAddr::V4(gateway), prefix).execute().await {
+    let add = handle.address().add(index, IpAddr::V4(gateway), prefix).execute();
+    match within(|| format!("add {gateway}/{prefix} to {name}"), add).await? {
         Ok(()) => {}
         Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {}
         Err(e) => {
@@ -241,11 +269,9 @@ pub async fn ensure_bridge(
         }
     }
 
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
+    let up = handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute();
+    within(|| format!("set {name} up"), up)
+        .await?
         .map_err(|e| NetworkError::netlink(format!("set {name} up"), e))?;
 
     write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
@@ -309,7 +335,7 @@ pub async fn create_pod_veth(
         .controller(bridge_index)
         .mtu(addr.mtu)
         .build();
-    match handle.link().add(msg).execute().await {
+    match within(|| format!("create veth {host_name}"), handle.link().add(msg).execute()).await? {
         Ok(()) => {}
         Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {
             return Err(NetworkError::AlreadyExists(format!(
@@ -323,7 +349,7 @@ pub async fn create_pod_veth(
 
     let result = async {
         let index = link_index(handle, host_name).await?;
-        handle
+        let up = handle
             .link()
             .set(
                 LinkUnspec::new_with_index(index)
@@ -331,14 +357,14 @@ pub async fn create_pod_veth(
                     .up()
                     .build(),
             )
-            .execute()
-            .await
+            .execute();
+        within(|| format!("set {host_name} up"), up)
+            .await?
             .map_err(|e| NetworkError::netlink(format!("set {host_name} up"), e))?;
-        handle
-            .link()
-            .set_port(LinkBridgePort::new(index).hairpin(true).build())
-            .execute()
-            .await
+        let hairpin =
+            handle.link().set_port(LinkBridgePort::new(index).hairpin(true).build()).execute();
+        within(|| format!("set hairpin on {host_name}"), hairpin)
+            .await?
             .map_err(|e| NetworkError::netlink(format!("set hairpin on {host_name}"), e))?;
         configure_pod_side(netns_path, addr).await
     }
@@ -356,7 +382,8 @@ pub async fn create_pod_veth(
 pub async fn configure_pod_side(netns_path: &Path, addr: PodAddress) -> Result<()> {
     let handle = netns::netlink_in(netns_path)?;
     let eth0 = link_index(&handle, POD_IFNAME).await?;
-    match handle.address().add(eth0, IpAddr::V4(addr.ip), addr.prefix).execute().await {
+    let add = handle.address().add(eth0, IpAddr::V4(addr.ip), addr.prefix).execute();
+    match within(|| format!("add {}/{} to {POD_IFNAME}", addr.ip, addr.prefix), add).await? {
         Ok(()) => {}
         Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {}
         Err(e) => {
@@ -367,16 +394,14 @@ pub async fn configure_pod_side(netns_path: &Path, addr: PodAddress) -> Result<(
         }
     }
     for (name, index) in [(POD_IFNAME, eth0), ("lo", link_index(&handle, "lo").await?)] {
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
+        let up = handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute();
+        within(|| format!("set {name} up in pod netns"), up)
+            .await?
             .map_err(|e| NetworkError::netlink(format!("set {name} up in pod netns"), e))?;
     }
     let route =
         RouteMessageBuilder::<Ipv4Addr>::new().gateway(addr.gateway).output_interface(eth0).build();
-    match handle.route().add(route).execute().await {
+    match within(|| "add default route".into(), handle.route().add(route).execute()).await? {
         Ok(()) => Ok(()),
         Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => Ok(()),
         Err(e) => Err(NetworkError::netlink(format!("add default route via {}", addr.gateway), e)),
@@ -424,9 +449,11 @@ pub async fn link_state(handle: &Handle, name: &str) -> Result<Option<LinkState>
             _ => {}
         }
     }
-    let addrs = dump(|| handle.address().get().set_link_index_filter(index).execute())
-        .await
-        .map_err(|e| NetworkError::netlink(format!("list addresses of {name}"), e))?;
+    let addrs = dump(&format!("list addresses of {name}"), || {
+        handle.address().get().set_link_index_filter(index).execute()
+    })
+    .await?
+    .map_err(|e| NetworkError::netlink(format!("list addresses of {name}"), e))?;
     for a in addrs {
         for attr in &a.attributes {
             if let AddressAttribute::Local(IpAddr::V4(v)) = attr {
@@ -440,10 +467,11 @@ pub async fn link_state(handle: &Handle, name: &str) -> Result<Option<LinkState>
 /// The MTU of the interface that holds the IPv4 default route, if there is one: the
 /// uplink pods' traffic leaves through, so pods should not send larger packets.
 pub async fn uplink_mtu(handle: &Handle) -> Result<Option<u32>> {
-    let routes =
-        dump(|| handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute())
-            .await
-            .map_err(|e| NetworkError::netlink("list routes", e))?;
+    let routes = dump("list routes", || {
+        handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute()
+    })
+    .await?
+    .map_err(|e| NetworkError::netlink("list routes", e))?;
     let oif = routes
         .iter()
         .filter(|r| r.header.destination_prefix_length == 0)
@@ -455,13 +483,9 @@ pub async fn uplink_mtu(handle: &Handle) -> Result<Option<u32>> {
     let Some(oif) = oif else {
         return Ok(None);
     };
-    let link = handle
-        .link()
-        .get()
-        .match_index(oif)
-        .execute()
-        .try_next()
-        .await
+    let mut links = handle.link().get().match_index(oif).execute();
+    let link = within(|| format!("look up link {oif}"), links.try_next())
+        .await?
         .map_err(|e| NetworkError::netlink(format!("look up link {oif}"), e))?;
     Ok(link.and_then(|l| {
         l.attributes.iter().find_map(|a| match a {
@@ -474,8 +498,8 @@ pub async fn uplink_mtu(handle: &Handle) -> Result<Option<u32>> {
 /// Host veths carrying a berth alias, as (veth name, pod id): what start-up
 /// reconciliation compares with the pods it knows.
 pub async fn pod_veths(handle: &Handle) -> Result<Vec<(String, String)>> {
-    let links = dump(|| handle.link().get().execute())
-        .await
+    let links = dump("list links", || handle.link().get().execute())
+        .await?
         .map_err(|e| NetworkError::netlink("list links", e))?;
     let mut out = Vec::new();
     for link in links {
@@ -500,10 +524,11 @@ pub async fn pod_veths(handle: &Handle) -> Result<Vec<(String, String)>> {
 
 /// The IPv4 default gateway of the main table seen through `handle`, if any.
 pub async fn default_gateway(handle: &Handle) -> Result<Option<Ipv4Addr>> {
-    let routes =
-        dump(|| handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute())
-            .await
-            .map_err(|e| NetworkError::netlink("list routes", e))?;
+    let routes = dump("list routes", || {
+        handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute()
+    })
+    .await?
+    .map_err(|e| NetworkError::netlink("list routes", e))?;
     for r in routes {
         if r.header.destination_prefix_length != 0 {
             continue;
@@ -522,17 +547,27 @@ pub async fn default_gateway(handle: &Handle) -> Result<Option<Ipv4Addr>> {
 pub async fn loopback_up(netns_path: &Path) -> Result<()> {
     let handle = netns::netlink_in(netns_path)?;
     let lo = link_index(&handle, "lo").await?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(lo).up().build())
-        .execute()
-        .await
+    let up = handle.link().set(LinkUnspec::new_with_index(lo).up().build()).execute();
+    within(|| "set lo up in pod netns".into(), up)
+        .await?
         .map_err(|e| NetworkError::netlink("set lo up in pod netns", e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unanswered_request_fails_naming_itself() {
+        let limit = std::time::Duration::from_millis(20);
+        let lost = std::future::pending::<()>();
+        let err = within_for(limit, || "create veth bv123".into(), lost).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "create veth bv123: no answer from the kernel within 20ms (netlink)"
+        );
+        assert_eq!(within_for(limit, || unreachable!(), async { 7 }).await.unwrap(), 7);
+    }
 
     #[test]
     fn veth_names_fit_and_are_stable() {

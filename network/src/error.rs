@@ -37,6 +37,9 @@ pub enum NetworkError {
         #[source]
         source: rtnetlink::Error,
     },
+    /// The kernel did not answer a netlink request in time.
+    #[error("{0}: no answer from the kernel within {1:?} (netlink)")]
+    Timeout(String, std::time::Duration),
     /// The pod network cannot take pods now (CNI mode: no usable config, a plugin
     /// binary missing).
     #[error("the pod network is not ready: {0}")]
