@@ -159,42 +159,33 @@ fn walk_find(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
     None
 }
 
+/// RunPodSandbox refuses `config` with InvalidArgument naming `field`.
+async fn refused(node: &Node, config: PodSandboxConfig, field: &str) {
+    let req = RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
+    let err = node.berthd.runtime().run_pod_sandbox(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains(field), "{err:?} does not name {field}");
+}
+
 #[tokio::test]
 async fn bad_user_namespace_requests_are_refused_and_leave_nothing() {
     let node = Node::start().await;
     let logs = tempfile::tempdir().unwrap();
-    let mut rt = node.berthd.runtime();
-
     // Host network with a pod user namespace.
     let mut config = userns_pod(&node, "hostnet", logs.path(), NamespaceMode::Container);
     let ns = config.linux.as_mut().unwrap().security_context.as_mut().unwrap();
     ns.namespace_options.as_mut().unwrap().network = NamespaceMode::Node as i32;
-    let err = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("namespace_options.network"), "{err:?}");
+    refused(&node, config, "namespace_options.network").await;
 
     // A mapping that leaves container root unmapped.
     let mut config = userns_pod(&node, "unmapped", logs.path(), NamespaceMode::Container);
     let ns = config.linux.as_mut().unwrap().security_context.as_mut().unwrap();
     let u = ns.namespace_options.as_mut().unwrap().userns_options.as_mut().unwrap();
     u.uids[0].container_id = 1;
-    let err = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("userns_options.uids[0].container_id"), "{err:?}");
+    refused(&node, config, "userns_options.uids[0].container_id").await;
 
-    let pods = rt.list_pod_sandbox(ListPodSandboxRequest::default()).await.unwrap();
+    let pods =
+        node.berthd.runtime().list_pod_sandbox(ListPodSandboxRequest::default()).await.unwrap();
     assert!(pods.into_inner().items.is_empty(), "a refused pod was recorded");
 
     // An idmapped volume in a pod without a user namespace.

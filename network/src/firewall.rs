@@ -68,6 +68,11 @@ impl Protocol {
             Protocol::Sctp => "sctp",
         }
     }
+
+    /// The protocol named in lowercase (`tcp`, `udp`, `sctp`), as nftables and CNI do.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        [Protocol::Tcp, Protocol::Udp, Protocol::Sctp].into_iter().find(|p| p.nft() == name)
+    }
 }
 
 /// One hostPort: traffic to `host_ip:host_port` (any local address when `host_ip` is
@@ -111,12 +116,7 @@ impl PortMapping {
     fn from_key(key: &str) -> Option<PortMapping> {
         let (proto, rest) = key.split_once('/')?;
         let (ip, port) = rest.rsplit_once(':')?;
-        let protocol = match proto {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            "sctp" => Protocol::Sctp,
-            _ => return None,
-        };
+        let protocol = Protocol::from_name(proto)?;
         Some(PortMapping {
             protocol,
             host_port: port.parse().ok()?,

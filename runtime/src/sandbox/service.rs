@@ -733,12 +733,7 @@ fn pod_request(rec: &SandboxRecord, netns: &std::path::Path) -> PodRequest {
         .port_mappings
         .iter()
         .filter_map(|p| {
-            let protocol = match p.protocol.as_str() {
-                "tcp" => Protocol::Tcp,
-                "udp" => Protocol::Udp,
-                "sctp" => Protocol::Sctp,
-                _ => return None,
-            };
+            let protocol = Protocol::from_name(&p.protocol)?;
             Some(PortMapping {
                 protocol,
                 host_port: p.host_port,
