@@ -105,6 +105,11 @@ async fn pod_root_is_an_unprivileged_host_id_with_shifted_files() {
             "no sleep runs as host uid {HOST_ROOT}: {uids:?}"
         );
 
+        if pid == NamespaceMode::Pod {
+            // The pod's init is its root too, not an unmapped `nobody`.
+            assert_eq!(node.exec_ok(&id, &["stat", "-c", "%u", "/proc/1"]).await.trim(), "0");
+        }
+
         // The image's files are root's inside; a file the container makes lands in its
         // writable layer owned by the mapped host ids.
         assert_eq!(node.exec_ok(&id, &["stat", "-c", "%u:%g", "/bin"]).await.trim(), "0:0");

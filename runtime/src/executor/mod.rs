@@ -304,11 +304,10 @@ fn intermediate(
         .and_then(|ns| ns.path().clone());
     let idmapped = mounts::idmapped_sources(spec, userns.as_deref())?;
     let mut new = CloneFlags::empty();
-    // The user namespace first: the pod's others are owned by it, and joining it gives
-    // the capabilities there that joining them takes.
-    let mut ordered: Vec<_> = namespaces.iter().collect();
-    ordered.sort_by_key(|ns| ns.typ() != LinuxNamespaceType::User);
-    for ns in ordered {
+    // Every namespace is opened before any is joined: once in a pod's user namespace,
+    // /proc/<pid>/ns of a process outside it may no longer be ours to open.
+    let mut joins = Vec::new();
+    for ns in &namespaces {
         match (ns.typ(), ns.path()) {
             (LinuxNamespaceType::User, None) => {
                 return Err(Error(
@@ -317,12 +316,18 @@ fn intermediate(
             }
             (t, Some(path)) => {
                 let f = File::open(path).ctx(|| format!("open namespace {}", path.display()))?;
-                setns(f.as_fd(), ns_flag(t)).ctx(|| format!("setns {t} {}", path.display()))?;
-                if t == LinuxNamespaceType::User {
-                    become_userns_root()?;
-                }
+                joins.push((t, f, path));
             }
             (t, None) => new |= ns_flag(t),
+        }
+    }
+    // The user namespace first: the pod's others are owned by it, and joining it gives
+    // the capabilities there that joining them takes.
+    joins.sort_by_key(|(t, _, _)| *t != LinuxNamespaceType::User);
+    for (t, f, path) in joins {
+        setns(f.as_fd(), ns_flag(t)).ctx(|| format!("setns {t} {}", path.display()))?;
+        if t == LinuxNamespaceType::User {
+            become_userns_root()?;
         }
     }
     if new.contains(CloneFlags::CLONE_NEWPID) {

@@ -48,6 +48,10 @@ fn middle(w: OwnedFd, userns: Option<&Path>) -> io::Result<()> {
     if let Some(path) = userns {
         let f = std::fs::File::open(path)?;
         setns(&f, CloneFlags::CLONE_NEWUSER).map_err(io::Error::from)?;
+        // Its root, not the unmapped host root (`nobody` to the pod's processes).
+        let root = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
+        nix::unistd::setresgid(root.1, root.1, root.1).map_err(io::Error::from)?;
+        nix::unistd::setresuid(root.0, root.0, root.0).map_err(io::Error::from)?;
     }
     unshare(CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
     // SAFETY: still single-threaded (a fork of the shim).
