@@ -275,10 +275,7 @@ async fn check_consistent(node: &Node, kept_running: &[String], round: usize) {
     );
 }
 
-// Known bug (issue 9): with some kill schedules (BERTH_SEED=22, about one run in three) a
-// pod's shim outlives the pod ("9 shims for 7 pods"). Run with `--ignored` until fixed.
 #[tokio::test]
-#[ignore = "a shim can outlive its pod after some crash schedules; see issue 9"]
 async fn sigkill_at_random_points_of_concurrent_churn_leaves_a_consistent_node() {
     let (rounds, width) = if long() { (20, 20) } else { (6, 6) };
     let seed = seed();
