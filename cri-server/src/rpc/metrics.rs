@@ -419,6 +419,7 @@ mod tests {
             resources: None,
             creating: false,
             request: String::new(),
+            exit: None,
         };
         let u = ContainerUsage { writable_layer: Some(Default::default()), ..Default::default() };
         for m in container(&pod, &rec, &u, 0, 0) {

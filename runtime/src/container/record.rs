@@ -38,6 +38,10 @@ pub struct ContainerRecord {
     /// request) from a conflicting create under the same name.
     #[serde(default)]
     pub request: String,
+    /// How it ended, once berthd has seen it end: kept here, under the persistent root,
+    /// because the shim's own exit record lives in the volatile state a reboot wipes.
+    #[serde(default)]
+    pub exit: Option<crate::shim::ExitRecord>,
 }
 
 /// A digest of what a CreateContainer request asks for, independent of map ordering.

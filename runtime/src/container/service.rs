@@ -238,6 +238,7 @@ impl Containers {
                 .map(ResourcesRecord::from),
             creating: true,
             request: request_fingerprint(&config),
+            exit: None,
         };
         {
             let mut tx = self.meta.write()?;
@@ -533,6 +534,9 @@ impl Containers {
             return o.clone();
         }
         let o = self.ask(rec).await;
+        if o.status == Status::Stopped && !o.unknown && rec.exit.is_none() {
+            self.keep_exit(&rec.id, &o).await;
+        }
         let mut known = self.known();
         let lasting = match o.status {
             Status::Stopped => !o.unknown,
@@ -544,6 +548,35 @@ impl Containers {
             known.states.insert(rec.id.clone(), o.clone());
         }
         o
+    }
+
+    /// Records a seen exit in the container's record (best effort: the next observation
+    /// tries again).
+    async fn keep_exit(self: &Arc<Self>, id: &str, o: &Observed) {
+        let exit = crate::shim::ExitRecord {
+            exit_code: o.exit_code,
+            started_at_ns: o.started_at,
+            finished_at_ns: o.finished_at,
+            oom_killed: o.oom_killed,
+            pid: 0,
+        };
+        let (meta, key) = (self.meta.clone(), id.to_string());
+        let kept = tokio::task::spawn_blocking(move || -> Result<()> {
+            let id = key;
+            let mut tx = meta.write()?;
+            if let Some(mut rec) = tx.get::<ContainerRecord>(&id)? {
+                if rec.exit.is_none() {
+                    rec.exit = Some(exit);
+                    tx.put(&id, &rec)?;
+                    tx.commit()?;
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if let Ok(Err(e)) = kept {
+            tracing::warn!(container_id = %id, error = %e, "cannot record the container's exit");
+        }
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, KnownStates> {
@@ -583,14 +616,26 @@ impl Containers {
                     oom_killed: e.oom_killed,
                     unknown: false,
                 },
-                _ => Observed {
-                    status: Status::Stopped,
-                    pid: 0,
-                    started_at: 0,
-                    finished_at: 0,
-                    exit_code: 255,
-                    oom_killed: false,
-                    unknown: true,
+                // Seen before the volatile state went (a reboot): as recorded.
+                _ => match &rec.exit {
+                    Some(e) => Observed {
+                        status: Status::Stopped,
+                        pid: 0,
+                        started_at: e.started_at_ns,
+                        finished_at: e.finished_at_ns,
+                        exit_code: e.exit_code,
+                        oom_killed: e.oom_killed,
+                        unknown: false,
+                    },
+                    None => Observed {
+                        status: Status::Stopped,
+                        pid: 0,
+                        started_at: 0,
+                        finished_at: 0,
+                        exit_code: 255,
+                        oom_killed: false,
+                        unknown: true,
+                    },
                 },
             },
         }
