@@ -574,3 +574,63 @@ async fn a_crash_mid_pull_leaves_nothing_half_listed() {
     registry.clear_blob_fault(last);
     assert_eq!(pull(&berthd, "wh").await.unwrap(), pushed.image_id());
 }
+
+/// A tmpfs of `size` over berthd's snapshot directory (where layers are unpacked),
+/// with the directories berthd expects in it; unmounted on drop.
+struct FullDisk(PathBuf);
+
+impl FullDisk {
+    fn over_snapshots(berthd: &Berthd, size: &str) -> FullDisk {
+        let dir = berthd.root_dir().join("snapshots");
+        let opts = format!("size={size},mode=0700");
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .unwrap();
+        for sub in ["layers", "tmp", "containers"] {
+            std::fs::create_dir(dir.join(sub)).unwrap();
+        }
+        FullDisk(dir)
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_pull_cleanly_and_a_pull_that_fits_still_works() {
+    use berth_integration::oci_image::big::{push_big_image, BigImageSpec};
+    let registry = Registry::start(RegistryOptions::default());
+    images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
+    let big =
+        push_big_image(&registry.client(), "library/big", "3x12", &BigImageSpec::new(7, 3, 12))
+            .unwrap();
+    let berthd = berthd_for(&registry, "").await;
+    let disk = FullDisk::over_snapshots(&berthd, "6m");
+
+    // 12 MiB of layers onto 6 MiB: the error says why, and nothing of it stays.
+    let err = pull(&berthd, "big:3x12").await.unwrap_err();
+    assert!(err.message().contains("No space left on device"), "{err:?}");
+    assert!(layer_dirs(&berthd).is_empty(), "{:?}", layer_dirs(&berthd));
+    assert_no_partial_state(&berthd);
+    let status = berthd
+        .image()
+        .image_status(ImageStatusRequest { image: spec("big:3x12"), verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.image.is_none(), "a failed pull is listed: {:?}", big.image_id());
+
+    // The node keeps working: an image that fits pulls on the same disk.
+    pull(&berthd, "busybox").await.unwrap();
+    assert_eq!(layer_dirs(&berthd).len(), 1);
+    drop(berthd);
+    drop(disk);
+}

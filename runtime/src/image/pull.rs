@@ -118,9 +118,15 @@ impl Puller<'_> {
                 chain_id: chain_id.clone(),
             });
         }
+        // Every layer's fetch runs to its end, even after one failed: dropping a fetch
+        // mid-way would leave its unpacker (a blocking thread) writing into a directory
+        // being deleted, and the pull would answer before its partial layers are gone.
         let fetches = layers.iter().map(|layer| self.layer(ep, layer, creds));
-        let fetched = futures::future::try_join_all(fetches).await?;
-        let new_layers = fetched.into_iter().flatten().collect();
+        let fetched = futures::future::join_all(fetches).await;
+        let mut new_layers = Vec::new();
+        for f in fetched {
+            new_layers.extend(f?);
+        }
 
         // Manifests and config are kept so the image can be inspected and re-verified.
         let store = |d: &Digest, b: &[u8]| {

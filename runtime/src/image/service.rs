@@ -101,6 +101,24 @@ impl Images {
             )));
         }
         let reference = Reference::parse(image)?;
+        let result = self.pull_reference(&reference, creds).await;
+        if result.is_err() {
+            // Layers a failed pull unpacked whole belong to no image: collect them now
+            // unless another pull or removal is under way (the next collection will).
+            if let Ok(_gc) = self.gc.try_write() {
+                if let Err(e) = self.collect_garbage_now() {
+                    tracing::warn!(error = %e, "cannot collect what a failed pull left");
+                }
+            }
+        }
+        result
+    }
+
+    async fn pull_reference(
+        &self,
+        reference: &Reference,
+        creds: Option<&Credentials>,
+    ) -> Result<ImageRecord, ImageError> {
         let _gc = self.gc.read().await;
         // Concurrent pulls of one reference: the first does the work, the rest find the
         // layers on disk and only re-read the manifest.
@@ -115,9 +133,9 @@ impl Images {
             received: &self.pulled_bytes,
         };
         let mut failures = Vec::new();
-        for ep in resolve_endpoints(&reference, &self.registries.settings().mirrors) {
-            match puller.pull(&reference, &ep, creds).await {
-                Ok(pulled) => return self.record(&reference, pulled),
+        for ep in resolve_endpoints(reference, &self.registries.settings().mirrors) {
+            match puller.pull(reference, &ep, creds).await {
+                Ok(pulled) => return self.record(reference, pulled),
                 Err(e) => {
                     tracing::info!(endpoint = %ep.host, error = %e, "pull from endpoint failed");
                     let err = match e {
