@@ -6,7 +6,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use berth_integration::pods::{busybox, busybox_with, Node};
+use berth_integration::streaming::{read_until, SpdyClient};
 use berth_proto::*;
+use std::time::Duration;
 
 /// Container root is this host uid/gid (well above anything the host uses).
 const HOST_ROOT: u32 = 300_000;
@@ -130,6 +132,35 @@ async fn pod_root_is_an_unprivileged_host_id_with_shifted_files() {
         assert_ne!(denied.exit_code, 0, "container root wrote into a host root directory");
         node.exec_ok(&id, &["touch", "/mapped/y"]).await;
         assert_eq!(std::fs::metadata(vol.path().join("y")).unwrap().uid(), 0);
+
+        // An exec's terminal (made by berthd in the container's devpts) is its root's.
+        let url = node
+            .berthd
+            .runtime()
+            .exec(ExecRequest {
+                container_id: id.clone(),
+                cmd: ["sh", "-c", "read go; stat -c owner=%u $(tty)"].map(String::from).to_vec(),
+                stdin: true,
+                stdout: true,
+                stderr: false,
+                tty: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let mut s = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+        let (_, mut err) = s.open(&[("streamtype", "error")]);
+        let (stdin, _) = s.open(&[("streamtype", "stdin")]);
+        let (_, mut out) = s.open(&[("streamtype", "stdout")]);
+        let (resize, _) = s.open(&[("streamtype", "resize")]);
+        s.write(resize, br#"{"Width":80,"Height":24}"#);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write(stdin, b"go\r");
+        let text = read_until(&mut out, "owner=0", Duration::from_secs(10)).await;
+        let status = read_until(&mut err, "}", Duration::from_secs(1)).await;
+        assert!(text.contains("owner=0"), "{text:?} {status:?}");
+        drop(s);
 
         // Capabilities are the pod's: its host name changes, the host's does not; a
         // device node (CAP_MKNOD, in the default set, counts only in the host's user

@@ -183,7 +183,14 @@ fn container_pty(pid: i32) -> std::io::Result<(OwnedFd, OwnedFd)> {
         if slave < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok((master, OwnedFd::from_raw_fd(slave)))
+        let slave = OwnedFd::from_raw_fd(slave);
+        // The terminal is the container's user's, as runc's would be (made by berthd it is
+        // host root's: `nobody` inside a pod user namespace).
+        if let Ok(owner) = std::fs::metadata(format!("/proc/{pid}")) {
+            use std::os::unix::fs::MetadataExt;
+            let _ = nix::unistd::fchown(&slave, Some(owner.uid().into()), None);
+        }
+        Ok((master, slave))
     }
 }
 
