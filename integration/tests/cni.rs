@@ -202,6 +202,67 @@ fn iptables_lines() -> Vec<String> {
     out
 }
 
+/// portmap keeps shared chains (`CNI-HOSTPORT-*`, and jumps to them from the nat base
+/// chains) for every pod and never removes them, as under containerd. A test that runs
+/// it holds this guard: one such test at a time, and when it ends the host gets back
+/// what it had: the chains and jumps go, and the `nat` tables iptables made for them
+/// if there were none before.
+struct PortmapHost {
+    _one: tokio::sync::MutexGuard<'static, ()>,
+    had_chains: bool,
+    had_tables: [bool; 2],
+}
+
+static PORTMAP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const NAT_TABLES: [(&str, &str); 2] = [("iptables", "ip"), ("ip6tables", "ip6")];
+
+impl PortmapHost {
+    async fn take() -> Self {
+        let one = PORTMAP.lock().await;
+        let had_tables = NAT_TABLES.map(|(_, family)| {
+            std::process::Command::new("nft")
+                .args(["list", "table", family, "nat"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        let had_chains = iptables_lines().iter().any(|l| l.contains("CNI-HOSTPORT"));
+        PortmapHost { _one: one, had_chains, had_tables }
+    }
+}
+
+impl Drop for PortmapHost {
+    fn drop(&mut self) {
+        if self.had_chains {
+            return;
+        }
+        let run = |cmd: String| {
+            let _ = std::process::Command::new("sh").arg("-c").arg(cmd).status();
+        };
+        for ((tool, family), had_table) in NAT_TABLES.into_iter().zip(self.had_tables) {
+            let save =
+                std::process::Command::new(format!("{tool}-save")).args(["-t", "nat"]).output();
+            let text =
+                save.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            // Jumps from the base chains first, then the chains themselves.
+            for rule in text.lines().filter(|l| l.starts_with("-A ") && l.contains("CNI-HOSTPORT"))
+            {
+                if !rule["-A ".len()..].starts_with("CNI-HOSTPORT") {
+                    run(format!("{tool} -t nat -D {}", &rule["-A ".len()..]));
+                }
+            }
+            for chain in text.lines().filter_map(|l| l.strip_prefix(':')) {
+                let name = chain.split_whitespace().next().unwrap_or_default();
+                if name.starts_with("CNI-HOSTPORT") {
+                    run(format!("{tool} -t nat -F {name}; {tool} -t nat -X {name}"));
+                }
+            }
+            if !had_table {
+                run(format!("nft delete table {family} nat"));
+            }
+        }
+    }
+}
+
 fn veth_on(bridge: &str) -> Vec<String> {
     std::fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
         .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
@@ -330,6 +391,7 @@ async fn two_pods_with_busybox_reach_each_other() {
 
 #[tokio::test]
 async fn host_port_through_portmap() {
+    let host = PortmapHost::take().await;
     let env = NetEnv::new();
     let cni = Cni::new(&env);
     cni.write_conf(
@@ -363,18 +425,24 @@ async fn host_port_through_portmap() {
     let after = iptables_lines();
     let ours: Vec<&String> = after.iter().filter(|l| l.contains(&id)).collect();
     assert!(ours.is_empty(), "portmap rules left: {ours:?}");
-    // Only portmap's shared CNI-HOSTPORT-* chains may be new (it keeps them for all pods).
-    let new_chains: Vec<&String> = after
+    cni.assert_no_leaks(&env, &b).await;
+    // portmap's shared chains (and the nat tables made for them) go with the test: the
+    // host has no chain it did not have before.
+    drop(host);
+    let chain = |l: &String| l.split_whitespace().next().unwrap_or_default().to_string();
+    let had: Vec<String> = before.iter().filter(|l| l.starts_with(':')).map(chain).collect();
+    let new_chains: Vec<String> = iptables_lines()
         .iter()
-        .filter(|l| l.starts_with(':') && !before.contains(l))
-        .filter(|l| !l.starts_with(":CNI-HOSTPORT-"))
+        .filter(|l| l.starts_with(':'))
+        .map(chain)
+        .filter(|c| !had.contains(c))
         .collect();
     assert!(new_chains.is_empty(), "iptables chains left: {new_chains:?}");
-    cni.assert_no_leaks(&env, &b).await;
 }
 
 #[tokio::test]
 async fn del_on_stop_and_from_the_cache_after_a_restart() {
+    let _host = PortmapHost::take().await;
     let env = NetEnv::new();
     let cni = Cni::new(&env);
     cni.write_conf(
