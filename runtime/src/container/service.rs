@@ -606,27 +606,12 @@ impl Containers {
         .flatten();
         match state {
             Some(s) => observed(&s),
+            // The shim's exit file, else (the volatile state went with a reboot) the exit
+            // berthd recorded when it saw it.
             None => match read_exit(&self.shim_paths(&rec.pod_id), &rec.id) {
-                Ok(Some(e)) => Observed {
-                    status: Status::Stopped,
-                    pid: 0,
-                    started_at: e.started_at_ns,
-                    finished_at: e.finished_at_ns,
-                    exit_code: e.exit_code,
-                    oom_killed: e.oom_killed,
-                    unknown: false,
-                },
-                // Seen before the volatile state went (a reboot): as recorded.
+                Ok(Some(e)) => exited(&e),
                 _ => match &rec.exit {
-                    Some(e) => Observed {
-                        status: Status::Stopped,
-                        pid: 0,
-                        started_at: e.started_at_ns,
-                        finished_at: e.finished_at_ns,
-                        exit_code: e.exit_code,
-                        oom_killed: e.oom_killed,
-                        unknown: false,
-                    },
+                    Some(e) => exited(e),
                     None => Observed {
                         status: Status::Stopped,
                         pid: 0,
@@ -857,6 +842,19 @@ impl Containers {
         .await
         .map_err(internal)?;
         Ok(())
+    }
+}
+
+/// What a recorded exit says.
+fn exited(e: &crate::shim::ExitRecord) -> Observed {
+    Observed {
+        status: Status::Stopped,
+        pid: 0,
+        started_at: e.started_at_ns,
+        finished_at: e.finished_at_ns,
+        exit_code: e.exit_code,
+        oom_killed: e.oom_killed,
+        unknown: false,
     }
 }
 
