@@ -359,14 +359,7 @@ impl Cni {
                 .map_err(NetworkError::Plugin);
         }
         for (path, entry) in cached {
-            let Value::Object(obj) = entry.config.clone() else {
-                return Err(NetworkError::Plugin(format!(
-                    "CNI cache {} holds no plugin list",
-                    path.display()
-                )));
-            };
-            let list = NetworkList::from_list(&entry.config_file, obj)
-                .map_err(|e| NetworkError::Plugin(format!("CNI cache {}: {e}", path.display())))?;
+            let list = cached_list(&path, &entry)?;
             let binaries = self.binaries(&list).map_err(NetworkError::NotReady)?;
             let args = request::cni_args_string(&entry.cni_args);
             let inv = Invocation {
@@ -394,14 +387,7 @@ impl Cni {
         let Some((path, entry)) = cached.into_iter().next() else {
             return Err(NetworkError::NotFound(format!("no CNI attachment of pod {pod_id}")));
         };
-        let Value::Object(obj) = entry.config.clone() else {
-            return Err(NetworkError::Plugin(format!(
-                "CNI cache {} holds no list",
-                path.display()
-            )));
-        };
-        let list = NetworkList::from_list(&entry.config_file, obj)
-            .map_err(|e| NetworkError::Plugin(format!("CNI cache {}: {e}", path.display())))?;
+        let list = cached_list(&path, &entry)?;
         if !version_at_least(&list.cni_version, (0, 4, 0)) {
             return Err(NetworkError::InvalidArgument(format!(
                 "CNI CHECK needs cniVersion 0.4.0 or later; network {:?} is {}",
@@ -441,6 +427,19 @@ impl Cni {
         }
         Ok(())
     }
+}
+
+/// The plugin list an ADD used, as its cache entry at `path` keeps it (DEL and CHECK run
+/// that list, not the current config).
+fn cached_list(path: &Path, entry: &CacheEntry) -> Result<NetworkList> {
+    let Value::Object(obj) = entry.config.clone() else {
+        return Err(NetworkError::Plugin(format!(
+            "CNI cache {} holds no plugin list",
+            path.display()
+        )));
+    };
+    NetworkList::from_list(&entry.config_file, obj)
+        .map_err(|e| NetworkError::Plugin(format!("CNI cache {}: {e}", path.display())))
 }
 
 fn version_at_least(v: &str, min: (u32, u32, u32)) -> bool {
