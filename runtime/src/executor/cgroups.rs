@@ -99,11 +99,17 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
 }
 
 /// Creates `rel` under `h`, copying cpuset.cpus/mems into every new cpuset level
-/// (a v1 cpuset cgroup with empty sets refuses tasks).
+/// (a v1 cpuset cgroup with empty sets refuses tasks). On v2 the controllers each level
+/// has are enabled for its children on the way down (`cgroup.subtree_control`): a
+/// controller not enabled there gives the container's cgroup none of its files, and
+/// its limits would not exist.
 fn create_dir(h: &Hierarchy, rel: &Path) -> Result<PathBuf> {
     let mut dir = h.mount.clone();
     for comp in rel.components() {
         let parent = dir.clone();
+        if h.v2 {
+            delegate_controllers(&parent)?;
+        }
         dir.push(comp);
         match fs::create_dir(&dir) {
             Ok(()) => {}
@@ -122,13 +128,42 @@ fn create_dir(h: &Hierarchy, rel: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The v2 controllers berth sets limits with or reads stats from.
+const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids", "io", "hugetlb"];
+
+/// Enables for `dir`'s children every controller of [`V2_CONTROLLERS`] that `dir` has and
+/// has not enabled yet. A hybrid host's v2 tree has none, and nothing is written.
+pub fn delegate_controllers(dir: &Path) -> Result<()> {
+    let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+    let wanted: Vec<String> = available
+        .split_whitespace()
+        .filter(|c| V2_CONTROLLERS.contains(c) && !enabled.split_whitespace().any(|e| e == *c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    // A cgroup with processes of its own cannot delegate (v2's no-internal-processes
+    // rule): that is a host set-up berth must not paper over.
+    write(dir, "cgroup.subtree_control", &wanted.join(" "))
+}
+
+/// The v1 controllers mounted: on a hybrid host they carry the limits and device rules,
+/// and the v2 tree only tracks the process.
+fn v1_controllers(hs: &[Hierarchy]) -> Vec<String> {
+    hs.iter().filter(|h| !h.v2).flat_map(|h| h.controllers.iter().cloned()).collect()
+}
+
 /// Creates the cgroup `path` in every hierarchy, applies `resources` and moves `pid` in.
 pub fn create_and_place(path: &Path, pid: i32, resources: Option<&LinuxResources>) -> Result<()> {
     let rel = check_path(path)?;
-    for h in hierarchies()? {
-        let dir = create_dir(&h, &rel)?;
+    let hs = hierarchies()?;
+    let v1 = v1_controllers(&hs);
+    for h in &hs {
+        let dir = create_dir(h, &rel)?;
         if let Some(r) = resources {
-            apply(&h, &dir, r)?;
+            apply(h, &dir, r, &v1)?;
         }
         write(&dir, "cgroup.procs", &pid.to_string())?;
     }
@@ -147,10 +182,11 @@ pub fn join_self(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `resources` into the files of `h`'s controllers.
-pub fn apply(h: &Hierarchy, dir: &Path, r: &LinuxResources) -> Result<()> {
+/// Writes `resources` into the files of `h`'s controllers. `v1` are the controllers a
+/// v1 hierarchy carries: on v2, what none of them carries must take effect or fail.
+pub fn apply(h: &Hierarchy, dir: &Path, r: &LinuxResources, v1: &[String]) -> Result<()> {
     if h.v2 {
-        apply_v2(dir, r)?;
+        apply_v2(dir, r, v1)?;
         if let Some(unified) = r.unified() {
             for (k, v) in unified {
                 if k.contains('/') || k.starts_with('.') {
@@ -230,56 +266,89 @@ pub fn apply(h: &Hierarchy, dir: &Path, r: &LinuxResources) -> Result<()> {
     Ok(())
 }
 
-/// The v1-style values translated to cgroup v2 files, as runc does. A controller not
-/// enabled for this cgroup has no files: on a hybrid host the v2 tree is empty and the
-/// v1 hierarchies carry the limits.
-fn apply_v2(dir: &Path, r: &LinuxResources) -> Result<()> {
-    let has = |file: &str| dir.join(file).exists();
+/// The v1-style values translated to cgroup v2 files, as runc does. On a hybrid host the
+/// v2 tree has no controllers and the v1 hierarchies (`v1`) carry the limits; a limit no
+/// v1 hierarchy carries must be written here, and a missing file (the controller not
+/// enabled for this cgroup) is an error naming it rather than a limit dropped.
+fn apply_v2(dir: &Path, r: &LinuxResources, v1: &[String]) -> Result<()> {
+    let carried = |ctrl: &str| v1.iter().any(|c| c == ctrl);
+    let has = |ctrl: &str, file: &str| -> Result<bool> {
+        if dir.join(file).exists() {
+            Ok(true)
+        } else if carried(ctrl) {
+            Ok(false)
+        } else {
+            Err(Error(format!(
+                "cgroup: {file} is missing in {} (the {ctrl} controller is not enabled there); \
+                 the container's {ctrl} limit cannot be applied",
+                dir.display()
+            )))
+        }
+    };
     if let Some(m) = r.memory() {
-        if let Some(limit) = m.limit().filter(|_| has("memory.max")) {
-            write(dir, "memory.max", &v2_limit(limit))?;
-            // v1's memsw limit is memory + swap; v2 limits swap alone.
-            if let Some(swap) = m.swap().filter(|_| has("memory.swap.max")) {
-                let v =
-                    if swap < 0 { "max".to_string() } else { (swap - limit).max(0).to_string() };
-                write(dir, "memory.swap.max", &v)?;
+        if let Some(limit) = m.limit() {
+            if has("memory", "memory.max")? {
+                write(dir, "memory.max", &v2_limit(limit))?;
+                // v1's memsw limit is memory + swap; v2 limits swap alone. A kernel
+                // without swap accounting has no memory.swap.max, and no swap to limit.
+                if let Some(swap) = m.swap().filter(|_| dir.join("memory.swap.max").exists()) {
+                    let v = if swap < 0 {
+                        "max".to_string()
+                    } else {
+                        (swap - limit).max(0).to_string()
+                    };
+                    write(dir, "memory.swap.max", &v)?;
+                }
             }
         }
-        if let Some(res) = m.reservation().filter(|_| has("memory.low")) {
-            write(dir, "memory.low", &v2_limit(res))?;
+        if let Some(res) = m.reservation() {
+            if has("memory", "memory.low")? {
+                write(dir, "memory.low", &v2_limit(res))?;
+            }
         }
     }
     if let Some(c) = r.cpu() {
-        if let Some(shares) = c.shares().filter(|_| has("cpu.weight")) {
-            write(
-                dir,
-                "cpu.weight",
-                &crate::sandbox::cgroup::shares_to_weight(shares as i64).to_string(),
-            )?;
+        if let Some(shares) = c.shares() {
+            if has("cpu", "cpu.weight")? {
+                let weight = crate::sandbox::cgroup::shares_to_weight(shares as i64);
+                write(dir, "cpu.weight", &weight.to_string())?;
+            }
         }
-        if has("cpu.max") && (c.quota().is_some() || c.period().is_some()) {
+        if (c.quota().is_some() || c.period().is_some()) && has("cpu", "cpu.max")? {
             let quota = c.quota().filter(|q| *q > 0).map_or("max".to_string(), |q| q.to_string());
             let period = c.period().unwrap_or(100_000);
             write(dir, "cpu.max", &format!("{quota} {period}"))?;
         }
-        if let Some(cpus) = c.cpus().as_deref().filter(|s| !s.is_empty() && has("cpuset.cpus")) {
-            write(dir, "cpuset.cpus", cpus)?;
+        if let Some(cpus) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
+            if has("cpuset", "cpuset.cpus")? {
+                write(dir, "cpuset.cpus", cpus)?;
+            }
         }
-        if let Some(mems) = c.mems().as_deref().filter(|s| !s.is_empty() && has("cpuset.mems")) {
-            write(dir, "cpuset.mems", mems)?;
+        if let Some(mems) = c.mems().as_deref().filter(|s| !s.is_empty()) {
+            if has("cpuset", "cpuset.mems")? {
+                write(dir, "cpuset.mems", mems)?;
+            }
         }
     }
-    if let Some(p) = r.pids().filter(|_| has("pids.max")) {
-        let v = if p.limit() > 0 { p.limit().to_string() } else { "max".into() };
-        write(dir, "pids.max", &v)?;
+    if let Some(p) = r.pids() {
+        if has("pids", "pids.max")? {
+            let v = if p.limit() > 0 { p.limit().to_string() } else { "max".into() };
+            write(dir, "pids.max", &v)?;
+        }
     }
     for l in r.hugepage_limits().iter().flatten() {
         if l.page_size().contains('/') {
             return Err(Error(format!("cgroup: bad hugepage size {:?}", l.page_size())));
         }
         let file = format!("hugetlb.{}.max", l.page_size());
-        if has(&file) {
+        if has("hugetlb", &file)? {
             write(dir, &file, &l.limit().to_string())?;
+        }
+    }
+    if let Some(rules) = r.devices().as_deref().filter(|d| !d.is_empty()) {
+        if !carried("devices") {
+            super::device_filter::apply(dir, rules)
+                .ctx(|| format!("cgroup: device rules for {}", dir.display()))?;
         }
     }
     Ok(())
@@ -296,10 +365,12 @@ fn v2_limit(v: i64) -> String {
 /// Applies `resources` to an existing cgroup (live update).
 pub fn update(path: &Path, resources: &LinuxResources) -> Result<()> {
     let rel = check_path(path)?;
-    for h in hierarchies()? {
+    let hs = hierarchies()?;
+    let v1 = v1_controllers(&hs);
+    for h in &hs {
         let dir = h.mount.join(&rel);
         if dir.is_dir() {
-            apply(&h, &dir, resources)?;
+            apply(h, &dir, resources, &v1)?;
         }
     }
     Ok(())
@@ -398,7 +469,7 @@ mod tests {
             )
             .build()
             .unwrap();
-        apply_v2(dir.path(), &r).unwrap();
+        apply_v2(dir.path(), &r, &["cpuset".to_string()]).unwrap();
         let read = |f: &str| fs::read_to_string(dir.path().join(f)).unwrap();
         assert_eq!(read("memory.max"), (64u64 << 20).to_string());
         assert_eq!(read("memory.swap.max"), (32u64 << 20).to_string());

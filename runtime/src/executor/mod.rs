@@ -31,6 +31,7 @@
 
 pub mod caps;
 pub mod cgroups;
+pub mod device_filter;
 pub mod mounts;
 pub mod seccomp;
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::spec::Resources;
 
-pub use crate::executor::cgroups::{parse_mountinfo, Hierarchy};
+pub use crate::executor::cgroups::{delegate_controllers, parse_mountinfo, Hierarchy};
 
 /// The cgroup hierarchies mounted in our mount namespace (from `/proc/self/mountinfo`),
 /// whose root is the hierarchy's root (`/`).
@@ -59,6 +59,11 @@ pub fn create(hs: &[Hierarchy], rel: &str) -> Result<Vec<PathBuf>, String> {
             let mut dir = h.mount.clone();
             for part in rel.split('/').filter(|p| !p.is_empty()) {
                 let parent = dir.clone();
+                if h.v2 {
+                    // Levels the kubelet made too: what is not delegated down to the pod
+                    // cgroup is missing in its containers' cgroups.
+                    delegate_controllers(&parent).map_err(|e| e.0)?;
+                }
                 dir.push(part);
                 match fs::create_dir(&dir) {
                     Ok(()) => {
@@ -69,9 +74,6 @@ pub fn create(hs: &[Hierarchy], rel: &str) -> Result<Vec<PathBuf>, String> {
                                 let v = fs::read_to_string(parent.join(f)).unwrap_or_default();
                                 let _ = fs::write(dir.join(f), v.trim());
                             }
-                        }
-                        if h.v2 {
-                            enable_v2_controllers(&parent);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -90,42 +92,42 @@ pub fn create(hs: &[Hierarchy], rel: &str) -> Result<Vec<PathBuf>, String> {
     }
 }
 
-/// On a v2 hierarchy, delegate the controllers the parent has to its children (best
-/// effort: an empty hybrid v2 tree has none, and that is fine).
-fn enable_v2_controllers(parent: &Path) {
-    let Ok(available) = fs::read_to_string(parent.join("cgroup.controllers")) else { return };
-    let wanted: Vec<String> = available
-        .split_whitespace()
-        .filter(|c| matches!(*c, "cpu" | "cpuset" | "memory" | "pids" | "io" | "hugetlb"))
-        .map(|c| format!("+{c}"))
-        .collect();
-    if !wanted.is_empty() {
-        let _ = fs::write(parent.join("cgroup.subtree_control"), wanted.join(" "));
-    }
-}
-
 /// Applies pod-level resources to the pod cgroup on each hierarchy that has the
-/// controller. Errors name the file.
+/// controller. On v2, a limit that no v1 hierarchy carries and whose controller the pod
+/// cgroup lacks is an error, not a limit dropped. Errors name the file.
 pub fn apply(hs: &[Hierarchy], rel: &str, r: &Resources) -> Result<(), String> {
     let write = |path: PathBuf, value: String| {
         fs::write(&path, &value).map_err(|e| format!("write {value:?} to {}: {e}", path.display()))
     };
+    let carried = |ctrl: &str| hs.iter().any(|h| !h.v2 && h.has(ctrl));
     for h in hs {
         let dir = h.mount.join(rel);
         if h.v2 {
             let controllers =
                 fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-            let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
-            if has("cpu") && (r.cpu_quota != 0 || r.cpu_period != 0) {
+            let has = |c: &str| -> Result<bool, String> {
+                if controllers.split_whitespace().any(|x| x == c) {
+                    Ok(true)
+                } else if carried(c) {
+                    Ok(false)
+                } else {
+                    Err(format!(
+                        "the {c} controller is not enabled in pod cgroup {}: its {c} limit \
+                         cannot be applied",
+                        dir.display()
+                    ))
+                }
+            };
+            if (r.cpu_quota != 0 || r.cpu_period != 0) && has("cpu")? {
                 let period = if r.cpu_period > 0 { r.cpu_period } else { 100_000 };
                 let quota =
                     if r.cpu_quota > 0 { r.cpu_quota.to_string() } else { "max".to_string() };
                 write(dir.join("cpu.max"), format!("{quota} {period}"))?;
             }
-            if has("cpu") && r.cpu_shares > 0 {
+            if r.cpu_shares > 0 && has("cpu")? {
                 write(dir.join("cpu.weight"), shares_to_weight(r.cpu_shares).to_string())?;
             }
-            if has("memory") && r.memory_limit > 0 {
+            if r.memory_limit > 0 && has("memory")? {
                 write(dir.join("memory.max"), r.memory_limit.to_string())?;
             }
         } else {
