@@ -130,9 +130,15 @@ impl NetEnv {
             .collect()
     }
 
-    /// Directories of this test's cgroup root that exist on any hierarchy.
+    /// Directories of this test's cgroup root that exist on any hierarchy: under each v1
+    /// hierarchy and the hybrid v2 tree (`/sys/fs/cgroup/<hierarchy>/<root>`), or in the
+    /// one v2 tree (`/sys/fs/cgroup/<root>`).
     pub fn cgroups(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
+        let unified = Path::new("/sys/fs/cgroup").join(&self.cgroup_root);
+        if unified.exists() {
+            found.push(unified);
+        }
         for entry in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
             let p = entry.path().join(&self.cgroup_root);
             if p.exists() {
@@ -155,7 +161,8 @@ impl NetEnv {
         assert!(mounts.is_empty(), "mounts leaked: {mounts:?}");
         // The kernel deletes a veth whose namespace died a little later.
         let mut ports = self.bridge_ports();
-        for _ in 0..100 {
+        let deadline = std::time::Instant::now() + crate::scaled(std::time::Duration::from_secs(2));
+        while std::time::Instant::now() < deadline {
             if ports.is_empty() {
                 break;
             }
@@ -204,7 +211,7 @@ impl Drop for NetEnv {
         // A test that failed half-way leaves container processes in its cgroups.
         let procs: Vec<PathBuf> =
             self.cgroups().iter().flat_map(|d| walk(d)).map(|d| d.join("cgroup.procs")).collect();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let deadline = std::time::Instant::now() + crate::scaled(std::time::Duration::from_secs(2));
         loop {
             let pids: Vec<i32> = procs
                 .iter()

@@ -60,7 +60,7 @@ boot() {
   qemu-system-x86_64 -accel "$accel_opt" -cpu max -smp "$cpus" -m "${BERTH_VM_MEM_MB:-3072}" \
     -nographic -no-reboot -serial "file:$lane/console" -monitor none \
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
-    -append "root=LABEL=berth-lane rw console=ttyS0 loglevel=5 panic=-1 berth.src=$src" \
+    -append "root=LABEL=berth-lane rw console=ttyS0 loglevel=5 systemd.show_status=false panic=-1 berth.src=$src" \
     -drive "file=$disk,if=virtio,format=qcow2,cache=unsafe" \
     -virtfs "local,path=$src,mount_tag=src,security_model=none,readonly=on" \
     -virtfs "local,path=$lane,mount_tag=lane,security_model=none" \

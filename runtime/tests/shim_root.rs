@@ -26,6 +26,17 @@ fn require_root() {
     );
 }
 
+/// The shim cargo built beside this test (`target/<profile>/berth-shim` from
+/// `target/<profile>/deps/<test>`), so a copy of both (the VM lane runs one) stays
+/// together; else the path cargo compiled in.
+fn shim_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("berth-shim")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_berth-shim")))
+}
+
 const APPLETS: &[&str] = &[
     "sh", "echo", "id", "cat", "sleep", "grep", "unshare", "true", "ls", "touch", "wc", "tail",
     "readlink", "hostname", "head", "env",
@@ -57,7 +68,7 @@ impl Fixture {
         .unwrap();
         fs::write(rootfs.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
         let paths = ShimPaths::from_dir(dir.path().join("shim"));
-        spawn(Path::new(env!("CARGO_BIN_EXE_berth-shim")), &paths).unwrap();
+        spawn(&shim_binary(), &paths).unwrap();
         let shim_pid: i32 = fs::read_to_string(paths.pid_file()).unwrap().trim().parse().unwrap();
         let cgroup = format!("/berth-test-{}-{name}", std::process::id());
         Fixture { dir, paths, shim_pid, cgroup, pins: Vec::new() }
@@ -337,25 +348,30 @@ fn memory_limit_ends_in_oom_kill() {
         .build()
         .unwrap();
     spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
-    let limit =
-        fs::read_to_string(format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", f.cgroup));
-    assert!(limit.is_err(), "cgroup exists before create");
+    // A cgroup v2 host has one tree; a v1 or hybrid host one per controller.
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let read = |ctrl: &str, v1_file: &str, v2_file: &str| {
+        let path = if v2 {
+            format!("/sys/fs/cgroup{}/{v2_file}", f.cgroup)
+        } else {
+            format!("/sys/fs/cgroup/{ctrl}{}/{v1_file}", f.cgroup)
+        };
+        fs::read_to_string(&path).map(|s| s.trim().to_string())
+    };
+    assert!(read("memory", "memory.limit_in_bytes", "memory.max").is_err(), "cgroup exists");
     let mut c = f.client();
     f.create(&mut c, "oom", &spec).unwrap();
-    let limit =
-        fs::read_to_string(format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", f.cgroup))
-            .unwrap();
-    assert_eq!(limit.trim(), (16u64 << 20).to_string());
-    let read = |ctrl: &str, file: &str| {
-        fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}{}/{file}", f.cgroup))
-            .map(|s| s.trim().to_string())
-    };
-    if Path::new("/sys/fs/cgroup/cpu").exists() {
-        assert_eq!(read("cpu", "cpu.shares").unwrap(), "512");
-        assert_eq!(read("cpu", "cpu.cfs_quota_us").unwrap(), "50000");
-    }
-    if Path::new("/sys/fs/cgroup/pids").exists() {
-        assert_eq!(read("pids", "pids.max").unwrap(), "64");
+    let memory = read("memory", "memory.limit_in_bytes", "memory.max").unwrap();
+    assert_eq!(memory, (16u64 << 20).to_string());
+    let pids = read("pids", "pids.max", "pids.max").unwrap();
+    assert_eq!(pids, "64");
+    if v2 {
+        // shares 512 is weight 20 (the OCI runtimes' conversion).
+        assert_eq!(read("cpu", "", "cpu.weight").unwrap(), "20");
+        assert_eq!(read("cpu", "", "cpu.max").unwrap(), "50000 100000");
+    } else {
+        assert_eq!(read("cpu", "cpu.shares", "").unwrap(), "512");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us", "").unwrap(), "50000");
     }
     c.start("oom").unwrap();
     let st = c.wait("oom").unwrap();
@@ -374,11 +390,7 @@ fn exits_are_kept_across_reconnects_and_the_shim_outlives_its_parent() {
     let paths2 = ShimPaths::from_dir(dir.path().join("shim2"));
     let mut berthd = std::process::Command::new("/bin/sh")
         .arg("-c")
-        .arg(format!(
-            "{} --dir {} && sleep 60",
-            env!("CARGO_BIN_EXE_berth-shim"),
-            paths2.dir().display()
-        ))
+        .arg(format!("{} --dir {} && sleep 60", shim_binary().display(), paths2.dir().display()))
         .spawn()
         .unwrap();
     let mut c2 = ShimClient::connect_timeout(&paths2, Duration::from_secs(5)).unwrap();

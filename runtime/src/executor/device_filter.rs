@@ -122,10 +122,16 @@ pub fn program(rules: &[LinuxDeviceCgroup]) -> Vec<Insn> {
         block.push(insn(ALU64_MOV_K, R0, 0, 0, i32::from(rule.allow())));
         block.push(insn(JMP_EXIT, 0, 0, 0, 0));
         let len = block.len();
+        let terminal = skips.is_empty();
         for i in skips {
             block[i].off = (len - i - 1) as i16;
         }
         p.extend(block);
+        if terminal {
+            // A rule matching every access decides them all: what would follow could
+            // never run, and the verifier refuses unreachable instructions.
+            return p;
+        }
     }
     p.push(insn(ALU64_MOV_K, R0, 0, 0, 0));
     p.push(insn(JMP_EXIT, 0, 0, 0, 0));
@@ -325,5 +331,36 @@ mod tests {
         let (_, rules) = crate::container::devices::devices(&Default::default(), true).unwrap();
         let p = program(&rules);
         assert_eq!(run(&p, DEV_BLOCK, ACC_READ | ACC_WRITE | ACC_MKNOD, 8, 0), 1);
+        assert_eq!(p.len(), 8, "nothing after the rule that matches all: {p:?}");
+    }
+
+    /// The kernel's verifier refuses a program with an instruction no path reaches.
+    #[test]
+    fn every_instruction_is_reachable() {
+        let rules = [
+            rule(false, LinuxDeviceType::A, None, "rwm"),
+            rule(true, LinuxDeviceType::C, Some((1, 3)), "rwm"),
+            rule(true, LinuxDeviceType::A, None, "rwm"),
+            rule(true, LinuxDeviceType::B, Some((8, 0)), "r"),
+        ];
+        for n in 0..=rules.len() {
+            let p = program(&rules[..n]);
+            let mut seen = vec![false; p.len()];
+            let mut todo = vec![0usize];
+            while let Some(pc) = todo.pop() {
+                if pc >= p.len() || std::mem::replace(&mut seen[pc], true) {
+                    continue;
+                }
+                match p[pc].code {
+                    JMP_EXIT => {}
+                    JMP_JEQ_K | JMP_JNE_K => {
+                        todo.push(pc + 1);
+                        todo.push(pc + 1 + p[pc].off as usize);
+                    }
+                    _ => todo.push(pc + 1),
+                }
+            }
+            assert!(seen.iter().all(|s| *s), "unreachable code for {n} rules: {p:?}");
+        }
     }
 }

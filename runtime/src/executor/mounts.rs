@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use std::os::fd::OwnedFd;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use oci_spec::runtime::{Mount, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
 use super::{cgroups, Ctx, Error, Result};
 
@@ -349,17 +349,35 @@ fn read_only_recursively(path: &Path) -> Result<()> {
         .map_err(|e| Error(format!("read-only recursively {}: {e}", path.display())))
 }
 
-/// A `cgroup` mount: a tmpfs with, for each host hierarchy, a bind of the container's
-/// own cgroup directory (so the container sees its cgroup as the root, v1-style).
+/// A `cgroup` mount. On a cgroup v2 host: the v2 filesystem itself, whose root is the
+/// container's cgroup when it has a cgroup namespace of its own (made after it was placed
+/// in its cgroup), else a bind of its cgroup directory. On a v1 or hybrid host: a tmpfs
+/// with, for each hierarchy, a bind of the container's own cgroup directory (so the
+/// container sees its cgroup as the root, v1-style).
 fn mount_cgroups(spec: &Spec, dst: &Path, opts: &MountOptions) -> Result<()> {
     ensure_target(dst, false)?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mnt(Some(Path::new("tmpfs")), dst, Some("tmpfs"), flags, Some("mode=755"))?;
     let rel = match spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
         Some(p) => cgroups::check_path(p)?,
         None => PathBuf::new(),
     };
-    for h in cgroups::hierarchies()? {
+    let hierarchies = cgroups::hierarchies()?;
+    if let [h] = hierarchies.as_slice() {
+        if h.v2 {
+            let ro = opts.flags & MsFlags::MS_RDONLY;
+            let own_ns =
+                spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|nss| {
+                    nss.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
+                });
+            if own_ns {
+                return mnt(Some(Path::new("cgroup2")), dst, Some("cgroup2"), flags | ro, None);
+            }
+            mnt(Some(&h.mount.join(&rel)), dst, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            return mnt(None, dst, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | ro, None);
+        }
+    }
+    mnt(Some(Path::new("tmpfs")), dst, Some("tmpfs"), flags, Some("mode=755"))?;
+    for h in hierarchies {
         let name = h.mount.file_name().map(PathBuf::from).unwrap_or_default();
         if name.as_os_str().is_empty() {
             continue;

@@ -80,6 +80,10 @@ pub fn create(hs: &[Hierarchy], rel: &str) -> Result<Vec<PathBuf>, String> {
                     Err(e) => return Err(format!("create cgroup {}: {e}", dir.display())),
                 }
             }
+            if h.v2 {
+                // The pod's containers are its children: they get the controllers ready.
+                delegate_controllers(&dir).map_err(|e| e.0)?;
+            }
         }
         Ok(())
     })();
