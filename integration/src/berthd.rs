@@ -56,6 +56,24 @@ pub struct Options {
     pub args: Vec<String>,
     /// Extra environment variables (e.g. crash points).
     pub env: Vec<(String, String)>,
+    /// berthd's directory (socket, log, `root/`, `state/`) when it must outlive the test
+    /// process, as across the VM lane's power cuts; default: a temporary one.
+    pub dir: Option<PathBuf>,
+}
+
+/// berthd's directory: a temporary one deleted with the harness, or one given to it.
+enum Dir {
+    Temp(TempDir),
+    Kept(PathBuf),
+}
+
+impl Dir {
+    fn path(&self) -> &Path {
+        match self {
+            Dir::Temp(t) => t.path(),
+            Dir::Kept(p) => p,
+        }
+    }
 }
 
 pub struct Berthd {
@@ -63,7 +81,7 @@ pub struct Berthd {
     /// answering berthd (HTTP/2 graceful close waits for the client's acknowledgement)
     /// even while the test thread blocks, as it must in `Drop`.
     io: Option<tokio::runtime::Runtime>,
-    dir: TempDir,
+    dir: Dir,
     child: Option<Child>,
     options: Options,
     runtime: RuntimeServiceClient<Channel>,
@@ -86,7 +104,15 @@ impl Berthd {
         if let Some(net) = &net {
             text.push_str(&format!("\n{}", net.config_toml()));
         }
-        let dir = tempfile::Builder::new().prefix("berth-it-").tempdir().expect("temp dir");
+        let dir = match &options.dir {
+            Some(p) => {
+                fs::create_dir_all(p).expect("berthd dir");
+                Dir::Kept(p.clone())
+            }
+            None => {
+                Dir::Temp(tempfile::Builder::new().prefix("berth-it-").tempdir().expect("temp dir"))
+            }
+        };
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

@@ -30,6 +30,20 @@ impl NetEnv {
         Self::with_prefix(24)
     }
 
+    /// The environment named `name` on `10.252.X.0/24`, the same in every process that
+    /// asks: for a test whose berthd outlives it (the VM lane's power cuts). No lock is
+    /// taken, so only a host that runs nothing else may use it.
+    pub fn fixed(x: u8, name: &str) -> Self {
+        NetEnv {
+            bridge: format!("bi-{name}"),
+            nft_table: format!("bi_{name}"),
+            x,
+            subnet: format!("10.252.{x}.0/24"),
+            cgroup_root: format!("berth-it-{name}"),
+            lock: PathBuf::new(),
+        }
+    }
+
     /// A fresh environment whose subnet is `10.252.X.0/<prefix>` (prefix >= 24).
     pub fn with_prefix(prefix: u8) -> Self {
         fs::create_dir_all(SUBNET_LOCKS).expect("subnet lock dir");

@@ -9,19 +9,20 @@
 # integration/vm/guest-tests.sh). Options:
 #   --disk FILE      the guest's disk: a qcow2 overlay over the cached image, made if
 #                    missing and kept (default: a fresh one, deleted after the run)
-#   --kill-on TEXT   cut the guest's power (kill QEMU) as soon as its output shows TEXT;
-#                    exits 0 when that happened
+#   --kill-on TEXT   cut the guest's power (kill QEMU) once its output shows TEXT (and
+#                    --kill-delay SECS more have passed); exits 0 when that happened
 #   --timeout SECS   kill the guest after this long (default 3600); exit status 124
 # Environment: BERTH_VM_ACCEL=kvm|tcg (default: KVM when a guest boots with it, else
 # TCG), BERTH_VM_CPUS (2), BERTH_VM_MEM_MB (3072), BERTH_VM_CACHE (target/vm).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
-disk= kill_on= timeout=3600
+disk= kill_on= kill_delay=0 timeout=3600
 while [ $# -gt 0 ]; do
   case $1 in
     --disk) disk=$2; shift 2 ;;
     --kill-on) kill_on=$2; shift 2 ;;
+    --kill-delay) kill_delay=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "lane.sh: unknown option $1" >&2; exit 2 ;;
@@ -44,9 +45,13 @@ cleanup() {
 trap cleanup EXIT
 printf '%q ' "$@" > "$lane/cmd"
 echo >> "$lane/cmd"
+# A throwaway disk need not survive QEMU (cache=unsafe: fastest); one kept across power
+# cuts must hold whatever the guest flushed (cache=writeback honours its flushes).
+cache_mode=writeback
 if [ -z "$disk" ]; then
   disk="$lane/disk.qcow2"
   fresh_disk=1
+  cache_mode=unsafe
 fi
 [ -f "$disk" ] || qemu-img create -q -f qcow2 -b "$image/disk.img" -F raw "$disk"
 
@@ -61,7 +66,7 @@ boot() {
     -nographic -no-reboot -serial "file:$lane/console" -monitor none \
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
     -append "root=LABEL=berth-lane rw console=ttyS0 loglevel=5 systemd.show_status=false panic=-1 berth.src=$src" \
-    -drive "file=$disk,if=virtio,format=qcow2,cache=unsafe" \
+    -drive "file=$disk,if=virtio,format=qcow2,cache=$cache_mode" \
     -virtfs "local,path=$src,mount_tag=src,security_model=none,readonly=on" \
     -virtfs "local,path=$lane,mount_tag=lane,security_model=none" \
     -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
@@ -113,7 +118,8 @@ deadline=$(( start + timeout ))
 status=
 while kill -0 "$qemu_pid" 2>/dev/null; do
   if [ -n "$kill_on" ] && grep -qF -- "$kill_on" "$lane/console"; then
-    echo "lane.sh: power cut at '$kill_on'" >&2
+    sleep "$kill_delay"
+    echo "lane.sh: power cut $kill_delay s after '$kill_on'" >&2
     stop_qemu
     status=0
     break

@@ -84,6 +84,26 @@ pub fn big_layer(spec: &BigImageSpec, index: usize) -> Result<Layer> {
     )
 }
 
+/// The files of layer `index` (paths as in the image) with the sha256 of each, for a
+/// check of what a container sees against what was pushed.
+pub fn big_layer_digests(spec: &BigImageSpec, index: usize) -> Vec<(String, String)> {
+    let layer =
+        big_layer(&BigImageSpec { compression: super::Compression::None, ..spec.clone() }, index)
+            .expect("rebuild layer");
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(&layer.blob[..]);
+    for entry in archive.entries().expect("tar entries") {
+        let mut entry = entry.expect("tar entry");
+        if entry.header().entry_type().is_file() {
+            let path = entry.path().expect("path").display().to_string();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).expect("read entry");
+            out.push((path, super::layer::sha256_digest(&data)));
+        }
+    }
+    out
+}
+
 /// Builds and pushes the image described by `spec` under `repo:tag`.
 pub fn push_big_image(
     client: &RegistryClient,
