@@ -118,14 +118,26 @@ pub struct ImageConfig {
     pub max_layer_bytes: u64,
     /// Refuse a layer with more than this many entries.
     pub max_layer_entries: u64,
+    /// Refuse a layer that unpacks to more than this many times the compressed bytes
+    /// read so far (a decompression bomb), once past `expansion_floor_bytes`; 0: off.
+    pub max_expansion_ratio: u64,
+    /// Unpacked bytes any layer may reach before `max_expansion_ratio` applies.
+    pub expansion_floor_bytes: u64,
+    /// Refuse to go on unpacking when the filesystem under `root` has less than this
+    /// many bytes available; 0: off.
+    pub min_free_bytes: u64,
 }
 
 impl Default for ImageConfig {
     fn default() -> Self {
+        let expansion = berth_runtime::snapshot::ExpansionLimits::default();
         Self {
             pull_progress_timeout_secs: 60,
             max_layer_bytes: 64 << 30,
             max_layer_entries: 10_000_000,
+            max_expansion_ratio: expansion.max_ratio,
+            expansion_floor_bytes: expansion.floor_bytes,
+            min_free_bytes: expansion.min_free_bytes,
         }
     }
 }
@@ -609,6 +621,33 @@ mod tests {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn layer_bounds() {
+        let d = Config::default().image;
+        assert_eq!(
+            (d.max_expansion_ratio, d.expansion_floor_bytes, d.min_free_bytes),
+            (100, 512 << 20, 1 << 30)
+        );
+        let t = Config::default_toml();
+        for key in [
+            "max_expansion_ratio = 100\n",
+            "expansion_floor_bytes = 536870912\n",
+            "min_free_bytes = 1073741824\n",
+        ] {
+            assert!(t.contains(key), "{key} missing from {t}");
+        }
+        let c = parse("[image]\nmax_expansion_ratio = 0\nmin_free_bytes = 0\n").unwrap();
+        assert_eq!((c.image.max_expansion_ratio, c.image.min_free_bytes), (0, 0));
+        for key in ["max_expansion_ratio", "expansion_floor_bytes", "min_free_bytes"] {
+            for value in ["-1", "\"big\"", "1.5"] {
+                let err = parse(&format!("[image]\n{key} = {value}")).unwrap_err().to_string();
+                assert!(err.contains(&format!("`image.{key}`")), "{key} = {value}: {err}");
+            }
+        }
+        let err = parse("[image]\nmax_expansion = 5").unwrap_err().to_string();
+        assert!(err.contains("`image.max_expansion`"), "{err}");
     }
 
     #[test]

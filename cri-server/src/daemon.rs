@@ -11,7 +11,7 @@ use berth_runtime::image::registry::{HostSettings, RegistrySettings};
 use berth_runtime::image::{ImageSettings, Images};
 use berth_runtime::metadata::MetadataStore;
 use berth_runtime::sandbox::Sandboxes;
-use berth_runtime::snapshot::UnpackLimits;
+use berth_runtime::snapshot::{ExpansionLimits, UnpackLimits};
 use berth_runtime::{Layout, StateLock};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -195,6 +195,11 @@ fn image_settings(config: &Config) -> anyhow::Result<ImageSettings> {
         unpack_limits: UnpackLimits {
             max_bytes: config.image.max_layer_bytes,
             max_entries: config.image.max_layer_entries,
+        },
+        expansion_limits: ExpansionLimits {
+            max_ratio: config.image.max_expansion_ratio,
+            floor_bytes: config.image.expansion_floor_bytes,
+            min_free_bytes: config.image.min_free_bytes,
         },
     })
 }

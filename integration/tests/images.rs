@@ -2,7 +2,9 @@
 //! through registry mirrors, as a node configured for a local mirror would.
 
 use berth_integration::oci_image::images;
-use berth_integration::oci_image::{Compression, Image, Layer, ManifestFormat, Platform};
+use berth_integration::oci_image::{
+    sha256_digest, Compression, Image, Layer, ManifestFormat, Platform,
+};
 use berth_integration::registry::{BlobFault, Registry, RegistryOptions};
 use berth_integration::{Berthd, Options};
 use berth_proto::*;
@@ -389,6 +391,55 @@ async fn a_layer_bomb_is_refused() {
     assert_no_partial_state(&berthd);
 }
 
+/// A gzip layer of one file of `size` zeros, compressed hard (a real bomb is): about
+/// 1000x smaller than what it unpacks to.
+fn zeros_bomb(size: usize) -> Layer {
+    use std::io::Write;
+    let tar = raw_tar(&[("zeros", b'0', &vec![0u8; size], "")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&tar).unwrap();
+    let media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+    Layer::raw(gz.finish().unwrap(), media_type, Some(sha256_digest(&tar)))
+}
+
+#[tokio::test]
+async fn a_decompression_bomb_is_refused_and_leaves_nothing() {
+    let registry = Registry::start(RegistryOptions::default());
+    let bomb = zeros_bomb(64 << 20);
+    assert!(bomb.blob.len() < 256 << 10, "{}", bomb.blob.len());
+    let pushed = Image::new().layer(bomb).push(&registry.client(), "library/zbomb", "v1").unwrap();
+    images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
+    // The default ratio (100x), past a floor small enough to keep the test fast.
+    let berthd = berthd_for(&registry, "[image]\nexpansion_floor_bytes = 1048576\n").await;
+
+    let err = pull(&berthd, "zbomb:v1").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unknown, "{err:?}");
+    let layer = &pushed.layers[0].digest;
+    assert!(
+        err.message().contains(&format!("layer {layer}: unpacks to more than 100x")),
+        "{err:?}"
+    );
+    assert!(list(&berthd).await.is_empty());
+    assert!(status(&berthd, "zbomb:v1").await.is_none());
+    assert!(layer_dirs(&berthd).is_empty(), "{:?}", layer_dirs(&berthd));
+    assert_eq!(blobs(&berthd), 0, "manifest or config of a refused image kept");
+    assert_no_partial_state(&berthd);
+
+    // A real image, past the same floor, compresses far less and still pulls.
+    pull(&berthd, "busybox").await.unwrap();
+    assert_eq!(list(&berthd).await.len(), 1);
+    drop(berthd);
+
+    // A filesystem that cannot keep min_free_bytes free refuses even a small layer.
+    let berthd = berthd_for(&registry, "[image]\nmin_free_bytes = 9223372036854775807\n").await;
+    let err = pull(&berthd, "busybox").await.unwrap_err();
+    assert!(err.message().contains("image.min_free_bytes"), "{err:?}");
+    assert!(err.message().contains("layer sha256:"), "{err:?}");
+    assert!(list(&berthd).await.is_empty());
+    assert!(layer_dirs(&berthd).is_empty());
+    assert_no_partial_state(&berthd);
+}
+
 #[tokio::test]
 async fn remove_by_tag_deletes_the_image_and_its_layers() {
     let registry = Registry::start(RegistryOptions::default());
@@ -612,7 +663,8 @@ async fn a_full_disk_fails_the_pull_cleanly_and_a_pull_that_fits_still_works() {
     let big =
         push_big_image(&registry.client(), "library/big", "3x12", &BigImageSpec::new(7, 3, 12))
             .unwrap();
-    let berthd = berthd_for(&registry, "").await;
+    // No free-space floor: this is about what a write that fails with ENOSPC leaves.
+    let berthd = berthd_for(&registry, "[image]\nmin_free_bytes = 0\n").await;
     let disk = FullDisk::over_snapshots(&berthd, "6m");
 
     // 12 MiB of layers onto 6 MiB: the error says why, and nothing of it stays.

@@ -9,7 +9,10 @@ use super::registry::{Credentials, Registries, RegistryError};
 use crate::content::ContentStore;
 use crate::digest::{Digest, Hasher};
 use crate::snapshot::layers::{disk_usage, LayerStore};
-use crate::snapshot::{decompress, unpack_layer, UnpackLimits};
+use crate::snapshot::{
+    decompress, unpack_layer_bounded, CompressedCount, ExpansionGuard, ExpansionLimits,
+    UnpackLimits,
+};
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use std::io::{self, Read};
@@ -51,6 +54,7 @@ pub struct Puller<'a> {
     pub content: &'a ContentStore,
     pub layers: &'a LayerStore,
     pub limits: UnpackLimits,
+    pub expansion: ExpansionLimits,
     pub platform: &'a NodePlatform,
     pub layer_locks: &'a super::locks::KeyedLocks,
     /// Every byte received from a registry is added here (for the metrics).
@@ -196,19 +200,20 @@ impl Puller<'_> {
             let media_type = layer.media_type.clone();
             let dest = pending.fs_path();
             let limits = self.limits;
+            let expansion = self.expansion;
             crate::traced::spawn_blocking(move || -> Result<(Digest, u64), String> {
                 let _span = tracing::info_span!("layer.unpack", media_type = %media_type).entered();
-                let reader = HashingReader {
+                let count = CompressedCount::default();
+                let reader = count.reader(HashingReader {
                     inner: ChannelReader { rx, buf: Bytes::new() },
                     hasher: compressed,
-                };
+                });
                 let tar = decompress(&media_type, reader).map_err(|e| e.to_string())?;
                 let mut tar = DiffReader { inner: tar, hasher: Hasher::default() };
-                let stats = unpack_layer(&mut tar, &dest, &limits).map_err(|e| e.to_string())?;
-                // The diff id covers the whole stream, trailing padding included; the
-                // drain is bounded so padding cannot become a CPU bomb.
-                io::copy(&mut (&mut tar).take(limits.max_bytes), &mut io::sink())
-                    .map_err(|e| format!("reading layer: {e}"))?;
+                let guard = ExpansionGuard::new(expansion, count, dest.clone());
+                // unpack_layer drains the trailing padding too: the diff id covers it.
+                let stats = unpack_layer_bounded(&mut tar, &dest, &limits, Some(guard))
+                    .map_err(|e| e.to_string())?;
                 Ok((tar.hasher.finish(), stats.bytes))
             })
         };

@@ -12,7 +12,7 @@ use crate::digest::Digest;
 use crate::metadata::{MetadataError, MetadataStore};
 use crate::snapshot::layers::LayerStore;
 use crate::snapshot::rootfs::{RootfsDirs, RootfsRecord};
-use crate::snapshot::UnpackLimits;
+use crate::snapshot::{ExpansionLimits, UnpackLimits};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +37,7 @@ pub enum ImageError {
 pub struct ImageSettings {
     pub registry: RegistrySettings,
     pub unpack_limits: UnpackLimits,
+    pub expansion_limits: ExpansionLimits,
 }
 
 pub struct Images {
@@ -47,6 +48,7 @@ pub struct Images {
     rootfs: RootfsDirs,
     registries: Registries,
     limits: UnpackLimits,
+    expansion: ExpansionLimits,
     platform: NodePlatform,
     pull_locks: KeyedLocks,
     layer_locks: KeyedLocks,
@@ -78,6 +80,7 @@ impl Images {
             rootfs,
             registries: Registries::new(settings.registry),
             limits: settings.unpack_limits,
+            expansion: settings.expansion_limits,
             platform: NodePlatform::current(),
             pull_locks: KeyedLocks::default(),
             layer_locks: KeyedLocks::default(),
@@ -128,6 +131,7 @@ impl Images {
             content: &self.content,
             layers: &self.layers,
             limits: self.limits,
+            expansion: self.expansion,
             platform: &self.platform,
             layer_locks: &self.layer_locks,
             received: &self.pulled_bytes,
@@ -410,6 +414,7 @@ mod tests {
         let settings = ImageSettings {
             registry: RegistrySettings::default(),
             unpack_limits: UnpackLimits::default(),
+            expansion_limits: ExpansionLimits::default(),
         };
         Images::open(root, meta, settings).unwrap()
     }

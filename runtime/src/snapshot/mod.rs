@@ -2,9 +2,11 @@
 
 mod beneath;
 pub mod decompress;
+pub mod expansion;
 pub mod layers;
 pub mod rootfs;
 pub mod unpack;
 
 pub use decompress::{decompress, Compression, DecompressError};
-pub use unpack::{unpack_layer, UnpackError, UnpackLimits, UnpackStats};
+pub use expansion::{CompressedCount, ExpansionError, ExpansionGuard, ExpansionLimits};
+pub use unpack::{unpack_layer, unpack_layer_bounded, UnpackError, UnpackLimits, UnpackStats};

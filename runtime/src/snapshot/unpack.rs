@@ -30,9 +30,12 @@
 //!   the limit — and refused up front when an entry's declared size alone exceeds what
 //!   is left. Tar metadata (headers, PAX records, GNU long names, skipped data of non-file
 //!   entries) between two entries may not exceed [`METADATA_WINDOW`] bytes, so a huge PAX
-//!   record cannot make the tar parser buffer gigabytes.
+//!   record cannot make the tar parser buffer gigabytes. [`unpack_layer_bounded`] also
+//!   checks an [`ExpansionGuard`] (expansion ratio, free space) as bytes are read and
+//!   written; unpacked bytes are the larger of tar bytes read and content written, so
+//!   sparse holes count too.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -45,6 +48,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Timespec, Ti
 use rustix::io::Errno;
 
 use super::beneath::{self, WalkError};
+use super::expansion::{ExpansionError, ExpansionGuard};
 
 /// Bytes of tar metadata allowed between the end of one entry's content and the start of
 /// the next: generous for PAX records full of xattrs, far too small to hurt.
@@ -104,6 +108,8 @@ pub enum UnpackError {
     TooManyEntries { path: String, limit: u64 },
     #[error("layer entry {path:?}: {op}: {source}")]
     Io { path: String, op: String, source: io::Error },
+    #[error(transparent)]
+    Expansion(ExpansionError),
 }
 
 impl UnpackError {
@@ -129,8 +135,8 @@ impl UnpackError {
 /// earlier one of the same name (a directory over a directory only updates its metadata).
 /// Must run as root (it sets owners, makes device nodes and sets `trusted.*` xattrs).
 ///
-/// Reading stops at the tar end-of-archive marker; a caller verifying the blob digest
-/// must drain what follows itself.
+/// After the tar end-of-archive marker, `reader` is drained (at most `max_bytes` more)
+/// so that a caller hashing it sees the whole stream.
 ///
 /// On error `dest` is left partly written and the caller must delete it; the error names
 /// the offending entry and why. See the module docs for the safety rules.
@@ -139,11 +145,36 @@ pub fn unpack_layer(
     dest: &Path,
     limits: &UnpackLimits,
 ) -> Result<UnpackStats, UnpackError> {
+    unpack_layer_bounded(reader, dest, limits, None)
+}
+
+/// [`unpack_layer`], also refusing the layer as soon as `guard` does.
+pub fn unpack_layer_bounded(
+    reader: impl Read,
+    dest: &Path,
+    limits: &UnpackLimits,
+    guard: Option<ExpansionGuard>,
+) -> Result<UnpackStats, UnpackError> {
+    let meter = Rc::new(Meter { guard: RefCell::new(guard), ..Meter::default() });
+    let result = unpack_metered(reader, dest, limits, &meter);
+    // The guard trips inside a read, so the tar parser may have reported it as anything
+    // (a bad header, a short entry); what it refused is the true cause.
+    match meter.exceeded.take() {
+        Some(e) => Err(UnpackError::Expansion(e)),
+        None => result,
+    }
+}
+
+fn unpack_metered(
+    reader: impl Read,
+    dest: &Path,
+    limits: &UnpackLimits,
+    meter: &Rc<Meter>,
+) -> Result<UnpackStats, UnpackError> {
     let root = rfs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| UnpackError::Dest { path: dest.to_owned(), source: e.into() })?;
 
-    let meter = Rc::new(Meter::default());
-    let mut archive = tar::Archive::new(Metered { inner: reader, meter: Rc::clone(&meter) });
+    let mut archive = tar::Archive::new(Metered { inner: reader, meter: Rc::clone(meter) });
     let start = "<start of archive>".to_owned();
     let mut entries =
         archive.entries().map_err(|source| UnpackError::Read { after: start.clone(), source })?;
@@ -154,6 +185,7 @@ pub fn unpack_layer(
         stats: UnpackStats::default(),
         dir_times: Vec::new(),
         buf: vec![0; 128 << 10],
+        meter: Rc::clone(meter),
     };
     let mut last = start;
     loop {
@@ -177,19 +209,37 @@ pub fn unpack_layer(
         last = shown;
     }
     unpacker.apply_dir_times()?;
+    // Trailing padding still passes through the meter, so a bomb hidden after the
+    // end-of-archive marker meets the same bounds as one inside it.
+    let rest = &mut archive.into_inner().take(limits.max_bytes);
+    io::copy(rest, &mut io::sink())
+        .map_err(|source| UnpackError::Read { after: "<end of archive>".into(), source })?;
     Ok(unpacker.stats)
 }
 
 /// Counts bytes read from the tar stream and refuses to read past a limit, which the
-/// unpacker moves so that only bounded metadata can be read between entries.
+/// unpacker moves so that only bounded metadata can be read between entries; and feeds
+/// the expansion guard, if any.
 #[derive(Default)]
 struct Meter {
     consumed: Cell<u64>,
     limit: Cell<Option<u64>>,
     tripped: Cell<bool>,
+    guard: RefCell<Option<ExpansionGuard>>,
+    /// Why the guard refused the layer, once it has.
+    exceeded: RefCell<Option<ExpansionError>>,
 }
 
 impl Meter {
+    /// Tells the guard the layer has produced `unpacked` bytes.
+    fn grow_to(&self, unpacked: u64) -> Result<(), ExpansionError> {
+        let mut guard = self.guard.borrow_mut();
+        let Some(guard) = guard.as_mut() else { return Ok(()) };
+        guard.grow_to(unpacked).inspect_err(|e| {
+            self.exceeded.replace(Some(e.clone()));
+        })
+    }
+
     fn open_window(&self, bytes: u64) {
         self.limit.set(Some(self.consumed.get().saturating_add(bytes)));
     }
@@ -219,7 +269,9 @@ impl<R: Read> Read for Metered<R> {
             }
         };
         let n = self.inner.read(&mut buf[..allowed])?;
-        self.meter.consumed.set(consumed.saturating_add(n as u64));
+        let consumed = consumed.saturating_add(n as u64);
+        self.meter.consumed.set(consumed);
+        self.meter.grow_to(consumed).map_err(io::Error::other)?;
         Ok(n)
     }
 }
@@ -261,6 +313,7 @@ struct Unpacker {
     /// Directory mtimes are set last: creating entries inside a directory changes it.
     dir_times: Vec<(Vec<OsString>, Timestamps)>,
     buf: Vec<u8>,
+    meter: Rc<Meter>,
 }
 
 fn rejected(path: &str, reason: impl Into<String>) -> UnpackError {
@@ -480,6 +533,8 @@ impl Unpacker {
                 return Err(too_big());
             }
             left -= n;
+            // Sparse holes come from the tar parser, not the stream: count what is written.
+            self.meter.grow_to(self.stats.bytes + written + n).map_err(UnpackError::Expansion)?;
             file.write_all(&self.buf[..n as usize])
                 .map_err(|e| io_err(shown, "writing file", e))?;
             written += n;
@@ -781,5 +836,7 @@ fn apply_owner_mode_xattrs(
     Ok(())
 }
 
+#[cfg(test)]
+mod bomb_tests;
 #[cfg(test)]
 mod tests;
