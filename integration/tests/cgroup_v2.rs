@@ -135,3 +135,135 @@ async fn a_limit_the_host_cannot_apply_is_refused() {
     assert!(node.list_containers().await.is_empty(), "a half-made container is listed");
     node.remove_pod_and_check(&pod).await;
 }
+
+#[tokio::test]
+#[ignore = "needs a cgroup v2-only host: integration/vm/run-lane-tests.sh runs it"]
+async fn pressure_and_block_io_metrics_of_a_busy_container() {
+    require_v2();
+    /// `(some, full)` totals of a pressure file, in microseconds.
+    fn totals(text: &str) -> (u64, Option<u64>) {
+        let total = |kind: &str| {
+            let line = text.lines().find(|l| l.starts_with(kind))?;
+            line.split_whitespace().find_map(|kv| kv.strip_prefix("total="))?.parse().ok()
+        };
+        (total("some ").expect("a some line"), total("full "))
+    }
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("pressure", logs.path()).await;
+    let pod_dir = PathBuf::from("/sys/fs/cgroup")
+        .join(node.env.cgroup_parent("pressure").trim_start_matches('/'));
+    // 4 MiB written past the page cache, then a busy loop. The writes go to a host
+    // directory under /var/tmp: /tmp, where berthd's root is, may be a tmpfs.
+    let volume = tempfile::tempdir_in("/var/tmp").unwrap();
+    let script = "dd if=/dev/zero of=/data/direct bs=64k count=64 oflag=direct conv=fsync \
+                  2>/dev/null; while :; do :; done";
+    let mut cfg = busybox("busy", &["sh", "-c", script]);
+    cfg.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: volume.path().display().to_string(),
+        ..Default::default()
+    }];
+    let id = node.run(&pod, cfg).await;
+    let dir = pod_dir.join(&id);
+    let metrics = || async {
+        let pods = node
+            .berthd
+            .runtime()
+            .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_metrics;
+        let pod = pods.into_iter().find(|p| p.pod_sandbox_id == pod).expect("the pod's metrics");
+        let c = pod.container_metrics.into_iter().find(|c| c.container_id == id).expect("listed");
+        c.metrics
+    };
+    let value = |ms: &[Metric], name: &str| {
+        ms.iter().find(|m| m.name == name).map(|m| m.value.as_ref().map_or(0, |v| v.value))
+    };
+
+    let descriptors: Vec<String> = node
+        .berthd
+        .runtime()
+        .list_metric_descriptors(ListMetricDescriptorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .descriptors
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    for resource in ["cpu", "memory", "io"] {
+        for kind in ["waiting", "stalled"] {
+            let name = format!("container_pressure_{resource}_{kind}_seconds_total");
+            assert!(descriptors.contains(&name), "{name} undescribed");
+        }
+    }
+
+    // Block I/O: the writes are the container's where /var/tmp is on a block device (not
+    // on tmpfs or overlay).
+    let dev = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(volume.path()).unwrap().dev()
+    };
+    let on_disk =
+        Path::new(&format!("/sys/dev/block/{}:{}", libc::major(dev), libc::minor(dev))).exists();
+    assert!(dir.join("io.stat").exists(), "io is not delegated to {}", dir.display());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ms = metrics().await;
+        let io = [
+            "container_fs_reads_bytes_total",
+            "container_fs_writes_bytes_total",
+            "container_fs_reads_total",
+            "container_fs_writes_total",
+        ];
+        let fs: Vec<&Metric> = ms.iter().filter(|m| io.contains(&m.name.as_str())).collect();
+        let written: u64 = fs
+            .iter()
+            .filter(|m| m.name == "container_fs_writes_bytes_total")
+            .map(|m| m.value.as_ref().map_or(0, |v| v.value))
+            .sum();
+        for m in &fs {
+            let device = m.label_values.last().unwrap();
+            assert!(device.starts_with("/dev/") || device.contains(':'), "{m:?}");
+        }
+        if !on_disk || written >= 4 << 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{written} bytes written; io.stat: {}; {fs:?}",
+            read(&dir, "io.stat")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
+    // Pressure: each total in whole seconds, between the file's before and after the
+    // scrape; "stalled" exactly where the file has a full line.
+    let files = ["cpu.pressure", "memory.pressure", "io.pressure"];
+    let before: Vec<_> = files.iter().map(|f| totals(&read(&dir, f))).collect();
+    let ms = metrics().await;
+    let after: Vec<_> = files.iter().map(|f| totals(&read(&dir, f))).collect();
+    for (i, resource) in ["cpu", "memory", "io"].into_iter().enumerate() {
+        let waiting = value(&ms, &format!("container_pressure_{resource}_waiting_seconds_total"))
+            .unwrap_or_else(|| panic!("no {resource} waiting"));
+        assert!(
+            (before[i].0 / 1_000_000..=after[i].0 / 1_000_000).contains(&waiting),
+            "{resource} waiting {waiting} s, file {:?}..{:?} us",
+            before[i],
+            after[i]
+        );
+        let stalled = value(&ms, &format!("container_pressure_{resource}_stalled_seconds_total"));
+        match (before[i].1, after[i].1) {
+            (Some(b), Some(a)) => {
+                let s = stalled.unwrap_or_else(|| panic!("no {resource} stalled"));
+                assert!((b / 1_000_000..=a / 1_000_000).contains(&s), "{resource} stalled {s}");
+            }
+            _ => assert_eq!(stalled, None, "{resource}: the kernel has no full line"),
+        }
+    }
+
+    node.remove_pod_and_check(&pod).await;
+}

@@ -5,9 +5,10 @@
 use berth_integration::leaks::NetEnv;
 use berth_integration::oci_image::images;
 use berth_integration::registry::{Registry, RegistryOptions};
-use berth_integration::{Berthd, Options};
+use berth_integration::{scaled, Berthd, Options};
 use berth_proto::*;
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
@@ -129,7 +130,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + scaled(Duration::from_secs(secs));
     loop {
         match f().await {
             Ok(t) => return t,
@@ -137,6 +138,59 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }
+}
+
+/// The whole disk holding `path`: its `MAJ:MIN` and `/dev` name. `None` off block devices
+/// (tmpfs, overlay and btrfs have anonymous device numbers, without a /sys/dev/block entry).
+fn disk_of(path: &Path) -> Option<(String, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let mut sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    // Per-cgroup block I/O is counted on the disk, not on its partitions.
+    if sys.join("partition").exists() {
+        sys.pop();
+    }
+    let uevent = std::fs::read_to_string(sys.join("uevent")).ok()?;
+    let get = |k: &str| uevent.lines().find_map(|l| l.strip_prefix(k)).map(str::to_string);
+    Some((format!("{}:{}", get("MAJOR=")?, get("MINOR=")?), format!("/dev/{}", get("DEVNAME=")?)))
+}
+
+/// Whether the host counts the block I/O of pod cgroup `rel` on `disk` (`MAJ:MIN`), made
+/// so on v1 where it can be: there berth reads blk-throttle's counters, and (seen on a 6.18
+/// kernel) blk-throttle counts nothing on a device until some cgroup has had a throttle
+/// limit on it. A limit of 1 TiB/s on the pod starts the counting and limits nothing.
+fn count_block_io(rel: &str, disk: &str) -> bool {
+    let v1 = Path::new("/sys/fs/cgroup/blkio").join(rel);
+    if v1.is_dir() {
+        let limit = format!("{disk} {}", 1u64 << 40);
+        return std::fs::write(v1.join("blkio.throttle.write_bps_device"), limit).is_ok();
+    }
+    let v2 = Path::new("/sys/fs/cgroup").join(rel).join("cgroup.controllers");
+    std::fs::read_to_string(v2).is_ok_and(|c| c.split_whitespace().any(|x| x == "io"))
+}
+
+/// The v2 cgroup directory of `rel`: the one tree, or a hybrid host's `unified` one.
+fn v2_cgroup(rel: &str) -> PathBuf {
+    let root = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Path::new("/sys/fs/cgroup")
+    } else {
+        Path::new("/sys/fs/cgroup/unified")
+    };
+    root.join(rel)
+}
+
+/// The metrics of container `id` of `pod`, from ListPodSandboxMetrics.
+async fn container_metrics(berthd: &Berthd, pod: &str, id: &str) -> Vec<Metric> {
+    let pods = berthd
+        .runtime()
+        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    let pod = pods.into_iter().find(|p| p.pod_sandbox_id == pod).expect("the pod's metrics");
+    pod.container_metrics.into_iter().find(|c| c.container_id == id).expect("listed").metrics
 }
 
 async fn remove_pods(berthd: &Berthd, pods: &[String]) {
@@ -155,11 +209,21 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
     let registry = Registry::start(RegistryOptions::default());
     let berthd = setup(&env, &registry).await;
     let pod = run_pod(&berthd, &env, "busy").await;
+    let pod_cgroup = env.cgroup_parent("busy").trim_start_matches('/').to_string();
+    let disk = disk_of(&berthd.root_dir());
+    let block_io = disk.as_ref().is_some_and(|(dev, _)| count_block_io(&pod_cgroup, dev));
+    // 4 MiB written past the page cache: cgroup v1 charges buffered writes to whoever
+    // writes them back, not to the container.
     let burn = create(
         &berthd,
         &pod,
         "burn",
-        &["sh", "-c", "head -c 4000000 /dev/zero > /big; while :; do :; done"],
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/direct bs=64k count=64 oflag=direct conv=fsync 2>/dev/null; \
+             head -c 4000000 /dev/zero > /big; while :; do :; done",
+        ],
     )
     .await;
     // dd fills a 72 MiB buffer, then blocks forever writing it to a pipe nobody reads:
@@ -322,6 +386,43 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
     assert!(v(&ws.value) > 64 * MIB);
     assert_eq!(ws.label_values[..3], ["busy", "stats-ns", "mem"]);
 
+    // Block I/O, by device, where the host counts it for the disk under berthd's root.
+    match (&disk, block_io) {
+        (Some((_, name)), true) => {
+            eventually(20, "burn's direct writes are counted on its disk", || async {
+                let ms = container_metrics(&berthd, &pod, &burn).await;
+                let on_disk = |metric: &str| {
+                    let m = ms.iter().find(|m| m.name == metric && m.label_values[5] == *name);
+                    m.map_or(0, |m| v(&m.value))
+                };
+                let (bytes, writes) = (
+                    on_disk("container_fs_writes_bytes_total"),
+                    on_disk("container_fs_writes_total"),
+                );
+                if bytes >= 4 * MIB && writes >= 1 {
+                    Ok(())
+                } else {
+                    Err(format!("{bytes} bytes in {writes} writes on {name}: {ms:?}"))
+                }
+            })
+            .await;
+        }
+        _ => eprintln!("no per-cgroup block I/O counting for {disk:?}: I/O values not checked"),
+    }
+
+    // Pressure: sent exactly when the container's v2 cgroup has PSI files (a v2 host with
+    // PSI, or a hybrid one: the kernel keeps PSI per cgroup of the unified tree too).
+    let psi_file = v2_cgroup(&format!("{pod_cgroup}/{burn}")).join("cpu.pressure");
+    let psi = std::fs::read_to_string(&psi_file).is_ok_and(|t| t.starts_with("some"));
+    let ms = container_metrics(&berthd, &pod, &burn).await;
+    for name in [
+        "container_pressure_cpu_waiting_seconds_total",
+        "container_pressure_memory_waiting_seconds_total",
+        "container_pressure_io_waiting_seconds_total",
+    ] {
+        assert_eq!(ms.iter().any(|m| m.name == name), psi, "{name}, {}", psi_file.display());
+    }
+
     // Unknown ids.
     let mut rt = berthd.runtime();
     let err = rt
@@ -351,10 +452,13 @@ async fn collect_events(
 ) -> (Seen, Vec<ContainerEventResponse>) {
     let mut seen = Vec::new();
     let mut full = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + scaled(Duration::from_secs(180));
     loop {
-        let wait =
-            if seen.len() >= want { Duration::from_secs(1) } else { Duration::from_secs(60) };
+        let wait = if seen.len() >= want {
+            Duration::from_secs(1)
+        } else {
+            scaled(Duration::from_secs(60))
+        };
         assert!(Instant::now() < deadline, "only {} of {want} events", seen.len());
         match tokio::time::timeout(wait, stream.message()).await {
             Ok(Ok(Some(e))) => {
@@ -365,7 +469,11 @@ async fn collect_events(
             }
             Ok(other) => panic!("event stream ended: {other:?}"),
             Err(_) if seen.len() >= want => return (seen, full),
-            Err(_) => panic!("no event for a minute; {} of {want}", seen.len()),
+            Err(_) => panic!(
+                "no event for {:?}; {} of {want}",
+                scaled(Duration::from_secs(60)),
+                seen.len()
+            ),
         }
     }
 }
@@ -497,7 +605,7 @@ async fn exits_while_berthd_was_restarted_are_events_and_shutdown_ends_streams()
     // The restarted berthd watches the container it found running: its exit is an event.
     let mut stream =
         berthd.runtime().get_container_events(GetEventsRequest {}).await.unwrap().into_inner();
-    let e = tokio::time::timeout(Duration::from_secs(20), stream.message())
+    let e = tokio::time::timeout(scaled(Duration::from_secs(20)), stream.message())
         .await
         .expect("a STOPPED event")
         .unwrap()
@@ -519,6 +627,6 @@ async fn exits_while_berthd_was_restarted_are_events_and_shutdown_ends_streams()
     // An open event stream does not hold berthd's shutdown up to its timeout.
     let t = Instant::now();
     assert!(berthd.stop().await.success());
-    assert!(t.elapsed() < Duration::from_secs(5), "shutdown took {:?}", t.elapsed());
+    assert!(t.elapsed() < scaled(Duration::from_secs(5)), "shutdown took {:?}", t.elapsed());
     assert!(!matches!(stream.message().await, Ok(Some(_))));
 }

@@ -14,6 +14,7 @@ use berth_proto::{
 use berth_runtime::container::record::ContainerRecord;
 use berth_runtime::sandbox::{Filter, SandboxRecord, SandboxState};
 use berth_runtime::shim::protocol::Status as ShimStatus;
+use berth_runtime::stats::pressure::Pressure;
 use berth_runtime::stats::ContainerUsage;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -132,6 +133,56 @@ const DESCRIPTORS: &[Desc] = &[
         "Number of inodes used by the container on this filesystem.",
         false,
         Extra::Device,
+    ),
+    d(
+        "container_fs_reads_bytes_total",
+        "Cumulative count of bytes read.",
+        true,
+        Extra::Device,
+    ),
+    d(
+        "container_fs_writes_bytes_total",
+        "Cumulative count of bytes written.",
+        true,
+        Extra::Device,
+    ),
+    d("container_fs_reads_total", "Cumulative count of reads completed.", true, Extra::Device),
+    d("container_fs_writes_total", "Cumulative count of writes completed.", true, Extra::Device),
+    d(
+        "container_pressure_cpu_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to CPU congestion.",
+        true,
+        Extra::None,
+    ),
+    d(
+        "container_pressure_cpu_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to CPU congestion.",
+        true,
+        Extra::None,
+    ),
+    d(
+        "container_pressure_memory_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to memory congestion.",
+        true,
+        Extra::None,
+    ),
+    d(
+        "container_pressure_memory_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to memory congestion.",
+        true,
+        Extra::None,
+    ),
+    d(
+        "container_pressure_io_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to IO congestion.",
+        true,
+        Extra::None,
+    ),
+    d(
+        "container_pressure_io_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to IO congestion.",
+        true,
+        Extra::None,
     ),
     d(
         "container_processes",
@@ -261,6 +312,8 @@ impl Out {
 }
 
 const NS: u64 = 1_000_000_000;
+/// Microseconds per second (PSI totals are in microseconds).
+const US: u64 = 1_000_000;
 
 pub async fn list_pod_sandbox_metrics(cri: &Cri) -> Result<ListPodSandboxMetricsResponse, Status> {
     let pods: Vec<Arc<SandboxRecord>> = cri
@@ -366,6 +419,16 @@ fn container(
         out.add("container_fs_usage_bytes", &[&dev], l.bytes);
         out.add("container_fs_inodes_used", &[&dev], l.inodes);
     }
+    for dev in &u.usage.cgroup.io.devices {
+        let name = [dev.name.as_str()];
+        out.add("container_fs_reads_bytes_total", &name, dev.read_bytes);
+        out.add("container_fs_writes_bytes_total", &name, dev.write_bytes);
+        out.add("container_fs_reads_total", &name, dev.reads);
+        out.add("container_fs_writes_total", &name, dev.writes);
+    }
+    if let Some(p) = &u.usage.cgroup.pressure {
+        pressure(&mut out, p);
+    }
     out.add("container_processes", &[], proc.processes);
     out.add("container_threads", &[], proc.threads);
     out.add("container_threads_max", &[], proc.threads_max.unwrap_or(0));
@@ -378,9 +441,40 @@ fn container(
     out.metrics
 }
 
+/// The PSI totals, as cAdvisor names them: "waiting" is the `some` line, "stalled" the
+/// `full` one, which a kernel may not have (then that metric is not sent).
+fn pressure(out: &mut Out, p: &Pressure) {
+    let resources = [
+        (
+            p.cpu,
+            "container_pressure_cpu_waiting_seconds_total",
+            "container_pressure_cpu_stalled_seconds_total",
+        ),
+        (
+            p.memory,
+            "container_pressure_memory_waiting_seconds_total",
+            "container_pressure_memory_stalled_seconds_total",
+        ),
+        (
+            p.io,
+            "container_pressure_io_waiting_seconds_total",
+            "container_pressure_io_stalled_seconds_total",
+        ),
+    ];
+    for (psi, waiting, stalled) in resources {
+        let Some(psi) = psi else { continue };
+        out.add(waiting, &[], psi.some.total_us / US);
+        if let Some(full) = psi.full {
+            out.add(stalled, &[], full.total_us / US);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_runtime::stats::io::DeviceIo;
+    use berth_runtime::stats::pressure::{Psi, PsiData};
 
     #[test]
     fn descriptors_are_unique_and_label_counts_match() {
@@ -421,10 +515,54 @@ mod tests {
             request: String::new(),
             exit: None,
         };
-        let u = ContainerUsage { writable_layer: Some(Default::default()), ..Default::default() };
-        for m in container(&pod, &rec, &u, 0, 0) {
+        let mut u =
+            ContainerUsage { writable_layer: Some(Default::default()), ..Default::default() };
+        let metrics = container(&pod, &rec, &u, 0, 0);
+        assert!(!metrics.iter().any(|m| m.name.starts_with("container_pressure_")));
+        assert!(!metrics.iter().any(|m| m.name.starts_with("container_fs_reads")));
+
+        let psi = |some_us, full_us: Option<u64>| Psi {
+            some: PsiData { total_us: some_us, ..Default::default() },
+            full: full_us.map(|t| PsiData { total_us: t, ..Default::default() }),
+        };
+        u.usage.cgroup.pressure = Some(Pressure {
+            cpu: Some(psi(2_500_000, None)),
+            memory: Some(psi(1, Some(0))),
+            io: Some(psi(7_000_000, Some(3_999_999))),
+        });
+        let dev = |name: &str, write_bytes| DeviceIo {
+            name: name.into(),
+            read_bytes: 1,
+            write_bytes,
+            reads: 2,
+            writes: 3,
+            ..Default::default()
+        };
+        u.usage.cgroup.io.devices = vec![dev("/dev/vda", 4096), dev("8:16", 5)];
+        let metrics = container(&pod, &rec, &u, 0, 0);
+        for m in &metrics {
             let d = list.iter().find(|d| d.name == m.name).expect("described");
             assert_eq!(d.label_keys.len(), m.label_values.len(), "{}", m.name);
         }
+        let value = |name: &str, device: Option<&str>| {
+            let found = metrics.iter().filter(|m| m.name == name).find(|m| {
+                device.is_none_or(|dev| m.label_values.last().map(String::as_str) == Some(dev))
+            });
+            found.map(|m| m.value.as_ref().unwrap().value)
+        };
+        assert_eq!(value("container_fs_writes_bytes_total", Some("/dev/vda")), Some(4096));
+        assert_eq!(value("container_fs_writes_bytes_total", Some("8:16")), Some(5));
+        assert_eq!(value("container_fs_reads_bytes_total", Some("8:16")), Some(1));
+        assert_eq!(value("container_fs_reads_total", Some("/dev/vda")), Some(2));
+        assert_eq!(value("container_fs_writes_total", Some("/dev/vda")), Some(3));
+        // Whole seconds, and no "stalled" where the kernel has no full line.
+        assert_eq!(value("container_pressure_cpu_waiting_seconds_total", None), Some(2));
+        assert_eq!(value("container_pressure_cpu_stalled_seconds_total", None), None);
+        assert_eq!(value("container_pressure_memory_waiting_seconds_total", None), Some(0));
+        assert_eq!(value("container_pressure_memory_stalled_seconds_total", None), Some(0));
+        assert_eq!(value("container_pressure_io_waiting_seconds_total", None), Some(7));
+        assert_eq!(value("container_pressure_io_stalled_seconds_total", None), Some(3));
+        let pressure = list.iter().filter(|d| d.name.starts_with("container_pressure_"));
+        assert_eq!(pressure.count(), 6);
     }
 }

@@ -5,11 +5,15 @@
 //! with everything. Each figure is taken from the v1 hierarchy that has its controller,
 //! else from the v2 tree when it has the file. A cgroup that does not exist (yet: a
 //! created container before its process) reads as zeros.
+//!
+//! Block I/O is in [`super::io`], pressure (v2 only) in [`super::pressure`].
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
+use super::io::{self, IoStats};
+use super::pressure::{self, Pressure};
 use crate::sandbox::cgroup::Hierarchy;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,13 +62,16 @@ pub struct ProcessStats {
     pub threads_max: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CgroupStats {
     /// The cgroup exists on at least one hierarchy.
     pub exists: bool,
     pub cpu: CpuStats,
     pub memory: MemoryStats,
     pub process: ProcessStats,
+    pub io: IoStats,
+    /// `None`: no pressure files (no v2 tree, or PSI disabled).
+    pub pressure: Option<Pressure>,
     /// Configured limits (the container_spec_* metrics).
     pub spec: SpecStats,
 }
@@ -115,6 +122,13 @@ pub fn read(hs: &[Hierarchy], rel: &str) -> CgroupStats {
         s.spec.cpu_period = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
         s.spec.cpu_shares = number(&dir.join("cpu.weight")).map(weight_to_shares).unwrap_or(0);
     }
+
+    match (v1("blkio"), &v2) {
+        (Some(dir), _) => s.io = io::read_v1(&dir),
+        (None, Some(dir)) if dir.join("io.stat").exists() => s.io = io::read_v2(dir),
+        _ => {}
+    }
+    s.pressure = v2.as_deref().and_then(pressure::read);
 
     // Processes and threads: any hierarchy lists them; prefer one with pids.
     let (pids_dir, is_v2) = match (v1("pids"), &v2) {
@@ -278,6 +292,7 @@ mod tests {
         let cpu = tmp.path().join("cpu,cpuacct");
         let mem = tmp.path().join("memory");
         let pids = tmp.path().join("pids");
+        let blkio = tmp.path().join("blkio");
         let unified = tmp.path().join("unified");
         let rel = "pod/c1";
         write(&cpu.join(rel), "cpuacct.usage", "2500000000\n");
@@ -303,12 +318,24 @@ mod tests {
         write(&pids.join(rel).join("sub"), "cgroup.procs", "13\n");
         write(&pids.join(rel).join("sub"), "tasks", "13\n");
         write(&pids.join(rel), "pids.max", "max\n");
-        fs::create_dir_all(unified.join(rel)).unwrap();
+        write(
+            &blkio.join(rel),
+            "blkio.throttle.io_service_bytes_recursive",
+            "254:0 Read 4096\n254:0 Write 1048576\n254:0 Sync 1048576\n254:0 Async 4096\n254:0 Discard 0\n254:0 Total 1052672\nTotal 1052672\n",
+        );
+        write(
+            &blkio.join(rel),
+            "blkio.throttle.io_serviced_recursive",
+            "254:0 Read 1\n254:0 Write 16\n254:0 Total 17\nTotal 17\n",
+        );
+        // The unified tree has no io controller; its io.stat (were there one) is ignored.
+        write(&unified.join(rel), "io.stat", "254:0 rbytes=9 wbytes=9 rios=9 wios=9\n");
         let hs = vec![
-            hierarchy(unified, true, &[]),
+            hierarchy(unified.clone(), true, &[]),
             hierarchy(cpu, false, &["cpu", "cpuacct"]),
             hierarchy(mem, false, &["memory"]),
             hierarchy(pids, false, &["pids"]),
+            hierarchy(blkio, false, &["blkio"]),
         ];
         let s = read(&hs, "/pod/c1");
         assert!(s.exists);
@@ -326,6 +353,20 @@ mod tests {
         assert_eq!((s.process.processes, s.process.threads), (3, 4));
         assert_eq!(s.process.threads_max, None);
         assert_eq!(s.spec, SpecStats { cpu_shares: 512, cpu_period: 100_000, cpu_quota: None });
+        assert_eq!(
+            (s.io.read_bytes, s.io.write_bytes, s.io.reads, s.io.writes),
+            (4096, 1_048_576, 1, 16)
+        );
+        assert_eq!((s.io.devices.len(), s.io.devices[0].major), (1, 254));
+        assert_eq!(s.pressure, None, "no pressure files in the unified tree");
+
+        // PSI is per cgroup of the v2 tree even without controllers there.
+        let psi = "some avg10=0.00 avg60=0.00 avg300=0.00 total=42\n\
+                   full avg10=0.00 avg60=0.00 avg300=0.00 total=7\n";
+        write(&unified.join(rel), "cpu.pressure", psi);
+        let p = read(&hs, "pod/c1").pressure.unwrap();
+        assert_eq!((p.cpu.unwrap().some.total_us, p.cpu.unwrap().full.unwrap().total_us), (42, 7));
+        assert_eq!((p.memory, p.io), (None, None));
     }
 
     #[test]
@@ -342,6 +383,22 @@ mod tests {
         write(&dir, "cgroup.procs", "1\n");
         write(&dir, "cgroup.threads", "1\n2\n");
         write(&dir, "pids.max", "100\n");
+        write(
+            &dir,
+            "io.stat",
+            "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n8:16 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0\n",
+        );
+        write(&dir, "cpu.pressure", "some avg10=1.00 avg60=0.50 avg300=0.10 total=2000000\n");
+        write(
+            &dir,
+            "memory.pressure",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=30\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=20\n",
+        );
+        write(
+            &dir,
+            "io.pressure",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=3000001\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=1000000\n",
+        );
         let hs = vec![hierarchy(tmp.path().to_path_buf(), true, &[])];
         let s = read(&hs, "pod/c1");
         assert_eq!(
@@ -359,6 +416,32 @@ mod tests {
         assert_eq!(s.spec.cpu_quota, Some(50_000));
         assert_eq!(s.spec.cpu_shares, weight_to_shares(100));
         assert_eq!((weight_to_shares(1), weight_to_shares(10_000)), (2, 262_144));
+        assert_eq!(
+            (s.io.read_bytes, s.io.write_bytes, s.io.reads, s.io.writes),
+            (4097, 8194, 4, 6)
+        );
+        assert_eq!(s.io.devices.iter().map(|d| d.minor).collect::<Vec<_>>(), [0, 16]);
+        let p = s.pressure.unwrap();
+        let cpu = p.cpu.unwrap();
+        assert_eq!((cpu.some.total_us, cpu.some.avg10, cpu.full), (2_000_000, 1.0, None));
+        assert_eq!(p.memory.unwrap().full.unwrap().total_us, 20);
+        assert_eq!(p.io.unwrap().some.total_us, 3_000_001);
+    }
+
+    #[test]
+    fn garbage_files_read_as_zeros() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        for f in ["cpu.stat", "memory.current", "memory.stat", "io.stat", "cpu.pressure"] {
+            write(&dir, f, "\u{0}garbage 1 2 = =x\n:\n1:2:3 rbytes==\n");
+        }
+        let hs = vec![hierarchy(tmp.path().to_path_buf(), true, &[])];
+        let s = read(&hs, "c");
+        assert!(s.exists);
+        assert_eq!(
+            (s.cpu.usage_ns, s.memory.usage, s.io.clone(), s.pressure),
+            (0, 0, IoStats::default(), None)
+        );
     }
 
     #[test]

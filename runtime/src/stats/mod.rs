@@ -1,14 +1,17 @@
-//! Container and pod resource usage: CPU, memory and processes from cgroups (v1, v2 or
-//! both on a hybrid host), the writable layer's disk use, and the pod's network counters
-//! from inside its network namespace.
+//! Container and pod resource usage: CPU, memory, processes, block I/O and pressure from
+//! cgroups (v1, v2 or both on a hybrid host), the writable layer's disk use, and the pod's
+//! network counters from inside its network namespace.
 //!
-//! * [`cgroup`]: one cgroup's figures; [`netdev`]: a netns's interface counters;
+//! * [`cgroup`]: one cgroup's figures, with [`io`] and [`pressure`];
+//! * [`netdev`]: a netns's interface counters;
 //! * [`fs`]: a writable layer's bytes and inodes; [`sampler`]: CPU rate between samples;
 //! * [`Stats`]: reads all of it for container and pod records.
 
 pub mod cgroup;
 pub mod fs;
+pub mod io;
 pub mod netdev;
+pub mod pressure;
 pub mod sampler;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +29,7 @@ use sampler::Sampler;
 /// a cgroup has a rate (`crictl stats` asks once).
 const FIRST_WINDOW: Duration = Duration::from_millis(200);
 
-/// CPU, memory and process figures of one cgroup at one instant.
+/// The figures of one cgroup at one instant.
 #[derive(Debug, Clone, Default)]
 pub struct Usage {
     pub timestamp: i64,
@@ -164,7 +167,8 @@ async fn read_all(hs: Vec<Hierarchy>, rels: Vec<String>) -> Vec<Usage> {
     tokio::task::spawn_blocking(move || {
         rels.iter()
             .map(|rel| {
-                let cgroup = cgroup::read(&hs, rel);
+                let mut cgroup = cgroup::read(&hs, rel);
+                io::name_devices(&mut cgroup.io, Path::new(io::SYS_DEV_BLOCK));
                 Usage { timestamp: now_ns(), cgroup, nano_cores: None }
             })
             .collect()
