@@ -5,7 +5,8 @@
 //! exactly what was pushed, and removing it all must leave nothing behind.
 //!
 //! Both need a guest of their own and `BERTH_POWERCUT_DIR` (berthd's directory, on the
-//! guest's disk): they are ignored elsewhere, and fail at once without it.
+//! guest's disk, short enough for the shims' socket paths): they are ignored elsewhere,
+//! and fail at once without it.
 
 use berth_integration::leaks::{mounts_under, NetEnv};
 use berth_integration::oci_image::big::{big_layer_digests, push_big_image, BigImageSpec};
@@ -68,7 +69,7 @@ async fn work_until_the_power_is_cut() {
         .pull_image(PullImageRequest { image: image("busybox"), ..Default::default() })
         .await
         .unwrap();
-    let logs = PathBuf::from(dir()).join("logs");
+    let logs = dir().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     println!("{UNDER_WAY}");
 

@@ -14,7 +14,7 @@ trap 'rm -rf "$run" "$disk"' EXIT
 exe=$(bash integration/vm/stage.sh "$run" powercut | cut -d' ' -f2)
 RANDOM=${BERTH_POWERCUT_SEED:-$$}
 test_in_guest() {
-  echo "BERTH_POWERCUT_DIR=/var/lib/berth-powercut BERTH_TEST_TIME_SCALE=10 RUST_BACKTRACE=1 $exe --ignored --exact --nocapture --test-threads=1 $1"
+  echo "BERTH_POWERCUT_DIR=/var/lib/bpc BERTH_TEST_TIME_SCALE=10 RUST_BACKTRACE=1 $exe --ignored --exact --nocapture --test-threads=1 $1"
 }
 for round in $(seq "${BERTH_POWERCUT_ROUNDS:-2}"); do
   # Under emulation a big pull takes seconds: cut anywhere in the first half minute.
