@@ -2,7 +2,7 @@
 # Power cuts in the VM lane: boots a guest that pulls images and starts pods and
 # containers (integration/tests/powercut.rs), kills QEMU while that is under way, boots
 # the same disk again and checks that everything berthd lists works and that removing it
-# all leaves nothing behind. BERTH_POWERCUT_ROUNDS rounds (default 2), each cutting at a
+# all leaves nothing behind. BERTH_POWERCUT_ROUNDS rounds (default 1), each cutting at a
 # random moment (printed, with BERTH_POWERCUT_SEED to repeat it). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,7 +16,7 @@ RANDOM=${BERTH_POWERCUT_SEED:-$$}
 test_in_guest() {
   echo "BERTH_POWERCUT_DIR=/var/lib/bpc BERTH_TEST_TIME_SCALE=10 RUST_BACKTRACE=1 $exe --ignored --exact --nocapture --test-threads=1 $1"
 }
-for round in $(seq "${BERTH_POWERCUT_ROUNDS:-2}"); do
+for round in $(seq "${BERTH_POWERCUT_ROUNDS:-1}"); do
   # Under emulation a big pull takes seconds: cut anywhere in the first half minute.
   delay=$((RANDOM % 30))
   echo "powercut.sh: round $round, power cut ${delay} s into the work" >&2
