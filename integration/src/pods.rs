@@ -222,6 +222,19 @@ impl Node {
     }
 }
 
+/// The metrics of container `id` of `pod`, from ListPodSandboxMetrics.
+pub async fn container_metrics(berthd: &crate::Berthd, pod: &str, id: &str) -> Vec<Metric> {
+    let pods = berthd
+        .runtime()
+        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    let pod = pods.into_iter().find(|p| p.pod_sandbox_id == pod).expect("the pod's metrics");
+    pod.container_metrics.into_iter().find(|c| c.container_id == id).expect("listed").metrics
+}
+
 /// A busybox container config running `args`, logging to `<name>.log`, labelled `c=name`.
 pub fn busybox(name: &str, args: &[&str]) -> ContainerConfig {
     ContainerConfig {

@@ -5,7 +5,7 @@
 //! Behaviour under the limits (OOM kill, pids, devices) is tested host-neutrally in
 //! `security.rs`, which the lane runs too.
 
-use berth_integration::pods::{busybox, Node};
+use berth_integration::pods::{busybox, container_metrics, Node};
 use berth_proto::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -166,19 +166,7 @@ async fn pressure_and_block_io_metrics_of_a_busy_container() {
     }];
     let id = node.run(&pod, cfg).await;
     let dir = pod_dir.join(&id);
-    let metrics = || async {
-        let pods = node
-            .berthd
-            .runtime()
-            .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_metrics;
-        let pod = pods.into_iter().find(|p| p.pod_sandbox_id == pod).expect("the pod's metrics");
-        let c = pod.container_metrics.into_iter().find(|c| c.container_id == id).expect("listed");
-        c.metrics
-    };
+    let metrics = || container_metrics(&node.berthd, &pod, &id);
     let value = |ms: &[Metric], name: &str| {
         ms.iter().find(|m| m.name == name).map(|m| m.value.as_ref().map_or(0, |v| v.value))
     };

@@ -4,6 +4,7 @@
 
 use berth_integration::leaks::NetEnv;
 use berth_integration::oci_image::images;
+use berth_integration::pods::container_metrics;
 use berth_integration::registry::{Registry, RegistryOptions};
 use berth_integration::{scaled, Berthd, Options};
 use berth_proto::*;
@@ -178,19 +179,6 @@ fn v2_cgroup(rel: &str) -> PathBuf {
         Path::new("/sys/fs/cgroup/unified")
     };
     root.join(rel)
-}
-
-/// The metrics of container `id` of `pod`, from ListPodSandboxMetrics.
-async fn container_metrics(berthd: &Berthd, pod: &str, id: &str) -> Vec<Metric> {
-    let pods = berthd
-        .runtime()
-        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_metrics;
-    let pod = pods.into_iter().find(|p| p.pod_sandbox_id == pod).expect("the pod's metrics");
-    pod.container_metrics.into_iter().find(|c| c.container_id == id).expect("listed").metrics
 }
 
 async fn remove_pods(berthd: &Berthd, pods: &[String]) {
