@@ -587,7 +587,10 @@ async fn exits_while_berthd_was_restarted_are_events_and_shutdown_ends_streams()
     let registry = Registry::start(RegistryOptions::default());
     let mut berthd = setup(&env, &registry).await;
     let pod = run_pod(&berthd, &env, "restart").await;
-    let id = create(&berthd, &pod, "later", &["sleep", "3"]).await;
+    // It must outlive berthd's restart (which takes far longer under emulation), or its
+    // exit happens before the stream below is opened and no subscriber could see it.
+    let secs = scaled(Duration::from_secs(3)).as_secs().to_string();
+    let id = create(&berthd, &pod, "later", &["sleep", &secs]).await;
     start(&berthd, &id).await;
     berthd.kill();
     berthd.restart().await;
