@@ -513,7 +513,8 @@ fn tty_output_with_runc_comes_through_its_console_socket() {
 
 fn tty_output(runtime: Option<PathBuf>) {
     require_root();
-    let f = Fixture::new("tty");
+    // Its own name: the two tty tests run at once, and a fixture's name is its cgroup's.
+    let f = Fixture::new(if runtime.is_some() { "tty-runc" } else { "tty" });
     let mut c = f.client();
     let bundle = f.dir.path().join("bundle-tty");
     fs::create_dir_all(&bundle).unwrap();

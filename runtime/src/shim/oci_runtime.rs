@@ -151,13 +151,19 @@ impl OciRuntime {
         let mut c = cmd;
         let mut child = c.spawn().map_err(|e| format!("{what}: {e}"))?;
         let mut master = None;
+        // A runtime that fails hangs up without sending the terminal: its own error then
+        // says why, so this one is reported only when the runtime claims success.
+        let mut console_error = None;
         let deadline = Instant::now() + RUNTIME_TIMEOUT;
         if let Some(listener) = console {
             listener.set_nonblocking(true).map_err(|e| e.to_string())?;
             loop {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        master = Some(receive_fd(&conn).map_err(|e| format!("console: {e}"))?);
+                        match receive_fd(&conn) {
+                            Ok(fd) => master = Some(fd),
+                            Err(e) => console_error = Some(format!("{what}: console: {e}")),
+                        }
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -187,6 +193,9 @@ impl OciRuntime {
             let text = fs::read_to_string(self.log()).unwrap_or_default();
             let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
             return Err(format!("{what}: {status}: {last}"));
+        }
+        if let Some(e) = console_error {
+            return Err(e);
         }
         Ok(master.map(File::from))
     }
