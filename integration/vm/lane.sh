@@ -108,6 +108,13 @@ if [ -z "$accel" ]; then
     fi
   fi
 fi
+# A KVM guest that started its kernel could still hang later in its boot: fall back to
+# TCG rather than wait for the timeout.
+if [ "$accel" = kvm ] && [ -n "$qemu_pid" ] && ! wait_console "berth-lane: guest up" 180; then
+  echo "lane.sh: no guest with KVM after 180 s; using TCG (emulation)" >&2
+  stop_qemu
+  accel=tcg
+fi
 [ -n "$qemu_pid" ] || boot "$accel"
 echo "lane.sh: guest booting with $accel, checkout $src, image $image" >&2
 
