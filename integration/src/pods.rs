@@ -222,6 +222,17 @@ impl Node {
     }
 }
 
+/// Every metric berthd describes (ListMetricDescriptors).
+pub async fn metric_descriptors(berthd: &crate::Berthd) -> Vec<MetricDescriptor> {
+    berthd
+        .runtime()
+        .list_metric_descriptors(ListMetricDescriptorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .descriptors
+}
+
 /// The metrics of container `id` of `pod`, from ListPodSandboxMetrics.
 pub async fn container_metrics(berthd: &crate::Berthd, pod: &str, id: &str) -> Vec<Metric> {
     let pods = berthd

@@ -5,7 +5,7 @@
 //! Behaviour under the limits (OOM kill, pids, devices) is tested host-neutrally in
 //! `security.rs`, which the lane runs too.
 
-use berth_integration::pods::{busybox, container_metrics, Node};
+use berth_integration::pods::{busybox, container_metrics, metric_descriptors, Node};
 use berth_proto::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -171,17 +171,8 @@ async fn pressure_and_block_io_metrics_of_a_busy_container() {
         ms.iter().find(|m| m.name == name).map(|m| m.value.as_ref().map_or(0, |v| v.value))
     };
 
-    let descriptors: Vec<String> = node
-        .berthd
-        .runtime()
-        .list_metric_descriptors(ListMetricDescriptorsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .descriptors
-        .into_iter()
-        .map(|d| d.name)
-        .collect();
+    let descriptors: Vec<String> =
+        metric_descriptors(&node.berthd).await.into_iter().map(|d| d.name).collect();
     for resource in ["cpu", "memory", "io"] {
         for kind in ["waiting", "stalled"] {
             let name = format!("container_pressure_{resource}_{kind}_seconds_total");

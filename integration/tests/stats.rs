@@ -4,7 +4,7 @@
 
 use berth_integration::leaks::NetEnv;
 use berth_integration::oci_image::images;
-use berth_integration::pods::container_metrics;
+use berth_integration::pods::{container_metrics, metric_descriptors};
 use berth_integration::registry::{Registry, RegistryOptions};
 use berth_integration::{scaled, Berthd, Options};
 use berth_proto::*;
@@ -324,13 +324,8 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
     assert_eq!(listed.len(), 1);
 
     // Metrics: every one is described, with as many label values as keys.
-    let descriptors: HashMap<String, usize> = berthd
-        .runtime()
-        .list_metric_descriptors(ListMetricDescriptorsRequest {})
+    let descriptors: HashMap<String, usize> = metric_descriptors(&berthd)
         .await
-        .unwrap()
-        .into_inner()
-        .descriptors
         .into_iter()
         .map(|d| (d.name, d.label_keys.len()))
         .collect();
