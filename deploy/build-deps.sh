@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what building berth needs on a fresh Debian machine: protoc, which the
-# k8s-cri crate's build script runs; libseccomp-dev, which berth-shim links for
-# container seccomp filters; busybox-static, from which the runtime's root tests build a rootfs. Extra package names may be passed as arguments.
+# Installs what building berth needs on a fresh Debian machine: libseccomp-dev, which
+# berth-shim links for container seccomp filters; busybox-static, from which the runtime's
+# root tests build a rootfs. (No protoc: berth-proto parses the CRI proto with protox.)
+# Extra package names may be passed as arguments.
 set -euo pipefail
-packages=(protobuf-compiler libseccomp-dev busybox-static "$@")
+packages=(libseccomp-dev busybox-static "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,10 +1,21 @@
 //! The CRI `runtime.v1` protocol as berth uses it.
 //!
-//! The types, the tonic server traits and the clients all come from the `k8s-cri` crate
-//! (generated from the upstream `api.proto`); nothing here is hand-written protobuf. This
-//! crate only adds the unix-socket plumbing every client of berthd needs.
+//! The types, the tonic server traits and the clients are generated at build time from the
+//! upstream `api.proto` of Kubernetes 1.36 (`cri-api/`, see its README); nothing here is
+//! hand-written protobuf. This crate only adds the unix-socket plumbing every client of
+//! berthd needs, and the compiled descriptors so tests can walk the request surface.
 
-pub use k8s_cri::v1::*;
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    tonic::include_proto!("runtime.v1");
+}
+pub use generated::*;
+
+/// The CRI `api.proto` compiled to a `google.protobuf.FileDescriptorSet`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cri_descriptor");
+
+/// The CRI release the wire types come from (`k8s.io/cri-api`).
+pub const CRI_API_RELEASE: &str = "v0.36.3";
 
 pub use image_service_client::ImageServiceClient;
 pub use image_service_server::{ImageService, ImageServiceServer};

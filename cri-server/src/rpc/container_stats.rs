@@ -4,11 +4,13 @@ use super::{errors, Cri};
 use crate::rpc_span::record_container;
 use berth_proto::{
     ContainerAttributes, ContainerMetadata, ContainerStats, ContainerStatsRequest,
-    ContainerStatsResponse, CpuUsage, FilesystemIdentifier, FilesystemUsage,
-    ListContainerStatsRequest, ListContainerStatsResponse, MemoryUsage, SwapUsage, UInt64Value,
+    ContainerStatsResponse, CpuUsage, FilesystemIdentifier, FilesystemUsage, IoUsage,
+    ListContainerStatsRequest, ListContainerStatsResponse, MemoryUsage, PsiData, PsiStats,
+    SwapUsage, UInt64Value,
 };
 use berth_runtime::container::record::ContainerRecord;
 use berth_runtime::sandbox::{Filter, SandboxRecord};
+use berth_runtime::stats::pressure::{self, Psi};
 use berth_runtime::stats::{ContainerUsage, Usage};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -90,12 +92,29 @@ fn value(v: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value: v })
 }
 
+/// The kernel counts stall time in microseconds; the CRI in nanoseconds.
+fn psi(p: Option<Psi>) -> Option<PsiStats> {
+    let data = |d: pressure::PsiData| PsiData {
+        total: d.total_us.saturating_mul(1000),
+        avg10: d.avg10,
+        avg60: d.avg60,
+        avg300: d.avg300,
+    };
+    p.map(|p| PsiStats { full: p.full.map(data), some: Some(data(p.some)) })
+}
+
 pub fn cpu(u: &Usage) -> CpuUsage {
     CpuUsage {
         timestamp: u.timestamp,
         usage_core_nano_seconds: value(u.cgroup.cpu.usage_ns),
         usage_nano_cores: u.nano_cores.and_then(value),
+        psi: psi(u.cgroup.pressure.and_then(|p| p.cpu)),
     }
+}
+
+/// Block I/O pressure; the CRI carries no byte counters here (cAdvisor metrics do).
+pub fn io(u: &Usage) -> IoUsage {
+    IoUsage { timestamp: u.timestamp, psi: psi(u.cgroup.pressure.and_then(|p| p.io)) }
 }
 
 pub fn memory(u: &Usage) -> MemoryUsage {
@@ -108,6 +127,7 @@ pub fn memory(u: &Usage) -> MemoryUsage {
         rss_bytes: value(m.rss),
         page_faults: value(m.page_faults),
         major_page_faults: value(m.major_page_faults),
+        psi: psi(u.cgroup.pressure.and_then(|p| p.memory)),
     }
 }
 
@@ -132,5 +152,6 @@ pub fn to_cri(rec: &ContainerRecord, u: &ContainerUsage) -> ContainerStats {
             swap_available_bytes: None,
             swap_usage_bytes: value(u.usage.cgroup.memory.swap),
         }),
+        io: Some(io(&u.usage)),
     }
 }

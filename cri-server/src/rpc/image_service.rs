@@ -1,15 +1,25 @@
 //! tonic's ImageService trait: dispatch only. Each RPC group lives in its own module.
 
+use super::list_streams::{self, ListStream};
 use super::{image_fs_info, image_pull, image_remove, image_status, Cri};
 use berth_proto::{
     ImageFsInfoRequest, ImageFsInfoResponse, ImageService, ImageStatusRequest, ImageStatusResponse,
     ListImagesRequest, ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
-    RemoveImageResponse,
+    RemoveImageResponse, StreamImagesRequest, StreamImagesResponse,
 };
 use tonic::{Request, Response, Status};
 
 #[tonic::async_trait]
 impl ImageService for Cri {
+    type StreamImagesStream = ListStream<StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        req: Request<StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        list_streams::images(self, req.into_inner()).map(Response::new)
+    }
+
     async fn list_images(
         &self,
         req: Request<ListImagesRequest>,

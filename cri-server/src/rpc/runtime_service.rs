@@ -2,9 +2,9 @@
 
 use super::{
     container_create, container_events, container_exec_sync, container_lifecycle, container_stats,
-    container_status, container_update, metrics, runtime_config, sandbox_list, sandbox_remove,
-    sandbox_run, sandbox_stats, sandbox_status, sandbox_stop, status, streaming_urls, unbuilt,
-    version, Cri,
+    container_status, container_update, list_streams, metrics, runtime_config, sandbox_list,
+    sandbox_remove, sandbox_run, sandbox_stats, sandbox_status, sandbox_stop, sandbox_update,
+    status, streaming_urls, unbuilt, version, Cri,
 };
 use berth_proto::{
     AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse,
@@ -21,9 +21,14 @@ use berth_proto::{
     RunPodSandboxRequest, RunPodSandboxResponse, RuntimeConfigRequest, RuntimeConfigResponse,
     RuntimeService, StartContainerRequest, StartContainerResponse, StatusRequest, StatusResponse,
     StopContainerRequest, StopContainerResponse, StopPodSandboxRequest, StopPodSandboxResponse,
-    UpdateContainerResourcesRequest, UpdateContainerResourcesResponse, UpdateRuntimeConfigRequest,
-    UpdateRuntimeConfigResponse, VersionRequest, VersionResponse,
+    StreamContainerStatsRequest, StreamContainerStatsResponse, StreamContainersRequest,
+    StreamContainersResponse, StreamPodSandboxMetricsRequest, StreamPodSandboxMetricsResponse,
+    StreamPodSandboxStatsRequest, StreamPodSandboxStatsResponse, StreamPodSandboxesRequest,
+    StreamPodSandboxesResponse, UpdateContainerResourcesRequest, UpdateContainerResourcesResponse,
+    UpdatePodSandboxResourcesRequest, UpdatePodSandboxResourcesResponse,
+    UpdateRuntimeConfigRequest, UpdateRuntimeConfigResponse, VersionRequest, VersionResponse,
 };
+use list_streams::ListStream;
 use std::pin::Pin;
 use tonic::{Request, Response, Status};
 
@@ -34,6 +39,55 @@ type EventStream = Pin<
 #[tonic::async_trait]
 impl RuntimeService for Cri {
     type GetContainerEventsStream = EventStream;
+    type StreamPodSandboxesStream = ListStream<StreamPodSandboxesResponse>;
+    type StreamContainersStream = ListStream<StreamContainersResponse>;
+    type StreamContainerStatsStream = ListStream<StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = ListStream<StreamPodSandboxStatsResponse>;
+    type StreamPodSandboxMetricsStream = ListStream<StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        req: Request<StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        list_streams::pod_sandboxes(self, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn stream_containers(
+        &self,
+        req: Request<StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        list_streams::containers(self, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn stream_container_stats(
+        &self,
+        req: Request<StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        list_streams::container_stats(self, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        req: Request<StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        list_streams::pod_sandbox_stats(self, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _req: Request<StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        list_streams::pod_sandbox_metrics(self).await.map(Response::new)
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        req: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
+        sandbox_update::update_pod_sandbox_resources(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
 
     async fn version(
         &self,

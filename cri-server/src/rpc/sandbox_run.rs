@@ -58,7 +58,7 @@ pub fn ns_mode_to_cri(mode: NsMode) -> i32 {
     }
 }
 
-fn resources(r: &LinuxContainerResources) -> Resources {
+pub fn resources(r: &LinuxContainerResources) -> Resources {
     Resources {
         cpu_period: r.cpu_period,
         cpu_quota: r.cpu_quota,

@@ -1,6 +1,6 @@
 //! PodSandboxStats and ListPodSandboxStats.
 
-use super::container_stats::{cpu, memory, to_cri as container_to_cri, usages};
+use super::container_stats::{cpu, io, memory, to_cri as container_to_cri, usages};
 use super::sandbox_status::metadata;
 use super::{errors, Cri};
 use crate::rpc_span::record_pod;
@@ -75,6 +75,7 @@ async fn collect(cri: &Cri, pods: Vec<Arc<SandboxRecord>>) -> Result<Vec<PodSand
                     process_count: Some(UInt64Value { value: u.usage.cgroup.process.processes }),
                 }),
                 containers,
+                io: Some(io(&u.usage)),
             }),
             windows: None,
         });

@@ -56,7 +56,7 @@ pub fn request_fingerprint(c: &berth_proto::ContainerConfig) -> String {
         "command": c.command,
         "args": c.args,
         "working_dir": c.working_dir,
-        "envs": c.envs.iter().map(|e| format!("{}={}", e.key, e.value)).collect::<Vec<_>>(),
+        "envs": c.envs.iter().map(|e| format!("{}={}", e.key, String::from_utf8_lossy(&e.value))).collect::<Vec<_>>(),
         "mounts": c.mounts.iter().map(|m| format!("{}:{}:{}:{}", m.host_path, m.container_path, m.readonly, m.propagation)).collect::<Vec<_>>(),
         "labels": sorted(&c.labels),
         "annotations": sorted(&c.annotations),

@@ -77,7 +77,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
 
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_args(Some(args));
-    process.set_env(Some(env(cfg, input.image)));
+    process.set_env(Some(env(cfg, input.image)?));
     process.set_cwd(PathBuf::from(working_dir(cfg, input.image)?));
     process.set_terminal(Some(cfg.tty));
     process.set_user(
@@ -164,16 +164,21 @@ pub fn process_args(cfg: &ContainerConfig, image: &ImageConfig) -> Result<Vec<St
 }
 
 /// The image's environment with the request's variables set over it, in order.
-pub fn env(cfg: &ContainerConfig, image: &ImageConfig) -> Vec<String> {
+///
+/// The CRI carries values as bytes; an OCI process environment is strings, so a value
+/// that is not UTF-8 is refused rather than mangled.
+pub fn env(cfg: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = image.env.clone();
-    for kv in &cfg.envs {
-        let entry = format!("{}={}", kv.key, kv.value);
+    for (i, kv) in cfg.envs.iter().enumerate() {
+        let value = std::str::from_utf8(&kv.value)
+            .map_err(|_| format!("envs[{i}].value: the value of {:?} is not UTF-8", kv.key))?;
+        let entry = format!("{}={value}", kv.key);
         match out.iter_mut().find(|e| e.split('=').next() == Some(kv.key.as_str())) {
             Some(existing) => *existing = entry,
             None => out.push(entry),
         }
     }
-    out
+    Ok(out)
 }
 
 fn working_dir(cfg: &ContainerConfig, image: &ImageConfig) -> Result<String, String> {
@@ -602,7 +607,20 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(env(&cfg, &image()), ["PATH=/bin", "A=request", "B=x=y"]);
+        assert_eq!(env(&cfg, &image()).unwrap(), ["PATH=/bin", "A=request", "B=x=y"]);
+    }
+
+    #[test]
+    fn env_value_that_is_not_utf8_is_refused_naming_it() {
+        let cfg = ContainerConfig {
+            envs: vec![
+                KeyValue { key: "A".into(), value: "ok".into() },
+                KeyValue { key: "B".into(), value: vec![0xff, 0xfe] },
+            ],
+            ..Default::default()
+        };
+        let err = env(&cfg, &image()).unwrap_err();
+        assert!(err.starts_with("envs[1].value:"), "{err}");
     }
 
     #[test]

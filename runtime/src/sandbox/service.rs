@@ -20,7 +20,7 @@ use super::ipam_store::StoredIpam;
 use super::mounts;
 use super::namespaces::{self, NsRequest};
 use super::record::{CgroupDirRecord, NameRecord, PortRecord, SandboxRecord, SandboxState};
-use super::spec::{self, NsMode, PodSpec, ValidSpec};
+use super::spec::{self, NsMode, PodSpec, Resources, ValidSpec};
 use super::sysctl::SysctlNs;
 use super::undo::Undo;
 use super::userns;
@@ -561,6 +561,32 @@ impl Sandboxes {
         {
             mounts::remove_tree(&rec.dir).map_err(internal)?;
         }
+        Ok(())
+    }
+
+    /// In-place pod resize: new pod-level limits on the pod cgroup, recorded with the pod.
+    /// `field` names the request field the limits came from, for errors.
+    pub async fn update_resources(&self, wanted: &str, r: Resources, field: &str) -> Result<()> {
+        super::spec::validate_resources(&r, field).map_err(SandboxError::InvalidArgument)?;
+        let not_found = || SandboxError::NotFound(format!("pod sandbox {wanted:?} not found"));
+        let id = self.resolve(wanted)?.ok_or_else(not_found)?;
+        let _lock = self.inner.locks.lock(id.clone()).await;
+        let mut rec = match self.inner.meta.get::<SandboxRecord>(&id)? {
+            Some(r) if r.state != SandboxState::Creating => r,
+            _ => return Err(not_found()),
+        };
+        if rec.state == SandboxState::NotReady {
+            return Err(SandboxError::FailedPrecondition(format!(
+                "pod sandbox {id} is stopped: its resources cannot change"
+            )));
+        }
+        cgroup::apply(&self.inner.hierarchies, &rec.cgroup, &r).map_err(|e| {
+            SandboxError::InvalidArgument(format!("{field}: the pod cgroup refused it: {e}"))
+        })?;
+        rec.resources = Some(r);
+        let mut tx = self.inner.meta.write()?;
+        tx.put(&rec.id, &rec)?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -208,21 +208,27 @@ pub fn validate(spec: PodSpec) -> Result<ValidSpec, String> {
         sysctls.push(Sysctl { name: name.clone(), value: value.clone(), ns });
     }
     if let Some(r) = &spec.resources {
-        for (field, v) in [
-            ("cpu_period", r.cpu_period),
-            ("cpu_shares", r.cpu_shares),
-            ("memory_limit_in_bytes", r.memory_limit),
-        ] {
-            if v < 0 {
-                return Err(format!("config.linux.resources.{field}: must not be negative"));
-            }
-        }
-        if r.cpu_quota < -1 {
-            return Err("config.linux.resources.cpu_quota: must be -1, 0 or positive".into());
-        }
+        validate_resources(r, "config.linux.resources")?;
     }
     let port_mappings = if spec.network == NsMode::Node { Vec::new() } else { port_mappings };
     Ok(ValidSpec { spec, metadata, port_mappings, sysctls, userns })
+}
+
+/// Pod-level limits the kernel would refuse or misread; `field` is where they came from.
+pub fn validate_resources(r: &Resources, field: &str) -> Result<(), String> {
+    for (name, v) in [
+        ("cpu_period", r.cpu_period),
+        ("cpu_shares", r.cpu_shares),
+        ("memory_limit_in_bytes", r.memory_limit),
+    ] {
+        if v < 0 {
+            return Err(format!("{field}.{name}: must not be negative"));
+        }
+    }
+    if r.cpu_quota < -1 {
+        return Err(format!("{field}.cpu_quota: must be -1, 0 or positive"));
+    }
+    Ok(())
 }
 
 /// cgroupfs paths only: `/kubepods/burstable/pod<uid>`, no `..`, no systemd slices.
