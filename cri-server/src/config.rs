@@ -126,6 +126,9 @@ pub struct ImageConfig {
     /// Refuse to go on unpacking when the filesystem under `root` has less than this
     /// many bytes available; 0: off.
     pub min_free_bytes: u64,
+    /// Images reported as pinned (`Image.pinned`), which the kubelet's image garbage
+    /// collection never removes: references (`registry.k8s.io/pause:3.10`) or ids.
+    pub pinned: Vec<String>,
 }
 
 impl Default for ImageConfig {
@@ -138,6 +141,7 @@ impl Default for ImageConfig {
             max_expansion_ratio: expansion.max_ratio,
             expansion_floor_bytes: expansion.floor_bytes,
             min_free_bytes: expansion.min_free_bytes,
+            pinned: Vec::new(),
         }
     }
 }

@@ -226,6 +226,58 @@ async fn stop_signal_reaches_a_handler_installed_after_the_stop_began(node: Node
     node.remove_pod_and_check(&pod_id).await;
 }
 
+/// The ids critest v1.36 compares, the digest reference, and a request's stop signal.
+#[tokio::test]
+async fn image_identity_and_the_requests_stop_signal() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod_id = node.run_pod("identity", logs.path()).await;
+    let pulled = node
+        .berthd
+        .image()
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec { image: "busybox".into(), ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    let mut cfg =
+        busybox("usr1", &["sh", "-c", "trap 'exit 0' USR1; while true; do sleep 0.1; done"]);
+    cfg.stop_signal = Signal::Sigusr1 as i32;
+    let id = node.run(&pod_id, cfg).await;
+    let s = node.status(&id).await;
+    assert_eq!(s.image_id, pulled, "ContainerStatus.image_id is the pulled image's id");
+    assert!(
+        s.image_ref.contains("/library/busybox@sha256:"),
+        "ContainerStatus.image_ref is a digest reference: {}",
+        s.image_ref
+    );
+    assert_eq!(s.stop_signal, Signal::Sigusr1 as i32);
+    let listed = node.list_containers().await;
+    assert_eq!(listed.iter().map(|c| c.image_id.as_str()).collect::<Vec<_>>(), [pulled.as_str()]);
+
+    // SIGUSR1, not SIGTERM (which sh as PID 1 would drop), ends it at once.
+    let t = Instant::now();
+    node.berthd
+        .runtime()
+        .stop_container(StopContainerRequest { container_id: id.clone(), timeout: 30 })
+        .await
+        .unwrap();
+    assert_eq!(node.wait_exited(&id).await.exit_code, 0);
+    assert!(t.elapsed() < Duration::from_secs(10), "the stop signal was not SIGUSR1");
+
+    let plain = node.create(&pod_id, busybox("plain", &["true"])).await.unwrap();
+    assert_eq!(node.status(&plain).await.stop_signal, Signal::Sigterm as i32);
+    let mut bad = busybox("bad", &["true"]);
+    bad.stop_signal = 1000;
+    let err = node.create(&pod_id, bad).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("stop_signal"), "{err:?}");
+    node.remove_pod_and_check(&pod_id).await;
+}
+
 #[tokio::test]
 async fn the_runc_handler_runs_containers_through_runc_and_unknown_handlers_are_refused() {
     let node = Node::start_runc().await;

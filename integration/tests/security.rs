@@ -403,6 +403,48 @@ async fn users_and_supplemental_groups_from_the_request() {
     node.remove_pod_and_check(&pod).await;
 }
 
+/// www-data (33) is in the image's `users` group (100): Merge adds it, Strict does not;
+/// ContainerStatus.user says what the process really got, primary group included.
+#[tokio::test]
+async fn supplemental_groups_policy_merge_and_strict() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("sgpolicy", logs.path()).await;
+    let features = node.berthd.runtime().status(StatusRequest { verbose: false }).await.unwrap();
+    let features = features.into_inner().features.expect("Status.features");
+    assert!(features.supplemental_groups_policy, "{features:?}");
+    for (name, policy, want) in [
+        ("merge", SupplementalGroupsPolicy::Merge, vec![33, 100, 1234]),
+        ("strict", SupplementalGroupsPolicy::Strict, vec![33, 1234]),
+    ] {
+        let sc = LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 33 }),
+            supplemental_groups: vec![1234],
+            supplemental_groups_policy: policy as i32,
+            ..Default::default()
+        };
+        let id = node.run(&pod, busybox_with(name, &["sleep", "1000"], sc)).await;
+        let mut got: Vec<i64> = node
+            .exec_ok(&id, &["id", "-G"])
+            .await
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        got.sort();
+        got.dedup();
+        assert_eq!(got, want, "{name}: id -G");
+        let user = node.status(&id).await.user.and_then(|u| u.linux).expect("status.user");
+        let mut groups = user.supplemental_groups.clone();
+        groups.sort();
+        assert_eq!((user.uid, user.gid, groups), (33, 33, want), "{name}: status.user");
+    }
+    let sc = LinuxContainerSecurityContext { supplemental_groups_policy: 7, ..Default::default() };
+    let err = node.create(&pod, busybox_with("bad", &["true"], sc)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("supplemental_groups_policy"), "{err:?}");
+    node.remove_pod_and_check(&pod).await;
+}
+
 #[tokio::test]
 async fn memory_limit_ends_in_oomkilled() {
     let node = Node::start().await;

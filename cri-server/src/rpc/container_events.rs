@@ -4,10 +4,8 @@
 //! event is delivered. A subscriber that falls too far behind gets RESOURCE_EXHAUSTED
 //! and its stream ends (it must resubscribe and relist); berthd stopping ends streams.
 
-use super::{container_status, sandbox_status, Cri};
-use berth_proto::{
-    ContainerEventResponse, ContainerEventType, ContainerStatusRequest, PodSandboxStatusRequest,
-};
+use super::{sandbox_status, Cri};
+use berth_proto::{ContainerEventResponse, ContainerEventType, PodSandboxStatusRequest};
 use berth_runtime::events::{ContainerEvent, EventKind, Subscription};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
@@ -55,21 +53,17 @@ fn kind(k: EventKind) -> ContainerEventType {
 }
 
 async fn to_cri(cri: &Cri, e: ContainerEvent) -> ContainerEventResponse {
-    let pod_sandbox_status = sandbox_status::pod_sandbox_status(
+    let status = sandbox_status::pod_sandbox_status(
         cri,
         PodSandboxStatusRequest { pod_sandbox_id: e.pod_id.clone(), verbose: false },
     )
     .await
-    .ok()
-    .and_then(|r| r.status);
-    let mut containers_statuses = Vec::new();
-    let siblings = cri.inner.containers.list().unwrap_or_default();
-    for c in siblings.iter().filter(|c| c.pod_id == e.pod_id) {
-        let req = ContainerStatusRequest { container_id: c.id.clone(), verbose: false };
-        if let Ok(s) = container_status::container_status(cri, req).await {
-            containers_statuses.extend(s.status);
-        }
-    }
+    .ok();
+    let (pod_sandbox_status, containers_statuses) = match status {
+        Some(s) => (s.status, s.containers_statuses),
+        // The pod is gone: what is left of its containers.
+        None => (None, sandbox_status::containers_statuses(cri, &e.pod_id).await),
+    };
     ContainerEventResponse {
         container_id: e.container_id,
         container_event_type: kind(e.kind) as i32,

@@ -6,6 +6,7 @@ use berth_proto::{
     RemoveContainerRequest, RemoveContainerResponse, StartContainerRequest, StartContainerResponse,
     StopContainerRequest, StopContainerResponse,
 };
+use berth_runtime::container::record::ContainerRecord;
 use std::time::Duration;
 use tonic::Status;
 
@@ -30,16 +31,8 @@ pub async fn stop_container(
     }
     record_container(&req.container_id);
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
-    // The image's StopSignal, else SIGTERM.
     let signal = match cri.inner.containers.get(&req.container_id) {
-        Ok(rec) => cri
-            .inner
-            .images
-            .resolve(&rec.image_id.to_string())
-            .ok()
-            .flatten()
-            .and_then(|image| signal_number(&image.config.stop_signal))
-            .unwrap_or(libc::SIGTERM),
+        Ok(rec) => effective_stop_signal(cri, &rec),
         Err(_) => libc::SIGTERM,
     };
     cri.inner.containers.stop(&req.container_id, timeout, signal).await.map_err(errors::runtime)?;
@@ -74,6 +67,41 @@ pub async fn reopen_container_log(
     Ok(berth_proto::ReopenContainerLogResponse {})
 }
 
+/// The request's stop signal, else the image's StopSignal, else SIGTERM.
+pub fn effective_stop_signal(cri: &Cri, rec: &ContainerRecord) -> i32 {
+    if rec.stop_signal != 0 {
+        return rec.stop_signal;
+    }
+    cri.inner
+        .images
+        .resolve(&rec.image_id.to_string())
+        .ok()
+        .flatten()
+        .and_then(|image| signal_number(&image.config.stop_signal))
+        .unwrap_or(libc::SIGTERM)
+}
+
+/// A signal number as the CRI's `Signal`; `RUNTIME_DEFAULT` for one it has no name for.
+pub fn cri_signal(n: i32) -> berth_proto::Signal {
+    use berth_proto::Signal as S;
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    if (rtmin..=rtmax).contains(&n) {
+        // SIGRTMIN+0..15 and SIGRTMAX-14..0 are the names the CRI has.
+        let v = if n - rtmin <= 15 {
+            S::Sigrtmin as i32 + (n - rtmin)
+        } else if rtmax - n <= 14 {
+            S::Sigrtmax as i32 - (rtmax - n)
+        } else {
+            return S::RuntimeDefault;
+        };
+        return S::try_from(v).unwrap_or(S::RuntimeDefault);
+    }
+    nix::sys::signal::Signal::try_from(n)
+        .ok()
+        .and_then(|s| S::from_str_name(s.as_str()))
+        .unwrap_or(S::RuntimeDefault)
+}
+
 /// `SIGQUIT`, `QUIT` or `3` as a signal number.
 fn signal_number(name: &str) -> Option<i32> {
     let name = name.trim();
@@ -90,7 +118,16 @@ fn signal_number(name: &str) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::signal_number;
+    use super::{cri_signal, signal_number};
+    use berth_proto::Signal;
+
+    #[test]
+    fn signal_numbers_as_cri_names() {
+        assert_eq!(cri_signal(libc::SIGTERM), Signal::Sigterm);
+        assert_eq!(cri_signal(libc::SIGRTMIN() + 3), Signal::Sigrtminplus3);
+        assert_eq!(cri_signal(libc::SIGRTMAX() - 2), Signal::Sigrtmaxminus2);
+        assert_eq!(cri_signal(0), Signal::RuntimeDefault);
+    }
 
     #[test]
     fn stop_signals() {

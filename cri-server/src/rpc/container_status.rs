@@ -1,5 +1,6 @@
 //! ContainerStatus and ListContainers.
 
+use super::container_lifecycle::{cri_signal, effective_stop_signal};
 use super::{errors, Cri};
 use crate::rpc_span::record_container;
 use berth_proto::{
@@ -64,7 +65,16 @@ pub async fn container_status(
         finished_at: o.finished_at,
         exit_code: if o.status == ShimStatus::Stopped { o.exit_code } else { 0 },
         image: Some(ImageSpec { image: rec.image.clone(), ..Default::default() }),
-        image_ref: rec.image_id.to_string(),
+        image_ref: image_ref(&rec),
+        image_id: rec.image_id.to_string(),
+        user: rec.user.as_ref().map(|u| berth_proto::ContainerUser {
+            linux: Some(berth_proto::LinuxContainerUser {
+                uid: u.uid.into(),
+                gid: u.gid.into(),
+                supplemental_groups: u.supplemental_groups.iter().map(|&g| g.into()).collect(),
+            }),
+        }),
+        stop_signal: cri_signal(effective_stop_signal(cri, &rec)) as i32,
         reason: reason.into(),
         message: message.into(),
         labels: rec.labels.clone().into_iter().collect(),
@@ -118,13 +128,23 @@ pub async fn list_containers(
     Ok(ListContainersResponse { containers: out })
 }
 
+/// The digest reference the container was created from (the id for old records).
+fn image_ref(rec: &ContainerRecord) -> String {
+    if rec.image_ref.is_empty() {
+        rec.image_id.to_string()
+    } else {
+        rec.image_ref.clone()
+    }
+}
+
 fn to_cri(rec: &ContainerRecord, state: ContainerState) -> Container {
     Container {
         id: rec.id.clone(),
         pod_sandbox_id: rec.pod_id.clone(),
         metadata: Some(ContainerMetadata { name: rec.name.clone(), attempt: rec.attempt }),
         image: Some(ImageSpec { image: rec.image.clone(), ..Default::default() }),
-        image_ref: rec.image_id.to_string(),
+        image_ref: image_ref(rec),
+        image_id: rec.image_id.to_string(),
         state: state as i32,
         created_at: rec.created_at,
         labels: rec.labels.clone().into_iter().collect(),

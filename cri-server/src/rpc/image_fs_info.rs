@@ -1,19 +1,42 @@
-//! ImageFsInfo: how much of its filesystem the image store uses.
+//! ImageFsInfo: how much of its filesystems the image store and the containers' writable
+//! layers use.
 
-use super::{errors, Cri};
+use super::{container_stats, errors, Cri};
 use berth_proto::{FilesystemIdentifier, FilesystemUsage, ImageFsInfoResponse, UInt64Value};
+use std::os::unix::fs::MetadataExt;
 use tonic::Status;
 
-pub fn image_fs_info(cri: &Cri) -> Result<ImageFsInfoResponse, Status> {
+pub async fn image_fs_info(cri: &Cri) -> Result<ImageFsInfoResponse, Status> {
     let usage = cri.inner.images.usage().map_err(errors::image)?;
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
-    let fs = FilesystemUsage {
+    let fs = |mountpoint: String, bytes: u64, inodes: u64| FilesystemUsage {
         timestamp,
-        fs_id: Some(FilesystemIdentifier { mountpoint: usage.mountpoint.display().to_string() }),
-        used_bytes: Some(UInt64Value { value: usage.bytes }),
-        inodes_used: Some(UInt64Value { value: usage.inodes }),
+        fs_id: Some(FilesystemIdentifier { mountpoint }),
+        used_bytes: Some(UInt64Value { value: bytes }),
+        inodes_used: Some(UInt64Value { value: inodes }),
     };
-    Ok(ImageFsInfoResponse { image_filesystems: vec![fs], container_filesystems: Vec::new() })
+    // The writable layers: the kubelet compares their mountpoint with the image store's
+    // to tell whether images and containers share a filesystem (then it runs one image
+    // GC and one eviction signal for both), so on one filesystem they name the same one.
+    let pods = container_stats::pods(cri)?;
+    let containers = cri.inner.containers.list().map_err(errors::runtime)?;
+    let (usages, _) = container_stats::usages(cri, &pods, containers).await;
+    let layers = usages.iter().filter_map(|u| u.writable_layer.as_ref());
+    let (bytes, inodes) = layers.fold((0, 0), |(b, i), l| (b + l.bytes, i + l.inodes));
+    let upper = cri.inner.images.writable_layer("-");
+    let writable_root = upper.parent().unwrap_or(&upper);
+    let device = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    let shared =
+        device(writable_root).is_some() && device(writable_root) == device(&usage.mountpoint);
+    let containers_at = if shared { &usage.mountpoint } else { writable_root };
+    Ok(ImageFsInfoResponse {
+        image_filesystems: vec![fs(
+            usage.mountpoint.display().to_string(),
+            usage.bytes,
+            usage.inodes,
+        )],
+        container_filesystems: vec![fs(containers_at.display().to_string(), bytes, inodes)],
+    })
 }

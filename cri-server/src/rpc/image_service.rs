@@ -52,6 +52,6 @@ impl ImageService for Cri {
         &self,
         _req: Request<ImageFsInfoRequest>,
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
-        image_fs_info::image_fs_info(self).map(Response::new)
+        image_fs_info::image_fs_info(self).await.map(Response::new)
     }
 }

@@ -5,8 +5,9 @@ use berth_proto::{
     Image, ImageSpec, ImageStatusRequest, ImageStatusResponse, Int64Value, ListImagesRequest,
     ListImagesResponse,
 };
+use berth_runtime::digest::Digest;
 use berth_runtime::image::record::ImageRecord;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tonic::Status;
 
 pub fn image_status(cri: &Cri, req: ImageStatusRequest) -> Result<ImageStatusResponse, Status> {
@@ -20,7 +21,7 @@ pub fn image_status(cri: &Cri, req: ImageStatusRequest) -> Result<ImageStatusRes
         return Ok(ImageStatusResponse { image: None, info: HashMap::new() });
     };
     let info = if req.verbose { verbose_info(&record) } else { HashMap::new() };
-    Ok(ImageStatusResponse { image: Some(to_cri(&record)), info })
+    Ok(ImageStatusResponse { image: Some(to_cri(&record, &pinned(cri))), info })
 }
 
 pub fn list_images(cri: &Cri, req: ListImagesRequest) -> Result<ListImagesResponse, Status> {
@@ -31,10 +32,18 @@ pub fn list_images(cri: &Cri, req: ListImagesRequest) -> Result<ListImagesRespon
         }
         None => cri.inner.images.list().map_err(errors::image)?,
     };
-    Ok(ListImagesResponse { images: records.iter().map(to_cri).collect() })
+    let pinned = pinned(cri);
+    Ok(ListImagesResponse { images: records.iter().map(|r| to_cri(r, &pinned)).collect() })
 }
 
-pub fn to_cri(record: &ImageRecord) -> Image {
+/// The ids of the images the configuration pins that are present.
+fn pinned(cri: &Cri) -> HashSet<Digest> {
+    let images = &cri.inner.images;
+    let pins = &cri.inner.config.image.pinned;
+    pins.iter().filter_map(|r| images.resolve(r.trim()).ok().flatten()).map(|r| r.id).collect()
+}
+
+pub fn to_cri(record: &ImageRecord, pinned: &HashSet<Digest>) -> Image {
     let (uid, username) = user_of(&record.config.user);
     Image {
         id: record.id.to_string(),
@@ -44,7 +53,7 @@ pub fn to_cri(record: &ImageRecord) -> Image {
         uid: uid.map(|value| Int64Value { value }),
         username,
         spec: Some(ImageSpec { image: record.id.to_string(), ..Default::default() }),
-        pinned: false,
+        pinned: pinned.contains(&record.id),
     }
 }
 

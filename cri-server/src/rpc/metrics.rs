@@ -514,6 +514,9 @@ mod tests {
             creating: false,
             request: String::new(),
             exit: None,
+            image_ref: String::new(),
+            user: None,
+            stop_signal: 0,
         };
         let mut u =
             ContainerUsage { writable_layer: Some(Default::default()), ..Default::default() };

@@ -1,12 +1,12 @@
 //! PodSandboxStatus.
 
 use super::sandbox_run::{id_map_to_cri, ns_mode_to_cri};
-use super::{errors, Cri};
+use super::{container_status, errors, Cri};
 use crate::rpc_span::record_pod;
 use berth_proto::{
-    LinuxPodSandboxStatus, Namespace, NamespaceMode, NamespaceOption, PodIp, PodSandboxMetadata,
-    PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest,
-    PodSandboxStatusResponse, UserNamespace,
+    ContainerStatus, ContainerStatusRequest, LinuxPodSandboxStatus, Namespace, NamespaceMode,
+    NamespaceOption, PodIp, PodSandboxMetadata, PodSandboxNetworkStatus, PodSandboxState,
+    PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse, UserNamespace,
 };
 use berth_runtime::sandbox::{SandboxRecord, SandboxState};
 use std::collections::HashMap;
@@ -27,12 +27,29 @@ pub async fn pod_sandbox_status(
     } else {
         HashMap::new()
     };
-    Ok(PodSandboxStatusResponse {
-        status: Some(to_cri(rec)),
-        info,
-        containers_statuses: Vec::new(),
-        timestamp: 0,
-    })
+    // The evented PLEG reads the pod's containers from here, at this time.
+    let timestamp = now_ns();
+    let containers_statuses = containers_statuses(cri, &rec.id).await;
+    Ok(PodSandboxStatusResponse { status: Some(to_cri(rec)), info, containers_statuses, timestamp })
+}
+
+/// The status of each container of the pod.
+pub async fn containers_statuses(cri: &Cri, pod_id: &str) -> Vec<ContainerStatus> {
+    let mut out = Vec::new();
+    let all = cri.inner.containers.list().unwrap_or_default();
+    for c in all.iter().filter(|c| c.pod_id == pod_id) {
+        let req = ContainerStatusRequest { container_id: c.id.clone(), verbose: false };
+        if let Ok(s) = container_status::container_status(cri, req).await {
+            out.extend(s.status);
+        }
+    }
+    out
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 pub fn metadata(rec: &SandboxRecord) -> PodSandboxMetadata {

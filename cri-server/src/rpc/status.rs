@@ -2,8 +2,8 @@
 
 use super::Cri;
 use berth_proto::{
-    RuntimeCondition, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusRequest,
-    StatusResponse,
+    RuntimeCondition, RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus,
+    StatusRequest, StatusResponse,
 };
 use std::collections::HashMap;
 
@@ -41,7 +41,12 @@ pub async fn status(cri: &Cri, req: StatusRequest) -> StatusResponse {
                 name,
             })
             .collect(),
-        features: None,
+        features: Some(RuntimeFeatures {
+            supplemental_groups_policy: true,
+            // A pod user namespace needs the pod's own network namespace (refused at
+            // RunPodSandbox otherwise).
+            user_namespaces_host_network: false,
+        }),
     }
 }
 

@@ -42,6 +42,25 @@ pub struct ContainerRecord {
     /// because the shim's own exit record lives in the volatile state a reboot wipes.
     #[serde(default)]
     pub exit: Option<crate::shim::ExitRecord>,
+    /// The digest reference (`repo@sha256:…`) of the image it was created from, or the
+    /// image id when the image has none; empty in records from before it was kept.
+    #[serde(default)]
+    pub image_ref: String,
+    /// Who the first process runs as; `None` in records from before it was kept.
+    #[serde(default)]
+    pub user: Option<UserRecord>,
+    /// The request's stop signal (a number); 0: the image's, else SIGTERM.
+    #[serde(default)]
+    pub stop_signal: i32,
+}
+
+/// The identity the container's first process really has.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups, the primary group among them.
+    pub supplemental_groups: Vec<u32>,
 }
 
 /// A digest of what a CreateContainer request asks for, independent of map ordering.

@@ -7,6 +7,7 @@
 
 use super::record::{
     name_key, request_fingerprint, ContainerName, ContainerRecord, MountRecord, ResourcesRecord,
+    UserRecord,
 };
 use super::spec::{self, PodFiles, SpecInput};
 use crate::events::Events;
@@ -183,6 +184,9 @@ impl Containers {
                 "config.image.image: image {image:?} is not present; pull it first"
             ))
         })?;
+        let stop_signal = spec::stop_signal(&config)
+            .map_err(|e| ContainerError::InvalidArgument(format!("config.{e}")))?
+            .unwrap_or(0);
 
         let key = name_key(&pod.id, &meta.name, meta.attempt);
         // One create per name at a time: the kubelet's retry of a create that outlived its
@@ -239,6 +243,9 @@ impl Containers {
             creating: true,
             request: request_fingerprint(&config),
             exit: None,
+            image_ref: digest_reference(&image, &image_config),
+            user: None,
+            stop_signal,
         };
         {
             let mut tx = self.meta.write()?;
@@ -266,9 +273,10 @@ impl Containers {
             )
             .await;
         match result {
-            Ok(()) => {
+            Ok(user) => {
                 crate::failpoint::crash_point("container.created");
                 record.creating = false;
+                record.user = Some(user);
                 let mut tx = self.meta.write()?;
                 tx.put(&id, &record)?;
                 tx.commit()?;
@@ -335,7 +343,7 @@ impl Containers {
         bundle: &Path,
         rootfs_dir: &Path,
         log_file: Option<PathBuf>,
-    ) -> Result<()> {
+    ) -> Result<UserRecord> {
         std::fs::create_dir_all(bundle).map_err(internal)?;
         let plan = images.prepare_rootfs(id, image).await.map_err(internal)?;
         match (&pod.user_ns, &pod.userns) {
@@ -381,6 +389,15 @@ impl Containers {
         .map_err(ContainerError::InvalidArgument)?;
         let json = serde_json::to_vec_pretty(&spec).map_err(internal)?;
         std::fs::write(bundle.join("config.json"), json).map_err(internal)?;
+        let user = spec
+            .process()
+            .as_ref()
+            .map(|p| UserRecord {
+                uid: p.user().uid(),
+                gid: p.user().gid(),
+                supplemental_groups: p.user().additional_gids().clone().unwrap_or_default(),
+            })
+            .unwrap_or_default();
         let request = CreateRequest {
             container_id: id.to_string(),
             bundle: bundle.to_path_buf(),
@@ -400,7 +417,7 @@ impl Containers {
         })
         .await
         .map_err(internal)??;
-        Ok(())
+        Ok(user)
     }
 
     /// What the container's PID namespace is joined from: the pod's init (mode POD, which
@@ -885,6 +902,23 @@ fn log_file(log_directory: &str, log_path: &str) -> Result<Option<PathBuf>> {
         )));
     }
     Ok(Some(Path::new(log_directory).join(rel)))
+}
+
+/// The image's digest reference in the repository the request named (any of its digest
+/// references else), or its id when it has none (an image loaded, not pulled).
+fn digest_reference(requested: &str, image: &crate::image::record::ImageRecord) -> String {
+    let repo = requested.split('@').next().unwrap_or(requested);
+    let repo = match repo.rsplit_once(':') {
+        Some((r, tag)) if !tag.contains('/') => r,
+        _ => repo,
+    };
+    image
+        .repo_digests
+        .iter()
+        .find(|d| d.split('@').next() == Some(repo))
+        .or(image.repo_digests.first())
+        .cloned()
+        .unwrap_or_else(|| image.id.to_string())
 }
 
 fn new_id() -> std::io::Result<String> {

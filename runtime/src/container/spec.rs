@@ -71,6 +71,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
             run_as_group: sc.run_as_group.map(|v| v.value),
             run_as_username: sc.run_as_username.clone(),
             supplemental_groups: sc.supplemental_groups.clone(),
+            strict_groups: supplemental_groups_strict(sc.supplemental_groups_policy)?,
             image_user: input.image.user.clone(),
         },
     )?;
@@ -161,6 +162,69 @@ pub fn process_args(cfg: &ContainerConfig, image: &ImageConfig) -> Result<Vec<St
         return Err("command: neither the request nor the image says what to run".into());
     }
     Ok(args)
+}
+
+fn supplemental_groups_strict(policy: i32) -> Result<bool, String> {
+    match berth_proto::SupplementalGroupsPolicy::try_from(policy) {
+        Ok(berth_proto::SupplementalGroupsPolicy::Merge) => Ok(false),
+        Ok(berth_proto::SupplementalGroupsPolicy::Strict) => Ok(true),
+        Err(_) => Err(format!(
+            "linux.security_context.supplemental_groups_policy: unknown policy {policy}"
+        )),
+    }
+}
+
+/// The request's `stop_signal` as a signal number; `None`: the image's, else SIGTERM.
+pub fn stop_signal(cfg: &ContainerConfig) -> Result<Option<i32>, String> {
+    use berth_proto::Signal as S;
+    let s = S::try_from(cfg.stop_signal)
+        .map_err(|_| format!("stop_signal: unknown signal {}", cfg.stop_signal))?;
+    let n = match s {
+        S::RuntimeDefault => return Ok(None),
+        S::Sigabrt | S::Sigiot => libc::SIGABRT,
+        S::Sigalrm => libc::SIGALRM,
+        S::Sigbus => libc::SIGBUS,
+        S::Sigchld | S::Sigcld => libc::SIGCHLD,
+        S::Sigcont => libc::SIGCONT,
+        S::Sigfpe => libc::SIGFPE,
+        S::Sighup => libc::SIGHUP,
+        S::Sigill => libc::SIGILL,
+        S::Sigint => libc::SIGINT,
+        S::Sigio | S::Sigpoll => libc::SIGIO,
+        S::Sigkill => libc::SIGKILL,
+        S::Sigpipe => libc::SIGPIPE,
+        S::Sigprof => libc::SIGPROF,
+        S::Sigpwr => libc::SIGPWR,
+        S::Sigquit => libc::SIGQUIT,
+        S::Sigsegv => libc::SIGSEGV,
+        S::Sigstkflt => libc::SIGSTKFLT,
+        S::Sigstop => libc::SIGSTOP,
+        S::Sigsys => libc::SIGSYS,
+        S::Sigterm => libc::SIGTERM,
+        S::Sigtrap => libc::SIGTRAP,
+        S::Sigtstp => libc::SIGTSTP,
+        S::Sigttin => libc::SIGTTIN,
+        S::Sigttou => libc::SIGTTOU,
+        S::Sigurg => libc::SIGURG,
+        S::Sigusr1 => libc::SIGUSR1,
+        S::Sigusr2 => libc::SIGUSR2,
+        S::Sigvtalrm => libc::SIGVTALRM,
+        S::Sigwinch => libc::SIGWINCH,
+        S::Sigxcpu => libc::SIGXCPU,
+        S::Sigxfsz => libc::SIGXFSZ,
+        // The real-time signals, counted as the C library counts them (SIGRTMIN is 34
+        // with glibc: two are reserved for its threads).
+        rt => {
+            let v = rt as i32;
+            let (min, max) = (S::Sigrtmin as i32, S::Sigrtmax as i32);
+            if v < S::Sigrtmaxminus14 as i32 {
+                libc::SIGRTMIN() + (v - min)
+            } else {
+                libc::SIGRTMAX() - (max - v)
+            }
+        }
+    };
+    Ok(Some(n))
 }
 
 /// The image's environment with the request's variables set over it, in order.
@@ -608,6 +672,22 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(env(&cfg, &image()).unwrap(), ["PATH=/bin", "A=request", "B=x=y"]);
+    }
+
+    #[test]
+    fn stop_signals_map_to_linux_numbers() {
+        use berth_proto::Signal as S;
+        let n =
+            |s: S| stop_signal(&ContainerConfig { stop_signal: s as i32, ..Default::default() });
+        assert_eq!(n(S::RuntimeDefault), Ok(None));
+        assert_eq!(n(S::Sigquit), Ok(Some(libc::SIGQUIT)));
+        assert_eq!(n(S::Sigcld), Ok(Some(libc::SIGCHLD)));
+        assert_eq!(n(S::Sigrtmin), Ok(Some(libc::SIGRTMIN())));
+        assert_eq!(n(S::Sigrtminplus15), Ok(Some(libc::SIGRTMIN() + 15)));
+        assert_eq!(n(S::Sigrtmaxminus14), Ok(Some(libc::SIGRTMAX() - 14)));
+        assert_eq!(n(S::Sigrtmax), Ok(Some(libc::SIGRTMAX())));
+        let bad = stop_signal(&ContainerConfig { stop_signal: 999, ..Default::default() });
+        assert!(bad.unwrap_err().starts_with("stop_signal:"));
     }
 
     #[test]

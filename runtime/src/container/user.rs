@@ -15,7 +15,8 @@ const MAX_DB_BYTES: u64 = 4 << 20;
 pub struct User {
     pub uid: u32,
     pub gid: u32,
-    /// Supplementary groups: the user's groups in `/etc/group`, then the request's.
+    /// Supplementary groups: the primary group, the user's groups in `/etc/group` (unless
+    /// the policy is strict), then the request's; each once.
     pub additional_gids: Vec<u32>,
 }
 
@@ -26,6 +27,8 @@ pub struct UserRequest {
     pub run_as_group: Option<i64>,
     pub run_as_username: String,
     pub supplemental_groups: Vec<i64>,
+    /// SupplementalGroupsPolicy Strict: the image's `/etc/group` adds no groups.
+    pub strict_groups: bool,
     /// The image config's `User` (`name`, `uid`, `name:group`, `uid:gid`).
     pub image_user: String,
 }
@@ -98,8 +101,9 @@ pub fn resolve(rootfs: &Path, req: &UserRequest) -> Result<User, String> {
     if let Some(g) = req.run_as_group {
         gid = id(g, "linux.security_context.run_as_group")?;
     }
-    let mut additional_gids = Vec::new();
-    if let Some(name) = &name {
+    // The primary group is listed too, as Kubernetes reports it (ContainerStatus.user).
+    let mut additional_gids = vec![gid];
+    if let Some(name) = name.as_ref().filter(|_| !req.strict_groups) {
         for line in group_db.lines() {
             let f: Vec<&str> = line.split(':').collect();
             if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
@@ -183,23 +187,39 @@ mod tests {
         let root = rootfs();
         let r = |q: UserRequest| resolve(root.path(), &q).unwrap();
         let image = |u: &str| UserRequest { image_user: u.into(), ..Default::default() };
-        assert_eq!(r(UserRequest::default()), User { uid: 0, gid: 0, additional_gids: vec![] });
+        assert_eq!(r(UserRequest::default()), User { uid: 0, gid: 0, additional_gids: vec![0] });
         // www-data is also a member of web (500).
-        assert_eq!(r(image("www-data")), User { uid: 33, gid: 33, additional_gids: vec![500] });
-        assert_eq!(r(image("1234:5678")), User { uid: 1234, gid: 5678, additional_gids: vec![] });
+        assert_eq!(r(image("www-data")), User { uid: 33, gid: 33, additional_gids: vec![33, 500] });
+        assert_eq!(
+            r(image("1234:5678")),
+            User { uid: 1234, gid: 5678, additional_gids: vec![5678] }
+        );
         assert_eq!(r(image("nobody:web")).gid, 500);
         let u = r(UserRequest {
             run_as_user: Some(65534),
             supplemental_groups: vec![7, 500],
             ..image("www-data")
         });
-        assert_eq!(u, User { uid: 65534, gid: 65534, additional_gids: vec![500, 7] });
+        assert_eq!(u, User { uid: 65534, gid: 65534, additional_gids: vec![65534, 500, 7] });
         let u = r(UserRequest {
             run_as_username: "www-data".into(),
             run_as_group: Some(1),
             ..Default::default()
         });
         assert_eq!((u.uid, u.gid), (33, 1));
+    }
+
+    #[test]
+    fn strict_policy_leaves_out_the_images_group_memberships() {
+        let root = rootfs();
+        let q = |strict| UserRequest {
+            run_as_user: Some(33),
+            supplemental_groups: vec![1234],
+            strict_groups: strict,
+            ..Default::default()
+        };
+        assert_eq!(resolve(root.path(), &q(false)).unwrap().additional_gids, [33, 500, 1234]);
+        assert_eq!(resolve(root.path(), &q(true)).unwrap().additional_gids, [33, 1234]);
     }
 
     #[test]
