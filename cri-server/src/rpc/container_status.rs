@@ -95,7 +95,6 @@ pub async fn container_status(
             linux: Some(r.into()),
             ..Default::default()
         }),
-        ..Default::default()
     };
     Ok(ContainerStatusResponse { status: Some(status), info })
 }
@@ -149,6 +148,5 @@ fn to_cri(rec: &ContainerRecord, state: ContainerState) -> Container {
         created_at: rec.created_at,
         labels: rec.labels.clone().into_iter().collect(),
         annotations: rec.annotations.clone().into_iter().collect(),
-        ..Default::default()
     }
 }
