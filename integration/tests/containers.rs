@@ -278,6 +278,51 @@ async fn image_identity_and_the_requests_stop_signal() {
     node.remove_pod_and_check(&pod_id).await;
 }
 
+/// What the kubelet's image GC, eviction and evented PLEG read: pinned images, the
+/// writable layers' filesystem, and the pod's containers in its status.
+#[tokio::test]
+async fn pinned_images_container_filesystems_and_the_pods_container_statuses() {
+    let node = Node::start_with_config("[image]\npinned = [\"busybox\"]\n").await;
+    let images = node.berthd.image().list_images(ListImagesRequest::default()).await.unwrap();
+    let images = images.into_inner().images;
+    assert_eq!(images.iter().map(|i| i.pinned).collect::<Vec<_>>(), [true], "{images:?}");
+
+    let logs = tempfile::tempdir().unwrap();
+    let pod_id = node.run_pod("fsinfo", logs.path()).await;
+    let script = "head -c 3000000 /dev/zero > /big; sleep 1000";
+    let id = node.run(&pod_id, busybox("writer", &["sh", "-c", script])).await;
+    let deadline = Instant::now() + berth_integration::scaled(Duration::from_secs(10));
+    let (image_fs, container_fs) = loop {
+        let info =
+            node.berthd.image().image_fs_info(ImageFsInfoRequest {}).await.unwrap().into_inner();
+        let used = |f: &FilesystemUsage| f.used_bytes.as_ref().map_or(0, |u| u.value);
+        let c = info.container_filesystems.first().cloned().expect("container_filesystems");
+        if used(&c) >= 3_000_000 || Instant::now() > deadline {
+            assert!(used(&c) >= 3_000_000, "the 3 MB the container wrote: {c:?}");
+            break (info.image_filesystems[0].clone(), c);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // One filesystem under the test's root: the kubelet must not see a split disk.
+    assert_eq!(image_fs.fs_id, container_fs.fs_id);
+
+    let status = node
+        .berthd
+        .runtime()
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.timestamp > 0);
+    let listed: Vec<(&str, i32)> =
+        status.containers_statuses.iter().map(|c| (c.id.as_str(), c.state)).collect();
+    assert_eq!(listed, [(id.as_str(), ContainerState::ContainerRunning as i32)]);
+    node.remove_pod_and_check(&pod_id).await;
+}
+
 #[tokio::test]
 async fn the_runc_handler_runs_containers_through_runc_and_unknown_handlers_are_refused() {
     let node = Node::start_runc().await;

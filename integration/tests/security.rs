@@ -333,6 +333,63 @@ async fn resources_update_live_and_are_reported() {
     node.remove_pod_and_check(&pod).await;
 }
 
+/// A limit file of the pod cgroup `parent` as the host sees it: the v1 memory/cpu
+/// hierarchy's file, or the v2 tree's.
+fn pod_cgroup_file(parent: &str, v1: (&str, &str), v2: &str) -> String {
+    let rel = parent.trim_start_matches('/');
+    let v1 = Path::new("/sys/fs/cgroup").join(v1.0).join(rel).join(v1.1);
+    let v2 = Path::new("/sys/fs/cgroup").join(rel).join(v2);
+    let path = if v1.exists() { v1 } else { v2 };
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// In-place pod resize: UpdatePodSandboxResources sets the pod cgroup's limits, and the
+/// pod's containers (and status) go on; bad values, unknown and stopped pods are refused.
+#[tokio::test]
+async fn pod_resources_update_in_place() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = node.pod_config("podres", logs.path());
+    let parent = config.linux.as_ref().unwrap().cgroup_parent.clone();
+    let pod = node.run_pod_with(config).await;
+    let id = node.run(&pod, busybox("svc", &["sleep", "1000"])).await;
+    let mut rt = node.berthd.runtime();
+    let resources = LinuxContainerResources {
+        memory_limit_in_bytes: 200 << 20,
+        cpu_quota: 30_000,
+        cpu_period: 100_000,
+        cpu_shares: 512,
+        ..Default::default()
+    };
+    let update = |r: LinuxContainerResources, pod: &str| UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod.into(),
+        resources: Some(r),
+        overhead: None,
+    };
+    rt.update_pod_sandbox_resources(update(resources.clone(), &pod)).await.unwrap();
+    let memory = pod_cgroup_file(&parent, ("memory", "memory.limit_in_bytes"), "memory.max");
+    assert_eq!(memory.trim(), (200u64 << 20).to_string());
+    let quota = pod_cgroup_file(&parent, ("cpu", "cpu.cfs_quota_us"), "cpu.max");
+    assert!(quota.starts_with("30000"), "cpu quota of the pod cgroup: {quota}");
+    assert_eq!(node.status(&id).await.state, ContainerState::ContainerRunning as i32);
+
+    let bad = LinuxContainerResources { cpu_period: -1, ..resources.clone() };
+    let err = rt.update_pod_sandbox_resources(update(bad, &pod)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("resources.cpu_period"), "{err:?}");
+    let err = rt.update_pod_sandbox_resources(update(resources.clone(), "nope")).await;
+    assert_eq!(err.unwrap_err().code(), tonic::Code::NotFound);
+    let err = rt
+        .update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest::default())
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("pod_sandbox_id"), "{err:?}");
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    let err = rt.update_pod_sandbox_resources(update(resources, &pod)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    node.remove_pod_and_check(&pod).await;
+}
+
 /// The effective capability mask of `cmd`'s process in the container.
 async fn cap_eff(node: &Node, id: &str) -> u64 {
     let status = node.exec_ok(id, &["cat", "/proc/self/status"]).await;

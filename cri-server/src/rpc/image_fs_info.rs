@@ -25,8 +25,7 @@ pub async fn image_fs_info(cri: &Cri) -> Result<ImageFsInfoResponse, Status> {
     let (usages, _) = container_stats::usages(cri, &pods, containers).await;
     let layers = usages.iter().filter_map(|u| u.writable_layer.as_ref());
     let (bytes, inodes) = layers.fold((0, 0), |(b, i), l| (b + l.bytes, i + l.inodes));
-    let upper = cri.inner.images.writable_layer("-");
-    let writable_root = upper.parent().unwrap_or(&upper);
+    let writable_root = cri.inner.images.writable_layers_root();
     let device = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.dev()).ok();
     let shared =
         device(writable_root).is_some() && device(writable_root) == device(&usage.mountpoint);

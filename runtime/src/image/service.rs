@@ -350,6 +350,11 @@ impl Images {
     }
 
     /// The upper directory of container `id`'s writable layer (for its disk usage).
+    /// The directory holding every container's writable layer.
+    pub fn writable_layers_root(&self) -> &Path {
+        self.rootfs.root()
+    }
+
     pub fn writable_layer(&self, id: &str) -> PathBuf {
         self.rootfs.upper(id)
     }

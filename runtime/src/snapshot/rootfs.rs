@@ -37,6 +37,11 @@ impl RootfsDirs {
         Self { root: root.into() }
     }
 
+    /// Where every container's writable layer lives.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
