@@ -11,6 +11,14 @@ pub async fn pull_image(cri: &Cri, req: PullImageRequest) -> Result<PullImageRes
     if name.is_empty() {
         return Err(errors::missing("image.image"));
     }
+    // One image store serves every handler; an unknown one is refused, as the CRI asks.
+    let handlers = cri.inner.containers.runtime_handlers();
+    if !handlers.contains(&spec.runtime_handler) {
+        return Err(Status::invalid_argument(format!(
+            "image.runtime_handler: unknown runtime handler {:?} (known: {handlers:?})",
+            spec.runtime_handler
+        )));
+    }
     tracing::Span::current().record("image", name);
     let creds = req.auth.map(credentials);
     let record = cri.inner.images.pull(name, creds.as_ref()).await.map_err(errors::image)?;

@@ -172,6 +172,19 @@ impl Containers {
                 pod.id
             )));
         }
+        if !config.cdi_devices.is_empty() {
+            // Nothing on the node resolves CDI names to devices and mounts for berth.
+            return Err(ContainerError::InvalidArgument(
+                "config.CDI_devices: CDI devices are not supported by berth; request devices \
+                 by path (config.devices)"
+                    .into(),
+            ));
+        }
+        if let Some(i) = config.mounts.iter().position(|m| m.image.is_some()) {
+            return Err(ContainerError::InvalidArgument(format!(
+                "config.mounts[{i}].image: image volumes are not supported by berth yet"
+            )));
+        }
         if !pod.runtime_handler.is_empty() && config.mounts.iter().any(|m| m.recursive_read_only) {
             return Err(ContainerError::InvalidArgument(format!(
                 "mounts: recursive_read_only is not supported by runtime handler {:?}",

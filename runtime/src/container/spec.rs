@@ -90,15 +90,24 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
             .map_err(|e| e.to_string())?,
     );
     process.set_no_new_privileges(Some(sc.no_new_privs));
-    let caps = capabilities(privileged, sc.capabilities.as_ref())?;
+    let mut caps = capabilities(privileged, sc.capabilities.as_ref())?;
+    // Ambient capabilities survive execve for a non-root user; the kernel keeps one only
+    // while it is also permitted and inheritable, so it joins every set.
+    let mut ambient = Capabilities::new();
+    for name in sc.capabilities.iter().flat_map(|c| &c.add_ambient_capabilities) {
+        ambient.insert(capability(name).map_err(|e| {
+            format!("linux.security_context.capabilities.add_ambient_capabilities: {e}")
+        })?);
+    }
+    caps.extend(ambient.iter().copied());
     let seccomp_caps = caps.clone();
     process.set_capabilities(Some(
         LinuxCapabilitiesBuilder::default()
             .bounding(caps.clone())
             .effective(caps.clone())
             .permitted(caps)
-            .inheritable(Capabilities::new())
-            .ambient(Capabilities::new())
+            .inheritable(ambient.clone())
+            .ambient(ambient)
             .build()
             .map_err(|e| e.to_string())?,
     ));
