@@ -18,6 +18,7 @@ mod image_status;
 mod list_streams;
 mod metrics;
 mod runtime_config;
+mod request_surface;
 mod runtime_service;
 mod sandbox_list;
 mod sandbox_remove;
