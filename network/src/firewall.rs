@@ -54,7 +54,7 @@ use ipnet::Ipv4Net;
 
 use crate::bridge::validate_ifname;
 use crate::error::{validate_pod_id, NetworkError, Result};
-use crate::nft::{self, Batch, Expr, Header, ListedRule, MetaLoad, NatHook, Op};
+use crate::nft::{Batch, Expr, Header, ListedRule, MetaLoad, NatHook, Netlink, Op};
 
 /// The default table name.
 pub const DEFAULT_TABLE: &str = "berth";
@@ -160,6 +160,8 @@ pub struct Firewall {
     bridge: String,
     /// Serialises list-then-change sequences within this process.
     lock: tokio::sync::Mutex<()>,
+    /// The netlink socket all of it goes through.
+    netlink: Netlink,
 }
 
 impl Firewall {
@@ -181,6 +183,7 @@ impl Firewall {
             subnet: subnet.trunc(),
             bridge: bridge.to_string(),
             lock: tokio::sync::Mutex::new(()),
+            netlink: Netlink::default(),
         })
     }
 
@@ -355,7 +358,7 @@ impl Firewall {
 
     /// Whether the table exists.
     pub async fn table_exists(&self) -> Result<bool> {
-        nft::table_exists(&self.table).await
+        self.netlink.table_exists(&self.table).await
     }
 
     /// The (chain, handle) of every rule of a pod.
@@ -391,7 +394,7 @@ impl Firewall {
 
     /// Every rule of the table as (chain, handle, comment); empty if there is no table.
     async fn rules(&self) -> Result<Vec<ListedRule>> {
-        nft::list_rules(&self.table).await
+        self.netlink.list_rules(&self.table).await
     }
 
     /// Commits `batch` (nothing to do if it is empty).
@@ -403,7 +406,7 @@ impl Firewall {
             let ops: Vec<String> = batch.ops().iter().map(ToString::to_string).collect();
             tracing::debug!(table = %self.table, ?ops, "applying nftables transaction");
         }
-        batch.commit().await
+        self.netlink.commit(batch).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! nftables over netlink: the few nf_tables messages [`crate::firewall`] needs, built with
-//! `netlink-packet-netfilter` and sent on a `NETLINK_NETFILTER` socket of each call's own
-//! (so one call never reads another's replies).
+//! `netlink-packet-netfilter` and sent on a `NETLINK_NETFILTER` socket.
 //!
+//! * All of it goes through one socket, kept open ([`Netlink`]).
 //! * Changes go as one nfnetlink batch (`BATCH_BEGIN`, the messages, `BATCH_END`): the
 //!   kernel applies all of it or, on any error, none of it. Every message asks for an
 //!   acknowledgement; the batch succeeded when each one is acknowledged, and the first
@@ -16,8 +16,9 @@ use std::fmt;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND,
-    NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    DefaultNla, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
+    NLA_TYPE_MASK, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::nftables::{
     Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
@@ -25,9 +26,7 @@ use netlink_packet_netfilter::nftables::{
     Payload, Register, RuleAttribute, RuleMessage, TableAttribute, TableMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
-use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
 
@@ -358,9 +357,9 @@ impl<'a> Batch<'a> {
         })
     }
 
-    /// The batch as sent: begin (sequence number 0), one message per op (1..=n, each
-    /// asking for an ack), end (n + 1).
-    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
+    /// The batch as sent: begin (sequence number `base`), one message per op (`base` +
+    /// 1..=n, each asking for an ack), end (`base` + n + 1).
+    pub(crate) fn encode(&self, base: u32) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         let control = |m: ControlMessage| {
             NetfilterMessage::new(
@@ -368,51 +367,15 @@ impl<'a> Batch<'a> {
                 m,
             )
         };
-        encode_into(&mut buf, control(ControlMessage::BatchBegin), NLM_F_REQUEST, 0);
+        encode_into(&mut buf, control(ControlMessage::BatchBegin), NLM_F_REQUEST, base);
         for (i, op) in self.ops.iter().enumerate() {
             let (message, flags) = self.message(op)?;
-            encode_into(&mut buf, ip(message), NLM_F_REQUEST | NLM_F_ACK | flags, i as u32 + 1);
+            let seq = base.wrapping_add(i as u32 + 1);
+            encode_into(&mut buf, ip(message), NLM_F_REQUEST | NLM_F_ACK | flags, seq);
         }
-        let end = self.ops.len() as u32 + 1;
+        let end = base.wrapping_add(self.ops.len() as u32 + 1);
         encode_into(&mut buf, control(ControlMessage::BatchEnd), NLM_F_REQUEST, end);
         Ok(buf)
-    }
-
-    /// Sends the batch and waits for the kernel's verdict. Nothing is changed unless
-    /// everything is.
-    pub(crate) async fn commit(&self) -> Result<()> {
-        if self.ops.is_empty() {
-            return Ok(());
-        }
-        let buf = self.encode()?;
-        let socket = open()?;
-        if buf.len() > DEFAULT_SNDBUF {
-            use std::os::fd::AsFd;
-            nix::sys::socket::setsockopt(
-                &socket.socket_ref().as_fd(),
-                nix::sys::socket::sockopt::SndBufForce,
-                &(buf.len() * 2),
-            )
-            .map_err(|e| NetworkError::errno("raise the nftables socket's send buffer", e))?;
-        }
-        send(&socket, &buf).await?;
-        let mut acked = 0;
-        while acked < self.ops.len() {
-            for message in receive(&socket).await? {
-                let NetlinkPayload::Error(e) = message.payload else { continue };
-                if e.code.is_none() {
-                    acked += 1;
-                    continue;
-                }
-                let seq = message.header.sequence_number as usize;
-                let what = match seq.checked_sub(1).and_then(|i| self.ops.get(i)) {
-                    Some(op) => format!("{op} in table ip {}", self.table),
-                    None => format!("transaction on table ip {}", self.table),
-                };
-                return Err(NetworkError::Firewall(format!("{what}: {}", e.to_io())));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -430,6 +393,172 @@ fn encode_into(buf: &mut Vec<u8>, message: NetfilterMessage, flags: u16, seq: u3
     let start = buf.len();
     buf.resize(start + message.buffer_len(), 0);
     message.serialize(&mut buf[start..]);
+}
+
+/// The firewall's `NETLINK_NETFILTER` socket, opened on first use and kept: closing a
+/// socket that committed changes makes the kernel wait for the ruleset's RCU grace period
+/// (`NETLINK_URELEASE` flushes nf_tables' destroy work), ~10 ms on a loaded machine.
+/// One request at a time; after any error the socket is dropped (replies it may still
+/// hold can then never be mistaken for a later request's), and requests are told apart
+/// by sequence number.
+#[derive(Default)]
+pub(crate) struct Netlink {
+    socket: tokio::sync::Mutex<Option<TokioSocket>>,
+    seq: std::sync::atomic::AtomicU32,
+}
+
+impl fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Netlink").finish_non_exhaustive()
+    }
+}
+
+impl Netlink {
+    /// `count` consecutive sequence numbers, the first returned.
+    fn seqs(&self, count: u32) -> u32 {
+        self.seq.fetch_add(count, std::sync::atomic::Ordering::Relaxed).wrapping_add(1)
+    }
+
+    /// Runs `f` on the socket (opened if need be); drops the socket if `f` fails.
+    async fn with_socket<T>(&self, f: impl AsyncFnOnce(&TokioSocket) -> Result<T>) -> Result<T> {
+        let mut guard = self.socket.lock().await;
+        if guard.is_none() {
+            *guard = Some(open()?);
+        }
+        let result = f(guard.as_ref().expect("opened above")).await;
+        if result.is_err() {
+            *guard = None;
+        }
+        result
+    }
+
+    /// Sends `batch` and waits for the kernel's verdict. Nothing is changed unless
+    /// everything is.
+    pub(crate) async fn commit(&self, batch: &Batch<'_>) -> Result<()> {
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        let n = batch.ops.len() as u32;
+        let base = self.seqs(n + 2);
+        let buf = batch.encode(base)?;
+        self.with_socket(async |socket| {
+            if buf.len() > DEFAULT_SNDBUF {
+                use std::os::fd::AsFd;
+                nix::sys::socket::setsockopt(
+                    &socket.socket_ref().as_fd(),
+                    nix::sys::socket::sockopt::SndBufForce,
+                    &(buf.len() * 2),
+                )
+                .map_err(|e| NetworkError::errno("raise the nftables socket's send buffer", e))?;
+            }
+            send(socket, &buf).await?;
+            let mut acked = 0;
+            while acked < n {
+                for reply in receive(socket).await? {
+                    let Reply::Error { seq, error } = reply else { continue };
+                    let i = seq.wrapping_sub(base);
+                    if i > n + 1 {
+                        continue; // not this batch's
+                    }
+                    let Some(error) = error else {
+                        acked += 1;
+                        continue;
+                    };
+                    let what = match (i as usize).checked_sub(1).and_then(|i| batch.ops.get(i)) {
+                        Some(op) => format!("{op} in table ip {}", batch.table),
+                        None => format!("transaction on table ip {}", batch.table),
+                    };
+                    return Err(NetworkError::Firewall(format!("{what}: {error}")));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether the table (family `ip`) exists.
+    pub(crate) async fn table_exists(&self, table: &str) -> Result<bool> {
+        let seq = self.seqs(1);
+        let mut buf = Vec::new();
+        let get = NfTablesMessage::GetTable(TableMessage {
+            attributes: vec![TableAttribute::Name(table.to_string())],
+        });
+        encode_into(&mut buf, ip(get), NLM_F_REQUEST, seq);
+        self.with_socket(async |socket| {
+            send(socket, &buf).await?;
+            loop {
+                for reply in receive(socket).await? {
+                    match reply {
+                        Reply::Table { seq: s } if s == seq => return Ok(true),
+                        Reply::Error { seq: s, error: Some(e) } if s == seq => {
+                            if e.raw_os_error() == Some(libc::ENOENT) {
+                                return Ok(false);
+                            }
+                            return Err(NetworkError::Firewall(format!(
+                                "get table ip {table}: {e}"
+                            )));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Every rule of the table (family `ip`) as (chain, handle, comment); empty if there
+    /// is no such table. A dump the kernel marks as interrupted (the ruleset changed
+    /// while it was read) is read again.
+    pub(crate) async fn list_rules(&self, table: &str) -> Result<Vec<ListedRule>> {
+        for _ in 0..10 {
+            if let Some(rules) = self.dump_rules(table).await? {
+                return Ok(rules);
+            }
+        }
+        Err(NetworkError::Firewall(format!(
+            "list table ip {table}: the ruleset kept changing while it was read"
+        )))
+    }
+
+    /// One dump of the table's rules; `None` if the kernel marked it interrupted.
+    async fn dump_rules(&self, table: &str) -> Result<Option<Vec<ListedRule>>> {
+        let seq = self.seqs(1);
+        let mut buf = Vec::new();
+        let get = NfTablesMessage::GetRule(RuleMessage {
+            attributes: vec![RuleAttribute::Table(table.to_string())],
+        });
+        encode_into(&mut buf, ip(get), NLM_F_REQUEST | NLM_F_DUMP, seq);
+        self.with_socket(async |socket| {
+            send(socket, &buf).await?;
+            let mut rules = Vec::new();
+            let mut interrupted = false;
+            loop {
+                for reply in receive(socket).await? {
+                    match reply {
+                        Reply::Done { seq: s, interrupted: i } if s == seq => {
+                            return Ok((!(interrupted || i)).then_some(rules));
+                        }
+                        Reply::Error { seq: s, error: Some(e) } if s == seq => {
+                            if e.raw_os_error() == Some(libc::ENOENT) {
+                                return Ok(Some(Vec::new()));
+                            }
+                            return Err(NetworkError::Firewall(format!(
+                                "list table ip {table}: {e}"
+                            )));
+                        }
+                        Reply::Rule { seq: s, interrupted: i, table: t, rule } if s == seq => {
+                            interrupted |= i;
+                            if t == table {
+                                rules.push(rule);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        })
+        .await
+    }
 }
 
 fn open() -> Result<TokioSocket> {
@@ -457,9 +586,15 @@ async fn send(socket: &TokioSocket, buf: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The messages of the next datagram from the kernel.
-async fn receive(socket: &TokioSocket) -> Result<Vec<NetlinkMessage<NetfilterMessage>>> {
-    let (buf, _) = tokio::time::timeout(REPLY_TIMEOUT, socket.recv_from_full())
+/// Receive buffer. The kernel sizes a dump's datagrams by the largest read the socket
+/// has seen (at most 32 KiB), so one large buffer gets many rules per datagram where
+/// reads of exactly one message's size would get one each.
+const RECV_BUF: usize = 64 * 1024;
+
+/// The replies in the next datagram from the kernel.
+async fn receive(socket: &TokioSocket) -> Result<Vec<Reply>> {
+    let mut buf = Vec::with_capacity(RECV_BUF);
+    tokio::time::timeout(REPLY_TIMEOUT, socket.recv_from(&mut buf))
         .await
         .map_err(|_| {
             NetworkError::Firewall(format!(
@@ -468,138 +603,105 @@ async fn receive(socket: &TokioSocket) -> Result<Vec<NetlinkMessage<NetfilterMes
             ))
         })?
         .map_err(|e| NetworkError::io("receive from nftables netlink", e))?;
-    decode_all(&buf)
+    replies(&buf)
 }
 
-/// Every netlink message in one datagram.
-pub(crate) fn decode_all(mut buf: &[u8]) -> Result<Vec<NetlinkMessage<NetfilterMessage>>> {
+/// What berth reads of a reply.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// An acknowledgement (`error: None`) or an error.
+    Error {
+        seq: u32,
+        error: Option<std::io::Error>,
+    },
+    /// The end of a dump.
+    Done {
+        seq: u32,
+        interrupted: bool,
+    },
+    /// A table (the answer to `GETTABLE`).
+    Table {
+        seq: u32,
+    },
+    /// A rule of a dump, with the table it is in.
+    Rule {
+        seq: u32,
+        interrupted: bool,
+        table: String,
+        rule: ListedRule,
+    },
+    Other,
+}
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NFT_MSG_NEWTABLE: u16 = NFNL_SUBSYS_NFTABLES << 8;
+const NFT_MSG_NEWRULE: u16 = (NFNL_SUBSYS_NFTABLES << 8) | 6;
+
+/// The replies in one datagram. Rules are read attribute by attribute (table, chain,
+/// handle, userdata), never their expressions, so any rule anyone put in the table reads.
+pub(crate) fn replies(mut buf: &[u8]) -> Result<Vec<Reply>> {
+    let malformed =
+        |what: &str| NetworkError::Firewall(format!("malformed nftables netlink reply: {what}"));
     let mut out = Vec::new();
-    while buf.len() >= 16 {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len < 16 || len > buf.len() {
-            return Err(NetworkError::Firewall(format!(
-                "malformed netlink message (length {len} of {} bytes)",
-                buf.len()
-            )));
-        }
-        let message = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[..len])
-            .map_err(|e| NetworkError::Firewall(format!("decode nftables netlink reply: {e}")))?;
-        out.push(message);
+    while !buf.is_empty() {
+        let message = NetlinkBuffer::new_checked(buf).map_err(|e| malformed(&e.to_string()))?;
+        let len = message.length() as usize;
+        let (seq, kind) = (message.sequence_number(), message.message_type());
+        let interrupted = message.flags() & NLM_F_DUMP_INTR != 0;
+        let payload = message.payload();
+        out.push(match kind {
+            NLMSG_ERROR => {
+                let code = payload.get(..4).ok_or_else(|| malformed("short error"))?;
+                let code = i32::from_ne_bytes(code.try_into().expect("4 bytes"));
+                let error = (code != 0).then(|| std::io::Error::from_raw_os_error(-code));
+                Reply::Error { seq, error }
+            }
+            NLMSG_DONE => Reply::Done { seq, interrupted },
+            NFT_MSG_NEWTABLE => Reply::Table { seq },
+            NFT_MSG_NEWRULE => {
+                let (mut table, mut chain, mut handle, mut comment) =
+                    (String::new(), None, None, None);
+                let attributes = payload.get(4..).ok_or_else(|| malformed("short rule"))?;
+                for nla in NlasIterator::new(attributes) {
+                    let nla = nla.map_err(|e| malformed(&e.to_string()))?;
+                    let value = nla.value();
+                    let text = || {
+                        String::from_utf8_lossy(value.strip_suffix(&[0]).unwrap_or(value))
+                            .into_owned()
+                    };
+                    match nla.kind() & NLA_TYPE_MASK {
+                        NFTA_RULE_TABLE => table = text(),
+                        NFTA_RULE_CHAIN => chain = Some(text()),
+                        NFTA_RULE_HANDLE => {
+                            handle = value.try_into().ok().map(u64::from_be_bytes);
+                        }
+                        NFTA_RULE_USERDATA => comment = userdata_comment(value),
+                        _ => {}
+                    }
+                }
+                match (chain, handle) {
+                    (Some(chain), Some(handle)) => {
+                        Reply::Rule { seq, interrupted, table, rule: (chain, handle, comment) }
+                    }
+                    _ => Reply::Other,
+                }
+            }
+            _ => Reply::Other,
+        });
         buf = &buf[((len + 3) & !3).min(buf.len())..];
     }
     Ok(out)
 }
 
-/// Whether the table (family `ip`) exists.
-pub(crate) async fn table_exists(table: &str) -> Result<bool> {
-    let socket = open()?;
-    let mut buf = Vec::new();
-    let get = NfTablesMessage::GetTable(TableMessage {
-        attributes: vec![TableAttribute::Name(table.to_string())],
-    });
-    encode_into(&mut buf, ip(get), NLM_F_REQUEST, 1);
-    send(&socket, &buf).await?;
-    loop {
-        for message in receive(&socket).await? {
-            match message.payload {
-                NetlinkPayload::InnerMessage(NetfilterMessage {
-                    inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewTable(_)),
-                    ..
-                }) => return Ok(true),
-                NetlinkPayload::Error(e) => match e.code {
-                    Some(code) if -code.get() == libc::ENOENT => return Ok(false),
-                    Some(_) => {
-                        return Err(NetworkError::Firewall(format!(
-                            "get table ip {table}: {}",
-                            e.to_io()
-                        )))
-                    }
-                    None => {}
-                },
-                _ => {}
-            }
-        }
-    }
-}
-
-/// Every rule of the table (family `ip`) as (chain, handle, comment); empty if there is
-/// no such table. A dump the kernel marks as interrupted (the ruleset changed while it
-/// was read) is read again.
-pub(crate) async fn list_rules(table: &str) -> Result<Vec<ListedRule>> {
-    for _ in 0..10 {
-        if let Some(rules) = dump_rules(table).await? {
-            return Ok(rules);
-        }
-    }
-    Err(NetworkError::Firewall(format!(
-        "list table ip {table}: the ruleset kept changing while it was read"
-    )))
-}
-
-/// One dump of the table's rules; `None` if the kernel marked it interrupted.
-async fn dump_rules(table: &str) -> Result<Option<Vec<ListedRule>>> {
-    let socket = open()?;
-    let mut buf = Vec::new();
-    let get = NfTablesMessage::GetRule(RuleMessage {
-        attributes: vec![RuleAttribute::Table(table.to_string())],
-    });
-    encode_into(&mut buf, ip(get), NLM_F_REQUEST | NLM_F_DUMP, 1);
-    send(&socket, &buf).await?;
-    let mut rules = Vec::new();
-    let mut interrupted = false;
-    loop {
-        for message in receive(&socket).await? {
-            interrupted |= message.header.flags & NLM_F_DUMP_INTR != 0;
-            match message.payload {
-                NetlinkPayload::Done(_) => {
-                    return Ok((!interrupted).then_some(rules));
-                }
-                NetlinkPayload::Error(e) => match e.code {
-                    Some(code) if -code.get() == libc::ENOENT => return Ok(Some(Vec::new())),
-                    Some(_) => {
-                        return Err(NetworkError::Firewall(format!(
-                            "list table ip {table}: {}",
-                            e.to_io()
-                        )))
-                    }
-                    None => {}
-                },
-                NetlinkPayload::InnerMessage(NetfilterMessage {
-                    inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(rule)),
-                    ..
-                }) => {
-                    if let Some(rule) = listed_rule(table, rule) {
-                        rules.push(rule);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-/// (chain, handle, comment) of a listed rule of `table`.
-pub(crate) fn listed_rule(table: &str, rule: RuleMessage) -> Option<ListedRule> {
-    let (mut in_table, mut chain, mut handle, mut comment) = (false, None, None, None);
-    for attribute in rule.attributes {
-        match attribute {
-            RuleAttribute::Table(t) => in_table = t == table,
-            RuleAttribute::Chain(c) => chain = Some(c),
-            RuleAttribute::Handle(h) => handle = Some(h),
-            RuleAttribute::UserData(u) => comment = userdata_comment(&u),
-            _ => {}
-        }
-    }
-    if !in_table {
-        return None;
-    }
-    Some((chain?, handle?, comment))
-}
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
+const NFTA_RULE_USERDATA: u16 = 7;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_core::Emitable;
 
     #[test]
     fn comments_use_nfts_userdata_format() {
@@ -616,16 +718,27 @@ mod tests {
         assert!(comment_userdata("a\0b").is_err());
     }
 
+    /// Every message of `buf`, decoded by the crate (what the kernel would read).
+    fn decode_all(mut buf: &[u8]) -> Vec<NetlinkMessage<NetfilterMessage>> {
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            let len = u32::from_ne_bytes(buf[..4].try_into().unwrap()) as usize;
+            out.push(NetlinkMessage::deserialize(&buf[..len]).unwrap());
+            buf = &buf[len..];
+        }
+        out
+    }
+
     #[test]
     fn batches_frame_their_messages() {
         let mut batch = Batch::new("bt");
         batch.push(Op::AddTable);
         batch.push(Op::DeleteRule { chain: "output".into(), handle: 7 });
-        let buf = batch.encode().unwrap();
-        let messages = decode_all(&buf).unwrap();
+        let buf = batch.encode(100).unwrap();
+        let messages = decode_all(&buf);
         assert_eq!(messages.len(), 4);
         let seqs: Vec<u32> = messages.iter().map(|m| m.header.sequence_number).collect();
-        assert_eq!(seqs, [0, 1, 2, 3]);
+        assert_eq!(seqs, [100, 101, 102, 103]);
         // Begin and end: subsystem 0, types 16 and 17, res_id NFNL_SUBSYS_NFTABLES.
         assert_eq!(messages[0].header.message_type, 16);
         assert_eq!(messages[3].header.message_type, 17);
@@ -635,43 +748,67 @@ mod tests {
         assert_eq!(messages[2].header.message_type, (10 << 8) | 8); // DELRULE
         assert_eq!(messages[1].header.flags, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE);
         assert_eq!(messages[2].header.flags, NLM_F_REQUEST | NLM_F_ACK);
-        let NetlinkPayload::InnerMessage(NetfilterMessage {
-            inner: NetfilterMessageInner::NfTables(NfTablesMessage::DeleteRule(rule)),
-            ..
-        }) = &messages[2].payload
-        else {
+        assert_eq!(buf[20 + 16], 2); // nfgen_family AF_INET
+        let NetlinkPayload::InnerMessage(message) = &messages[2].payload else {
             panic!("{:?}", messages[2]);
         };
-        assert_eq!(listed_rule("bt", rule.clone()), Some(("output".into(), 7, None)));
-        assert_eq!(listed_rule("other", rule.clone()), None);
+        let mut want = Vec::new();
+        encode_into(
+            &mut want,
+            ip(NfTablesMessage::DeleteRule(RuleMessage {
+                attributes: vec![
+                    RuleAttribute::Table("bt".into()),
+                    RuleAttribute::Chain("output".into()),
+                    RuleAttribute::Handle(7),
+                ],
+            })),
+            NLM_F_REQUEST | NLM_F_ACK,
+            102,
+        );
+        assert_eq!(decode_all(&want)[0].payload, NetlinkPayload::InnerMessage(message.clone()));
     }
 
     #[test]
-    fn listed_rules_carry_chain_handle_and_comment() {
+    fn replies_carry_rules_acks_errors_and_the_end() {
         let rule = RuleMessage {
             attributes: vec![
                 RuleAttribute::Table("bt".into()),
                 RuleAttribute::Chain("prerouting".into()),
                 RuleAttribute::Handle(42),
-                RuleAttribute::Expressions(vec![Expr::Masquerade.to_netlink()]),
+                RuleAttribute::Expressions(vec![
+                    Expr::FibDaddrType.to_netlink(),
+                    Expr::Masquerade.to_netlink(),
+                ]),
                 RuleAttribute::UserData(comment_userdata("berth:pod=a|tcp/0.0.0.0:80").unwrap()),
             ],
         };
-        // Through the wire format and back, as a dump delivers it.
         let mut buf = Vec::new();
-        encode_into(&mut buf, ip(NfTablesMessage::NewRule(rule.clone())), 0, 5);
-        let messages = decode_all(&buf).unwrap();
-        let NetlinkPayload::InnerMessage(NetfilterMessage {
-            inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(back)),
-            ..
-        }) = &messages[0].payload
-        else {
-            panic!("{:?}", messages[0]);
+        encode_into(&mut buf, ip(NfTablesMessage::NewRule(rule)), NLM_F_DUMP_INTR, 5);
+        // An ack, an error (ENOENT) and the end of a dump, as the kernel frames them.
+        for (kind, seq, code) in
+            [(NLMSG_ERROR, 6u32, 0i32), (NLMSG_ERROR, 7, -2), (NLMSG_DONE, 5, 0)]
+        {
+            buf.extend_from_slice(&20u32.to_ne_bytes());
+            buf.extend_from_slice(&kind.to_ne_bytes());
+            buf.extend_from_slice(&0u16.to_ne_bytes());
+            buf.extend_from_slice(&seq.to_ne_bytes());
+            buf.extend_from_slice(&0u32.to_ne_bytes());
+            buf.extend_from_slice(&code.to_ne_bytes());
+        }
+        let got = replies(&buf).unwrap();
+        assert_eq!(got.len(), 4, "{got:?}");
+        let Reply::Rule { seq: 5, interrupted: true, table, rule } = &got[0] else {
+            panic!("{got:?}");
         };
+        assert_eq!(table, "bt");
         assert_eq!(
-            listed_rule("bt", back.clone()),
-            Some(("prerouting".into(), 42, Some("berth:pod=a|tcp/0.0.0.0:80".into())))
+            rule,
+            &("prerouting".to_string(), 42, Some("berth:pod=a|tcp/0.0.0.0:80".to_string()))
         );
-        assert_eq!(NfTablesMessage::NewRule(rule).buffer_len(), buf.len() - 20);
+        assert!(matches!(got[1], Reply::Error { seq: 6, error: None }), "{got:?}");
+        let Reply::Error { seq: 7, error: Some(e) } = &got[2] else { panic!("{got:?}") };
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        assert!(matches!(got[3], Reply::Done { seq: 5, interrupted: false }), "{got:?}");
+        assert!(replies(&buf[..10]).is_err());
     }
 }
