@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run-tests.sh: run as root (the tests start a real berthd)" >&2; exit 1; }
 # docker-registry + busybox-static: the loopback registry and the images the tests build;
-# iptables/nftables: pod networking; apache2-utils: htpasswd for registry auth tests;
+# nftables: the tests read berth's table with `nft` (berthd changes it over netlink and
+# needs no nft); iptables: the CNI portmap tests; apache2-utils: htpasswd for registry auth tests;
 # runc: the tests run every container lifecycle test again with the runc handler;
 # containernetworking-plugins: the CNI mode tests run the reference plugins (/usr/lib/cni).
 bash deploy/build-deps.sh docker-registry busybox-static iptables nftables apache2-utils runc \

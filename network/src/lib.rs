@@ -6,7 +6,8 @@
 //! * [`netns`]: pinned network namespaces and running code inside them;
 //! * [`ipam`]: the pure IPv4 allocator (persistence is the runtime's);
 //! * [`bridge`]: the bridge and per-pod veth pairs over rtnetlink;
-//! * [`firewall`]: masquerade and hostPort DNAT in an nftables table of berth's own;
+//! * [`firewall`]: masquerade and hostPort DNAT in an nftables table of berth's own,
+//!   changed over netlink (`nft` internally: the nf_tables messages it needs);
 //! * [`Network`]: the bridge network's facade;
 //! * [`cni`]: CNI plugin mode;
 //! * [`PodNetworks`]: the one the runtime calls, bridge or CNI.
@@ -18,6 +19,7 @@ pub mod firewall;
 pub mod ipam;
 pub mod netns;
 mod network;
+mod nft;
 mod pod_networks;
 
 pub use error::{validate_pod_id, NetworkError, Result};

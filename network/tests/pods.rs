@@ -293,6 +293,114 @@ async fn remove_pod_only_removes_that_pods_rules() {
     env.assert_no_leaks();
 }
 
+/// berth writes its table over netlink, but operators (and the integration tests' leak
+/// checks) read it with `nft`: the rules must read as if `nft` had added them, and rules
+/// `nft` adds with a pod comment must count as that pod's. Needs the `nft` binary (a test
+/// dependency only); skipped without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nft_reads_the_rules_as_its_own() {
+    require_root!();
+    if std::process::Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("skipped: no nft binary");
+        return;
+    }
+    let env = Env::new();
+    let net = env.network();
+    let fw = net.firewall();
+    fw.ensure_base().await.unwrap();
+    let (t, s, br) = (&env.config.nft_table, env.config.subnet, &env.config.bridge);
+    let pod_ip = Ipv4Addr::new(10, 250, env.x, 5);
+    let (hp1, hp2, hp3) = (env.host_port(5), env.host_port(6), env.host_port(7));
+    let mappings = [
+        PortMapping::new(Protocol::Tcp, hp1, 80),
+        PortMapping {
+            host_ip: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            ..PortMapping::new(Protocol::Udp, hp2, 53)
+        },
+        PortMapping::new(Protocol::Sctp, hp3, 9000),
+    ];
+    fw.add_port_mappings("pod1", pod_ip, &mappings).await.unwrap();
+    let nft = |args: &[&str]| {
+        let out = std::process::Command::new("nft").args(args).output().unwrap();
+        assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listing = nft(&["list", "table", "ip", t]);
+    let lines: Vec<&str> = listing.lines().map(str::trim).collect();
+    let want = [
+        "chain prerouting {".to_string(),
+        "type nat hook prerouting priority dstnat; policy accept;".into(),
+        format!("fib daddr type local tcp dport {hp1} dnat to {pod_ip}:80 comment \"berth:pod=pod1|tcp/0.0.0.0:{hp1}\""),
+        format!("ip daddr 192.0.2.1 udp dport {hp2} dnat to {pod_ip}:53 comment \"berth:pod=pod1|udp/192.0.2.1:{hp2}\""),
+        format!("fib daddr type local sctp dport {hp3} dnat to {pod_ip}:9000 comment \"berth:pod=pod1|sctp/0.0.0.0:{hp3}\""),
+        "chain output {".into(),
+        "type nat hook output priority -100; policy accept;".into(),
+        format!("fib daddr type local tcp dport {hp1} dnat to {pod_ip}:80 comment \"berth:pod=pod1|tcp/0.0.0.0:{hp1}\""),
+        format!("ip daddr 192.0.2.1 udp dport {hp2} dnat to {pod_ip}:53 comment \"berth:pod=pod1|udp/192.0.2.1:{hp2}\""),
+        format!("fib daddr type local sctp dport {hp3} dnat to {pod_ip}:9000 comment \"berth:pod=pod1|sctp/0.0.0.0:{hp3}\""),
+        "chain postrouting {".into(),
+        "type nat hook postrouting priority srcnat; policy accept;".into(),
+        format!("ip saddr {s} ip daddr != {s} masquerade comment \"berth:egress\""),
+        format!("oifname \"{br}\" ip saddr 127.0.0.0/8 masquerade comment \"berth:localhost\""),
+        format!("ip saddr {s} ip daddr {s} ct status dnat masquerade comment \"berth:hairpin\""),
+    ];
+    let got: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.is_empty() && *l != "}" && !l.starts_with("table "))
+        .collect();
+    assert_eq!(got, want, "{listing}");
+
+    // What nft prints, nft loads again: into a table of another name, the same listing.
+    let copy = format!("{t}_copy");
+    let script = listing.replacen(&format!("table ip {t} "), &format!("table ip {copy} "), 1);
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    let loaded = child.wait().unwrap().success();
+    let copied = nft(&["list", "table", "ip", &copy]);
+    nft(&["delete", "table", "ip", &copy]);
+    assert!(loaded, "nft -f of its own listing failed:\n{script}");
+    assert_eq!(copied.replacen(&copy, t, 1), listing);
+
+    // A rule nft adds with a pod comment is that pod's: listed, held and removed.
+    let hp4 = env.host_port(8);
+    nft(&[
+        "add",
+        "rule",
+        "ip",
+        t,
+        "prerouting",
+        "tcp",
+        "dport",
+        &hp4.to_string(),
+        "dnat",
+        "to",
+        &format!("{pod_ip}:81"),
+        "comment",
+        &format!("\"berth:pod=pod2|tcp/0.0.0.0:{hp4}\""),
+    ]);
+    assert_eq!(fw.pods().await.unwrap(), ["pod1", "pod2"]);
+    let err = fw
+        .add_port_mappings("pod3", pod_ip, &[PortMapping::new(Protocol::Tcp, hp4, 80)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetworkError::AlreadyExists(_)), "{err}");
+    fw.remove_pod("pod2").await.unwrap();
+    fw.remove_pod("pod1").await.unwrap();
+    assert!(fw.pods().await.unwrap().is_empty());
+    let listing = nft(&["list", "table", "ip", t]);
+    assert!(!listing.contains("berth:pod="), "{listing}");
+    assert!(listing.contains("berth:hairpin"), "{listing}");
+
+    net.destroy().await.unwrap();
+    env.dir.unmount().unwrap();
+    env.assert_no_leaks();
+}
+
 /// An allocator that counts live leases, to see rollback release them.
 struct Counting(Mutex<Ipam>);
 
