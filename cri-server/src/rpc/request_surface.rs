@@ -155,7 +155,10 @@ pub const FIELDS: &[(&str, Disposition)] = &[
         Ignored("what the user wrote before the kubelet resolved it, informational"),
     ),
     ("ImageSpec.runtime_handler", Handled),
-    ("ImageSpec.image_ref", Ignored("the digest of an image volume's image; image volumes are refused")),
+    (
+        "ImageSpec.image_ref",
+        Ignored("the digest of an image volume's image; image volumes are refused"),
+    ),
     ("KeyValue.key", Handled),
     ("KeyValue.value", Handled),
     ("Mount.container_path", Handled),
@@ -352,7 +355,10 @@ mod tests {
         let doc = include_str!("../../../CONFORMANCE.md");
         for (field, d) in FIELDS {
             if let Ignored(_) = d {
-                assert!(doc.contains(&format!("`{field}`")), "CONFORMANCE.md does not list {field}");
+                assert!(
+                    doc.contains(&format!("`{field}`")),
+                    "CONFORMANCE.md does not list {field}"
+                );
             }
         }
     }
