@@ -17,6 +17,8 @@ mod image_service;
 mod image_status;
 mod list_streams;
 mod metrics;
+// The ledger of the request surface; only its test reads it.
+#[cfg(test)]
 mod request_surface;
 mod runtime_config;
 mod runtime_service;
