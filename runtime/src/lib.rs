@@ -3,6 +3,7 @@
 //! Nothing here knows about gRPC; `berth-cri-server` validates requests, calls into this
 //! crate and maps its errors onto status codes.
 
+pub mod apparmor;
 pub mod container;
 pub mod content;
 pub mod digest;
