@@ -16,6 +16,7 @@ pub mod layout;
 pub mod metadata;
 pub mod mount_api;
 pub mod sandbox;
+pub mod selinux;
 pub mod shim;
 pub mod snapshot;
 pub mod spec;
