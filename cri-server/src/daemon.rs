@@ -90,6 +90,23 @@ async fn serve(
         }
         runtimes.insert(name.clone(), path);
     }
+    // AppArmor, found once: on a host with it, runtime/default is berth's own profile,
+    // loaded now if the kernel does not have it (a failure is retried by the first
+    // container that needs it, which fails with the reason if it still cannot load).
+    let apparmor = berth_runtime::apparmor::AppArmor::detect();
+    if apparmor.enabled() {
+        match apparmor.ensure_default() {
+            Ok(()) => tracing::info!(
+                profile = berth_runtime::apparmor::DEFAULT_PROFILE,
+                "AppArmor is enabled; runtime/default confines containers with this profile"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "AppArmor is enabled but berth's default profile is not loaded")
+            }
+        }
+    } else {
+        tracing::info!("AppArmor is not enabled on this host: containers run unconfined by it");
+    }
     let containers = Arc::new(
         Containers::new(
             meta_for_containers,
@@ -97,7 +114,8 @@ async fn serve(
             shim_binary,
             config.containers.pids_limit,
         )
-        .with_runtimes(runtimes),
+        .with_runtimes(runtimes)
+        .with_apparmor(apparmor),
     );
     // Containers still running from before a restart: their exits become STOPPED events.
     berth_runtime::container::exits::watch_running(&containers).await;

@@ -650,3 +650,59 @@ async fn read_only_volumes_recursive_or_not() {
     assert!(native.unwrap().features.unwrap().recursive_read_only_mounts);
     node.remove_pod_and_check(&pod).await;
 }
+
+/// berth does not label: on a host with SELinux, requests for labels are refused naming
+/// the field; without it (this machine, the VM lane) they are ignored, as containerd does.
+#[tokio::test]
+async fn selinux_options_refused_with_selinux_ignored_without() {
+    let selinux = Path::new("/sys/fs/selinux/enforce").exists();
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let options = || Some(SeLinuxOption { level: "s0:c1,c2".into(), ..Default::default() });
+
+    let mut pod_config = node.pod_config("selinux", logs.path());
+    let linux = pod_config.linux.get_or_insert_with(Default::default);
+    linux.security_context.get_or_insert_with(Default::default).selinux_options = options();
+    let ran = node
+        .berthd
+        .runtime()
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config),
+            runtime_handler: node.handler.clone(),
+        })
+        .await;
+    let pod = match (selinux, ran) {
+        (false, Ok(r)) => r.into_inner().pod_sandbox_id,
+        (true, Err(e)) => {
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            assert!(e.message().contains("config.linux.security_context.selinux_options"), "{e:?}");
+            node.run_pod("selinux", logs.path()).await
+        }
+        (_, other) => panic!("SELinux {selinux}: {other:?}"),
+    };
+
+    let sc = LinuxContainerSecurityContext { selinux_options: options(), ..Default::default() };
+    let labelled = busybox_with("labelled", &["sleep", "1000"], sc);
+    let mut relabel = busybox("relabel", &["sleep", "1000"]);
+    let vol = tempfile::tempdir().unwrap();
+    relabel.mounts = vec![Mount {
+        container_path: "/vol".into(),
+        host_path: vol.path().display().to_string(),
+        selinux_relabel: true,
+        ..Default::default()
+    }];
+    for (cfg, field) in [
+        (labelled, "config.linux.security_context.selinux_options"),
+        (relabel, "config.mounts[0].selinux_relabel"),
+    ] {
+        if selinux {
+            let err = node.create(&pod, cfg).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+            assert!(err.message().contains(field), "{err:?}");
+        } else {
+            let id = node.run(&pod, cfg).await;
+            assert_eq!(node.exec_ok(&id, &["echo", "ran"]).await.trim(), "ran", "{field}");
+        }
+    }
+    node.remove_pod_and_check(&pod).await;
+}

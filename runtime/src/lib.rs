@@ -3,6 +3,7 @@
 //! Nothing here knows about gRPC; `berth-cri-server` validates requests, calls into this
 //! crate and maps its errors onto status codes.
 
+pub mod apparmor;
 pub mod container;
 pub mod content;
 pub mod digest;
@@ -15,6 +16,7 @@ pub mod layout;
 pub mod metadata;
 pub mod mount_api;
 pub mod sandbox;
+pub mod selinux;
 pub mod shim;
 pub mod snapshot;
 pub mod spec;

@@ -14,6 +14,8 @@ pub async fn create_container(
     }
     record_pod(&req.pod_sandbox_id);
     let config = req.config.ok_or_else(|| errors::missing("config"))?;
+    berth_runtime::selinux::check_container(&config, berth_runtime::selinux::enabled())
+        .map_err(Status::invalid_argument)?;
     let pod = cri.inner.sandboxes.status(&req.pod_sandbox_id).map_err(errors::runtime)?;
     // On a task of its own: a kubelet that gives up (its deadline passes, the stream is
     // reset) must not cut a create off half-way; its retry then finds the finished one.

@@ -17,6 +17,8 @@ pub async fn run_pod_sandbox(
     req: RunPodSandboxRequest,
 ) -> Result<RunPodSandboxResponse, Status> {
     let config = req.config.ok_or_else(|| errors::missing("config"))?;
+    berth_runtime::selinux::check_sandbox(&config, berth_runtime::selinux::enabled())
+        .map_err(Status::invalid_argument)?;
     if !cri.inner.containers.has_runtime_handler(&req.runtime_handler) {
         return Err(Status::invalid_argument(format!(
             "runtime_handler: {:?} is not configured (known: {:?})",

@@ -56,6 +56,8 @@ pub struct Containers {
     /// Held while a pod's shim is started: concurrent creates in a new pod must find the
     /// one shim, not race to start two.
     spawning: std::sync::Mutex<()>,
+    /// The host's AppArmor: which profile a container's processes run under.
+    apparmor: crate::apparmor::AppArmor,
     /// What observing containers learnt that cannot change behind berthd's back, so
     /// that listing does not ask every shim (the kubelet relists every second).
     known: std::sync::Mutex<KnownStates>,
@@ -87,8 +89,15 @@ impl Containers {
             runtimes: Default::default(),
             events: Default::default(),
             spawning: Default::default(),
+            apparmor: crate::apparmor::AppArmor::disabled(),
             known: Default::default(),
         }
+    }
+
+    /// The host's AppArmor, as detected at start (without: no profile is applied).
+    pub fn with_apparmor(mut self, apparmor: crate::apparmor::AppArmor) -> Self {
+        self.apparmor = apparmor;
+        self
     }
 
     /// The lifecycle events (GetContainerEvents) this service publishes.
@@ -200,6 +209,13 @@ impl Containers {
         let stop_signal = spec::stop_signal(&config)
             .map_err(|e| ContainerError::InvalidArgument(format!("config.{e}")))?
             .unwrap_or(0);
+        let apparmor_profile = {
+            let aa = self.apparmor.clone();
+            let sc = config.linux.as_ref().and_then(|l| l.security_context.clone());
+            tokio::task::spawn_blocking(move || aa.profile_for(&sc.unwrap_or_default()))
+                .await
+                .map_err(internal)??
+        };
 
         let key = name_key(&pod.id, &meta.name, meta.attempt);
         // One create per name at a time: the kubelet's retry of a create that outlived its
@@ -283,6 +299,7 @@ impl Containers {
                 &bundle,
                 &rootfs_dir,
                 log_file,
+                apparmor_profile,
             )
             .await;
         match result {
@@ -356,6 +373,7 @@ impl Containers {
         bundle: &Path,
         rootfs_dir: &Path,
         log_file: Option<PathBuf>,
+        apparmor_profile: Option<String>,
     ) -> Result<UserRecord> {
         std::fs::create_dir_all(bundle).map_err(internal)?;
         let plan = images.prepare_rootfs(id, image).await.map_err(internal)?;
@@ -398,6 +416,7 @@ impl Containers {
             },
             cgroups_path,
             pids_limit: self.pids_limit,
+            apparmor_profile,
         })
         .map_err(ContainerError::InvalidArgument)?;
         let json = serde_json::to_vec_pretty(&spec).map_err(internal)?;

@@ -46,6 +46,9 @@ pub struct SpecInput<'a> {
     pub cgroups_path: String,
     /// Maximum processes in the container's cgroup; 0: unlimited.
     pub pids_limit: i64,
+    /// The AppArmor profile its processes run under (`None`: unconfined), as
+    /// [`crate::apparmor`] chose it for the request and the host.
+    pub apparmor_profile: Option<String>,
 }
 
 /// Builds the spec; an error names the request field at fault.
@@ -90,6 +93,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
             .map_err(|e| e.to_string())?,
     );
     process.set_no_new_privileges(Some(sc.no_new_privs));
+    process.set_apparmor_profile(input.apparmor_profile.clone());
     let mut caps = capabilities(privileged, sc.capabilities.as_ref())?;
     // Ambient capabilities survive execve for a non-root user; the kernel keeps one only
     // while it is also permitted and inheritable, so it joins every set.
@@ -629,6 +633,14 @@ mod tests {
     }
 
     fn spec_of(cfg: ContainerConfig, root: &Path) -> Result<Spec, String> {
+        spec_with_apparmor(cfg, root, None)
+    }
+
+    fn spec_with_apparmor(
+        cfg: ContainerConfig,
+        root: &Path,
+        apparmor_profile: Option<String>,
+    ) -> Result<Spec, String> {
         build(&SpecInput {
             config: &cfg,
             image: &image(),
@@ -645,7 +657,20 @@ mod tests {
             files: PodFiles { hosts: Some(root.join("etc/passwd")), ..Default::default() },
             cgroups_path: "/kubepods/pod1/c1".into(),
             pids_limit: 1024,
+            apparmor_profile,
         })
+    }
+
+    #[test]
+    fn the_apparmor_profile_goes_into_the_process() {
+        let root = rootfs();
+        let spec = spec_with_apparmor(with_sc(Default::default()), root.path(), None).unwrap();
+        assert_eq!(spec.process().as_ref().unwrap().apparmor_profile(), &None);
+        let spec =
+            spec_with_apparmor(with_sc(Default::default()), root.path(), Some("p".into())).unwrap();
+        assert_eq!(spec.process().as_ref().unwrap().apparmor_profile().as_deref(), Some("p"));
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["process"]["apparmorProfile"], "p", "the OCI field runc reads");
     }
 
     fn with_sc(sc: LinuxContainerSecurityContext) -> ContainerConfig {

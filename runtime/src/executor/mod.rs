@@ -14,10 +14,11 @@
 //! it unshares its mount namespace (and uts/ipc/cgroup/net when new), mounts the spec's
 //! mounts under the rootfs, pivot_roots, masks and read-only-binds paths, sets the
 //! hostname (only in a uts namespace of its own), sysctls, rlimits, stdio, user, groups,
-//! capabilities, no_new_privs and seccomp, checks the executable exists, reports `ready`
-//! and blocks on the control pipe. [`Pending::start`] writes the start byte; the child
-//! execs. Any failure is sent back as text through the report pipe, so Create and Start
-//! fail with the child's own error ("mount proc on /proc: EPERM: …").
+//! capabilities, the AppArmor profile for the exec, no_new_privs and seccomp, checks the
+//! executable exists, reports `ready` and blocks on the control pipe. [`Pending::start`]
+//! writes the start byte; the child execs. Any failure is sent back as text through the
+//! report pipe, so Create and Start fail with the child's own error ("mount proc on
+//! /proc: EPERM: …").
 //!
 //! # Rootfs
 //! The executor does not mount the image: `root.path` (relative paths against the bundle)
@@ -27,7 +28,8 @@
 //! # Exec
 //! [`exec`] runs a process in a running container: the intermediate child joins the
 //! container's cgroup and namespaces (`/proc/<pid>/ns/*`), forks, and the grandchild
-//! applies the process spec (user, caps, no_new_privs, the container's seccomp) and execs.
+//! applies the process spec (user, caps, AppArmor profile, no_new_privs, the container's
+//! seccomp) and execs.
 
 pub mod caps;
 pub mod cgroups;
@@ -524,6 +526,10 @@ fn prepare_process(process: &Process, spec: &Spec) -> Result<Prepared> {
         // SAFETY: umask never fails.
         unsafe { libc::umask(mask as libc::mode_t) };
     }
+    // The AppArmor profile takes effect at execve; set while still root, before seccomp.
+    if let Some(profile) = process.apparmor_profile().as_deref().filter(|p| !p.is_empty()) {
+        apparmor_on_exec(profile)?;
+    }
     let no_new_privs = process.no_new_privileges().unwrap_or(false);
     let filter = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(p) => Some(seccomp::build(p)?),
@@ -556,6 +562,31 @@ fn prepare_process(process: &Process, spec: &Spec) -> Result<Prepared> {
         filter,
         no_new_privs,
     })
+}
+
+/// Makes the next execve enter AppArmor profile `profile`: `exec <profile>` written to
+/// the process's own exec attribute (the AppArmor-specific file of kernels that stack
+/// LSMs, else the shared one). The kernel refuses a profile it has not loaded.
+fn apparmor_on_exec(profile: &str) -> Result<()> {
+    let value = format!("exec {profile}");
+    let mut last = None;
+    for path in ["/proc/self/attr/apparmor/exec", "/proc/self/attr/exec"] {
+        match std::fs::OpenOptions::new().write(true).open(path) {
+            Ok(mut f) => {
+                return f.write_all(value.as_bytes()).map_err(|e| {
+                    Error(format!("apply AppArmor profile {profile:?}: write {path}: {e}"))
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => last = Some((path, e)),
+            Err(e) => {
+                return Err(Error(format!("apply AppArmor profile {profile:?}: open {path}: {e}")))
+            }
+        }
+    }
+    let (path, e) = last.expect("two paths tried");
+    Err(Error(format!(
+        "apply AppArmor profile {profile:?}: {path}: {e} (is AppArmor enabled on this host?)"
+    )))
 }
 
 /// Starts `process` inside the running container `container_pid` (its namespaces and
