@@ -65,6 +65,9 @@ pub async fn container_status(
         exit_code: if o.status == ShimStatus::Stopped { o.exit_code } else { 0 },
         image: Some(ImageSpec { image: rec.image.clone(), ..Default::default() }),
         image_ref: rec.image_id.to_string(),
+        // The image's id as PullImage and ImageStatus give it (CRI v1.36: the same value
+        // in every API that names the image).
+        image_id: rec.image_id.to_string(),
         reason: reason.into(),
         message: message.into(),
         labels: rec.labels.clone().into_iter().collect(),
@@ -125,10 +128,10 @@ fn to_cri(rec: &ContainerRecord, state: ContainerState) -> Container {
         metadata: Some(ContainerMetadata { name: rec.name.clone(), attempt: rec.attempt }),
         image: Some(ImageSpec { image: rec.image.clone(), ..Default::default() }),
         image_ref: rec.image_id.to_string(),
+        image_id: rec.image_id.to_string(),
         state: state as i32,
         created_at: rec.created_at,
         labels: rec.labels.clone().into_iter().collect(),
         annotations: rec.annotations.clone().into_iter().collect(),
-        ..Default::default()
     }
 }
