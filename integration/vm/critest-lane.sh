@@ -12,7 +12,9 @@
 # suite's images (../shared/conformance/images.sh, then
 # integration/conformance/extra-images.sh): the guest reaches it as 10.0.2.2:5000 through
 # QEMU's user network. berthd runs with integration/conformance/berthd.toml, its mirrors
-# pointed there. The whole output is kept in target/vm/critest-lane.log. Run as root.
+# pointed there. The whole output is kept in target/vm/critest-lane.log; the exit status
+# is 0 when every spec that ran passed, but the known failures critest-guest.sh lists
+# (AppArmor), and no pod left anything behind. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 timeout=14400
@@ -57,7 +59,8 @@ for bin in "${bins[@]}"; do
   cp "$bin" "$stage/critest-$i"
   echo "${version:-$(basename "$bin")}" > "$stage/critest-$i.label"
 done
-printf '%q ' "$@" > "$stage/args"
+: > "$stage/args"
+[ $# -eq 0 ] || printf '%q ' "$@" > "$stage/args"
 
 log=target/vm/critest-lane.log
 set +e
