@@ -48,6 +48,25 @@ async fn a_container_runs_logs_exits_and_is_removed(node: Node) {
         .into_inner()
         .containers;
     assert_eq!(listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [sleeper.as_str()]);
+    // The image is named by the id PullImage and ImageStatus give, in ContainerStatus and
+    // ListContainers alike, both as image_ref and image_id (critest v1.36's image
+    // identifier consistency).
+    let image_id = berthd
+        .image()
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec { image: "busybox".into(), ..Default::default() }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap()
+        .id;
+    assert!(image_id.starts_with("sha256:"), "{image_id}");
+    let s = node.status(&sleeper).await;
+    assert_eq!([s.image_ref.as_str(), s.image_id.as_str()], [image_id.as_str(); 2]);
+    assert_eq!([listed[0].image_ref.as_str(), listed[0].image_id.as_str()], [image_id.as_str(); 2]);
     let t = Instant::now();
     rt.stop_container(StopContainerRequest { container_id: sleeper.clone(), timeout: 1 })
         .await
