@@ -65,8 +65,10 @@ async fn a_container_runs_logs_exits_and_is_removed(node: Node) {
         .id;
     assert!(image_id.starts_with("sha256:"), "{image_id}");
     let s = node.status(&sleeper).await;
-    assert_eq!([s.image_ref.as_str(), s.image_id.as_str()], [image_id.as_str(); 2]);
-    assert_eq!([listed[0].image_ref.as_str(), listed[0].image_id.as_str()], [image_id.as_str(); 2]);
+    // image_id is the image's id everywhere; image_ref the digest reference it came from.
+    assert_eq!([s.image_id.as_str(), listed[0].image_id.as_str()], [image_id.as_str(); 2]);
+    assert!(s.image_ref.contains("busybox@sha256:"), "{}", s.image_ref);
+    assert_eq!(listed[0].image_ref, s.image_ref);
     let t = Instant::now();
     rt.stop_container(StopContainerRequest { container_id: sleeper.clone(), timeout: 1 })
         .await
