@@ -57,7 +57,7 @@ pub async fn list_container_stats(
     Ok(ListContainerStatsResponse { stats: collect(cri, wanted).await? })
 }
 
-pub fn pods(cri: &Cri) -> Result<HashMap<String, Arc<SandboxRecord>>, Status> {
+fn pods(cri: &Cri) -> Result<HashMap<String, Arc<SandboxRecord>>, Status> {
     let pods = cri.inner.sandboxes.list(&Filter::default()).map_err(errors::runtime)?;
     Ok(pods.into_iter().map(|p| (p.id.clone(), p)).collect())
 }

@@ -1,7 +1,7 @@
 //! ImageFsInfo: how much of its filesystems the image store and the containers' writable
 //! layers use.
 
-use super::{container_stats, errors, Cri};
+use super::{errors, Cri};
 use berth_proto::{FilesystemIdentifier, FilesystemUsage, ImageFsInfoResponse, UInt64Value};
 use std::os::unix::fs::MetadataExt;
 use tonic::Status;
@@ -20,11 +20,16 @@ pub async fn image_fs_info(cri: &Cri) -> Result<ImageFsInfoResponse, Status> {
     // The writable layers: the kubelet compares their mountpoint with the image store's
     // to tell whether images and containers share a filesystem (then it runs one image
     // GC and one eviction signal for both), so on one filesystem they name the same one.
-    let pods = container_stats::pods(cri)?;
-    let containers = cri.inner.containers.list().map_err(errors::runtime)?;
-    let (usages, _) = container_stats::usages(cri, &pods, containers).await;
-    let layers = usages.iter().filter_map(|u| u.writable_layer.as_ref());
-    let (bytes, inodes) = layers.fold((0, 0), |(b, i), l| (b + l.bytes, i + l.inodes));
+    let uppers: Vec<_> = (cri.inner.containers.list().map_err(errors::runtime)?.iter())
+        .map(|c| cri.inner.images.writable_layer(&c.id))
+        .collect();
+    // Walking the layers is blocking I/O; a layer gone meanwhile counts nothing.
+    let (bytes, inodes) = tokio::task::spawn_blocking(move || {
+        let layers = uppers.iter().filter_map(|u| berth_runtime::stats::fs::usage(u).ok());
+        layers.fold((0, 0), |(b, i), l| (b + l.bytes, i + l.inodes))
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))?;
     let writable_root = cri.inner.images.writable_layers_root();
     let device = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.dev()).ok();
     let shared =
