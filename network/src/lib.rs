@@ -17,6 +17,7 @@ pub mod cni;
 pub mod error;
 pub mod firewall;
 pub mod ipam;
+mod netlink;
 pub mod netns;
 mod network;
 mod nft;

@@ -282,7 +282,7 @@ pub fn netlink_in(path: &Path) -> Result<rtnetlink::Handle> {
     })?
     .map_err(|e| NetworkError::io(format!("netlink socket in {}", path.display()), e))?;
     let mut conn = conn;
-    crate::bridge::enlarge_receive_buffer(conn.socket_mut());
+    crate::netlink::enlarge_receive_buffer(conn.socket_mut());
     tokio::spawn(conn);
     Ok(handle)
 }
