@@ -7,13 +7,10 @@
 //! data:    0 | stream id (31)           | flags (8) | length (24) | data
 //! ```
 
+use super::error::SpdyError;
 use super::headers::{HeaderCompressor, HeaderDecompressor, Headers};
+use super::limits::MAX_FRAME_LEN;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-
-/// Largest frame payload: the most the 24-bit length field can say, which is also what Go's
-/// framer allows for data frames (`MaxDataLength`). A reader therefore never needs more
-/// than 8 + `MAX_FRAME_LEN` bytes buffered for [`Codec::decode`] to make progress.
-pub const MAX_FRAME_LEN: usize = 0xff_ffff;
 
 /// The only version spoken; Kubernetes negotiates `SPDY/3.1`, whose frames say 3.
 pub const VERSION: u16 = 3;
@@ -121,34 +118,6 @@ pub enum Frame {
     Unknown {
         kind: u16,
     },
-}
-
-/// Why a frame could not be decoded or encoded.
-///
-/// Every decode error is a connection error: the peer speaks something else, or the
-/// connection's shared zlib stream is out of step with the peer's. Answer with GOAWAY
-/// ([`goaway::PROTOCOL_ERROR`]) and close. Encode errors are the caller's mistakes and
-/// leave the codec usable.
-#[derive(Debug, thiserror::Error)]
-pub enum SpdyError {
-    #[error("unsupported SPDY version {0}; only 3 is spoken")]
-    UnsupportedVersion(u16),
-    #[error("frame payload of {len} bytes exceeds the limit of {MAX_FRAME_LEN}")]
-    FrameTooLarge { len: usize },
-    #[error("malformed {frame} frame: {why}")]
-    Malformed { frame: &'static str, why: &'static str },
-    #[error("invalid header block: {0}")]
-    InvalidHeaderBlock(&'static str),
-    #[error("header block exceeds {max} bytes uncompressed", max = super::headers::MAX_HEADER_BLOCK_LEN)]
-    HeaderBlockTooLarge,
-    #[error("header block has {0} pairs, more than {max}", max = super::headers::MAX_HEADER_PAIRS)]
-    TooManyHeaders(usize),
-    #[error("header decompression failed: {0}")]
-    Decompress(String),
-    #[error("header compression failed: {0}")]
-    Compress(String),
-    #[error("cannot encode frame: {0}")]
-    Unencodable(&'static str),
 }
 
 /// The header-compression state of one end of one connection: the zlib stream of the
@@ -493,7 +462,7 @@ impl<'a> Payload<'a> {
 mod tests {
     use super::*;
     use crate::streaming::spdy::headers::tests::{go_style_stream, pairs};
-    use crate::streaming::spdy::headers::{MAX_HEADER_BLOCK_LEN, MAX_HEADER_PAIRS};
+    use crate::streaming::spdy::limits::{MAX_HEADER_BLOCK_LEN, MAX_HEADER_PAIRS};
     use std::panic::AssertUnwindSafe;
 
     fn every_kind() -> Vec<Frame> {

@@ -6,20 +6,13 @@
 //! values joined by NUL.
 
 use super::dictionary::DICTIONARY;
-use super::frame::SpdyError;
+use super::error::SpdyError;
+use super::limits::{MAX_HEADER_BLOCK_LEN, MAX_HEADER_PAIRS};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// Header pairs in the order they were sent. Names are lower-case on the wire (see
 /// [`header`] for lookups); a name with several values carries them joined by NUL.
 pub type Headers = Vec<(String, String)>;
-
-/// Largest uncompressed header block accepted or produced. SPDY itself has no limit, and a
-/// few kilobytes of zlib can inflate to megabytes, so without one a peer could make us
-/// allocate without bound.
-pub const MAX_HEADER_BLOCK_LEN: usize = 256 * 1024;
-
-/// Most header pairs in one block; Kubernetes streams send fewer than ten.
-pub const MAX_HEADER_PAIRS: usize = 1024;
 
 /// Above this, a decompression buffer is released after use rather than kept for the next
 /// block, so that one large block does not pin memory for the life of the connection.

@@ -24,12 +24,13 @@
 // then, so that unused parts of the API show up.
 
 mod dictionary;
+mod error;
 mod frame;
 mod headers;
+mod limits;
 
 pub use dictionary::DICTIONARY;
-pub use frame::{
-    goaway, rst, Codec, Frame, Setting, SpdyError, FLAG_FIN, FLAG_UNIDIRECTIONAL, MAX_FRAME_LEN,
-    VERSION,
-};
-pub use headers::{header, Headers, MAX_HEADER_BLOCK_LEN, MAX_HEADER_PAIRS};
+pub use error::SpdyError;
+pub use frame::{goaway, rst, Codec, Frame, Setting, FLAG_FIN, FLAG_UNIDIRECTIONAL, VERSION};
+pub use headers::{header, Headers};
+pub use limits::{MAX_FRAME_LEN, MAX_HEADER_BLOCK_LEN, MAX_HEADER_PAIRS};
