@@ -233,8 +233,8 @@ pub async fn metric_descriptors(berthd: &crate::Berthd) -> Vec<MetricDescriptor>
         .descriptors
 }
 
-/// The metrics of container `id` of `pod`, from ListPodSandboxMetrics.
-pub async fn container_metrics(berthd: &crate::Berthd, pod: &str, id: &str) -> Vec<Metric> {
+/// The metrics of `pod` (its own and its containers'), from ListPodSandboxMetrics.
+pub async fn pod_metrics(berthd: &crate::Berthd, pod: &str) -> PodSandboxMetrics {
     let pods = berthd
         .runtime()
         .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
@@ -242,7 +242,12 @@ pub async fn container_metrics(berthd: &crate::Berthd, pod: &str, id: &str) -> V
         .unwrap()
         .into_inner()
         .pod_metrics;
-    let pod = pods.into_iter().find(|p| p.pod_sandbox_id == pod).expect("the pod's metrics");
+    pods.into_iter().find(|p| p.pod_sandbox_id == pod).expect("the pod's metrics")
+}
+
+/// The metrics of container `id` of `pod`, from ListPodSandboxMetrics.
+pub async fn container_metrics(berthd: &crate::Berthd, pod: &str, id: &str) -> Vec<Metric> {
+    let pod = pod_metrics(berthd, pod).await;
     pod.container_metrics.into_iter().find(|c| c.container_id == id).expect("listed").metrics
 }
 

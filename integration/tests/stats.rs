@@ -4,7 +4,7 @@
 
 use berth_integration::leaks::NetEnv;
 use berth_integration::oci_image::images;
-use berth_integration::pods::{container_metrics, metric_descriptors};
+use berth_integration::pods::{container_metrics, metric_descriptors, pod_metrics};
 use berth_integration::registry::{Registry, RegistryOptions};
 use berth_integration::{scaled, Berthd, Options};
 use berth_proto::*;
@@ -329,14 +329,7 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
         .into_iter()
         .map(|d| (d.name, d.label_keys.len()))
         .collect();
-    let metrics = berthd
-        .runtime()
-        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_metrics;
-    let ours = metrics.iter().find(|p| p.pod_sandbox_id == pod).expect("our pod's metrics");
+    let ours = pod_metrics(&berthd, &pod).await;
     let mut seen = HashSet::new();
     let every = ours.metrics.iter().chain(ours.container_metrics.iter().flat_map(|c| &c.metrics));
     for m in every {

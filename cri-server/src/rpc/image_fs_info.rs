@@ -8,9 +8,7 @@ use tonic::Status;
 
 pub async fn image_fs_info(cri: &Cri) -> Result<ImageFsInfoResponse, Status> {
     let usage = cri.inner.images.usage().map_err(errors::image)?;
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
+    let timestamp = berth_runtime::stats::now_ns();
     let fs = |mountpoint: String, bytes: u64, inodes: u64| FilesystemUsage {
         timestamp,
         fs_id: Some(FilesystemIdentifier { mountpoint }),

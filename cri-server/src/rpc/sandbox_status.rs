@@ -28,7 +28,7 @@ pub async fn pod_sandbox_status(
         HashMap::new()
     };
     // The evented PLEG reads the pod's containers from here, at this time.
-    let timestamp = now_ns();
+    let timestamp = berth_runtime::stats::now_ns();
     let containers_statuses = containers_statuses(cri, &rec.id).await;
     Ok(PodSandboxStatusResponse { status: Some(to_cri(rec)), info, containers_statuses, timestamp })
 }
@@ -44,12 +44,6 @@ pub async fn containers_statuses(cri: &Cri, pod_id: &str) -> Vec<ContainerStatus
         }
     }
     out
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 pub fn metadata(rec: &SandboxRecord) -> PodSandboxMetadata {
