@@ -101,12 +101,24 @@ pub struct CgroupConfig {
     pub driver: CgroupDriver,
 }
 
-/// Only the cgroupfs driver exists: berth writes cgroups itself and does not ask systemd.
+/// `cgroupfs`: berth makes pod and container cgroups itself. `systemd`: pods are slices
+/// and containers transient scopes, made over D-Bus (cgroup v2 hosts only), which is what
+/// a kubelet with `cgroupDriver: systemd` expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupDriver {
     #[default]
     Cgroupfs,
+    Systemd,
+}
+
+impl CgroupDriver {
+    pub fn runtime(self) -> berth_runtime::sandbox::cgroup::Driver {
+        match self {
+            CgroupDriver::Cgroupfs => berth_runtime::sandbox::cgroup::Driver::Cgroupfs,
+            CgroupDriver::Systemd => berth_runtime::sandbox::cgroup::Driver::Systemd,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -529,8 +541,12 @@ mod tests {
     fn bad_values_are_named() {
         let err = parse("[log]\nformat = \"xml\"").unwrap_err().to_string();
         assert!(err.contains("`log.format`"), "{err}");
-        let err = parse("[cgroup]\ndriver = \"systemd\"").unwrap_err().to_string();
+        let err = parse("[cgroup]\ndriver = \"systemdd\"").unwrap_err().to_string();
         assert!(err.contains("`cgroup.driver`"), "{err}");
+        assert_eq!(
+            parse("[cgroup]\ndriver = \"systemd\"").unwrap().cgroup.driver,
+            CgroupDriver::Systemd
+        );
         let err = parse("shutdown_timeout_secs = -1").unwrap_err().to_string();
         assert!(err.contains("`shutdown_timeout_secs`"), "{err}");
         let err = parse("root = \"relative\"").unwrap_err().to_string();

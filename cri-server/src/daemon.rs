@@ -62,7 +62,7 @@ async fn serve(
         .to_pod_network(layout.root())
         .map_err(|e| anyhow::anyhow!("network.subnet: {e}"))?;
     let meta_for_containers = meta.clone();
-    let sandboxes = Sandboxes::open(meta, &layout, net_config)
+    let sandboxes = Sandboxes::open(meta, &layout, net_config, config.cgroup.driver.runtime())
         .await
         .context("cannot open the pod sandbox store")?;
     let shim_binary = if config.containers.shim_binary.is_empty() {

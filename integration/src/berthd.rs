@@ -267,7 +267,14 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 
 fn command(dir: &Path, options: &Options) -> Command {
     let mut cmd = Command::new(berthd_bin());
-    if let Some(config) = &options.config {
+    let mut config = options.config.clone();
+    if crate::leaks::systemd_driver() {
+        let text = config.get_or_insert_with(String::new);
+        if !text.contains("[cgroup]") {
+            text.push_str("\n[cgroup]\ndriver = \"systemd\"\n");
+        }
+    }
+    if let Some(config) = &config {
         let path = dir.join("config.toml");
         fs::write(&path, config).expect("write config");
         cmd.arg("--config").arg(path);
@@ -281,7 +288,7 @@ fn command(dir: &Path, options: &Options) -> Command {
         .args(&options.args)
         .stdin(Stdio::null());
     // Never read the host's /etc/berth/config.toml by accident.
-    if options.config.is_none() {
+    if config.is_none() {
         cmd.arg("--config").arg(dir.join("no-config.toml"));
         fs::write(dir.join("no-config.toml"), "").expect("write empty config");
     }

@@ -11,6 +11,33 @@ use std::process::{Command, Stdio};
 
 const SUBNET_LOCKS: &str = "/tmp/berth-it-subnets";
 
+/// Whether the tests run berthd with the systemd cgroup driver
+/// (`BERTH_TEST_CGROUP_DRIVER=systemd`; the VM lane runs them so as well as with cgroupfs).
+/// Pods then get slices as cgroup parents and containers scopes, named by
+/// [`NetEnv::cgroup_parent`] and [`container_cgroup`].
+pub fn systemd_driver() -> bool {
+    std::env::var("BERTH_TEST_CGROUP_DRIVER").is_ok_and(|d| d == "systemd")
+}
+
+/// The name of a container's cgroup directory inside its pod's.
+pub fn container_cgroup(id: &str) -> String {
+    if systemd_driver() {
+        format!("berth-{id}.scope")
+    } else {
+        id.to_string()
+    }
+}
+
+/// The cgroup root name of a test: a directory under each hierarchy (cgroupfs), or the
+/// prefix of its pods' top-level slices (systemd: no dash, which would nest the slice).
+fn cgroup_root(name: &str) -> String {
+    if systemd_driver() {
+        format!("berthit_{}", name.replace('-', "_"))
+    } else {
+        format!("berth-it-{name}")
+    }
+}
+
 /// One test's network and cgroup names. Dropping it deletes the bridge, the table and
 /// any cgroup directory left under its cgroup root.
 pub struct NetEnv {
@@ -39,7 +66,7 @@ impl NetEnv {
             nft_table: format!("bi_{name}"),
             x,
             subnet: format!("10.252.{x}.0/24"),
-            cgroup_root: format!("berth-it-{name}"),
+            cgroup_root: cgroup_root(name),
             lock: PathBuf::new(),
         }
     }
@@ -59,7 +86,7 @@ impl NetEnv {
                     nft_table: format!("bi_{u:08x}"),
                     x,
                     subnet: format!("10.252.{x}.0/{prefix}"),
-                    cgroup_root: format!("berth-it-{u:08x}"),
+                    cgroup_root: cgroup_root(&format!("{u:08x}")),
                     lock,
                 };
             }
@@ -110,9 +137,15 @@ impl NetEnv {
         Ipv4Addr::new(10, 252, self.x, 1)
     }
 
-    /// A cgroup parent under this test's cgroup root.
+    /// A cgroup parent under this test's cgroup root: a directory below it (cgroupfs), or
+    /// a top-level slice named after it (systemd), so that in both cases
+    /// `/sys/fs/cgroup/<parent>` is the pod cgroup on a v2 host.
     pub fn cgroup_parent(&self, pod: &str) -> String {
-        format!("/{}/{pod}", self.cgroup_root)
+        if systemd_driver() {
+            format!("{}_{}.slice", self.cgroup_root, pod.replace('-', "_"))
+        } else {
+            format!("/{}/{pod}", self.cgroup_root)
+        }
     }
 
     /// A host port for this test.
@@ -149,6 +182,16 @@ impl NetEnv {
     /// one v2 tree (`/sys/fs/cgroup/<root>`).
     pub fn cgroups(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
+        if systemd_driver() {
+            // The pod slices: `/sys/fs/cgroup/<root>_<pod>.slice`.
+            let prefix = format!("{}_", self.cgroup_root);
+            for entry in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    found.push(entry.path());
+                }
+            }
+            return found;
+        }
         let unified = Path::new("/sys/fs/cgroup").join(&self.cgroup_root);
         if unified.exists() {
             found.push(unified);
@@ -244,6 +287,13 @@ impl Drop for NetEnv {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         for dir in self.cgroups() {
+            if systemd_driver() {
+                // A slice left by a failed test: systemd removes it with the unit.
+                let unit = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                let _ =
+                    Command::new("systemctl").args(["stop", &unit]).stderr(Stdio::null()).status();
+                continue;
+            }
             // Children first (berth's pod cgroups, if a test failed before removing them).
             let mut dirs: Vec<PathBuf> = walk(&dir);
             dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));

@@ -71,7 +71,7 @@ async fn pod_and_container_limits_are_the_v2_files() {
         ..Default::default()
     });
     let id = node.run(&pod, cfg).await;
-    let dir = pod_dir.join(&id);
+    let dir = pod_dir.join(berth_integration::leaks::container_cgroup(&id));
     assert_eq!(read(&dir, "cpu.max"), "50000 100000");
     assert_eq!(read(&dir, "cpu.weight"), "20", "shares 512 as a weight");
     assert_eq!(read(&dir, "memory.max"), (64 * MIB).to_string());
@@ -165,7 +165,7 @@ async fn pressure_and_block_io_metrics_of_a_busy_container() {
         ..Default::default()
     }];
     let id = node.run(&pod, cfg).await;
-    let dir = pod_dir.join(&id);
+    let dir = pod_dir.join(berth_integration::leaks::container_cgroup(&id));
     let metrics = || container_metrics(&node.berthd, &pod, &id);
     let value = |ms: &[Metric], name: &str| {
         ms.iter().find(|m| m.name == name).map(|m| m.value.as_ref().map_or(0, |v| v.value))

@@ -22,6 +22,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod state_lock;
 pub mod stats;
+pub mod systemd;
 pub mod traced;
 
 pub use layout::Layout;

@@ -11,6 +11,7 @@ use berth_proto::{
 pub fn runtime_config(cri: &Cri) -> RuntimeConfigResponse {
     let driver = match cri.inner.config.cgroup.driver {
         CgroupDriver::Cgroupfs => berth_proto::CgroupDriver::Cgroupfs,
+        CgroupDriver::Systemd => berth_proto::CgroupDriver::Systemd,
     };
     RuntimeConfigResponse {
         linux: Some(LinuxRuntimeConfiguration { cgroup_driver: driver as i32 }),

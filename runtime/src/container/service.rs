@@ -393,7 +393,7 @@ impl Containers {
                 .map_err(internal)?,
         }
         crate::failpoint::crash_point("container.rootfs");
-        let cgroups_path = format!("/{}/{id}", pod.cgroup.trim_matches('/'));
+        let cgroups_path = crate::sandbox::cgroup::container_cgroups_path(&pod.cgroup, id);
         let (pod_pid_ns, target_pid) = self.pid_namespace_of(pod, config).await?;
         let spec = spec::build(&SpecInput {
             config,

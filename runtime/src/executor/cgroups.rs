@@ -84,8 +84,13 @@ pub fn hierarchies() -> Result<Vec<Hierarchy>> {
     Ok(parse_mountinfo(&text))
 }
 
-/// Checks a cgroupfs-style path: absolute, no `..`.
+/// The cgroup directory (relative to each hierarchy's mount) of a cgroups path: a
+/// cgroupfs path (absolute, no `..`), or a systemd scope (`slice:prefix:name`, see
+/// [`crate::systemd`]).
 pub fn check_path(path: &Path) -> Result<PathBuf> {
+    if let Some(scope) = crate::systemd::resolve(path) {
+        return scope.map(|s| s.rel).map_err(Error);
+    }
     let s = path.to_string_lossy();
     if !path.is_absolute() || s.split('/').any(|c| c == "..") {
         return Err(Error(format!("cgroups path {s:?} must be absolute without \"..\"")));
@@ -149,6 +154,17 @@ pub fn delegate_controllers(dir: &Path) -> Result<()> {
     write(dir, "cgroup.subtree_control", &wanted.join(" "))
 }
 
+/// [`delegate_controllers`] on `mount` and every level of `rel` below it, top down.
+pub fn delegate_down(mount: &Path, rel: &Path) -> Result<()> {
+    let mut dir = mount.to_path_buf();
+    delegate_controllers(&dir)?;
+    for comp in rel.components() {
+        dir.push(comp);
+        delegate_controllers(&dir)?;
+    }
+    Ok(())
+}
+
 /// The v1 controllers mounted: on a hybrid host they carry the limits and device rules,
 /// and the v2 tree only tracks the process.
 fn v1_controllers(hs: &[Hierarchy]) -> Vec<String> {
@@ -156,9 +172,31 @@ fn v1_controllers(hs: &[Hierarchy]) -> Vec<String> {
 }
 
 /// Creates the cgroup `path` in every hierarchy, applies `resources` and moves `pid` in.
+/// A systemd scope is started over D-Bus with `pid` in it (from a forked child: the
+/// caller, the shim, stays single-threaded), then given what systemd has no property for.
 pub fn create_and_place(path: &Path, pid: i32, resources: Option<&LinuxResources>) -> Result<()> {
     let rel = check_path(path)?;
     let hs = hierarchies()?;
+    if let Some(scope) = crate::systemd::resolve(path).transpose().map_err(Error)? {
+        let props =
+            crate::systemd::scope_properties(&scope.unit, &scope.slice, pid as u32, resources)
+                .map_err(|e| Error(format!("cgroup: {e}")))?;
+        crate::systemd::in_child(|| {
+            crate::systemd::Bus::system()?.start_transient(&scope.unit, props)
+        })
+        .map_err(|e| Error(format!("cgroup: systemd scope {}: {e}", scope.unit)))?;
+        let h = hs
+            .iter()
+            .find(|h| h.v2)
+            .ok_or_else(|| Error("cgroup: a systemd scope needs cgroup v2".into()))?;
+        // systemd enables the controllers it knows down to a delegated scope; hugetlb
+        // (and what else berth limits that systemd does not manage) berth enables itself.
+        delegate_down(&h.mount, rel.parent().unwrap_or(Path::new("")))?;
+        if let Some(r) = resources {
+            apply(h, &h.mount.join(&rel), r, &[])?;
+        }
+        return Ok(());
+    }
     let v1 = v1_controllers(&hs);
     for h in &hs {
         let dir = create_dir(h, &rel)?;
@@ -362,9 +400,16 @@ fn v2_limit(v: i64) -> String {
     }
 }
 
-/// Applies `resources` to an existing cgroup (live update).
+/// Applies `resources` to an existing cgroup (live update); a systemd scope gets them as
+/// properties too, so that systemd keeps them.
 pub fn update(path: &Path, resources: &LinuxResources) -> Result<()> {
     let rel = check_path(path)?;
+    if let Some(scope) = crate::systemd::resolve(path).transpose().map_err(Error)? {
+        let props = crate::systemd::resource_properties(resources).map_err(Error)?;
+        crate::systemd::Bus::system()
+            .and_then(|bus| bus.set_properties(&scope.unit, props))
+            .map_err(|e| Error(format!("cgroup: {e}")))?;
+    }
     let hs = hierarchies()?;
     let v1 = v1_controllers(&hs);
     for h in &hs {

@@ -16,7 +16,18 @@ use std::path::{Path, PathBuf};
 
 use super::spec::Resources;
 
-pub use crate::executor::cgroups::{delegate_controllers, parse_mountinfo, Hierarchy};
+pub use crate::executor::cgroups::{
+    delegate_controllers, delegate_down, parse_mountinfo, Hierarchy,
+};
+
+/// Who makes pod and container cgroups: berth in cgroupfs, or systemd (slices and scopes
+/// over D-Bus, cgroup v2 only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Driver {
+    #[default]
+    Cgroupfs,
+    Systemd,
+}
 
 /// The cgroup hierarchies mounted in our mount namespace (from `/proc/self/mountinfo`),
 /// whose root is the hierarchy's root (`/`).
@@ -161,6 +172,54 @@ pub fn shares_to_weight(shares: i64) -> u64 {
     1 + ((shares - 2) * 9999) / 262_142
 }
 
+/// A container's cgroups path as its OCI spec carries it: `/<pod cgroup>/<id>`
+/// (cgroupfs), or runc's systemd form `<pod slice>:berth:<id>`.
+pub fn container_cgroups_path(pod_cgroup: &str, id: &str) -> String {
+    match slice_unit(pod_cgroup) {
+        Some(slice) => crate::systemd::scope_path(slice, id),
+        None => format!("/{}/{id}", pod_cgroup.trim_matches('/')),
+    }
+}
+
+/// A container's cgroup directory relative to the hierarchies' mount.
+pub fn container_cgroup_dir(pod_cgroup: &str, id: &str) -> String {
+    let pod = pod_cgroup.trim_matches('/');
+    match slice_unit(pod) {
+        Some(_) => format!("{pod}/{}-{id}.scope", crate::systemd::SCOPE_PREFIX),
+        None => format!("{pod}/{id}"),
+    }
+}
+
+/// The unit of a pod slice (systemd driver): the last part of its directory.
+pub fn slice_unit(rel: &str) -> Option<&str> {
+    rel.rsplit('/').next().filter(|u| u.ends_with(".slice"))
+}
+
+/// Whether the pod slice's unit is running (the kubelet, another pod or berth made it).
+pub fn slice_active(unit: &str) -> Result<bool, String> {
+    crate::systemd::with_shared(|bus| Ok(bus.active_state(unit)?.as_deref() == Some("active")))
+}
+
+/// Starts a pod slice with the pod's limits (the kubelet did not make it).
+pub fn start_slice(unit: &str, r: Option<&Resources>) -> Result<(), String> {
+    let props = crate::systemd::pod_properties(unit, r);
+    crate::systemd::with_shared(|bus| bus.start_transient(unit, props))
+}
+
+/// Pod-level limits on a running pod slice, through systemd so that it keeps them.
+pub fn set_slice_limits(unit: &str, r: &Resources) -> Result<(), String> {
+    let props = crate::systemd::pod_limits(r);
+    if props.is_empty() {
+        return Ok(());
+    }
+    crate::systemd::with_shared(|bus| bus.set_properties(unit, props))
+}
+
+/// Stops a pod slice berth started (systemd removes its cgroup).
+pub fn stop_slice(unit: &str) -> Result<(), String> {
+    crate::systemd::with_shared(|bus| bus.stop(unit))
+}
+
 /// Ends every process left in the container cgroups of the pod's cgroup (`rel`) on each
 /// hierarchy and removes them. Normally the shim has ended and removed its containers by
 /// now; when the shim died (the OOM killer picked it), its containers are orphans nothing
@@ -171,8 +230,9 @@ pub fn kill_leftovers(hs: &[Hierarchy], rel: &str) -> Result<(), String> {
     if pod.is_empty() {
         return Ok(()); // never the hierarchy's root
     }
-    // Only the container cgroups berth makes (`<pod cgroup>/<container id>`): a
-    // cgroup_parent naming a shared cgroup must never get its other processes killed.
+    // Only the container cgroups berth makes (`<pod cgroup>/<container id>`, or the
+    // scope `berth-<container id>.scope` with the systemd driver): a cgroup_parent naming
+    // a shared cgroup must never get its other processes killed.
     let roots: Vec<PathBuf> = hs
         .iter()
         .flat_map(|h| fs::read_dir(h.mount.join(pod)).into_iter().flatten().flatten())
@@ -180,7 +240,9 @@ pub fn kill_leftovers(hs: &[Hierarchy], rel: &str) -> Result<(), String> {
         .filter(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+            let id =
+                name.strip_prefix("berth-").and_then(|n| n.strip_suffix(".scope")).unwrap_or(&name);
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
         })
         .map(|e| e.path())
         .collect();

@@ -69,6 +69,7 @@ struct Inner {
     meta: Arc<MetadataStore>,
     pods_dir: NetnsDir,
     hierarchies: Vec<Hierarchy>,
+    driver: cgroup::Driver,
     /// The pod network (bridge or CNI), or why it could not be set up.
     network: std::result::Result<PodNetworks, String>,
     ipam: Option<Arc<StoredIpam>>,
@@ -86,10 +87,26 @@ impl Sandboxes {
         meta: Arc<MetadataStore>,
         layout: &Layout,
         net_config: PodNetworkConfig,
+        driver: cgroup::Driver,
     ) -> Result<Self> {
         let pods_dir = NetnsDir::new(layout.state().join("pods"))
             .map_err(|e| internal(format!("pod state directory: {e}")))?;
         let hierarchies = cgroup::hierarchies().map_err(|e| internal(format!("cgroups: {e}")))?;
+        if driver == cgroup::Driver::Systemd {
+            // Scopes and slices are v2 units here; a v1 or hybrid host would need every v1
+            // hierarchy kept in step by hand, which kubelets from 1.35 refuse anyway.
+            if hierarchies.iter().any(|h| !h.v2) || hierarchies.is_empty() {
+                return Err(internal(
+                    "the systemd cgroup driver needs a cgroup v2-only host; this one mounts \
+                     cgroup v1 hierarchies (use cgroup.driver = \"cgroupfs\")"
+                        .to_string(),
+                ));
+            }
+            tokio::task::spawn_blocking(|| cgroup::slice_active("-.slice"))
+                .await
+                .map_err(internal)?
+                .map_err(|e| internal(format!("the systemd cgroup driver: {e}")))?;
+        }
         let (network, ipam) = match net_config {
             PodNetworkConfig::Bridge(net_config) => {
                 let ipam = Arc::new(StoredIpam::new(meta.clone(), net_config.subnet));
@@ -119,6 +136,7 @@ impl Sandboxes {
                 meta,
                 pods_dir,
                 hierarchies,
+                driver,
                 ipam,
                 network,
                 locks: KeyedLocks::default(),
@@ -180,7 +198,7 @@ impl Sandboxes {
 
     /// Runs a pod: validates the request, then creates everything, or nothing.
     pub async fn run(&self, spec: PodSpec) -> Result<String> {
-        let v = spec::validate(spec).map_err(SandboxError::InvalidArgument)?;
+        let v = spec::validate(spec, self.inner.driver).map_err(SandboxError::InvalidArgument)?;
         // PID mode POD (the CRI default): the pod's containers are to share one PID
         // namespace with an init as PID 1. berthd never forks, so that namespace and its
         // init come from the pod shim with the first container; the sandbox itself has no
@@ -237,7 +255,14 @@ impl Sandboxes {
         let _lock = self.inner.locks.lock(id.clone()).await;
         let started = std::time::Instant::now();
         let dir = self.inner.pods_dir.path().join(&id);
-        let cgroup_rel = cgroup::pod_cgroup(&v.spec.cgroup_parent, &id);
+        let cgroup_rel = match self.inner.driver {
+            cgroup::Driver::Cgroupfs => cgroup::pod_cgroup(&v.spec.cgroup_parent, &id),
+            cgroup::Driver::Systemd => {
+                crate::systemd::pod_slice(&v.spec.cgroup_parent, &id).map(|(_, rel)| rel).map_err(
+                    |e| SandboxError::InvalidArgument(format!("config.linux.cgroup_parent: {e}")),
+                )?
+            }
+        };
         let mut rec = SandboxRecord {
             id: id.clone(),
             metadata: v.metadata.clone(),
@@ -381,29 +406,10 @@ impl Sandboxes {
         // 5. The pod cgroup. What will be made is recorded first, so that a crash at any
         // point leaves a record start-up can clean up from (removal tolerates what was
         // never made, and keeps a parent another pod still uses).
-        let hs = self.inner.hierarchies.clone();
-        let rel = rec.cgroup.clone();
-        let planned = cgroup::missing(&hs, &rel);
-        rec.cgroup_created = planned.clone();
-        {
-            let mut tx = meta.write()?;
-            for p in planned.iter().filter(|d| !d.ends_with(&rel)) {
-                tx.put(&p.to_string_lossy(), &CgroupDirRecord {})?;
-            }
-            tx.put(&id, &*rec)?;
-            tx.commit()?;
-        }
-        {
-            let (meta, hs, rel, planned) = (meta.clone(), hs.clone(), rel.clone(), planned.clone());
-            undo.push("cgroup", move || {
-                cgroup::remove(&planned, &rel)?;
-                remove_berth_parents(&meta, &hs, &rel).map_err(|e| e.to_string())
-            });
-        }
-        cgroup::create(&hs, &rel).map_err(internal)?;
-        crate::failpoint::crash_point("sandbox.cgroup");
-        if let Some(r) = &v.spec.resources {
-            cgroup::apply(&hs, &rec.cgroup, r).map_err(SandboxError::InvalidArgument)?;
+        if let Some(unit) = cgroup::slice_unit(&rec.cgroup).map(str::to_string) {
+            self.make_pod_slice(rec, &unit, v.spec.resources.as_ref(), undo).await?;
+        } else {
+            self.make_pod_cgroup(rec, v.spec.resources.as_ref(), undo)?;
         }
 
         // 6. The network, then the net sysctls (some name the pod's eth0).
@@ -519,6 +525,138 @@ impl Sandboxes {
         Ok(())
     }
 
+    /// The pod cgroup with the cgroupfs driver: the directories missing are recorded
+    /// before they are made.
+    fn make_pod_cgroup(
+        &self,
+        rec: &mut SandboxRecord,
+        resources: Option<&Resources>,
+        undo: &mut Undo,
+    ) -> Result<()> {
+        let meta = self.inner.meta.clone();
+        let hs = self.inner.hierarchies.clone();
+        let rel = rec.cgroup.clone();
+        let planned = cgroup::missing(&hs, &rel);
+        rec.cgroup_created = planned.clone();
+        {
+            let mut tx = meta.write()?;
+            for p in planned.iter().filter(|d| !d.ends_with(&rel)) {
+                tx.put(&p.to_string_lossy(), &CgroupDirRecord {})?;
+            }
+            tx.put(&rec.id, &*rec)?;
+            tx.commit()?;
+        }
+        {
+            let (meta, hs, rel, planned) = (meta.clone(), hs.clone(), rel.clone(), planned.clone());
+            undo.push("cgroup", move || {
+                cgroup::remove(&planned, &rel)?;
+                remove_berth_parents(&meta, &hs, &rel).map_err(|e| e.to_string())
+            });
+        }
+        cgroup::create(&hs, &rel).map_err(internal)?;
+        crate::failpoint::crash_point("sandbox.cgroup");
+        if let Some(r) = resources {
+            cgroup::apply(&hs, &rec.cgroup, r).map_err(SandboxError::InvalidArgument)?;
+        }
+
+        Ok(())
+    }
+
+    /// The pod slice with the systemd driver. The kubelet normally made it; if not, berth
+    /// starts it (recorded first, like a cgroupfs directory) and stops it with the last
+    /// pod in it. Pod-level limits go to systemd as the slice's properties.
+    async fn make_pod_slice(
+        &self,
+        rec: &mut SandboxRecord,
+        unit: &str,
+        resources: Option<&Resources>,
+        undo: &mut Undo,
+    ) -> Result<()> {
+        let blocking = |f: Box<dyn FnOnce() -> Result<(), String> + Send>| async move {
+            tokio::task::spawn_blocking(f).await.map_err(internal)?.map_err(internal)
+        };
+        let active = {
+            let unit = unit.to_string();
+            tokio::task::spawn_blocking(move || cgroup::slice_active(&unit))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?
+        };
+        // Another pod of berth's in the same slice: berth started it, whoever stops it.
+        let ours = !active || self.slice_started_by_berth(&rec.id, &rec.cgroup)?;
+        let v2 = self.inner.hierarchies.iter().find(|h| h.v2).map(|h| h.mount.join(&rec.cgroup));
+        rec.cgroup_created = if ours { v2.into_iter().collect() } else { Vec::new() };
+        {
+            let mut tx = self.inner.meta.write()?;
+            tx.put(&rec.id, &*rec)?;
+            tx.commit()?;
+        }
+        if !active {
+            let (this, id, u) = (self.clone(), rec.id.clone(), unit.to_string());
+            undo.push("pod slice", move || this.release_pod_slice(&id, &u, true));
+            let (unit, r) = (unit.to_string(), resources.cloned());
+            blocking(Box::new(move || cgroup::start_slice(&unit, r.as_ref()))).await?;
+        } else if let Some(r) = resources.cloned() {
+            let unit = unit.to_string();
+            tokio::task::spawn_blocking(move || cgroup::set_slice_limits(&unit, &r))
+                .await
+                .map_err(internal)?
+                .map_err(SandboxError::InvalidArgument)?;
+        }
+        // The pod's containers get every controller berth limits, as with cgroupfs (systemd
+        // enables only those its units ask for, and never hugetlb).
+        if let Some(h) = self.inner.hierarchies.iter().find(|h| h.v2) {
+            cgroup::delegate_down(&h.mount, std::path::Path::new(&rec.cgroup))
+                .map_err(|e| internal(format!("pod slice: {}", e.0)))?;
+        }
+        crate::failpoint::crash_point("sandbox.cgroup");
+        Ok(())
+    }
+
+    /// Removes what berth made of the pod cgroup: its directories (cgroupfs), or the
+    /// slice it started unless another pod still uses it (systemd).
+    fn remove_pod_cgroup(&self, rec: &SandboxRecord) -> Result<()> {
+        if let Some(unit) = cgroup::slice_unit(&rec.cgroup) {
+            return self
+                .release_pod_slice(&rec.id, unit, !rec.cgroup_created.is_empty())
+                .map_err(|e| SandboxError::FailedPrecondition(format!("pod slice: {e}")));
+        }
+        cgroup::remove(&rec.cgroup_created, &rec.cgroup).map_err(|e| {
+            SandboxError::FailedPrecondition(format!("pod cgroup still in use: {e}"))
+        })?;
+        remove_berth_parents(&self.inner.meta, &self.inner.hierarchies, &rec.cgroup)?;
+        Ok(())
+    }
+
+    /// Whether another pod record says berth started the slice at `rel`.
+    fn slice_started_by_berth(&self, id: &str, rel: &str) -> Result<bool> {
+        Ok(self
+            .inner
+            .meta
+            .list::<SandboxRecord>()?
+            .into_iter()
+            .any(|(other, r)| other != id && r.cgroup == rel && !r.cgroup_created.is_empty()))
+    }
+
+    /// Stops the pod slice berth started unless another pod of berth's still uses it.
+    fn release_pod_slice(&self, id: &str, unit: &str, started: bool) -> Result<(), String> {
+        if !started {
+            return Ok(());
+        }
+        let rel = crate::systemd::expand_slice(unit)?;
+        let shared = self
+            .inner
+            .meta
+            .list::<SandboxRecord>()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .any(|(other, r)| other != id && r.cgroup == rel);
+        if shared {
+            return Ok(());
+        }
+        cgroup::stop_slice(unit)
+    }
+
     /// Removes a pod (stopping it first if needed): pins, shm, files, cgroup, record.
     /// A pod that is gone is fine.
     pub async fn remove(&self, wanted: &str) -> Result<()> {
@@ -553,10 +691,7 @@ impl Sandboxes {
         }
         cgroup::kill_leftovers(&self.inner.hierarchies, &rec.cgroup)
             .map_err(|e| SandboxError::FailedPrecondition(format!("pod cgroup: {e}")))?;
-        cgroup::remove(&rec.cgroup_created, &rec.cgroup).map_err(|e| {
-            SandboxError::FailedPrecondition(format!("pod cgroup still in use: {e}"))
-        })?;
-        remove_berth_parents(&self.inner.meta, &self.inner.hierarchies, &rec.cgroup)?;
+        self.remove_pod_cgroup(rec)?;
         if rec.dir.starts_with(self.inner.pods_dir.path()) && rec.dir != self.inner.pods_dir.path()
         {
             mounts::remove_tree(&rec.dir).map_err(internal)?;
@@ -580,7 +715,11 @@ impl Sandboxes {
                 "pod sandbox {id} is stopped: its resources cannot change"
             )));
         }
-        cgroup::apply(&self.inner.hierarchies, &rec.cgroup, &r).map_err(|e| {
+        let applied = match cgroup::slice_unit(&rec.cgroup) {
+            Some(unit) => cgroup::set_slice_limits(unit, &r),
+            None => cgroup::apply(&self.inner.hierarchies, &rec.cgroup, &r),
+        };
+        applied.map_err(|e| {
             SandboxError::InvalidArgument(format!("{field}: the pod cgroup refused it: {e}"))
         })?;
         rec.resources = Some(r);
@@ -684,10 +823,9 @@ impl Sandboxes {
                     for pin in rec.ipc_ns.iter().chain(&rec.uts_ns).chain(&rec.user_ns) {
                         let _ = namespaces::remove_pin(pin);
                     }
-                    if let Err(e) = cgroup::remove(&rec.cgroup_created, &rec.cgroup) {
+                    if let Err(e) = self.remove_pod_cgroup(&rec) {
                         tracing::warn!(pod_id = %id, error = %e, "cannot remove pod cgroup");
                     }
-                    remove_berth_parents(&self.inner.meta, &self.inner.hierarchies, &rec.cgroup)?;
                     rec.state = SandboxState::NotReady;
                     rec.ip = None;
                     rec.ips.clear();

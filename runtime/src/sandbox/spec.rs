@@ -9,6 +9,7 @@ use std::path::Path;
 use berth_network::{PortMapping, Protocol};
 use serde::{Deserialize, Serialize};
 
+use super::cgroup::Driver;
 use super::sysctl::{classify, Sysctl, SysctlNs};
 
 /// A namespace option of the pod (CRI `NamespaceMode`).
@@ -106,7 +107,7 @@ impl ValidSpec {
 const MAX_HOSTNAME: usize = 64;
 
 /// Checks a pod request. The error names the field (CRI path) and the reason.
-pub fn validate(spec: PodSpec) -> Result<ValidSpec, String> {
+pub fn validate(spec: PodSpec, driver: Driver) -> Result<ValidSpec, String> {
     let metadata = spec.metadata.clone().ok_or("config.metadata: required")?;
     for (field, value) in [
         ("config.metadata.name", &metadata.name),
@@ -182,7 +183,7 @@ pub fn validate(spec: PodSpec) -> Result<ValidSpec, String> {
             }
         }
     }
-    validate_cgroup_parent(&spec.cgroup_parent)?;
+    validate_cgroup_parent(&spec.cgroup_parent, driver)?;
     let port_mappings = port_mappings(&spec.port_mappings)?;
     if spec.network == NsMode::Node && !port_mappings.is_empty() {
         // Like the kubelet: host-network pods use the host's ports directly.
@@ -231,9 +232,19 @@ pub fn validate_resources(r: &Resources, field: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// cgroupfs paths only: `/kubepods/burstable/pod<uid>`, no `..`, no systemd slices.
-fn validate_cgroup_parent(parent: &str) -> Result<(), String> {
+/// The cgroupfs driver takes paths (`/kubepods/burstable/pod<uid>`, no `..`) and refuses
+/// systemd slices; the systemd driver takes a slice (`kubepods-burstable-pod<uid>.slice`,
+/// or a path ending in one) and refuses paths.
+fn validate_cgroup_parent(parent: &str, driver: Driver) -> Result<(), String> {
     let field = "config.linux.cgroup_parent";
+    if driver == Driver::Systemd {
+        if parent.trim_matches('/').is_empty() {
+            return Ok(());
+        }
+        return crate::systemd::pod_slice(parent, "")
+            .map(drop)
+            .map_err(|e| format!("{field}: {e}; berth's cgroup driver is systemd"));
+    }
     if parent.ends_with(".slice") {
         return Err(format!(
             "{field}: {parent:?} is a systemd slice; berth's cgroup driver is cgroupfs"
@@ -314,7 +325,7 @@ mod tests {
 
     #[test]
     fn accepts_a_plain_pod() {
-        let v = validate(good()).unwrap();
+        let v = validate(good(), Driver::Cgroupfs).unwrap();
         assert_eq!(v.metadata.key(), "web_default_u1_0");
         assert!(v.port_mappings.is_empty() && v.sysctls.is_empty());
     }
@@ -390,7 +401,7 @@ mod tests {
         for (i, (edit, want)) in cases.iter().enumerate() {
             let mut s = good();
             edit(&mut s);
-            let err = validate(s).unwrap_err();
+            let err = validate(s, Driver::Cgroupfs).unwrap_err();
             assert!(err.contains(want), "case {i}: {err:?} lacks {want:?}");
         }
     }
@@ -413,7 +424,7 @@ mod tests {
                 host_ip: "127.0.0.1".into(),
             },
         ];
-        let v = validate(s).unwrap();
+        let v = validate(s, Driver::Cgroupfs).unwrap();
         assert_eq!(
             v.port_mappings,
             vec![

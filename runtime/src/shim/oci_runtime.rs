@@ -25,6 +25,9 @@ pub struct OciRuntime {
     binary: PathBuf,
     /// The runtime's state directory (`--root`), one per pod shim.
     root: PathBuf,
+    /// The container's cgroup is a systemd scope (`slice:prefix:name`): the runtime must
+    /// make it over D-Bus (`--systemd-cgroup`).
+    systemd_cgroup: bool,
 }
 
 /// What `create` made: the container's pid and, with a terminal, the pty master.
@@ -35,7 +38,13 @@ pub struct Created {
 
 impl OciRuntime {
     pub fn new(binary: PathBuf, shim_dir: &Path) -> Self {
-        Self { binary, root: shim_dir.join("oci-runtime") }
+        Self { binary, root: shim_dir.join("oci-runtime"), systemd_cgroup: false }
+    }
+
+    /// For a container whose cgroups path is in systemd form.
+    pub fn with_systemd_cgroup(mut self, on: bool) -> Self {
+        self.systemd_cgroup = on;
+        self
     }
 
     /// The runtime with its global flags. Its own errors go to a log file (read back on
@@ -48,6 +57,9 @@ impl OciRuntime {
             .arg(self.log())
             .arg("--log-format")
             .arg("text");
+        if self.systemd_cgroup {
+            c.arg("--systemd-cgroup");
+        }
         c
     }
 
@@ -143,7 +155,11 @@ impl OciRuntime {
         let what = format!(
             "{} {}",
             self.binary.display(),
-            cmd.get_args().skip(6).map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+            cmd.get_args()
+                .skip(6 + usize::from(self.systemd_cgroup))
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         cmd.stdin(ProcStdio::from(stdio.stdin))
             .stdout(ProcStdio::from(stdio.stdout))

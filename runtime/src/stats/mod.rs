@@ -67,9 +67,9 @@ impl Stats {
         Self { hierarchies, sampler: Sampler::default() }
     }
 
-    /// The cgroup berth gives a container: `<pod cgroup>/<container id>`.
+    /// The cgroup berth gives a container: `<pod cgroup>/<container id>`, or its scope.
     pub fn container_cgroup(pod: &SandboxRecord, container_id: &str) -> String {
-        format!("{}/{container_id}", pod.cgroup.trim_matches('/'))
+        crate::sandbox::cgroup::container_cgroup_dir(&pod.cgroup, container_id)
     }
 
     /// Usage of containers, each given with its pod and its writable layer (the upper
