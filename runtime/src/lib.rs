@@ -4,6 +4,7 @@
 //! crate and maps its errors onto status codes.
 
 pub mod apparmor;
+pub mod clock;
 pub mod container;
 pub mod content;
 pub mod digest;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod executor;
 pub mod failpoint;
+pub mod ids;
 pub mod image;
 pub mod layout;
 pub mod metadata;

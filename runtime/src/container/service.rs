@@ -10,7 +10,9 @@ use super::record::{
     UserRecord,
 };
 use super::spec::{self, PodFiles, SpecInput};
+use crate::clock::now_ns;
 use crate::events::Events;
+use crate::ids::new_id;
 use crate::image::Images;
 use crate::metadata::MetadataStore;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
@@ -951,19 +953,6 @@ fn digest_reference(requested: &str, image: &crate::image::record::ImageRecord) 
         .or(image.repo_digests.first())
         .cloned()
         .unwrap_or_else(|| image.id.to_string())
-}
-
-fn new_id() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))?;
-    Ok(hex::encode(bytes))
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Whether process `pid` has a handler installed for `signal` (`SigCgt` in its status).

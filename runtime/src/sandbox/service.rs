@@ -2,7 +2,6 @@
 //! reconciliation.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +23,8 @@ use super::spec::{self, NsMode, PodSpec, Resources, ValidSpec};
 use super::sysctl::SysctlNs;
 use super::undo::Undo;
 use super::userns;
+use crate::clock::now_ns;
+use crate::ids::new_id;
 use crate::image::locks::KeyedLocks;
 use crate::metadata::{MetadataError, MetadataStore};
 use crate::Layout;
@@ -815,20 +816,6 @@ fn remove_berth_parents(
         tx.commit()?;
     }
     Ok(())
-}
-
-/// A new sandbox id: 64 random hex digits.
-fn new_id() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(hex::encode(bytes))
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 /// Helper for callers holding a CRI map.

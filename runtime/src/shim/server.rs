@@ -18,10 +18,11 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{Process, Spec};
 
-use super::log::{now_ns, LineSplitter, LogFile, Stream};
+use super::log::{LineSplitter, LogFile, Stream};
 use super::oci_runtime::OciRuntime;
 use super::protocol::*;
 use super::{valid_id, ExitRecord, ShimPaths};
+use crate::clock::now_ns;
 use crate::executor::{self, cgroups, Stdio};
 
 type Reply = std::result::Result<Response, (ErrorKind, String)>;

@@ -17,6 +17,7 @@ pub mod sampler;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::clock::now_ns;
 use crate::container::record::ContainerRecord;
 use crate::sandbox::cgroup::Hierarchy;
 use crate::sandbox::SandboxRecord;
@@ -175,10 +176,4 @@ async fn read_all(hs: Vec<Hierarchy>, rels: Vec<String>) -> Vec<Usage> {
     })
     .await
     .unwrap_or_else(|_| vec![Usage::default(); n])
-}
-
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
