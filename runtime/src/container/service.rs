@@ -12,7 +12,7 @@ use super::record::{
 use super::spec::{self, PodFiles, SpecInput};
 use crate::clock::now_ns;
 use crate::events::Events;
-use crate::ids::new_id;
+use crate::ids::{self, new_id};
 use crate::image::Images;
 use crate::metadata::MetadataStore;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
@@ -528,24 +528,10 @@ impl Containers {
             .ok_or_else(|| ContainerError::NotFound(format!("container {wanted:?} not found")))
     }
 
-    /// An exact id, or a unique prefix of one.
+    /// An exact id, or a unique prefix of one ([`ids::resolve`]).
     fn resolve(&self, wanted: &str) -> Result<Option<String>> {
-        if wanted.is_empty() {
-            return Err(ContainerError::InvalidArgument("container_id: required".into()));
-        }
-        let ids: Vec<String> =
-            self.meta.list::<ContainerRecord>()?.into_iter().map(|(k, _)| k).collect();
-        if ids.iter().any(|i| i == wanted) {
-            return Ok(Some(wanted.to_string()));
-        }
-        let matches: Vec<&String> = ids.iter().filter(|i| i.starts_with(wanted)).collect();
-        match matches.len() {
-            0 => Ok(None),
-            1 => Ok(Some(matches[0].clone())),
-            _ => Err(ContainerError::InvalidArgument(format!(
-                "container_id: {wanted:?} matches more than one container"
-            ))),
-        }
+        let all = self.meta.list::<ContainerRecord>()?;
+        ids::resolve("container_id", wanted, all.iter().map(|(k, _)| k.as_str()))
     }
 
     /// Every container, but those still being created.

@@ -24,7 +24,7 @@ use super::sysctl::SysctlNs;
 use super::undo::Undo;
 use super::userns;
 use crate::clock::now_ns;
-use crate::ids::new_id;
+use crate::ids::{self, new_id};
 use crate::image::locks::KeyedLocks;
 use crate::metadata::{MetadataError, MetadataStore};
 use crate::Layout;
@@ -465,16 +465,13 @@ impl Sandboxes {
         })
     }
 
-    /// The full id of a pod named by its id or a unique prefix of it.
+    /// The full id of a pod named by its id or a unique prefix of it ([`ids::resolve`]).
     fn resolve(&self, wanted: &str) -> Result<Option<String>> {
-        if wanted.is_empty() {
-            return Err(SandboxError::InvalidArgument("pod_sandbox_id: required".into()));
-        }
-        if self.inner.meta.get::<SandboxRecord>(wanted)?.is_some() {
+        if !wanted.is_empty() && self.inner.meta.get::<SandboxRecord>(wanted)?.is_some() {
             return Ok(Some(wanted.to_string()));
         }
         let all = self.inner.meta.list::<SandboxRecord>()?;
-        Ok(filter::resolve_id(wanted, all.iter().map(|(k, _)| k.as_str())))
+        ids::resolve("pod_sandbox_id", wanted, all.iter().map(|(k, _)| k.as_str()))
     }
 
     /// Stops a pod: its network is torn down (hostPort rules, veth, netns, IP lease) and
