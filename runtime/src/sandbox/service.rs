@@ -51,15 +51,6 @@ type Result<T, E = SandboxError> = std::result::Result<T, E>;
 
 use crate::error::internal;
 
-/// A failure while setting up a pod: sysctl failures are the request's fault.
-fn setup(e: String) -> SandboxError {
-    if e.starts_with("sysctl ") {
-        SandboxError::InvalidArgument(format!("config.linux.sysctls: {e}"))
-    } else {
-        SandboxError::Internal(e)
-    }
-}
-
 /// The pod service. Cheap to clone.
 #[derive(Clone)]
 pub struct Sandboxes {
@@ -347,7 +338,7 @@ impl Sandboxes {
             tokio::task::spawn_blocking(move || userns::create(&userns, &made))
                 .await
                 .map_err(internal)?
-                .map_err(setup)?;
+                .map_err(internal)?;
             undo.push("user namespace pins", move || {
                 userns::remove(&pins);
                 Ok(())
@@ -363,10 +354,7 @@ impl Sandboxes {
         rec.ipc_ns = req.ipc.clone();
         rec.uts_ns = req.uts.as_ref().map(|(p, _)| p.clone());
         let pins: Vec<PathBuf> = rec.ipc_ns.iter().chain(rec.uts_ns.iter()).cloned().collect();
-        tokio::task::spawn_blocking(move || namespaces::create(req))
-            .await
-            .map_err(internal)?
-            .map_err(setup)?;
+        tokio::task::spawn_blocking(move || namespaces::create(req)).await.map_err(internal)??;
         undo.push("ipc/uts pins", move || pins.iter().try_for_each(|p| namespaces::remove_pin(p)));
 
         // 4. /dev/shm.
@@ -427,8 +415,7 @@ impl Sandboxes {
                 netns::run_in_async(&pin, move || {
                     net_sysctls.iter().try_for_each(namespaces::write_sysctl)
                 })
-                .await?
-                .map_err(setup)?;
+                .await??;
             }
         }
 
