@@ -335,7 +335,7 @@ impl Sandboxes {
             rec.user_ns = Some(pins.user.clone());
             rec.netns = Some(pins.net.clone());
             let made = pins.clone();
-            tokio::task::spawn_blocking(move || userns::create(&userns, &made))
+            crate::traced::spawn_blocking(move || userns::create(&userns, &made))
                 .await
                 .map_err(internal)?
                 .map_err(internal)?;
@@ -354,7 +354,9 @@ impl Sandboxes {
         rec.ipc_ns = req.ipc.clone();
         rec.uts_ns = req.uts.as_ref().map(|(p, _)| p.clone());
         let pins: Vec<PathBuf> = rec.ipc_ns.iter().chain(rec.uts_ns.iter()).cloned().collect();
-        tokio::task::spawn_blocking(move || namespaces::create(req)).await.map_err(internal)??;
+        crate::traced::spawn_blocking(move || namespaces::create(req))
+            .await
+            .map_err(internal)??;
         undo.push("ipc/uts pins", move || pins.iter().try_for_each(|p| namespaces::remove_pin(p)));
 
         // 4. /dev/shm.

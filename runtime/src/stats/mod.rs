@@ -85,7 +85,7 @@ impl Stats {
             .collect();
         let usages = self.cgroups(targets).await;
         let uppers: Vec<PathBuf> = items.iter().map(|(_, _, u)| u.clone()).collect();
-        let layers = tokio::task::spawn_blocking(move || {
+        let layers = crate::traced::spawn_blocking(move || {
             uppers.iter().map(|u| fs::usage(u).ok()).collect::<Vec<_>>()
         })
         .await
@@ -165,7 +165,7 @@ fn pod_key(id: &str) -> String {
 
 async fn read_all(hs: Vec<Hierarchy>, rels: Vec<String>) -> Vec<Usage> {
     let n = rels.len();
-    tokio::task::spawn_blocking(move || {
+    crate::traced::spawn_blocking(move || {
         rels.iter()
             .map(|rel| {
                 let mut cgroup = cgroup::read(&hs, rel);
