@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::rpc::Cri;
 use crate::rpc_span::RpcSpanLayer;
-use crate::telemetry::metrics::{self, Metrics, StateSource};
+use crate::telemetry::prometheus::{self, Metrics, StateSource};
 use anyhow::Context;
 use berth_proto::{ImageServiceServer, RuntimeServiceServer};
 use berth_runtime::container::Containers;
@@ -143,7 +143,7 @@ async fn serve(
     spawn_signal_watch(stop_tx)?;
     tokio::spawn(streaming.serve(streaming_listener, stop.clone()));
     if let Some(listener) = metrics_listener {
-        tokio::spawn(metrics::serve(listener, metrics.clone(), state_source, stop.clone()));
+        tokio::spawn(prometheus::serve(listener, metrics.clone(), state_source, stop.clone()));
     }
 
     let server = tonic::transport::Server::builder()

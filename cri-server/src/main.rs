@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use telemetry::metrics::Metrics;
+use telemetry::prometheus::Metrics;
 use telemetry::tracing::TraceExport;
 
 #[derive(Debug, Parser)]

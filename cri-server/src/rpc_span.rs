@@ -8,7 +8,7 @@
 //! The span continues the trace of the W3C `traceparent` the caller sent (the kubelet
 //! does), so a pod start shows up under the kubelet's own span.
 
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::prometheus::Metrics;
 use crate::telemetry::tracing::remote_parent;
 use http::{Request, Response};
 use std::future::Future;

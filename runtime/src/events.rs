@@ -118,7 +118,7 @@ impl Events {
             container_id: id.to_string(),
             pod_id: pod.to_string(),
             kind,
-            created_at: crate::stats::now_ns(),
+            created_at: crate::clock::now_ns(),
         };
         // No subscriber is not an error: events are not kept for later ones.
         let _ = self.tx.send(event);

@@ -4,6 +4,7 @@
 //! crate and maps its errors onto status codes.
 
 pub mod apparmor;
+pub mod clock;
 pub mod container;
 pub mod content;
 pub mod digest;
@@ -11,15 +12,16 @@ pub mod error;
 pub mod events;
 pub mod executor;
 pub mod failpoint;
+pub mod ids;
 pub mod image;
 pub mod layout;
 pub mod metadata;
 pub mod mount_api;
+pub mod oci_defaults;
 pub mod sandbox;
 pub mod selinux;
 pub mod shim;
 pub mod snapshot;
-pub mod spec;
 pub mod state_lock;
 pub mod stats;
 pub mod systemd;

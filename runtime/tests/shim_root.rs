@@ -7,10 +7,10 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_runtime::oci_defaults::{default_spec, PodNamespaces};
 use berth_runtime::shim::client::{spawn, ShimClient};
 use berth_runtime::shim::protocol::{CreateRequest, Status};
 use berth_runtime::shim::{read_exit, ShimPaths};
-use berth_runtime::spec::{default_spec, PodNamespaces};
 use oci_spec::runtime::{
     Capabilities, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder,
     LinuxResourcesBuilder, Spec,
@@ -321,7 +321,7 @@ fn user_capabilities_masks_readonly_and_seccomp() {
     // Unconfined allows it.
     let mut spec =
         f.spec(&["sh", "-c", "unshare -m true 2>/dev/null && echo allowed || echo denied"]);
-    with_caps(&mut spec, berth_runtime::spec::all_capabilities());
+    with_caps(&mut spec, berth_runtime::oci_defaults::all_capabilities());
     let (_, out) = f.run("sc1", &spec);
     assert_eq!(out.trim(), "denied", "{out}");
     spec.linux_mut().as_mut().unwrap().set_seccomp(None);

@@ -8,7 +8,7 @@ use tonic::Status;
 
 pub async fn image_fs_info(cri: &Cri) -> Result<ImageFsInfoResponse, Status> {
     let usage = cri.inner.images.usage().map_err(errors::image)?;
-    let timestamp = berth_runtime::stats::now_ns();
+    let timestamp = berth_runtime::clock::now_ns();
     let fs = |mountpoint: String, bytes: u64, inodes: u64| FilesystemUsage {
         timestamp,
         fs_id: Some(FilesystemIdentifier { mountpoint }),

@@ -2,7 +2,7 @@
 //! sent in several messages so a node with many pods, containers or images never needs
 //! one message over gRPC's size limit.
 
-use super::{container_stats, container_status, image_status, metrics, sandbox_list};
+use super::{container_stats, container_status, image_status, sandbox_list, sandbox_metrics};
 use super::{sandbox_stats, Cri};
 use berth_proto::{
     ListContainerStatsRequest, ListContainersRequest, ListImagesRequest, ListPodSandboxRequest,
@@ -104,7 +104,7 @@ pub async fn pod_sandbox_stats(
 pub async fn pod_sandbox_metrics(
     cri: &Cri,
 ) -> Result<ListStream<StreamPodSandboxMetricsResponse>, Status> {
-    let all = metrics::list_pod_sandbox_metrics(cri).await?.pod_metrics;
+    let all = sandbox_metrics::list_pod_sandbox_metrics(cri).await?.pod_metrics;
     Ok(stream(chunked(all, CHUNK_BYTES, |pod_sandbox_metrics| StreamPodSandboxMetricsResponse {
         pod_sandbox_metrics,
     })))

@@ -16,13 +16,13 @@ mod image_remove;
 mod image_service;
 mod image_status;
 mod list_streams;
-mod metrics;
 // The ledger of the request surface; only its test reads it.
 #[cfg(test)]
 mod request_surface;
 mod runtime_config;
 mod runtime_service;
 mod sandbox_list;
+mod sandbox_metrics;
 mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_stats;

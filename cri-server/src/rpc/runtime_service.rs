@@ -2,9 +2,9 @@
 
 use super::{
     container_create, container_events, container_exec_sync, container_lifecycle, container_stats,
-    container_status, container_update, list_streams, metrics, runtime_config, sandbox_list,
-    sandbox_remove, sandbox_run, sandbox_stats, sandbox_status, sandbox_stop, sandbox_update,
-    status, streaming_urls, unbuilt, version, Cri,
+    container_status, container_update, list_streams, runtime_config, sandbox_list,
+    sandbox_metrics, sandbox_remove, sandbox_run, sandbox_stats, sandbox_status, sandbox_stop,
+    sandbox_update, status, streaming_urls, unbuilt, version, Cri,
 };
 use berth_proto::{
     AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse,
@@ -274,14 +274,14 @@ impl RuntimeService for Cri {
         &self,
         _req: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        Ok(Response::new(metrics::list_metric_descriptors()))
+        Ok(Response::new(sandbox_metrics::list_metric_descriptors()))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _req: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        metrics::list_pod_sandbox_metrics(self).await.map(Response::new)
+        sandbox_metrics::list_pod_sandbox_metrics(self).await.map(Response::new)
     }
 
     async fn runtime_config(

@@ -28,7 +28,7 @@ pub async fn pod_sandbox_status(
         HashMap::new()
     };
     // The evented PLEG reads the pod's containers from here, at this time.
-    let timestamp = berth_runtime::stats::now_ns();
+    let timestamp = berth_runtime::clock::now_ns();
     let containers_statuses = containers_statuses(cri, &rec.id).await;
     Ok(PodSandboxStatusResponse { status: Some(to_cri(rec)), info, containers_statuses, timestamp })
 }

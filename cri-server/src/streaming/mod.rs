@@ -1,5 +1,6 @@
-//! berthd's streaming server (exec, attach, port-forward), see DESIGN.md "Streaming".
-//! The CRI calls hand out URLs on it; clients upgrade those to SPDY/3.1 or WebSocket.
+//! berthd's streaming server (exec, attach, port-forward). The CRI calls hand out
+//! single-use URLs on it; clients upgrade those to SPDY/3.1 or WebSocket and speak the
+//! Kubernetes remote-command and port-forward protocols over them.
 
 pub mod channels;
 mod portforward;

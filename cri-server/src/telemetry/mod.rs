@@ -1,5 +1,5 @@
 //! Telemetry beyond the logs: spans exported over OTLP (`tracing.rs`) and the Prometheus
-//! endpoint (`metrics.rs`). Logs themselves are `logging.rs`.
+//! endpoint (`prometheus.rs`). Logs themselves are `logging.rs`.
 
-pub mod metrics;
+pub mod prometheus;
 pub mod tracing;

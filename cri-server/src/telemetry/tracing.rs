@@ -5,7 +5,7 @@
 //! is full (the collector is slow or gone) spans are dropped and counted, never waited
 //! for.
 
-use super::metrics::{Metrics, SpanDrop};
+use super::prometheus::{Metrics, SpanDrop};
 use crate::config::TracingConfig;
 use anyhow::Context as _;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};

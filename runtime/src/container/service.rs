@@ -10,15 +10,17 @@ use super::record::{
     UserRecord,
 };
 use super::spec::{self, PodFiles, SpecInput};
+use crate::clock::now_ns;
 use crate::events::Events;
+use crate::ids::{self, new_id};
 use crate::image::Images;
 use crate::metadata::MetadataStore;
+use crate::oci_defaults::PodNamespaces;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
 use crate::shim::client::{self as shim_client, ShimClient};
 use crate::shim::protocol::{ContainerState, CreateRequest, Status};
 use crate::shim::{read_exit, ShimPaths};
 use crate::snapshot::rootfs;
-use crate::spec::PodNamespaces;
 use berth_proto::ContainerConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -157,6 +159,16 @@ impl Containers {
         ShimClient::connect(&paths).map_err(|e| internal(format!("connecting to berth-shim: {e}")))
     }
 
+    /// Runs `f` off the async runtime, as shim calls and file system work block, and in
+    /// the caller's span, so that what it does shows under the RPC that asked for it.
+    pub(super) async fn blocking<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Containers) -> R + Send + 'static,
+    ) -> Result<R> {
+        let this = self.clone();
+        crate::traced::spawn_blocking(move || f(&this)).await.map_err(internal)
+    }
+
     /// Creates a container in `pod` from `config`; returns its id.
     pub async fn create(
         self: &Arc<Self>,
@@ -210,11 +222,8 @@ impl Containers {
             .map_err(|e| ContainerError::InvalidArgument(format!("config.{e}")))?
             .unwrap_or(0);
         let apparmor_profile = {
-            let aa = self.apparmor.clone();
             let sc = config.linux.as_ref().and_then(|l| l.security_context.clone());
-            tokio::task::spawn_blocking(move || aa.profile_for(&sc.unwrap_or_default()))
-                .await
-                .map_err(internal)??
+            self.blocking(move |this| this.apparmor.profile_for(&sc.unwrap_or_default())).await??
         };
 
         let key = name_key(&pod.id, &meta.name, meta.attempt);
@@ -325,15 +334,13 @@ impl Containers {
     /// Removes what a create made (or may have made, after a crash): the shim's
     /// container, the rootfs mount, the writable layer, the bundle, the record and name.
     async fn undo_create(self: &Arc<Self>, images: &Images, rec: &ContainerRecord) -> Result<()> {
-        let this = self.clone();
         let (pod, id) = (rec.pod_id.clone(), rec.id.clone());
-        tokio::task::spawn_blocking(move || {
+        self.blocking(move |this| {
             if let Ok(mut c) = this.shim(&pod, false) {
                 let _ = c.delete(&id);
             }
         })
-        .await
-        .map_err(internal)?;
+        .await?;
         crate::sandbox::mounts::unmount(&rec.rootfs).map_err(internal)?;
         images.release_rootfs(&rec.id).await.map_err(internal)?;
         match std::fs::remove_dir_all(&rec.bundle) {
@@ -439,16 +446,14 @@ impl Containers {
             stdin_once: config.stdin_once,
             runtime: self.runtime_binary(&pod.runtime_handler)?,
         };
-        let this = self.clone();
         let pod_id = pod.id.clone();
-        crate::traced::spawn_blocking(move || {
+        self.blocking(move |this| {
             let mut shim = this.shim(&pod_id, true)?;
             shim.create(request).map_err(|e| {
                 ContainerError::FailedPrecondition(format!("creating the container: {e}"))
             })
         })
-        .await
-        .map_err(internal)??;
+        .await??;
         Ok(user)
     }
 
@@ -468,16 +473,15 @@ impl Containers {
         let field = "config.linux.security_context.namespace_options";
         match berth_proto::NamespaceMode::try_from(options.pid) {
             Ok(berth_proto::NamespaceMode::Pod) => {
-                let this = self.clone();
                 let pod_id = pod.id.clone();
                 let user_ns = pod.user_ns.clone();
-                let pid = tokio::task::spawn_blocking(move || {
-                    this.shim(&pod_id, true)?
-                        .pod_init(user_ns.as_deref())
-                        .map_err(|e| internal(e.to_string()))
-                })
-                .await
-                .map_err(internal)??;
+                let pid = self
+                    .blocking(move |this| {
+                        this.shim(&pod_id, true)?
+                            .pod_init(user_ns.as_deref())
+                            .map_err(|e| internal(e.to_string()))
+                    })
+                    .await??;
                 Ok((Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))), None))
             }
             Ok(berth_proto::NamespaceMode::Target) => {
@@ -493,13 +497,12 @@ impl Containers {
                         target.id
                     )));
                 }
-                let this = self.clone();
                 let (pod_id, tid) = (pod.id.clone(), target.id.clone());
-                let state = tokio::task::spawn_blocking(move || {
-                    this.shim(&pod_id, false)?.state(&tid).map_err(|e| internal(e.to_string()))
-                })
-                .await
-                .map_err(internal)??;
+                let state = self
+                    .blocking(move |this| {
+                        this.shim(&pod_id, false)?.state(&tid).map_err(|e| internal(e.to_string()))
+                    })
+                    .await??;
                 if state.status != crate::shim::protocol::Status::Running || state.pid <= 0 {
                     return Err(ContainerError::FailedPrecondition(format!(
                         "{field}.target_id: container {} is not running",
@@ -526,27 +529,12 @@ impl Containers {
             .ok_or_else(|| ContainerError::NotFound(format!("container {wanted:?} not found")))
     }
 
-    /// An exact id, or a unique prefix of one.
+    /// An exact id, or a unique prefix of one ([`ids::resolve`]).
     fn resolve(&self, wanted: &str) -> Result<Option<String>> {
-        if wanted.is_empty() {
-            return Err(ContainerError::InvalidArgument("container_id: required".into()));
-        }
-        let ids: Vec<String> =
-            self.meta.list::<ContainerRecord>()?.into_iter().map(|(k, _)| k).collect();
-        if ids.iter().any(|i| i == wanted) {
-            return Ok(Some(wanted.to_string()));
-        }
-        let matches: Vec<&String> = ids.iter().filter(|i| i.starts_with(wanted)).collect();
-        match matches.len() {
-            0 => Ok(None),
-            1 => Ok(Some(matches[0].clone())),
-            _ => Err(ContainerError::InvalidArgument(format!(
-                "container_id: {wanted:?} matches more than one container"
-            ))),
-        }
+        let all = self.meta.list::<ContainerRecord>()?;
+        ids::resolve("container_id", wanted, all.iter().map(|(k, _)| k.as_str()))
     }
 
-    /// Every container, but those still being created.
     /// Every container (not those being created); shared with other readers.
     pub fn list(&self) -> Result<Vec<Arc<ContainerRecord>>> {
         Ok(self
@@ -561,16 +549,14 @@ impl Containers {
     pub async fn start(self: &Arc<Self>, wanted: &str) -> Result<()> {
         let rec = self.get(wanted)?;
         let _lock = self.locks.lock(rec.id.clone()).await;
-        let this = self.clone();
         let (id, pod_id) = (rec.id.clone(), rec.pod_id.clone());
-        crate::traced::spawn_blocking(move || {
+        self.blocking(move |this| {
             let mut shim = this.shim(&rec.pod_id, false)?;
             shim.start(&rec.id).map_err(|e| {
                 ContainerError::FailedPrecondition(format!("starting {}: {e}", rec.id))
             })
         })
-        .await
-        .map_err(internal)??;
+        .await??;
         self.events.started(&id, &pod_id);
         super::exits::watch(self.clone(), id, pod_id);
         Ok(())
@@ -609,20 +595,21 @@ impl Containers {
             oom_killed: o.oom_killed,
             pid: 0,
         };
-        let (meta, key) = (self.meta.clone(), id.to_string());
-        let kept = tokio::task::spawn_blocking(move || -> Result<()> {
-            let id = key;
-            let mut tx = meta.write()?;
-            if let Some(mut rec) = tx.get::<ContainerRecord>(&id)? {
-                if rec.exit.is_none() {
-                    rec.exit = Some(exit);
-                    tx.put(&id, &rec)?;
-                    tx.commit()?;
+        let key = id.to_string();
+        let kept = self
+            .blocking(move |this| -> Result<()> {
+                let id = key;
+                let mut tx = this.meta.write()?;
+                if let Some(mut rec) = tx.get::<ContainerRecord>(&id)? {
+                    if rec.exit.is_none() {
+                        rec.exit = Some(exit);
+                        tx.put(&id, &rec)?;
+                        tx.commit()?;
+                    }
                 }
-            }
-            Ok(())
-        })
-        .await;
+                Ok(())
+            })
+            .await;
         if let Ok(Err(e)) = kept {
             tracing::warn!(container_id = %id, error = %e, "cannot record the container's exit");
         }
@@ -645,14 +632,12 @@ impl Containers {
     }
 
     async fn ask(self: &Arc<Self>, rec: &ContainerRecord) -> Observed {
-        let this = self.clone();
         let (pod, id) = (rec.pod_id.clone(), rec.id.clone());
-        let state = tokio::task::spawn_blocking(move || {
-            this.shim(&pod, false).ok().and_then(|mut s| s.state(&id).ok())
-        })
-        .await
-        .ok()
-        .flatten();
+        let state = self
+            .blocking(move |this| this.shim(&pod, false).ok().and_then(|mut s| s.state(&id).ok()))
+            .await
+            .ok()
+            .flatten();
         match state {
             Some(s) => observed(&s),
             // The shim's exit file, else (the volatile state went with a reboot) the exit
@@ -689,12 +674,8 @@ impl Containers {
             Err(e) => return Err(e),
         };
         let _lock = self.locks.lock(rec.id.clone()).await;
-        let this = self.clone();
         let id = rec.id.clone();
-        let stopped =
-            tokio::task::spawn_blocking(move || this.stop_blocking(&rec, timeout, signal))
-                .await
-                .map_err(internal)?;
+        let stopped = self.blocking(move |this| this.stop_blocking(&rec, timeout, signal)).await?;
         // Its exit watch may answer a moment later: the next status must not wait for it.
         self.forget_state(&id);
         stopped
@@ -767,8 +748,7 @@ impl Containers {
             return Err(ContainerError::InvalidArgument("cmd: required".into()));
         }
         let rec = self.get(wanted)?;
-        let this = self.clone();
-        crate::traced::spawn_blocking(move || {
+        self.blocking(move |this| {
             let process = exec_process(&rec, cmd, false)?;
             // Exec blocks its connection until the process ends: use a fresh one.
             let mut shim = this.shim(&rec.pod_id, false)?;
@@ -777,15 +757,13 @@ impl Containers {
             shim.exec(&rec.id, process, timeout)
                 .map_err(|e| ContainerError::FailedPrecondition(format!("exec: {e}")))
         })
-        .await
-        .map_err(internal)?
+        .await?
     }
 
     /// Makes the shim reopen a running container's log file (after the kubelet rotated it).
     pub async fn reopen_log(self: &Arc<Self>, wanted: &str) -> Result<()> {
         let rec = self.get(wanted)?;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(move |this| {
             let mut shim = this.shim(&rec.pod_id, false)?;
             if shim.state(&rec.id).map(|s| s.status != Status::Running).unwrap_or(true) {
                 return Err(ContainerError::FailedPrecondition(format!(
@@ -795,8 +773,7 @@ impl Containers {
             }
             shim.reopen_log(&rec.id).map_err(|e| internal(format!("reopening the log: {e}")))
         })
-        .await
-        .map_err(internal)?
+        .await?
     }
 
     /// Applies new resources to a created or running container's cgroup, live, and
@@ -810,11 +787,10 @@ impl Containers {
         let _lock = self.locks.lock(rec.id.clone()).await;
         let oci = spec::linux_resources(resources, self.pids_limit)
             .map_err(ContainerError::InvalidArgument)?;
-        let this = self.clone();
         let id = rec.id.clone();
         let pod_id = rec.pod_id.clone();
         let bundle = rec.bundle.clone();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(move |this| {
             let mut shim = this.shim(&pod_id, false)?;
             let status = shim.state(&id).map(|s| s.status).unwrap_or(Status::Stopped);
             if status == Status::Stopped {
@@ -841,8 +817,7 @@ impl Containers {
             let json = serde_json::to_vec_pretty(&oci_spec).map_err(internal)?;
             std::fs::write(&config, json).map_err(internal)
         })
-        .await
-        .map_err(internal)??;
+        .await??;
         let mut rec = rec;
         rec.resources = Some(ResourcesRecord::from(resources));
         let mut tx = self.meta.write()?;
@@ -857,15 +832,13 @@ impl Containers {
             self.stop(&rec.id, Duration::ZERO, libc::SIGKILL).await?;
         }
         // A stopped pod keeps no process: its init (if it shares a PID namespace) goes too.
-        let this = self.clone();
         let pod = pod_id.to_string();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(move |this| {
             if let Ok(mut shim) = this.shim(&pod, false) {
                 let _ = shim.stop_pod_init();
             }
         })
-        .await
-        .map_err(internal)?;
+        .await?;
         Ok(())
     }
 
@@ -874,9 +847,8 @@ impl Containers {
         for rec in self.list()?.into_iter().filter(|r| r.pod_id == pod_id) {
             self.remove(images, &rec.id).await?;
         }
-        let this = self.clone();
         let pod = pod_id.to_string();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(move |this| {
             if let Ok(mut shim) = this.shim(&pod, false) {
                 let _ = shim.shutdown(true);
             }
@@ -888,8 +860,7 @@ impl Containers {
             }
             let _ = std::fs::remove_dir_all(paths.dir());
         })
-        .await
-        .map_err(internal)?;
+        .await?;
         Ok(())
     }
 }
@@ -951,19 +922,6 @@ fn digest_reference(requested: &str, image: &crate::image::record::ImageRecord) 
         .or(image.repo_digests.first())
         .cloned()
         .unwrap_or_else(|| image.id.to_string())
-}
-
-fn new_id() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))?;
-    Ok(hex::encode(bytes))
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Whether process `pid` has a handler installed for `signal` (`SigCgt` in its status).

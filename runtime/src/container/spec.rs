@@ -9,7 +9,7 @@
 use super::devices;
 use super::user::{self, UserRequest};
 use crate::image::record::ImageConfig;
-use crate::spec::{self as defaults, PodNamespaces};
+use crate::oci_defaults::{self as defaults, PodNamespaces};
 use berth_proto::{
     security_profile::ProfileType, ContainerConfig, LinuxContainerResources, MountPropagation,
     NamespaceMode,

@@ -65,19 +65,18 @@ impl Containers {
             return Err(ContainerError::InvalidArgument("cmd: required".into()));
         }
         let rec = self.get(wanted)?;
-        let this = self.clone();
-        let (io, child, mut shim, process) = tokio::task::spawn_blocking(move || {
-            let process = exec_process(&rec, cmd, opts.tty)?;
-            let mut shim = this.shim(&rec.pod_id, false)?;
-            let pid = running_pid(&mut shim, &rec)?;
-            let (io, child) = session_stdio(opts, pid).map_err(internal)?;
-            Ok::<_, ContainerError>((io, child, shim, (rec.id, process)))
-        })
-        .await
-        .map_err(internal)??;
+        let (io, child, mut shim, process) = self
+            .blocking(move |this| {
+                let process = exec_process(&rec, cmd, opts.tty)?;
+                let mut shim = this.shim(&rec.pod_id, false)?;
+                let pid = running_pid(&mut shim, &rec)?;
+                let (io, child) = session_stdio(opts, pid).map_err(internal)?;
+                Ok::<_, ContainerError>((io, child, shim, (rec.id, process)))
+            })
+            .await??;
         let cancel = shim.canceller().map_err(internal)?;
         let (id, process) = process;
-        let exit = tokio::task::spawn_blocking(move || {
+        let exit = crate::traced::spawn_blocking(move || {
             shim.exec_stream(&id, process, opts.tty, child)
                 .map_err(|e| ContainerError::FailedPrecondition(format!("exec: {e}")))
         });
@@ -96,8 +95,7 @@ impl Containers {
             )));
         }
         let tty = rec.tty;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(move |this| {
             let mut shim = this.shim(&rec.pod_id, false)?;
             let (stdin_r, stdin_w) = if opts.stdin {
                 let (r, w) = pipe().map_err(internal)?;
@@ -129,21 +127,18 @@ impl Containers {
             }
             Ok(SessionIo { stdin: stdin_w, stdout: Some(out_r), stderr: err_r, terminal: None })
         })
-        .await
-        .map_err(internal)?
+        .await?
     }
 
     /// Resizes the terminal of a container created with a tty (attach sessions).
     pub async fn resize(self: &Arc<Self>, wanted: &str, width: u16, height: u16) -> Result<()> {
         let rec = self.get(wanted)?;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(move |this| {
             let mut shim = this.shim(&rec.pod_id, false)?;
             shim.resize(&rec.id, width, height)
                 .map_err(|e| ContainerError::FailedPrecondition(format!("resize: {e}")))
         })
-        .await
-        .map_err(internal)?
+        .await?
     }
 }
 

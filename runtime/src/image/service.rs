@@ -173,7 +173,7 @@ impl Images {
             layers: pulled.layers.clone(),
             size: pulled.size,
             config: pulled.config.clone(),
-            pulled_at: now_nanos(),
+            pulled_at: crate::clock::now_ns(),
         });
         for name in tag_name.iter().chain(std::iter::once(&digest_name)) {
             // A tag that pointed at another image moves here; that image loses it.
@@ -401,12 +401,6 @@ pub struct FsUsage {
     pub mountpoint: PathBuf,
     pub bytes: u64,
     pub inodes: u64,
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 #[cfg(test)]

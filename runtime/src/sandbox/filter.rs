@@ -15,27 +15,6 @@ pub struct Filter {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The id `wanted` names among `ids`: itself when present, else the only id it prefixes.
-/// `None` when none or several match.
-pub fn resolve_id<'a>(wanted: &str, ids: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    if wanted.is_empty() {
-        return None;
-    }
-    let mut found: Option<&str> = None;
-    for id in ids {
-        if id == wanted {
-            return Some(id.to_string());
-        }
-        if id.starts_with(wanted) {
-            if found.is_some() {
-                return None;
-            }
-            found = Some(id);
-        }
-    }
-    found.map(str::to_string)
-}
-
 /// Whether `labels` has every key of `selector` with the same value.
 pub fn labels_match(
     selector: &BTreeMap<String, String>,
@@ -47,10 +26,15 @@ pub fn labels_match(
 /// The records `filter` keeps, in the given order (records or shared ones).
 pub fn apply<R: Borrow<SandboxRecord>>(filter: &Filter, records: Vec<R>) -> Vec<R> {
     let id = match &filter.id {
-        Some(wanted) => match resolve_id(wanted, records.iter().map(|r| r.borrow().id.as_str())) {
-            Some(id) => Some(id),
-            None => return Vec::new(),
-        },
+        Some(wanted) => {
+            let ids = records.iter().map(|r| r.borrow().id.as_str());
+            // A filter selects rather than looks up: an id naming no pod, or several,
+            // selects none instead of failing the whole list.
+            match crate::ids::resolve("filter.id", wanted, ids) {
+                Ok(Some(id)) => Some(id),
+                Ok(None) | Err(_) => return Vec::new(),
+            }
+        }
         None => None,
     };
     records
@@ -76,18 +60,6 @@ mod tests {
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn id_resolution() {
-        let ids = ["abc123", "abd456", "xyz"];
-        assert_eq!(resolve_id("abc123", ids), Some("abc123".into()));
-        assert_eq!(resolve_id("abc", ids), Some("abc123".into()));
-        assert_eq!(resolve_id("ab", ids), None, "ambiguous");
-        assert_eq!(resolve_id("q", ids), None);
-        assert_eq!(resolve_id("", ids), None);
-        // An exact id wins over being a prefix of another.
-        assert_eq!(resolve_id("ab", ["ab", "abc"]), Some("ab".into()));
     }
 
     #[test]

@@ -12,6 +12,37 @@ use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
 use super::sysctl::Sysctl;
+use crate::error::RuntimeError;
+
+/// Why a pod's namespaces could not be set up: whose fault it is decides the answer's
+/// code, so it travels as a kind and not as a message to be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    /// A sysctl the request asked for was refused: the request's fault.
+    #[error("{0}")]
+    Sysctl(String),
+    /// A step of the set-up failed: the node's.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The set-up steps report plain messages.
+impl From<String> for NsError {
+    fn from(m: String) -> Self {
+        NsError::Setup(m)
+    }
+}
+
+impl From<NsError> for RuntimeError {
+    fn from(e: NsError) -> Self {
+        match e {
+            NsError::Sysctl(m) => {
+                RuntimeError::InvalidArgument(format!("config.linux.sysctls: {m}"))
+            }
+            NsError::Setup(m) => RuntimeError::Internal(m),
+        }
+    }
+}
 
 /// What to create.
 #[derive(Debug, Clone, Default)]
@@ -29,16 +60,12 @@ pub struct NsRequest {
 
 /// Creates the namespaces. On failure whatever was pinned is removed again and the error
 /// names the step (and the sysctl when one failed).
-pub fn create(req: NsRequest) -> Result<(), String> {
+pub fn create(req: NsRequest) -> Result<(), NsError> {
     if req.ipc.is_none() && req.uts.is_none() {
         return Ok(());
     }
     if req.existing {
-        return std::thread::Builder::new()
-            .name("berth-ns-join".into())
-            .spawn(move || in_thread(&req))
-            .map_err(|e| format!("spawn namespace thread: {e}"))
-            .and_then(|t| t.join().unwrap_or_else(|_| Err("namespace thread panicked".into())));
+        return on_own_thread("berth-ns-join", req);
     }
     let pins: Vec<PathBuf> =
         req.ipc.iter().cloned().chain(req.uts.iter().map(|(p, _)| p.clone())).collect();
@@ -46,11 +73,7 @@ pub fn create(req: NsRequest) -> Result<(), String> {
         berth_network::netns::create_pin_file(pin)
             .map_err(|e| format!("create {}: {e}", pin.display()))?;
     }
-    let result = std::thread::Builder::new()
-        .name("berth-ns-new".into())
-        .spawn(move || in_thread(&req))
-        .map_err(|e| format!("spawn namespace thread: {e}"))
-        .and_then(|t| t.join().unwrap_or_else(|_| Err("namespace thread panicked".into())));
+    let result = on_own_thread("berth-ns-new", req);
     if result.is_err() {
         for pin in &pins {
             let _ = remove_pin(pin);
@@ -59,7 +82,16 @@ pub fn create(req: NsRequest) -> Result<(), String> {
     result
 }
 
-fn in_thread(req: &NsRequest) -> Result<(), String> {
+fn on_own_thread(name: &str, req: NsRequest) -> Result<(), NsError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || in_thread(&req))
+        .map_err(|e| format!("spawn namespace thread: {e}"))?
+        .join()
+        .unwrap_or_else(|_| Err("namespace thread panicked".to_string().into()))
+}
+
+fn in_thread(req: &NsRequest) -> Result<(), NsError> {
     let mut flags = CloneFlags::empty();
     if req.ipc.is_some() {
         flags |= CloneFlags::CLONE_NEWIPC;
@@ -102,12 +134,14 @@ fn in_thread(req: &NsRequest) -> Result<(), String> {
 
 /// Writes a sysctl through `/proc/sys` from the calling thread (whose namespaces decide
 /// which instance it sets). The error names the sysctl.
-pub fn write_sysctl(s: &Sysctl) -> Result<(), String> {
-    std::fs::write(s.proc_path(), s.value.as_bytes()).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => {
-            format!("sysctl {:?}: no such sysctl in the pod's namespace", s.name)
-        }
-        _ => format!("sysctl {:?} = {:?}: {e}", s.name, s.value),
+pub fn write_sysctl(s: &Sysctl) -> Result<(), NsError> {
+    std::fs::write(s.proc_path(), s.value.as_bytes()).map_err(|e| {
+        NsError::Sysctl(match e.kind() {
+            io::ErrorKind::NotFound => {
+                format!("sysctl {:?}: no such sysctl in the pod's namespace", s.name)
+            }
+            _ => format!("sysctl {:?} = {:?}: {e}", s.name, s.value),
+        })
     })
 }
 
@@ -125,4 +159,33 @@ pub fn remove_pin(path: &Path) -> Result<(), String> {
 /// Whether `path` is a live namespace pin.
 pub fn is_pin(path: &Path) -> bool {
     berth_network::netns::is_netns(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::sysctl::SysctlNs;
+
+    #[test]
+    fn a_refused_sysctl_is_the_requests_fault_and_a_failed_step_the_nodes() {
+        let missing = Sysctl {
+            name: "net.berth_no_such.sysctl".into(),
+            value: "1".into(),
+            ns: SysctlNs::Net,
+        };
+        let e = write_sysctl(&missing).unwrap_err();
+        assert!(matches!(e, NsError::Sysctl(_)), "{e:?}");
+        match RuntimeError::from(e) {
+            RuntimeError::InvalidArgument(m) => assert_eq!(
+                m,
+                "config.linux.sysctls: sysctl \"net.berth_no_such.sysctl\": no such sysctl in \
+                 the pod's namespace"
+            ),
+            e => panic!("{e:?}"),
+        }
+        let step = NsError::from("unshare(CLONE_NEWIPC): EPERM".to_string());
+        assert!(
+            matches!(RuntimeError::from(step), RuntimeError::Internal(m) if m == "unshare(CLONE_NEWIPC): EPERM")
+        );
+    }
 }

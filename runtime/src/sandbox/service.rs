@@ -2,7 +2,6 @@
 //! reconciliation.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +23,8 @@ use super::spec::{self, NsMode, PodSpec, Resources, ValidSpec};
 use super::sysctl::SysctlNs;
 use super::undo::Undo;
 use super::userns;
+use crate::clock::now_ns;
+use crate::ids::{self, new_id};
 use crate::image::locks::KeyedLocks;
 use crate::metadata::{MetadataError, MetadataStore};
 use crate::Layout;
@@ -49,15 +50,6 @@ impl From<NetworkError> for SandboxError {
 type Result<T, E = SandboxError> = std::result::Result<T, E>;
 
 use crate::error::internal;
-
-/// A failure while setting up a pod: sysctl failures are the request's fault.
-fn setup(e: String) -> SandboxError {
-    if e.starts_with("sysctl ") {
-        SandboxError::InvalidArgument(format!("config.linux.sysctls: {e}"))
-    } else {
-        SandboxError::Internal(e)
-    }
-}
 
 /// The pod service. Cheap to clone.
 #[derive(Clone)]
@@ -368,10 +360,10 @@ impl Sandboxes {
             rec.user_ns = Some(pins.user.clone());
             rec.netns = Some(pins.net.clone());
             let made = pins.clone();
-            tokio::task::spawn_blocking(move || userns::create(&userns, &made))
+            crate::traced::spawn_blocking(move || userns::create(&userns, &made))
                 .await
                 .map_err(internal)?
-                .map_err(setup)?;
+                .map_err(internal)?;
             undo.push("user namespace pins", move || {
                 userns::remove(&pins);
                 Ok(())
@@ -387,10 +379,9 @@ impl Sandboxes {
         rec.ipc_ns = req.ipc.clone();
         rec.uts_ns = req.uts.as_ref().map(|(p, _)| p.clone());
         let pins: Vec<PathBuf> = rec.ipc_ns.iter().chain(rec.uts_ns.iter()).cloned().collect();
-        tokio::task::spawn_blocking(move || namespaces::create(req))
+        crate::traced::spawn_blocking(move || namespaces::create(req))
             .await
-            .map_err(internal)?
-            .map_err(setup)?;
+            .map_err(internal)??;
         undo.push("ipc/uts pins", move || pins.iter().try_for_each(|p| namespaces::remove_pin(p)));
 
         // 4. /dev/shm.
@@ -432,8 +423,7 @@ impl Sandboxes {
                 netns::run_in_async(&pin, move || {
                     net_sysctls.iter().try_for_each(namespaces::write_sysctl)
                 })
-                .await?
-                .map_err(setup)?;
+                .await??;
             }
         }
 
@@ -470,16 +460,13 @@ impl Sandboxes {
         })
     }
 
-    /// The full id of a pod named by its id or a unique prefix of it.
+    /// The full id of a pod named by its id or a unique prefix of it ([`ids::resolve`]).
     fn resolve(&self, wanted: &str) -> Result<Option<String>> {
-        if wanted.is_empty() {
-            return Err(SandboxError::InvalidArgument("pod_sandbox_id: required".into()));
-        }
-        if self.inner.meta.get::<SandboxRecord>(wanted)?.is_some() {
+        if !wanted.is_empty() && self.inner.meta.get::<SandboxRecord>(wanted)?.is_some() {
             return Ok(Some(wanted.to_string()));
         }
         let all = self.inner.meta.list::<SandboxRecord>()?;
-        Ok(filter::resolve_id(wanted, all.iter().map(|(k, _)| k.as_str())))
+        ids::resolve("pod_sandbox_id", wanted, all.iter().map(|(k, _)| k.as_str()))
     }
 
     /// Stops a pod: its network is torn down (hostPort rules, veth, netns, IP lease) and
@@ -953,20 +940,6 @@ fn remove_berth_parents(
         tx.commit()?;
     }
     Ok(())
-}
-
-/// A new sandbox id: 64 random hex digits.
-fn new_id() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(hex::encode(bytes))
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 /// Helper for callers holding a CRI map.

@@ -74,13 +74,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// Wall-clock now in unix nanoseconds.
-pub fn now_ns() -> i64 {
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    now.as_nanos() as i64
-}
-
 /// Appends one record to `out`.
 pub fn format_record(out: &mut Vec<u8>, unix_ns: i64, stream: Stream, tag: Tag, text: &[u8]) {
     out.extend_from_slice(format_timestamp(unix_ns).as_bytes());

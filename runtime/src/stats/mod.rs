@@ -17,6 +17,7 @@ pub mod sampler;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::clock::now_ns;
 use crate::container::record::ContainerRecord;
 use crate::sandbox::cgroup::Hierarchy;
 use crate::sandbox::SandboxRecord;
@@ -84,7 +85,7 @@ impl Stats {
             .collect();
         let usages = self.cgroups(targets).await;
         let uppers: Vec<PathBuf> = items.iter().map(|(_, _, u)| u.clone()).collect();
-        let layers = tokio::task::spawn_blocking(move || {
+        let layers = crate::traced::spawn_blocking(move || {
             uppers.iter().map(|u| fs::usage(u).ok()).collect::<Vec<_>>()
         })
         .await
@@ -164,7 +165,7 @@ fn pod_key(id: &str) -> String {
 
 async fn read_all(hs: Vec<Hierarchy>, rels: Vec<String>) -> Vec<Usage> {
     let n = rels.len();
-    tokio::task::spawn_blocking(move || {
+    crate::traced::spawn_blocking(move || {
         rels.iter()
             .map(|rel| {
                 let mut cgroup = cgroup::read(&hs, rel);
@@ -175,10 +176,4 @@ async fn read_all(hs: Vec<Hierarchy>, rels: Vec<String>) -> Vec<Usage> {
     })
     .await
     .unwrap_or_else(|_| vec![Usage::default(); n])
-}
-
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }

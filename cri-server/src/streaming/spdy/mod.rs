@@ -20,9 +20,6 @@
 //! lower-cases names and joins repeated ones with NUL; it ignores the version field, but
 //! this codec refuses anything but 3 ([`SpdyError::UnsupportedVersion`]).
 
-// Nothing in the daemon calls the codec until the streaming server is wired to it; drop this
-// then, so that unused parts of the API show up.
-
 mod dictionary;
 mod error;
 mod frame;

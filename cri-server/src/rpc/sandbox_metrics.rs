@@ -340,7 +340,7 @@ pub async fn list_pod_sandbox_metrics(cri: &Cri) -> Result<ListPodSandboxMetrics
     let by_id: HashMap<String, Arc<SandboxRecord>> =
         pods.iter().map(|p| (p.id.clone(), p.clone())).collect();
     let (c_usages, c_recs) = usages(cri, &by_id, running).await;
-    let now_s = berth_runtime::stats::now_ns() as u64 / NS;
+    let now_s = berth_runtime::clock::now_ns() as u64 / NS;
 
     let mut pod_metrics = Vec::with_capacity(pods.len());
     for (pod, u) in pods.iter().zip(pod_usages) {
