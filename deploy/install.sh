@@ -10,7 +10,11 @@ cargo build --release --locked -p berth-cri-server -p berth-runtime --bins
 install -m 0755 target/release/berthd /usr/local/bin/berthd
 # berthd starts the per-pod shim from its own directory.
 install -m 0755 target/release/berth-shim /usr/local/bin/berth-shim
-install -m 0644 deploy/berthd.service /etc/systemd/system/berthd.service
+# The unit names the packaged path (/usr/bin/berthd); this install's is /usr/local/bin.
+sed 's#^ExecStart=/usr/bin/berthd#ExecStart=/usr/local/bin/berthd#' deploy/berthd.service \
+  > /etc/systemd/system/berthd.service
+chmod 0644 /etc/systemd/system/berthd.service
+grep -q '^ExecStart=/usr/local/bin/berthd' /etc/systemd/system/berthd.service
 install -d -m 0755 /etc/berth
 [ -e /etc/berth/config.toml ] || /usr/local/bin/berthd config default > /etc/berth/config.toml
 [ -e /etc/crictl.yaml ] || install -m 0644 deploy/crictl.yaml /etc/crictl.yaml
