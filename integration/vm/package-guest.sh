@@ -65,7 +65,7 @@ cleanup() {
   fi
   for pid in "${pids[@]}" $(shims); do kill -9 "$pid" 2>/dev/null; done
   unmount_berth
-  rm -rf /etc/berth /var/lib/berth /run/berth
+  rm -rf /etc/berth /var/lib/berth /run/berth /var/log/pods/default_package-*
   remove_kernel_leftovers
   [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
   rm -rf "$work"
