@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
-bash deploy/build-deps.sh
+runtime=()
+# berth's default AppArmor profile is loaded with apparmor_parser where AppArmor is on.
+if [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ]; then runtime+=(apparmor); fi
+bash deploy/build-deps.sh "${runtime[@]}"
 cargo build --release --locked -p berth-cri-server -p berth-runtime --bins
 install -m 0755 target/release/berthd /usr/local/bin/berthd
 # berthd starts the per-pod shim from its own directory.
