@@ -5,12 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
-bash deploy/build-deps.sh
+runtime=()
+# berth's default AppArmor profile is loaded with apparmor_parser where AppArmor is on.
+if [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ]; then runtime+=(apparmor); fi
+bash deploy/build-deps.sh "${runtime[@]}"
 cargo build --release --locked -p berth-cri-server -p berth-runtime --bins
 install -m 0755 target/release/berthd /usr/local/bin/berthd
 # berthd starts the per-pod shim from its own directory.
 install -m 0755 target/release/berth-shim /usr/local/bin/berth-shim
-install -m 0644 deploy/berthd.service /etc/systemd/system/berthd.service
+# The unit names the packaged path (/usr/bin/berthd); this install's is /usr/local/bin.
+sed 's#^ExecStart=/usr/bin/berthd#ExecStart=/usr/local/bin/berthd#' deploy/berthd.service \
+  > /etc/systemd/system/berthd.service
+chmod 0644 /etc/systemd/system/berthd.service
+grep -q '^ExecStart=/usr/local/bin/berthd' /etc/systemd/system/berthd.service
 install -d -m 0755 /etc/berth
 [ -e /etc/berth/config.toml ] || /usr/local/bin/berthd config default > /etc/berth/config.toml
 [ -e /etc/crictl.yaml ] || install -m 0644 deploy/crictl.yaml /etc/crictl.yaml

@@ -19,12 +19,15 @@ cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # The VM lane (integration/vm): the tests that need a cgroup v2-only host with systemd as
-# PID 1 run inside such a guest, then the power cuts. BERTH_VM_LANE=0 skips it.
+# PID 1 run inside such a guest, then the power cuts, then the Debian package installed,
+# used, removed and purged in a clean guest. BERTH_VM_LANE=0 skips it.
 if [ "${BERTH_VM_LANE:-1}" != 0 ]; then
   set +e
   bash integration/vm/run-lane-tests.sh 2>&1 | tee -a "$log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   bash integration/vm/powercut.sh 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  bash integration/vm/package-lane.sh 2>&1 | tee -a "$log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   set -e
 fi
