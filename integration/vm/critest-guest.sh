@@ -5,7 +5,7 @@
 # critest (critest-N, labelled by critest-N.label) with the skips run-critest.sh uses,
 # checks after each that no pod left anything behind, stops berthd and checks again.
 # Lines starting `critest-lane:` are the summary the host prints. The exit status is 0
-# when every spec that ran passed but the known failures below, and nothing was left.
+# when every spec that ran passed and nothing was left.
 set -uo pipefail
 stage=$1
 [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] || {
@@ -15,6 +15,10 @@ eval "extra=($(cat "$stage/args"))"
 # The config's directories, bridge and table (critest-lane.sh's guest is fresh each run).
 config=/etc/berth-critest.toml
 sed 's#http://127\.0\.0\.1:5000#http://10.0.2.2:5000#g' integration/conformance/berthd.toml > "$config"
+# critest-lane.sh --cgroup-driver systemd: pods in slices (critest's /test.slice),
+# containers in scopes.
+driver=$(cat "$stage/driver" 2>/dev/null || echo cgroupfs)
+printf '\n[cgroup]\ndriver = "%s"\n' "$driver" >> "$config"
 root=/var/tmp/berth-critest state=/run/berth-critest bridge=berth-ct0 table=berth_critest
 grep -q "$state/berth.sock" "$config" && grep -q "bridge = \"$bridge\"" "$config" \
   && grep -q "nft_table = \"$table\"" "$config" || {
@@ -48,7 +52,8 @@ done
 # Prints what pods left behind (nothing once every pod is removed): berth-shim processes,
 # mounts under berthd's directories but the pods directory itself, veths on the bridge,
 # per-pod firewall rules, pod cgroups (cgroupfs driver, critest's empty cgroup parent:
-# /sys/fs/cgroup/berth/<pod>), pod directories.
+# /sys/fs/cgroup/berth/<pod>; systemd driver: the scopes and critest's test.slice, which
+# berth started and stops with the last pod), pod directories.
 leftovers() {
   local left
   for _ in $(seq 100); do  # the kernel deletes a veth whose namespace died a bit later
@@ -62,16 +67,14 @@ leftovers() {
     ls "/sys/class/net/$bridge/brif" 2>/dev/null | sed 's/^/veth: /'
     nft list table ip "$table" 2>/dev/null | grep 'berth:pod=' | sed 's/^ */rule: /'
     find /sys/fs/cgroup/berth -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sed 's/^/cgroup: /'
+    if [ "$driver" = systemd ]; then
+      [ ! -d /sys/fs/cgroup/test.slice ] || echo "cgroup: /sys/fs/cgroup/test.slice"
+      systemctl list-units --all --plain --no-legend 'berth-*' | sed 's/^/unit: /'
+    fi
     ls "$state/pods" 2>/dev/null | sed 's/^/pod directory: /'
   )
   [ -z "$left" ] || echo "$left"
 }
-
-# Specs that fail for want of a berth feature (CONFORMANCE.md): run and printed, but not
-# counted against the lane. berth has no AppArmor support yet (issue 18): it neither
-# refuses a profile that is not loaded nor applies one that denies writes. (The
-# permissive-profile specs pass: nothing is denied either way.)
-known='^\[It\] \[k8s\.io\] AppArmor runtime .*(should fail with an unloaded|should enforce a (apparmor_)?profile blocking writes)'
 
 # The JUnit report's specs as `status name`, one a line.
 specs() {
@@ -84,7 +87,7 @@ status=0
 i=0
 while [ -e "$stage/critest-$((i + 1))" ]; do
   i=$((i + 1))
-  label=$(cat "$stage/critest-$i.label")
+  label="$(cat "$stage/critest-$i.label") ($driver driver)"
   echo "=== critest $label"
   start=$(date +%s)
   # Generous suite timeout: under emulation the guest is ~20x slower than the host.
@@ -97,19 +100,13 @@ while [ -e "$stage/critest-$((i + 1))" ]; do
   echo "critest-lane: $label: exit $rc in $(( $(date +%s) - start )) s: $ran $result"
   if [ -f "$work/critest-$i.xml" ]; then
     specs "$work/critest-$i.xml" > "$work/specs"
-    # Every spec that did not pass, known or not; the specs skipped.
-    unknown=$(grep -vE '^(passed|skipped) ' "$work/specs" | cut -d' ' -f2- | grep -vE "$known")
+    # Every spec that did not pass; the specs skipped.
+    failed=$(grep -vE '^(passed|skipped) ' "$work/specs")
     grep -vE '^(passed|skipped) ' "$work/specs" | while read -r st name; do
-      if grep -qE "$known" <<<"$name"; then
-        echo "critest-lane: $label: $st (known, needs AppArmor support, issue 18): $name"
-      else
-        echo "critest-lane: $label: $st: $name"
-      fi
+      echo "critest-lane: $label: $st: $name"
     done
-    grep '^passed ' "$work/specs" | cut -d' ' -f2- | grep -E "$known" |
-      sed "s/^/critest-lane: $label: a known failure passes (update the list): /"
     grep '^skipped ' "$work/specs" | cut -d' ' -f2- | sed "s/^/critest-lane: $label: skipped: /"
-    if [ -n "$unknown" ] || { [ "$rc" != 0 ] && ! grep -qE '^(failed|panicked|interrupted|timedout) ' "$work/specs"; }; then
+    if [ -n "$failed" ] || { [ "$rc" != 0 ] && ! grep -qE '^(failed|panicked|interrupted|timedout) ' "$work/specs"; }; then
       status=1
     fi
   else

@@ -3,25 +3,27 @@
 # lane's guest (Debian 12, systemd as PID 1, cgroup v2 only, AppArmor on). Not run in
 # CI: nothing of cri-tools is in this repository, bring your own critest binaries.
 #
-#   integration/vm/critest-lane.sh [--timeout SECS] [CRITEST...] [-- CRITEST_ARGS...]
+#   integration/vm/critest-lane.sh [--timeout SECS] [--cgroup-driver D] [CRITEST...] [-- CRITEST_ARGS...]
 #
 # CRITEST: critest binaries (default: $CRITEST_BINS, space-separated), each run in turn
 # against one berthd in one guest. CRITEST_ARGS go to every run (e.g. --ginkgo.focus X).
 # --timeout: the whole guest run (default 14400 s; emulation makes critest ~20x slower).
+# --cgroup-driver: berthd's cgroup.driver, cgroupfs (default) or systemd.
 # Needs the conformance kit's loopback registry on the host's 127.0.0.1:5000 with the
 # suite's images (../shared/conformance/images.sh, then
 # integration/conformance/extra-images.sh): the guest reaches it as 10.0.2.2:5000 through
 # QEMU's user network. berthd runs with integration/conformance/berthd.toml, its mirrors
 # pointed there. The whole output is kept in target/vm/critest-lane.log; the exit status
-# is 0 when every spec that ran passed, but the known failures critest-guest.sh lists
-# (AppArmor), and no pod left anything behind. Run as root.
+# is 0 when every spec that ran passed and no pod left anything behind. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 timeout=14400
+driver=cgroupfs
 bins=()
 while [ $# -gt 0 ]; do
   case $1 in
     --timeout) timeout=$2; shift 2 ;;
+    --cgroup-driver) driver=$2; shift 2 ;;
     --) shift; break ;;
     -*) echo "critest-lane.sh: unknown option $1" >&2; exit 2 ;;
     *) bins+=("$1"); shift ;;
@@ -59,6 +61,7 @@ for bin in "${bins[@]}"; do
   cp "$bin" "$stage/critest-$i"
   echo "${version:-$(basename "$bin")}" > "$stage/critest-$i.label"
 done
+echo "$driver" > "$stage/driver"
 : > "$stage/args"
 [ $# -eq 0 ] || printf '%q ' "$@" > "$stage/args"
 
