@@ -2,7 +2,9 @@
 # Runs the lane's tests inside the guest (systemd as PID 1, cgroup v2 only, AppArmor):
 # builds the test binaries here, lists those that touch cgroups, devices, limits, stats,
 # OOM, sandboxes, containers and restart recovery, and runs them in a fresh guest with
-# integration/vm/guest-tests.sh. Extra arguments go to lane.sh (before `--`). Run as root.
+# integration/vm/guest-tests.sh, those of pods, containers, limits and restarts once more
+# with berthd on the systemd cgroup driver. Extra arguments go to lane.sh (before `--`).
+# Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/build-deps.sh >&2
@@ -22,9 +24,13 @@ declare -A wanted=(
   [sandbox]="--skip fifty_pods --skip two_pods_reach --skip host_port_reaches"
   [reliability]="--exact a_shim_killed_like_the_oom_killer_gives_exited_containers_and_a_working_node after_a_host_reboot_old_pods_are_notready_containers_exited_and_removable sigkill_at_random_points_of_concurrent_churn_leaves_a_consistent_node"
 )
+# Run a second time with berthd on the systemd cgroup driver (pods in slices, containers
+# in scopes): the pod, container, limit and restart tests.
+declare -A systemd=([sandbox]=1 [containers]=1 [cgroup_v2]=1 [reliability]=1)
 run=target/vm/run.$$
 trap 'rm -rf "$run" "$list"' EXIT
 bash integration/vm/stage.sh "$run" "${!wanted[@]}" | while read -r name path; do
   echo "$name $path ${wanted[$name]}"
+  [ -z "${systemd[$name]:-}" ] || echo "$name@systemd $path ${wanted[$name]}"
 done > "$list"
 integration/vm/lane.sh "$@" -- bash integration/vm/guest-tests.sh "$list"
