@@ -390,7 +390,8 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
 
     // Pressure: sent exactly when the container's v2 cgroup has PSI files (a v2 host with
     // PSI, or a hybrid one: the kernel keeps PSI per cgroup of the unified tree too).
-    let psi_file = v2_cgroup(&format!("{pod_cgroup}/{burn}")).join("cpu.pressure");
+    let burn_cgroup = format!("{pod_cgroup}/{}", berth_integration::leaks::container_cgroup(&burn));
+    let psi_file = v2_cgroup(&burn_cgroup).join("cpu.pressure");
     let psi = std::fs::read_to_string(&psi_file).is_ok_and(|t| t.starts_with("some"));
     let ms = container_metrics(&berthd, &pod, &burn).await;
     for name in [

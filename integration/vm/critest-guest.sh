@@ -69,7 +69,7 @@ leftovers() {
     find /sys/fs/cgroup/berth -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sed 's/^/cgroup: /'
     if [ "$driver" = systemd ]; then
       [ ! -d /sys/fs/cgroup/test.slice ] || echo "cgroup: /sys/fs/cgroup/test.slice"
-      systemctl list-units --all --plain --no-legend 'berth-*' | sed 's/^/unit: /'
+      systemctl list-units --all --plain --no-legend 'berth-*.scope' 'berth-*.slice' | sed 's/^/unit: /'
     fi
     ls "$state/pods" 2>/dev/null | sed 's/^/pod directory: /'
   )

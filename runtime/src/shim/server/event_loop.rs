@@ -222,6 +222,10 @@ impl Shim {
     }
 
     pub(super) fn container_exited(&mut self, id: &str, code: i32) {
+        // The OOM count first, before draining output: with the systemd driver the
+        // container's scope, and its memory.events, goes as soon as systemd sees it empty.
+        let oom_killed =
+            self.containers.get(id).and_then(|c| c.cgroup()).map(|cg| cgroups::oom_kills(&cg) > 0);
         self.drain_container(id);
         let paths = self.paths.clone();
         let Some(c) = self.containers.get_mut(id) else { return };
@@ -233,8 +237,8 @@ impl Shim {
         c.stdin_pending.clear();
         // Closing the output ends tells each attached session the container is gone.
         c.attachers.clear();
-        if let Some(cg) = c.cgroup() {
-            c.oom_killed = cgroups::oom_kills(&cg) > 0;
+        if let Some(oom_killed) = oom_killed {
+            c.oom_killed = oom_killed;
         }
         let rec = ExitRecord {
             exit_code: code,

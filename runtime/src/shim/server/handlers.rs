@@ -107,8 +107,8 @@ impl Shim {
                     .as_ref()
                     .and_then(|l| l.cgroups_path().as_ref())
                     .is_some_and(|p| crate::systemd::resolve(p).is_some());
-                let rt = OciRuntime::new(binary.clone(), self.paths.dir())
-                    .with_systemd_cgroup(systemd);
+                let rt =
+                    OciRuntime::new(binary.clone(), self.paths.dir()).with_systemd_cgroup(systemd);
                 // With a terminal, the runtime makes the pty and hands over its master.
                 let (stdio, mut pipes, mut stdin) = if req.tty {
                     (
