@@ -10,11 +10,23 @@ runs=${2:-20}
 work=$(mktemp -d /var/tmp/bench-lane.XXXXXX)
 registry_pid="" berthd_pid=""
 cleanup() {
-  [ -z "$berthd_pid" ] || { kill "$berthd_pid" 2>/dev/null; wait "$berthd_pid" 2>/dev/null; }
-  [ -z "$registry_pid" ] || { kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null; }
+  local rc=$?
+  # (A killed process's `wait` status is not the script's.)
+  [ -z "$berthd_pid" ] || { kill "$berthd_pid" 2>/dev/null; wait "$berthd_pid" 2>/dev/null || true; }
+  [ -z "$registry_pid" ] || { kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true; }
   rm -rf "$work"
+  exit "$rc"
 }
 trap cleanup EXIT
+# What was running when something ended this script.
+report() {
+  echo "bench-guest: ended by a signal; processes and berthd's log:"
+  ps -eo pid,ppid,cgroup:60,args | tail -40
+  tail -40 "$work"/*/berthd.log 2>/dev/null
+  journalctl -n 40 --no-pager 2>/dev/null
+  exit 1
+}
+trap report TERM INT
 cat > "$work/registry.yml" <<EOC
 version: 0.1
 storage:
