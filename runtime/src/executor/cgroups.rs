@@ -453,6 +453,30 @@ pub fn oom_kills(path: &Path) -> u64 {
     total
 }
 
+/// For a systemd scope: the OOM kills its cgroup counts, `None` once systemd removed it
+/// (it does as soon as the scope is empty); `None` for a cgroupfs path.
+pub fn scope_oom_kills(path: &Path) -> Option<u64> {
+    scope_events(path, false)
+}
+
+/// For a systemd scope: the OOM kills its pod slice counts, its children's included
+/// (`memory.events` is hierarchical). What it gained while a container ran tells an OOM
+/// kill of that container when its scope is gone before its exit is seen.
+pub fn slice_oom_kills(path: &Path) -> Option<u64> {
+    scope_events(path, true)
+}
+
+fn scope_events(path: &Path, of_slice: bool) -> Option<u64> {
+    let scope = crate::systemd::resolve(path)?.ok()?;
+    let v2 = hierarchies().ok()?.into_iter().find(|h| h.v2)?;
+    let mut dir = v2.mount.join(&scope.rel);
+    if of_slice {
+        dir.pop();
+    }
+    let text = fs::read_to_string(dir.join("memory.events")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok())
+}
+
 /// Removes the cgroup (leaf only) from every hierarchy. Missing ones are fine.
 pub fn remove(path: &Path) -> Result<()> {
     let rel = check_path(path)?;

@@ -224,8 +224,20 @@ impl Shim {
     pub(super) fn container_exited(&mut self, id: &str, code: i32) {
         // The OOM count first, before draining output: with the systemd driver the
         // container's scope, and its memory.events, goes as soon as systemd sees it empty.
-        let oom_killed =
-            self.containers.get(id).and_then(|c| c.cgroup()).map(|cg| cgroups::oom_kills(&cg) > 0);
+        let oom_killed = self.containers.get(id).and_then(|c| {
+            let cg = c.cgroup()?;
+            Some(match (c.slice_oom_base, cgroups::scope_oom_kills(&cg)) {
+                // A systemd scope already gone: the pod slice's count grew while the
+                // container ran and it died of SIGKILL, the OOM killer's signal. (Another
+                // container of the pod killed by the OOM killer at the same moment could
+                // be mistaken for it; the scope is read first to make that rare.)
+                (Some(base), None) => {
+                    code == 128 + libc::SIGKILL
+                        && cgroups::slice_oom_kills(&cg).is_some_and(|n| n > base)
+                }
+                _ => cgroups::oom_kills(&cg) > 0,
+            })
+        });
         self.drain_container(id);
         let paths = self.paths.clone();
         let Some(c) = self.containers.get_mut(id) else { return };

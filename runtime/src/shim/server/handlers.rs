@@ -169,6 +169,7 @@ impl Shim {
                 started_at_ns: 0,
                 finished_at_ns: 0,
                 oom_killed: false,
+                slice_oom_base: cgroup.as_deref().and_then(cgroups::slice_oom_kills),
                 pending,
                 log,
                 pipes,

@@ -59,6 +59,9 @@ struct Container {
     started_at_ns: i64,
     finished_at_ns: i64,
     oom_killed: bool,
+    /// systemd driver: the pod slice's OOM kill count when the container was created
+    /// (see `container_exited`).
+    slice_oom_base: Option<u64>,
     pending: Option<executor::Pending>,
     log: LogFile,
     pipes: Vec<Pipe>,
