@@ -14,20 +14,12 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use super::cgroup_driver::Driver;
 use super::spec::Resources;
 
 pub use crate::executor::cgroups::{
     delegate_controllers, delegate_down, parse_mountinfo, Hierarchy,
 };
-
-/// Who makes pod and container cgroups: berth in cgroupfs, or systemd (slices and scopes
-/// over D-Bus, cgroup v2 only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Driver {
-    #[default]
-    Cgroupfs,
-    Systemd,
-}
 
 /// The cgroup hierarchies mounted in our mount namespace (from `/proc/self/mountinfo`),
 /// whose root is the hierarchy's root (`/`).

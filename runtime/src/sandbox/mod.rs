@@ -13,6 +13,7 @@
 //! * [`service`]: [`Sandboxes`], run/stop/remove/status/list and start-up reconciliation.
 
 pub mod cgroup;
+pub mod cgroup_driver;
 pub mod files;
 pub mod filter;
 pub mod ipam_store;

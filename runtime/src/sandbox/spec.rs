@@ -9,7 +9,7 @@ use std::path::Path;
 use berth_network::{PortMapping, Protocol};
 use serde::{Deserialize, Serialize};
 
-use super::cgroup::Driver;
+use super::cgroup_driver::Driver;
 use super::sysctl::{classify, Sysctl, SysctlNs};
 
 /// A namespace option of the pod (CRI `NamespaceMode`).
