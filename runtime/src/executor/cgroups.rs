@@ -401,13 +401,13 @@ fn v2_limit(v: i64) -> String {
 }
 
 /// Applies `resources` to an existing cgroup (live update); a systemd scope gets them as
-/// properties too, so that systemd keeps them.
+/// properties too, so that systemd keeps them. For berthd (multi-threaded: it uses its
+/// shared bus connection), not the shim.
 pub fn update(path: &Path, resources: &LinuxResources) -> Result<()> {
     let rel = check_path(path)?;
     if let Some(scope) = crate::systemd::resolve(path).transpose().map_err(Error)? {
         let props = crate::systemd::resource_properties(resources).map_err(Error)?;
-        crate::systemd::Bus::system()
-            .and_then(|bus| bus.set_properties(&scope.unit, props))
+        crate::systemd::with_shared(|bus| bus.set_properties(&scope.unit, props))
             .map_err(|e| Error(format!("cgroup: {e}")))?;
     }
     let hs = hierarchies()?;
