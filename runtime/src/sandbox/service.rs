@@ -94,7 +94,7 @@ impl Sandboxes {
                         .to_string(),
                 ));
             }
-            tokio::task::spawn_blocking(|| cgroup::slice_active("-.slice"))
+            crate::traced::spawn_blocking(|| cgroup::slice_active("-.slice"))
                 .await
                 .map_err(internal)?
                 .map_err(|e| internal(format!("the systemd cgroup driver: {e}")))?;
@@ -559,20 +559,25 @@ impl Sandboxes {
         resources: Option<&Resources>,
         undo: &mut Undo,
     ) -> Result<()> {
-        let blocking = |f: Box<dyn FnOnce() -> Result<(), String> + Send>| async move {
-            tokio::task::spawn_blocking(f).await.map_err(internal)?.map_err(internal)
+        let on_bus = |f: Box<dyn FnOnce() -> Result<(), String> + Send>| async move {
+            crate::traced::spawn_blocking(f).await.map_err(internal)
         };
         let active = {
             let unit = unit.to_string();
-            tokio::task::spawn_blocking(move || cgroup::slice_active(&unit))
+            crate::traced::spawn_blocking(move || cgroup::slice_active(&unit))
                 .await
                 .map_err(internal)?
                 .map_err(internal)?
         };
         // Another pod of berth's in the same slice: berth started it, whoever stops it.
-        let ours = !active || self.slice_started_by_berth(&rec.id, &rec.cgroup)?;
-        let v2 = self.inner.hierarchies.iter().find(|h| h.v2).map(|h| h.mount.join(&rec.cgroup));
-        rec.cgroup_created = if ours { v2.into_iter().collect() } else { Vec::new() };
+        let ours = !active
+            || self
+                .pods_in_slice(&rec.id, &rec.cgroup)?
+                .iter()
+                .any(|r| !r.cgroup_created.is_empty());
+        let v2 = self.inner.hierarchies.iter().find(|h| h.v2).map(|h| h.mount.clone());
+        rec.cgroup_created =
+            if ours { v2.iter().map(|m| m.join(&rec.cgroup)).collect() } else { Vec::new() };
         {
             let mut tx = self.inner.meta.write()?;
             tx.put(&rec.id, &*rec)?;
@@ -582,18 +587,19 @@ impl Sandboxes {
             let (this, id, u) = (self.clone(), rec.id.clone(), unit.to_string());
             undo.push("pod slice", move || this.release_pod_slice(&id, &u, true));
             let (unit, r) = (unit.to_string(), resources.cloned());
-            blocking(Box::new(move || cgroup::start_slice(&unit, r.as_ref()))).await?;
+            on_bus(Box::new(move || cgroup::start_slice(&unit, r.as_ref())))
+                .await?
+                .map_err(internal)?;
         } else if let Some(r) = resources.cloned() {
             let unit = unit.to_string();
-            tokio::task::spawn_blocking(move || cgroup::set_slice_limits(&unit, &r))
-                .await
-                .map_err(internal)?
+            on_bus(Box::new(move || cgroup::set_slice_limits(&unit, &r)))
+                .await?
                 .map_err(SandboxError::InvalidArgument)?;
         }
         // The pod's containers get every controller berth limits, as with cgroupfs (systemd
         // enables only those its units ask for, and never hugetlb).
-        if let Some(h) = self.inner.hierarchies.iter().find(|h| h.v2) {
-            cgroup::delegate_down(&h.mount, std::path::Path::new(&rec.cgroup))
+        if let Some(mount) = &v2 {
+            cgroup::delegate_down(mount, std::path::Path::new(&rec.cgroup))
                 .map_err(|e| internal(format!("pod slice: {}", e.0)))?;
         }
         crate::failpoint::crash_point("sandbox.cgroup");
@@ -615,14 +621,17 @@ impl Sandboxes {
         Ok(())
     }
 
-    /// Whether another pod record says berth started the slice at `rel`.
-    fn slice_started_by_berth(&self, id: &str, rel: &str) -> Result<bool> {
+    /// The records of the other pods in the pod cgroup `rel` (a slice several pods share,
+    /// like critest's `test.slice`).
+    fn pods_in_slice(&self, id: &str, rel: &str) -> Result<Vec<SandboxRecord>> {
         Ok(self
             .inner
             .meta
             .list::<SandboxRecord>()?
             .into_iter()
-            .any(|(other, r)| other != id && r.cgroup == rel && !r.cgroup_created.is_empty()))
+            .filter(|(other, r)| other != id && r.cgroup == rel)
+            .map(|(_, r)| r)
+            .collect())
     }
 
     /// Stops the pod slice berth started unless another pod of berth's still uses it.
@@ -631,14 +640,7 @@ impl Sandboxes {
             return Ok(());
         }
         let rel = crate::systemd::expand_slice(unit)?;
-        let shared = self
-            .inner
-            .meta
-            .list::<SandboxRecord>()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .any(|(other, r)| other != id && r.cgroup == rel);
-        if shared {
+        if !self.pods_in_slice(id, &rel).map_err(|e| e.to_string())?.is_empty() {
             return Ok(());
         }
         cgroup::stop_slice(unit)
