@@ -60,6 +60,15 @@ impl Shim {
         self.containers.get(id).ok_or((ErrorKind::NotFound, format!("container {id} not found")))
     }
 
+    /// A container that processes can be run in.
+    fn running(&self, id: &str) -> std::result::Result<&Container, (ErrorKind, String)> {
+        let c = self.get(id)?;
+        if c.status != Status::Running {
+            return Err((ErrorKind::FailedPrecondition, format!("container {id} is not running")));
+        }
+        Ok(c)
+    }
+
     pub(super) fn create(&mut self, req: CreateRequest) -> Reply {
         let id = req.container_id.clone();
         if !valid_id(&id) {
@@ -261,13 +270,7 @@ impl Shim {
         conn: u64,
         req: ExecRequest,
     ) -> std::result::Result<(), (ErrorKind, String)> {
-        let c = self.get(&req.container_id)?;
-        if c.status != Status::Running {
-            return fail(
-                ErrorKind::FailedPrecondition,
-                format!("container {} is not running", req.container_id),
-            );
-        }
+        let c = self.running(&req.container_id)?;
         let process: Process = serde_json::from_value(req.process)
             .or_else(|e| fail(ErrorKind::InvalidArgument, format!("process: {e}")))?;
         let (out_r, out_w) = pipe_nb().or_else(|e| fail(ErrorKind::Internal, e.to_string()))?;
@@ -306,13 +309,7 @@ impl Shim {
         req: ExecStreamRequest,
         fds: Vec<OwnedFd>,
     ) -> std::result::Result<(), (ErrorKind, String)> {
-        let c = self.get(&req.container_id)?;
-        if c.status != Status::Running {
-            return fail(
-                ErrorKind::FailedPrecondition,
-                format!("container {} is not running", req.container_id),
-            );
-        }
+        let c = self.running(&req.container_id)?;
         let mut process: Process = serde_json::from_value(req.process)
             .or_else(|e| fail(ErrorKind::InvalidArgument, format!("process: {e}")))?;
         let [stdin, stdout, stderr]: [OwnedFd; 3] =
