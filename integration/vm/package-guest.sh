@@ -5,19 +5,24 @@
 #
 #   1. `apt-get install ./berth_*.deb`: berthd is enabled and running (Type=notify,
 #      Delegate=yes, KillMode=process), the config is a conffile;
-#   2. the operator points docker.io at the loopback registry in /etc/berth/config.toml
-#      and restarts berthd; a pod with a busybox container runs, ExecSync answers;
-#   3. `systemctl restart berthd`: the container's process is the same one, still listed
-#      running;
-#   4. `apt-get remove berth`: berthd is stopped and gone, the container's process and its
-#      shim keep running, the config (with the operator's change) and the state stay;
+#   2. the operator points docker.io at the loopback registry and switches to the systemd
+#      cgroup driver in /etc/berth/config.toml, as on a kubeadm node, and restarts berthd;
+#      a pod with a busybox container runs in its scope in the pod's slice, ExecSync
+#      answers;
+#   3. `systemctl restart berthd`: the container's process is the same one, still in its
+#      scope, still listed running;
+#   4. `apt-get remove berth`: berthd is stopped and gone, the container's process (in its
+#      scope) and its shim keep running, the config (with the operator's changes) and the
+#      state stay;
 #   5. installing the package again: berthd comes back and lists the same container
-#      running with the same process; the pod is then removed through the CRI;
+#      running with the same process; the pod is then removed through the CRI, and its
+#      scope and slice with it;
 #   6. `apt-get purge berth`: /etc/berth, /var/lib/berth, /run/berth, the unit, the
-#      bridge and the nftables table are gone;
-#   7. purge while a pod still runs: the config goes, the state is kept (its mounts are
-#      live) with a message saying so; the test then kills the pod's processes, unmounts
-#      and deletes what is left, as the message tells an operator to.
+#      bridge, the nftables table and berth's slices are gone;
+#   7. purge while a pod still runs (the fresh config: the cgroupfs driver): the config
+#      goes, the state is kept (its mounts are live) with a message saying so; the test
+#      then kills the pod's processes, unmounts and deletes what is left, as the message
+#      tells an operator to.
 #
 # Prints `package-guest: ...` progress lines and exits non-zero at the first failed
 # check, naming it. On any exit it removes what it made: the registry, pods, the package
@@ -64,6 +69,7 @@ cleanup() {
     DEBIAN_FRONTEND=noninteractive apt-get purge -y -q berth >/dev/null 2>&1
   fi
   for pid in "${pids[@]}" $(shims); do kill -9 "$pid" 2>/dev/null; done
+  for u in $(berth_units); do systemctl stop "$u" 2>/dev/null; done
   unmount_berth
   rm -rf /etc/berth /var/lib/berth /run/berth /var/log/pods/default_package-*
   remove_kernel_leftovers
@@ -99,6 +105,18 @@ remove_kernel_leftovers() {
   [ -e /sys/class/net/berth0 ] && ip link delete berth0
   nft delete table ip berth 2>/dev/null
   return 0
+}
+# berth's loaded systemd units (the systemd driver's pod slices and container scopes).
+berth_units() {
+  systemctl list-units --all --plain --no-legend 'berth-*.scope' 'berth*.slice' 2>/dev/null | awk '{ print $1 }'
+}
+# The container process $1 runs in the scope of container $2 in the slice of pod $3 (the
+# systemd driver, no cgroup parent: berth-<pod>.slice), and the scope is active.
+expect_in_scope() {
+  local want="0::/berth.slice/berth-$3.slice/berth-$2.scope" got
+  got=$(cat "/proc/$1/cgroup" 2>/dev/null)
+  [ "$got" = "$want" ] || fail "the container's process $1 is in cgroup '$got', want '$want'"
+  systemctl is-active --quiet "berth-$2.scope" || fail "berth-$2.scope is $(systemctl is-active "berth-$2.scope")"
 }
 cmdline() { tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | sed 's/ $//'; }
 apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0 "$@"; }
@@ -172,7 +190,8 @@ registry_up() { (exec 3<>/dev/tcp/127.0.0.1/5000) 2>/dev/null; }
 wait_for 60 registry_up || fail "the registry did not start: $(cat "$work/registry/log")"
 "$stage/berth-push-fixtures" http://127.0.0.1:5000 > /dev/null
 printf '\n[registry.mirrors."docker.io"]\nendpoints = ["http://127.0.0.1:5000"]\n' >> /etc/berth/config.toml
-berthd config show > /dev/null || fail "berthd refuses the edited /etc/berth/config.toml"
+sed -i 's/^driver = "cgroupfs"$/driver = "systemd"/' /etc/berth/config.toml
+berthd config show | grep -qx 'driver = "systemd"' || fail "berthd does not read the systemd driver from the edited /etc/berth/config.toml"
 systemctl restart berthd
 cri_answers || fail "berthd does not answer after the restart with the mirror"
 say "2. pulled $("$cri" pull busybox)"
@@ -182,9 +201,10 @@ read -r state pid < <("$cri" state "$ctr")
 [ "$state" = running ] && [ "$pid" -gt 1 ] || fail "the new container is '$state $pid'"
 pids+=("$pid")
 expect_sleeping "$pid"
+expect_in_scope "$pid" "$ctr" "$pod"
 out=$("$cri" exec "$ctr" -- echo exec-works) || fail "ExecSync failed"
 [ "$out" = exec-works ] || fail "ExecSync printed '$out'"
-say "pod $pod, container $ctr running as pid $pid, exec answers"
+say "pod $pod, container $ctr running as pid $pid in berth-$ctr.scope, exec answers"
 
 # 3. restart
 old=$(unit MainPID)
@@ -193,6 +213,7 @@ new=$(unit MainPID)
 [ "$new" != 0 ] && [ "$new" != "$old" ] || fail "berthd's pid after the restart: $new (before: $old)"
 cri_answers || fail "berthd does not answer after systemctl restart"
 expect_sleeping "$pid"
+expect_in_scope "$pid" "$ctr" "$pod"
 expect_state "$ctr" "running $pid"
 "$cri" ps | grep -q "^$ctr $pod sleeper running$" || fail "ListContainers after the restart: $("$cri" ps)"
 say "3. systemctl restart berthd: berthd $old -> $new, container still pid $pid, listed running"
@@ -208,6 +229,7 @@ expect_no_berthd
 [ ! -e /run/berth/berth.sock ] || fail "berthd left its socket behind"
 expect_sleeping "$pid"
 [ "$(shims)" = "$shim_pids" ] || fail "the shims changed across remove: '$shim_pids' -> '$(shims)'"
+expect_in_scope "$pid" "$ctr" "$pod"
 [ -d /var/lib/berth ] && [ -d /run/berth ] || fail "apt-get remove took berth's state away"
 grep -q '^endpoints = \["http://127.0.0.1:5000"\]' /etc/berth/config.toml \
   || fail "apt-get remove did not keep the operator's /etc/berth/config.toml"
@@ -224,6 +246,9 @@ expect_state "$ctr" "running $pid"
 "$cri" rm-pod "$pod"
 wait_for 60 test ! -e "/proc/$pid" || fail "the container's process outlived its removed pod"
 wait_for 60 test -z "$(shims)" || fail "shims outlived the removed pod: $(shims)"
+for u in "berth-$ctr.scope" "berth-$pod.slice"; do
+  ! systemctl is-active --quiet "$u" || fail "$u outlived the removed pod"
+done
 say "5. installed again: the container is listed running as pid $pid; pod removed"
 
 # 6. purge
@@ -238,13 +263,15 @@ for d in /etc/berth /var/lib/berth /run/berth; do [ ! -e "$d" ] || fail "$d outl
 [ ! -e /sys/class/net/berth0 ] || fail "the bridge berth0 outlived apt-get purge"
 ! nft list table ip berth >/dev/null 2>&1 || fail "the nftables table ip berth outlived apt-get purge"
 [ ! -e /sys/fs/cgroup/berth ] || fail "cgroups outlived apt-get purge: $(find /sys/fs/cgroup/berth -type d)"
-say "6. apt-get purge: config, state, unit, bridge and table gone"
+[ -z "$(berth_units)" ] || fail "systemd units outlived apt-get purge: $(berth_units)"
+say "6. apt-get purge: config, state, unit, bridge, table and slices gone"
 
 # 7. purge under a running pod
 apt_get install "$deb"
 expect_installed_and_running
 printf '\n[registry.mirrors."docker.io"]\nendpoints = ["http://127.0.0.1:5000"]\n' >> /etc/berth/config.toml
 systemctl restart berthd
+berthd config show | grep -qx 'driver = "cgroupfs"' || fail "the fresh config after purge is not the default cgroupfs driver"
 "$cri" pull busybox > /dev/null
 pod=$("$cri" run-pod package-purge)
 ctr=$("$cri" run "$pod" sleeper busybox -- sleep 86400)
