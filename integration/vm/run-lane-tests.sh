@@ -16,10 +16,11 @@ list=target/vm/lane-tests.$$.list
 # networking, and the load tests (fifty or a hundred pods, churn), which emulation makes
 # too slow for CI. cgroup_v2's tests are #[ignore]d on other hosts (they need a v2-only
 # hierarchy) and run here with --ignored; apparmor's need AppArmor (on in the guest) and
-# run here with the rest of that file (--include-ignored).
+# run here with the rest of that file (--include-ignored), as do checkpoint's, which need
+# CRIU (this host's kernel fails its check).
 declare -A wanted=(
   [device_filter_root]="" [shim_root]="" [cgroup_v2]="--ignored" [security]="" [stats]=""
-  [apparmor]="--include-ignored"
+  [apparmor]="--include-ignored" [checkpoint]="--include-ignored"
   [containers]="--skip runc::"
   [sandbox]="--skip fifty_pods --skip two_pods_reach --skip host_port_reaches"
   [reliability]="--exact a_shim_killed_like_the_oom_killer_gives_exited_containers_and_a_working_node after_a_host_reboot_old_pods_are_notready_containers_exited_and_removable sigkill_at_random_points_of_concurrent_churn_leaves_a_consistent_node"
@@ -32,6 +33,7 @@ declare -A systemd=(
   [sandbox]=${wanted[sandbox]} [containers]=${wanted[containers]} [cgroup_v2]=${wanted[cgroup_v2]}
   [reliability]="--exact a_shim_killed_like_the_oom_killer_gives_exited_containers_and_a_working_node after_a_host_reboot_old_pods_are_notready_containers_exited_and_removable"
   [security]="--exact memory_limit_ends_in_oomkilled"
+  [checkpoint]="--ignored"
 )
 run=target/vm/run.$$
 trap 'rm -rf "$run" "$list"' EXIT

@@ -18,6 +18,8 @@ pub enum RuntimeError {
     #[error("{0}")]
     ResourceExhausted(String),
     #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
     Internal(String),
 }
 

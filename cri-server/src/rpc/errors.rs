@@ -29,6 +29,7 @@ pub fn runtime(e: RuntimeError) -> Status {
         RuntimeError::FailedPrecondition(m) => Status::failed_precondition(m),
         RuntimeError::Unimplemented(m) => Status::unimplemented(m),
         RuntimeError::ResourceExhausted(m) => Status::resource_exhausted(m),
+        RuntimeError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
         RuntimeError::Internal(m) => Status::internal(m),
     }
 }

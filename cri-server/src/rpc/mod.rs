@@ -2,6 +2,7 @@
 //! impls and only dispatch; each group of RPCs lives in its own file, thin: validate,
 //! call the domain, map the answer.
 
+mod container_checkpoint;
 mod container_create;
 mod container_events;
 mod container_exec_sync;
@@ -91,10 +92,4 @@ impl Cri {
             }),
         }
     }
-}
-
-/// The answer for an RPC berth does not implement yet: an honest UNIMPLEMENTED naming it,
-/// never a fake success the kubelet would act on.
-fn unbuilt(rpc: &str) -> tonic::Status {
-    tonic::Status::unimplemented(format!("{rpc} is not implemented by berth yet"))
 }

@@ -232,9 +232,9 @@ pub const FIELDS: &[(&str, Disposition)] = &[
         Ignored("for NRI plugins, which berth does not run"),
     ),
     ("ReopenContainerLogRequest.container_id", Handled),
-    ("CheckpointContainerRequest.container_id", Refused),
-    ("CheckpointContainerRequest.location", Refused),
-    ("CheckpointContainerRequest.timeout", Refused),
+    ("CheckpointContainerRequest.container_id", Handled),
+    ("CheckpointContainerRequest.location", Handled),
+    ("CheckpointContainerRequest.timeout", Handled),
     // Streaming.
     ("ExecSyncRequest.container_id", Handled),
     ("ExecSyncRequest.cmd", Handled),

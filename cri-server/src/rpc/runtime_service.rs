@@ -1,10 +1,10 @@
 //! tonic's RuntimeService trait: dispatch only. Each RPC group lives in its own module.
 
 use super::{
-    container_create, container_events, container_exec_sync, container_lifecycle, container_stats,
-    container_status, container_update, list_streams, runtime_config, sandbox_list,
-    sandbox_metrics, sandbox_remove, sandbox_run, sandbox_stats, sandbox_status, sandbox_stop,
-    sandbox_update, status, streaming_urls, unbuilt, version, Cri,
+    container_checkpoint, container_create, container_events, container_exec_sync,
+    container_lifecycle, container_stats, container_status, container_update, list_streams,
+    runtime_config, sandbox_list, sandbox_metrics, sandbox_remove, sandbox_run, sandbox_stats,
+    sandbox_status, sandbox_stop, sandbox_update, status, streaming_urls, version, Cri,
 };
 use berth_proto::{
     AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse,
@@ -258,9 +258,9 @@ impl RuntimeService for Cri {
 
     async fn checkpoint_container(
         &self,
-        _req: Request<CheckpointContainerRequest>,
+        req: Request<CheckpointContainerRequest>,
     ) -> Result<Response<CheckpointContainerResponse>, Status> {
-        Err(unbuilt("CheckpointContainer"))
+        Ok(Response::new(container_checkpoint::checkpoint_container(self, req.into_inner()).await?))
     }
 
     async fn get_container_events(

@@ -1,6 +1,7 @@
 //! Containers: records, the CRI → OCI spec translation, user resolution, and the service
 //! that drives them through the pod's shim.
 
+pub mod checkpoint;
 pub mod devices;
 pub mod exits;
 pub mod record;

@@ -776,6 +776,39 @@ impl Containers {
         .await?
     }
 
+    /// CheckpointContainer ([`super::checkpoint`]): the running container dumped into the
+    /// archive at `location`, and left running. CRIU works beside the archive (on the
+    /// disk the caller chose for it, not in berth's volatile state, which is memory).
+    pub async fn checkpoint(
+        self: &Arc<Self>,
+        images: &Images,
+        wanted: &str,
+        location: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let archive = super::checkpoint::Archive::parse(location)?;
+        let rec = self.get(wanted)?;
+        let _lock = self.locks.lock(rec.id.clone()).await;
+        let upper = images.writable_layer(&rec.id);
+        let timeout = if timeout.is_zero() { super::checkpoint::DEFAULT_TIMEOUT } else { timeout };
+        self.blocking(move |this| {
+            let not_running = || {
+                ContainerError::FailedPrecondition(format!(
+                    "container {} is not running: only a running container can be checkpointed",
+                    rec.id
+                ))
+            };
+            let mut shim = this.shim(&rec.pod_id, false).map_err(|_| not_running())?;
+            let state = shim.state(&rec.id).map_err(|_| not_running())?;
+            if state.status != Status::Running {
+                return Err(not_running());
+            }
+            let work = archive.path().parent().unwrap_or(Path::new("/")).to_path_buf();
+            super::checkpoint::checkpoint(&rec, state.pid, &upper, &work, &archive, timeout)
+        })
+        .await?
+    }
+
     /// Applies new resources to a created or running container's cgroup, live, and
     /// keeps them for its status (UpdateContainerResources).
     pub async fn update_resources(
