@@ -657,7 +657,12 @@ impl Sandboxes {
             self.teardown_network(&rec).await?;
             rec.state = SandboxState::NotReady;
         }
-        self.remove_host_state(&rec)?;
+        // Unmounts, cgroup removal and (systemd driver) stopping the slice over D-Bus block:
+        // off the async workers.
+        let (this, r) = (self.clone(), rec.clone());
+        crate::traced::spawn_blocking(move || this.remove_host_state(&r))
+            .await
+            .map_err(internal)??;
         let mut tx = self.inner.meta.write()?;
         tx.delete::<SandboxRecord>(&id)?;
         let key = rec.metadata.key();
@@ -705,7 +710,12 @@ impl Sandboxes {
             )));
         }
         let applied = match cgroup::slice_unit(&rec.cgroup) {
-            Some(unit) => cgroup::set_slice_limits(unit, &r),
+            Some(unit) => {
+                let (unit, r) = (unit.to_string(), r.clone());
+                crate::traced::spawn_blocking(move || cgroup::set_slice_limits(&unit, &r))
+                    .await
+                    .map_err(internal)?
+            }
             None => cgroup::apply(&self.inner.hierarchies, &rec.cgroup, &r),
         };
         applied.map_err(|e| {
