@@ -711,7 +711,7 @@ impl Sandboxes {
         }
         let applied = match cgroup::slice_unit(&rec.cgroup) {
             Some(unit) => {
-                let (unit, r) = (unit.to_string(), r.clone());
+                let unit = unit.to_string();
                 crate::traced::spawn_blocking(move || cgroup::set_slice_limits(&unit, &r))
                     .await
                     .map_err(internal)?
