@@ -529,10 +529,11 @@ impl Containers {
             .ok_or_else(|| ContainerError::NotFound(format!("container {wanted:?} not found")))
     }
 
-    /// An exact id, or a unique prefix of one ([`ids::resolve`]).
+    /// An exact id, or a unique prefix of one ([`ids::resolve`]). Two keys starting with
+    /// `wanted` tell all three answers apart (the exact one sorts first).
     fn resolve(&self, wanted: &str) -> Result<Option<String>> {
-        let all = self.meta.list::<ContainerRecord>()?;
-        ids::resolve("container_id", wanted, all.iter().map(|(k, _)| k.as_str()))
+        let keys = self.meta.keys_with_prefix::<ContainerRecord>(wanted, 2)?;
+        ids::resolve("container_id", wanted, keys.iter().map(String::as_str))
     }
 
     /// Every container (not those being created); shared with other readers.

@@ -462,11 +462,10 @@ impl Sandboxes {
 
     /// The full id of a pod named by its id or a unique prefix of it ([`ids::resolve`]).
     fn resolve(&self, wanted: &str) -> Result<Option<String>> {
-        if !wanted.is_empty() && self.inner.meta.get::<SandboxRecord>(wanted)?.is_some() {
-            return Ok(Some(wanted.to_string()));
-        }
-        let all = self.inner.meta.list::<SandboxRecord>()?;
-        ids::resolve("pod_sandbox_id", wanted, all.iter().map(|(k, _)| k.as_str()))
+        // Two keys starting with `wanted` tell all three answers apart (the exact one sorts
+        // first), without decoding any record.
+        let keys = self.inner.meta.keys_with_prefix::<SandboxRecord>(wanted, 2)?;
+        ids::resolve("pod_sandbox_id", wanted, keys.iter().map(String::as_str))
     }
 
     /// Stops a pod: its network is torn down (hostPort rules, veth, netns, IP lease) and
