@@ -656,6 +656,9 @@ impl Sandboxes {
             self.teardown_network(&rec).await?;
             rec.state = SandboxState::NotReady;
         }
+        if let (Some(_), Ok(network)) = (&rec.netns, &self.inner.network) {
+            network.settle_pod(&rec.id).await?;
+        }
         self.remove_host_state(&rec)?;
         let mut tx = self.inner.meta.write()?;
         tx.delete::<SandboxRecord>(&id)?;
