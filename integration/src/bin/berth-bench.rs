@@ -49,6 +49,20 @@ enum Workload {
         #[arg(long, default_value_t = 0)]
         stop_timeout: i64,
     },
+    /// RemoveContainer of each of `containers` containers of one pod, created and never
+    /// started (with `--started`: started and stopped first), each carrying an
+    /// annotation of `annotation_kib` KiB (the kubelet's can be large): how removal
+    /// scales with what the node holds.
+    Remove {
+        #[arg(long, default_value = "busybox")]
+        image: String,
+        #[arg(long, default_value_t = 100)]
+        containers: usize,
+        #[arg(long, default_value_t = 38)]
+        annotation_kib: usize,
+        #[arg(long)]
+        started: bool,
+    },
     /// ExecSync latency of `true` in a running container.
     Exec {
         #[arg(long, default_value = "busybox")]
@@ -108,6 +122,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Workload::Lifecycle { image, runs, stop_timeout } => {
             lifecycle(RuntimeServiceClient::new(channel), &image, runs, stop_timeout).await?
+        }
+        Workload::Remove { image, containers, annotation_kib, started } => {
+            let rt = RuntimeServiceClient::new(channel);
+            vec![remove(rt, &image, containers, annotation_kib, started).await?]
         }
         Workload::Exec { image, runs } => {
             vec![exec(RuntimeServiceClient::new(channel), &image, runs).await?]
@@ -353,6 +371,56 @@ async fn lifecycle(
     out.push(Summary::of("pod + container running", &started));
     out.push(Summary::of("end to end", &total));
     Ok(out)
+}
+
+async fn remove(
+    mut rt: Runtime,
+    image: &str,
+    containers: usize,
+    annotation_kib: usize,
+    started: bool,
+) -> anyhow::Result<Summary> {
+    let config = pod_config(&format!("remove-{}", std::process::id()));
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let padding = "a".repeat(annotation_kib << 10);
+    let mut ids = Vec::with_capacity(containers);
+    for i in 0..containers {
+        let mut ctr = sleeper(image);
+        ctr.metadata = Some(ContainerMetadata { name: format!("c{i}"), attempt: 0 });
+        ctr.annotations.insert("padding".into(), padding.clone());
+        let id = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(ctr),
+                sandbox_config: Some(config.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        if started {
+            rt.start_container(StartContainerRequest { container_id: id.clone() }).await?;
+            rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 0 })
+                .await?;
+        }
+        ids.push(id);
+    }
+    let mut samples = Vec::with_capacity(containers);
+    for id in ids {
+        let t = Instant::now();
+        rt.remove_container(RemoveContainerRequest { container_id: id }).await?;
+        samples.push(t.elapsed());
+    }
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await?;
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await?;
+    let what = if started { "started and stopped" } else { "created" };
+    Ok(Summary::of(&format!("RemoveContainer ({containers} {what})"), &samples))
 }
 
 async fn exec(mut rt: Runtime, image: &str, runs: usize) -> anyhow::Result<Summary> {
