@@ -163,6 +163,7 @@ async fn two_pods_talk_through_the_bridge() {
     net.teardown_pod(&id1).await.unwrap();
     net.teardown_pod(&id2).await.unwrap();
     net.teardown_pod(&id2).await.unwrap(); // idempotent
+
     // The veths go in the background; settling a pod waits for that.
     net.settle_pod(&id1).await.unwrap();
     net.settle_pod(&id2).await.unwrap();

@@ -264,7 +264,9 @@ impl WriteTxn {
     /// that loses it (never half of it), so use it only where the state the crash leaves
     /// is one start-up (or repeating the call) repairs anyway.
     pub fn commit_unsynced(mut self) -> Result<()> {
-        self.txn.set_durability(redb::Durability::None).map_err(|e| MetadataError::Db(e.to_string()))?;
+        self.txn
+            .set_durability(redb::Durability::None)
+            .map_err(|e| MetadataError::Db(e.to_string()))?;
         self.finish()
     }
 
@@ -339,7 +341,8 @@ mod tests {
             tx.commit().unwrap();
         }
         let store = MetadataStore::open(&path).unwrap();
-        let keys: Vec<String> = store.list::<Thing>().unwrap().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> =
+            store.list::<Thing>().unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["a", "b"]);
     }
 
