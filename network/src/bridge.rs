@@ -181,6 +181,16 @@ pub async fn delete_link(handle: &Handle, name: &str) -> Result<bool> {
     }
 }
 
+/// Deletes the link with `index` (named `name`, for errors); gone already is fine.
+pub async fn delete_link_index(handle: &Handle, index: u32, name: &str) -> Result<()> {
+    let del = handle.link().del(index).execute();
+    match within(|| format!("delete link {name}"), del).await? {
+        Ok(()) => Ok(()),
+        Err(e) if netlink_errno(&e) == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(NetworkError::netlink(format!("delete link {name}"), e)),
+    }
+}
+
 /// A locally administered unicast MAC derived from the bridge name.
 fn bridge_mac(name: &str) -> Vec<u8> {
     let h = fnv1a(name.as_bytes()).to_be_bytes();

@@ -1,11 +1,13 @@
 //! The facade the runtime calls: one bridge network, pods in and out of it.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use ipnet::Ipv4Net;
 use rtnetlink::Handle;
+use tokio::task::JoinHandle;
 
 use crate::bridge::{self, PodAddress, VETH_ALIAS_PREFIX};
 use crate::error::{validate_pod_id, NetworkError, Result};
@@ -92,6 +94,8 @@ pub struct Network {
     allocator: Arc<dyn IpAllocator>,
     base_ready: tokio::sync::OnceCell<()>,
     mtu: tokio::sync::OnceCell<u32>,
+    /// veth deletions under way, by pod (see [`Network::teardown_pod`]).
+    unlinking: Mutex<HashMap<String, JoinHandle<Result<()>>>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -128,6 +132,7 @@ impl Network {
             allocator,
             base_ready: tokio::sync::OnceCell::new(),
             mtu: tokio::sync::OnceCell::new(),
+            unlinking: Mutex::default(),
         })
     }
 
@@ -278,29 +283,70 @@ impl Network {
         };
         note(self.firewall.remove_pod(pod_id).await);
 
-        let veth = bridge::veth_name(pod_id);
-        let veth_result = async {
-            if let Some(link) = bridge::find_link(&self.handle, &veth).await? {
-                let ours = format!("{VETH_ALIAS_PREFIX}{pod_id}");
-                match bridge::alias_of(&link) {
-                    // Same hashed name but another pod's veth: not ours to delete.
-                    Some(alias) if alias != ours => {
-                        tracing::warn!(pod_id, veth, alias, "veth belongs to another pod; kept");
-                    }
-                    _ => {
-                        bridge::delete_link(&self.handle, &veth).await?;
-                    }
-                }
-            }
-            Ok(())
-        }
-        .await;
-        note(veth_result);
+        note(self.unlink_veth(pod_id).await);
         note(self.allocator.release(pod_id));
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Starts deleting the pod's veth pair and returns without waiting for it: the kernel
+    /// takes tens of milliseconds to unregister a device (it waits out RCU grace
+    /// periods), and nothing needs the pair gone before the pod is removed. The pod's end
+    /// is in the namespace the caller unpins next, so the pair carries no traffic
+    /// meanwhile. [`Network::settle_pod`] waits for the deletion; after a crash, start-up
+    /// tears a stopped pod down again.
+    async fn unlink_veth(&self, pod_id: &str) -> Result<()> {
+        let Some(index) = self.our_veth(pod_id).await? else { return Ok(()) };
+        let mut unlinking = self.unlinking.lock().unwrap_or_else(|p| p.into_inner());
+        if unlinking.get(pod_id).is_some_and(|t| !t.is_finished()) {
+            return Ok(());
+        }
+        let (handle, veth) = (self.handle.clone(), bridge::veth_name(pod_id));
+        let pod = pod_id.to_string();
+        let task = tokio::spawn(async move {
+            let deleted = bridge::delete_link_index(&handle, index, &veth).await;
+            if let Err(e) = &deleted {
+                tracing::warn!(pod_id = %pod, veth, error = %e, "cannot delete the pod's veth");
+            }
+            deleted
+        });
+        // Finished deletions of pods never removed are not kept.
+        unlinking.retain(|_, t| !t.is_finished());
+        unlinking.insert(pod_id.to_string(), task);
+        Ok(())
+    }
+
+    /// The index of the pod's veth, if it exists and is this pod's (not another pod's
+    /// with the same hashed name).
+    async fn our_veth(&self, pod_id: &str) -> Result<Option<u32>> {
+        let veth = bridge::veth_name(pod_id);
+        let Some(link) = bridge::find_link(&self.handle, &veth).await? else { return Ok(None) };
+        let ours = format!("{VETH_ALIAS_PREFIX}{pod_id}");
+        match bridge::alias_of(&link) {
+            Some(alias) if alias != ours => {
+                tracing::warn!(pod_id, veth, alias, "veth belongs to another pod; kept");
+                Ok(None)
+            }
+            _ => Ok(Some(link.header.index)),
+        }
+    }
+
+    /// Waits until the veth deletion a teardown of the pod started is done, and deletes
+    /// the veth now if it is still there (that deletion failed, or was never started):
+    /// once this returns, nothing of the pod is left on the bridge.
+    pub async fn settle_pod(&self, pod_id: &str) -> Result<()> {
+        validate_pod_id(pod_id)?;
+        let task = self.unlinking.lock().unwrap_or_else(|p| p.into_inner()).remove(pod_id);
+        if let Some(task) = task {
+            // Its failure was logged; what it left is deleted below.
+            let _ = task.await;
+        }
+        if let Some(index) = self.our_veth(pod_id).await? {
+            bridge::delete_link_index(&self.handle, index, &bridge::veth_name(pod_id)).await?;
+        }
+        Ok(())
     }
 
     /// Whether the network can take pods: the bridge exists and is up, and the firewall

@@ -85,6 +85,15 @@ impl PodNetworks {
         }
     }
 
+    /// Waits for what a teardown of the pod left running in the background (bridge mode:
+    /// the deletion of its veth), so that nothing of it is left.
+    pub async fn settle_pod(&self, pod_id: &str) -> Result<()> {
+        match self {
+            PodNetworks::Bridge(n) => n.settle_pod(pod_id).await,
+            PodNetworks::Cni(_) => Ok(()),
+        }
+    }
+
     /// The NetworkReady condition.
     pub async fn readiness(&self) -> Readiness {
         match self {

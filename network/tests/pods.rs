@@ -163,6 +163,10 @@ async fn two_pods_talk_through_the_bridge() {
     net.teardown_pod(&id1).await.unwrap();
     net.teardown_pod(&id2).await.unwrap();
     net.teardown_pod(&id2).await.unwrap(); // idempotent
+
+    // The veths go in the background; settling a pod waits for that.
+    net.settle_pod(&id1).await.unwrap();
+    net.settle_pod(&id2).await.unwrap();
     assert!(bridge::find_link(h, &p1.veth).await.unwrap().is_none());
     for id in [&id1, &id2] {
         env.dir.remove(id).unwrap();
@@ -236,6 +240,7 @@ async fn host_ports_reach_the_pod() {
     net.firewall().remove_pod(&id1).await.unwrap(); // idempotent
     net.teardown_pod(&id2).await.unwrap();
     for id in [&id1, &id2] {
+        net.settle_pod(id).await.unwrap();
         env.dir.remove(id).unwrap();
     }
     net.destroy().await.unwrap();
@@ -468,6 +473,7 @@ async fn failed_setup_leaves_nothing_behind() {
 
     net.teardown_pod(&id).await.unwrap();
     assert!(leases().is_empty());
+    net.settle_pod(&id).await.unwrap();
     env.dir.remove(&id).unwrap();
     net.destroy().await.unwrap();
     env.dir.unmount().unwrap();
@@ -498,6 +504,7 @@ async fn removing_the_netns_takes_the_veth_with_it() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     net.teardown_pod(&id).await.unwrap();
+    net.settle_pod(&id).await.unwrap();
     assert!(bridge::find_link(net.netlink(), &p.veth).await.unwrap().is_none());
     net.destroy().await.unwrap();
     env.dir.unmount().unwrap();
@@ -534,6 +541,7 @@ async fn concurrent_setups_get_distinct_addresses() {
         .into_iter()
         .for_each(|r| r.unwrap());
     for id in &ids {
+        net.settle_pod(id).await.unwrap();
         env.dir.remove(id).unwrap();
     }
     net.destroy().await.unwrap();

@@ -131,6 +131,13 @@ impl MetadataStore {
     pub fn list<R: Record>(&self) -> Result<Vec<(String, R)>> {
         self.read()?.list()
     }
+
+    /// The first `limit` keys of a table that start with `prefix`, in order (so a key equal
+    /// to `prefix` comes first). Reads keys only: finding the id a request names must not
+    /// cost a decode of every record, which made each call O(table size).
+    pub fn keys_with_prefix<R: Record>(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        self.read()?.keys_with_prefix::<R>(prefix, limit)
+    }
 }
 
 fn decode<R: Record>(key: &str, bytes: &[u8]) -> Result<R> {
@@ -157,6 +164,23 @@ impl ReadTxn {
             Some(v) => decode(key, v.value()).map(Some),
             None => Ok(None),
         }
+    }
+
+    pub fn keys_with_prefix<R: Record>(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let table = match self.txn.open_table(table::<R>()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in table.range(prefix..)? {
+            let (k, _) = entry?;
+            if out.len() == limit || !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push(k.value().to_string());
+        }
+        Ok(out)
     }
 
     pub fn list<R: Record>(&self) -> Result<Vec<(String, R)>> {
@@ -229,7 +253,29 @@ impl WriteTxn {
         }
     }
 
+    /// Commits and waits until the change is on disk (an fsync, milliseconds on a busy
+    /// node's disk).
     pub fn commit(self) -> Result<()> {
+        self.finish()
+    }
+
+    /// Commits without waiting for the disk: readers see the change at once, and the
+    /// next [`commit`](Self::commit) makes it durable along with its own. A crash before
+    /// that loses it (never half of it), so use it only where the state the crash leaves
+    /// is one start-up (or repeating the call) repairs anyway.
+    pub fn commit_unsynced(mut self) -> Result<()> {
+        self.txn
+            .set_durability(redb::Durability::None)
+            .map_err(|e| MetadataError::Db(e.to_string()))?;
+        self.finish()
+    }
+
+    /// Whether the transaction changed anything (a commit of nothing still syncs).
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty()
+    }
+
+    fn finish(self) -> Result<()> {
         self.txn.commit()?;
         let mut tables = self.decoded.lock();
         for t in self.written {
@@ -277,6 +323,44 @@ mod tests {
         assert!(!tx.delete::<Thing>("a").unwrap());
         tx.commit().unwrap();
         assert_eq!(store.get::<Thing>("a").unwrap(), None);
+    }
+
+    #[test]
+    fn an_unsynced_commit_is_seen_at_once_and_kept_by_the_next_synced_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let store = MetadataStore::open(&path).unwrap();
+            let mut tx = store.write().unwrap();
+            tx.put("a", &Thing { n: 1 }).unwrap();
+            tx.commit_unsynced().unwrap();
+            assert_eq!(store.get::<Thing>("a").unwrap(), Some(Thing { n: 1 }));
+            assert_eq!(store.list_shared::<Thing>().unwrap().len(), 1);
+            let mut tx = store.write().unwrap();
+            tx.put("b", &Thing { n: 2 }).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = MetadataStore::open(&path).unwrap();
+        let keys: Vec<String> =
+            store.list::<Thing>().unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "b"]);
+    }
+
+    #[test]
+    fn keys_with_a_prefix_in_order_without_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(&dir.path().join("meta.redb")).unwrap();
+        assert!(store.keys_with_prefix::<Thing>("a", 2).unwrap().is_empty());
+        let mut tx = store.write().unwrap();
+        for k in ["ab", "abc", "abd", "b", "aa"] {
+            tx.put(k, &Thing { n: 1 }).unwrap();
+        }
+        tx.commit().unwrap();
+        assert_eq!(store.keys_with_prefix::<Thing>("ab", 2).unwrap(), ["ab", "abc"]);
+        assert_eq!(store.keys_with_prefix::<Thing>("ab", 5).unwrap(), ["ab", "abc", "abd"]);
+        assert_eq!(store.keys_with_prefix::<Thing>("abd", 2).unwrap(), ["abd"]);
+        assert_eq!(store.keys_with_prefix::<Thing>("ac", 2).unwrap(), Vec::<String>::new());
+        assert_eq!(store.keys_with_prefix::<Thing>("", 2).unwrap(), ["aa", "ab"]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_runtime::oci_defaults::{default_spec, PodNamespaces};
-use berth_runtime::shim::client::{spawn, ShimClient};
+use berth_runtime::shim::client::{spawn, ExitWait, ShimClient};
 use berth_runtime::shim::protocol::{CreateRequest, Status};
 use berth_runtime::shim::{read_exit, ShimPaths};
 use oci_spec::runtime::{
@@ -674,4 +674,27 @@ fn attach_tees_output_and_feeds_stdin() {
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.contains(" stdout F got:one") && text.contains(" stderr F e:one"), "{text}");
     c.delete("cat").unwrap();
+}
+
+#[test]
+fn an_exit_wait_answers_at_the_exit_and_a_shutdown_ends_the_connection() {
+    require_root();
+    let f = Fixture::new("exitwait");
+    let mut c = f.client();
+    f.create(&mut c, "w", &f.spec(&["sleep", "100"])).unwrap();
+    c.start("w").unwrap();
+    let mut exit = ExitWait::send(&f.paths, "w").unwrap();
+    assert!(!exit.stopped_within(Duration::from_millis(200)), "woken while it runs");
+    c.kill("w", libc::SIGKILL, false).unwrap();
+    assert!(exit.stopped_within(Duration::from_secs(10)), "not woken by the exit");
+    let st = c.state("w").unwrap();
+    assert_eq!((st.status, st.exit_code), (Status::Stopped, Some(137)));
+    // Sent after the exit: answered at once.
+    assert!(ExitWait::send(&f.paths, "w").unwrap().stopped_within(Duration::from_secs(10)));
+    c.delete("w").unwrap();
+    // A wait on what the shim does not hold is answered (with an error) too.
+    assert!(ExitWait::send(&f.paths, "w").unwrap().stopped_within(Duration::from_secs(10)));
+    c.shutdown(false).unwrap();
+    c.wait_closed(Duration::from_secs(10));
+    assert!(!f.paths.socket().exists(), "the connection ended before the shim removed its socket");
 }

@@ -43,6 +43,25 @@ enum Workload {
         image: String,
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// StopContainer's timeout in seconds. 0: SIGKILL at once (the `sleep` ignores
+        /// SIGTERM); more: the container is a shell that exits on SIGTERM, the usual
+        /// graceful stop.
+        #[arg(long, default_value_t = 0)]
+        stop_timeout: i64,
+    },
+    /// RemoveContainer of each of `containers` containers of one pod, created and never
+    /// started (with `--started`: started and stopped first), each carrying an
+    /// annotation of `annotation_kib` KiB (the kubelet's can be large): how removal
+    /// scales with what the node holds.
+    Remove {
+        #[arg(long, default_value = "busybox")]
+        image: String,
+        #[arg(long, default_value_t = 100)]
+        containers: usize,
+        #[arg(long, default_value_t = 38)]
+        annotation_kib: usize,
+        #[arg(long)]
+        started: bool,
     },
     /// ExecSync latency of `true` in a running container.
     Exec {
@@ -101,8 +120,12 @@ async fn main() -> anyhow::Result<()> {
         Workload::Pull { image, runs } => {
             vec![pull(ImageServiceClient::new(channel), &image, runs).await?]
         }
-        Workload::Lifecycle { image, runs } => {
-            lifecycle(RuntimeServiceClient::new(channel), &image, runs).await?
+        Workload::Lifecycle { image, runs, stop_timeout } => {
+            lifecycle(RuntimeServiceClient::new(channel), &image, runs, stop_timeout).await?
+        }
+        Workload::Remove { image, containers, annotation_kib, started } => {
+            let rt = RuntimeServiceClient::new(channel);
+            vec![remove(rt, &image, containers, annotation_kib, started).await?]
         }
         Workload::Exec { image, runs } => {
             vec![exec(RuntimeServiceClient::new(channel), &image, runs).await?]
@@ -240,11 +263,29 @@ fn sleeper(image: &str) -> ContainerConfig {
     }
 }
 
+/// A container that exits as soon as it gets SIGTERM (`wait` is interrupted by the
+/// trapped signal).
+fn term_exiter(image: &str) -> ContainerConfig {
+    ContainerConfig {
+        command: vec!["sh".into(), "-c".into(), "trap 'exit 0' TERM; sleep 3600 & wait".into()],
+        ..sleeper(image)
+    }
+}
+
 /// Starts a pod with a running `sleep` container; returns (pod id, container id).
 async fn start_pod(
     rt: &mut Runtime,
     name: &str,
     image: &str,
+) -> anyhow::Result<(String, String, [Duration; 3])> {
+    start_pod_with(rt, name, sleeper(image)).await
+}
+
+/// Starts a pod running container `ctr`; returns (pod id, container id).
+async fn start_pod_with(
+    rt: &mut Runtime,
+    name: &str,
+    ctr: ContainerConfig,
 ) -> anyhow::Result<(String, String, [Duration; 3])> {
     let config = pod_config(name);
     let t = Instant::now();
@@ -261,7 +302,7 @@ async fn start_pod(
     let ctr = rt
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
-            config: Some(sleeper(image)),
+            config: Some(ctr),
             sandbox_config: Some(config),
         })
         .await?
@@ -274,8 +315,17 @@ async fn start_pod(
 }
 
 async fn stop_pod(rt: &mut Runtime, pod: &str, ctr: &str) -> anyhow::Result<[Duration; 4]> {
+    stop_pod_with(rt, pod, ctr, 0).await
+}
+
+async fn stop_pod_with(
+    rt: &mut Runtime,
+    pod: &str,
+    ctr: &str,
+    timeout: i64,
+) -> anyhow::Result<[Duration; 4]> {
     let t = Instant::now();
-    rt.stop_container(StopContainerRequest { container_id: ctr.into(), timeout: 0 }).await?;
+    rt.stop_container(StopContainerRequest { container_id: ctr.into(), timeout }).await?;
     let stop = t.elapsed();
     let t = Instant::now();
     rt.remove_container(RemoveContainerRequest { container_id: ctr.into() }).await?;
@@ -288,7 +338,12 @@ async fn stop_pod(rt: &mut Runtime, pod: &str, ctr: &str) -> anyhow::Result<[Dur
     Ok([stop, remove, stopp, t.elapsed()])
 }
 
-async fn lifecycle(mut rt: Runtime, image: &str, runs: usize) -> anyhow::Result<Vec<Summary>> {
+async fn lifecycle(
+    mut rt: Runtime,
+    image: &str,
+    runs: usize,
+    stop_timeout: i64,
+) -> anyhow::Result<Vec<Summary>> {
     let names = [
         "RunPodSandbox",
         "CreateContainer",
@@ -302,10 +357,11 @@ async fn lifecycle(mut rt: Runtime, image: &str, runs: usize) -> anyhow::Result<
     let (mut started, mut total) = (Vec::new(), Vec::new());
     for i in 0..runs {
         let t = Instant::now();
-        let (pod, ctr, up) =
-            start_pod(&mut rt, &format!("lifecycle-{}-{i}", std::process::id()), image).await?;
+        let name = format!("lifecycle-{}-{i}", std::process::id());
+        let ctr = if stop_timeout > 0 { term_exiter(image) } else { sleeper(image) };
+        let (pod, ctr, up) = start_pod_with(&mut rt, &name, ctr).await?;
         started.push(t.elapsed());
-        let down = stop_pod(&mut rt, &pod, &ctr).await?;
+        let down = stop_pod_with(&mut rt, &pod, &ctr, stop_timeout).await?;
         total.push(t.elapsed());
         for (k, d) in up.into_iter().chain(down).enumerate() {
             steps[k].push(d);
@@ -315,6 +371,56 @@ async fn lifecycle(mut rt: Runtime, image: &str, runs: usize) -> anyhow::Result<
     out.push(Summary::of("pod + container running", &started));
     out.push(Summary::of("end to end", &total));
     Ok(out)
+}
+
+async fn remove(
+    mut rt: Runtime,
+    image: &str,
+    containers: usize,
+    annotation_kib: usize,
+    started: bool,
+) -> anyhow::Result<Summary> {
+    let config = pod_config(&format!("remove-{}", std::process::id()));
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let padding = "a".repeat(annotation_kib << 10);
+    let mut ids = Vec::with_capacity(containers);
+    for i in 0..containers {
+        let mut ctr = sleeper(image);
+        ctr.metadata = Some(ContainerMetadata { name: format!("c{i}"), attempt: 0 });
+        ctr.annotations.insert("padding".into(), padding.clone());
+        let id = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(ctr),
+                sandbox_config: Some(config.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        if started {
+            rt.start_container(StartContainerRequest { container_id: id.clone() }).await?;
+            rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 0 })
+                .await?;
+        }
+        ids.push(id);
+    }
+    let mut samples = Vec::with_capacity(containers);
+    for id in ids {
+        let t = Instant::now();
+        rt.remove_container(RemoveContainerRequest { container_id: id }).await?;
+        samples.push(t.elapsed());
+    }
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await?;
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await?;
+    let what = if started { "started and stopped" } else { "created" };
+    Ok(Summary::of(&format!("RemoveContainer ({containers} {what})"), &samples))
 }
 
 async fn exec(mut rt: Runtime, image: &str, runs: usize) -> anyhow::Result<Summary> {

@@ -17,7 +17,7 @@ use crate::image::Images;
 use crate::metadata::MetadataStore;
 use crate::oci_defaults::PodNamespaces;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
-use crate::shim::client::{self as shim_client, ShimClient};
+use crate::shim::client::{self as shim_client, ExitWait, ShimClient};
 use crate::shim::protocol::{ContainerState, CreateRequest, Status};
 use crate::shim::{read_exit, ShimPaths};
 use crate::snapshot::rootfs;
@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 pub type ContainerError = crate::error::RuntimeError;
 
 type Result<T> = std::result::Result<T, ContainerError>;
+
+/// How often a stop looks whether the container's process has installed a handler for
+/// the stop signal yet (see [`Containers::stop`]).
+const HANDLER_LOOK: Duration = Duration::from_millis(20);
 
 use crate::error::internal;
 
@@ -529,10 +533,11 @@ impl Containers {
             .ok_or_else(|| ContainerError::NotFound(format!("container {wanted:?} not found")))
     }
 
-    /// An exact id, or a unique prefix of one ([`ids::resolve`]).
+    /// An exact id, or a unique prefix of one ([`ids::resolve`]). Two keys starting with
+    /// `wanted` tell all three answers apart (the exact one sorts first).
     fn resolve(&self, wanted: &str) -> Result<Option<String>> {
-        let all = self.meta.list::<ContainerRecord>()?;
-        ids::resolve("container_id", wanted, all.iter().map(|(k, _)| k.as_str()))
+        let keys = self.meta.keys_with_prefix::<ContainerRecord>(wanted, 2)?;
+        ids::resolve("container_id", wanted, keys.iter().map(String::as_str))
     }
 
     /// Every container (not those being created); shared with other readers.
@@ -683,13 +688,15 @@ impl Containers {
 
     fn stop_blocking(&self, rec: &ContainerRecord, timeout: Duration, signal: i32) -> Result<()> {
         let Ok(mut shim) = self.shim(&rec.pod_id, false) else { return Ok(()) };
-        let running = |s: &mut ShimClient| {
-            s.state(&rec.id).map(|st| st.status == Status::Running).unwrap_or(false)
-        };
         let Ok(state) = shim.state(&rec.id) else { return Ok(()) };
         if state.status != Status::Running {
             return Ok(());
         }
+        // Parked before the first signal: the shim answers it as it reaps the process, so
+        // the stop returns with the exit rather than at the next look at the state.
+        let Ok(mut exit) = ExitWait::send(&self.shim_paths(&rec.pod_id), &rec.id) else {
+            return Ok(());
+        };
         if !timeout.is_zero() {
             // The container's process is usually PID 1 of its namespace, where a signal
             // with no handler is dropped. A process stopped right after it started may not
@@ -698,24 +705,26 @@ impl Containers {
             let mut delivered_to_handler = catches(state.pid, signal);
             let _ = shim.kill(&rec.id, signal, false);
             let deadline = Instant::now() + timeout;
-            while Instant::now() < deadline {
-                if !running(&mut shim) {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                // Without a handler yet, look for one now and then; with one, only the
+                // exit (or the end of the grace period) wakes this.
+                let slice = if delivered_to_handler { left } else { left.min(HANDLER_LOOK) };
+                if exit.stopped_within(slice) {
                     return Ok(());
+                }
+                if left.is_zero() {
+                    break;
                 }
                 if !delivered_to_handler && catches(state.pid, signal) {
                     delivered_to_handler = true;
                     let _ = shim.kill(&rec.id, signal, false);
                 }
-                std::thread::sleep(Duration::from_millis(20));
             }
         }
         let _ = shim.kill(&rec.id, libc::SIGKILL, true);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while running(&mut shim) {
-            if Instant::now() > deadline {
-                return Err(internal(format!("container {} did not die after SIGKILL", rec.id)));
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if !exit.stopped_within(Duration::from_secs(10)) {
+            return Err(internal(format!("container {} did not die after SIGKILL", rec.id)));
         }
         Ok(())
     }
@@ -883,7 +892,11 @@ impl Containers {
         let pod = pod_id.to_string();
         self.blocking(move |this| {
             if let Ok(mut shim) = this.shim(&pod, false) {
-                let _ = shim.shutdown(true);
+                if shim.shutdown(true).is_ok() {
+                    // The connection ends when the shim has exited, after it removed its
+                    // socket: wait for that instead of looking for the socket.
+                    shim.wait_closed(Duration::from_secs(5));
+                }
             }
             let paths = this.shim_paths(&pod);
             // The shim removes its socket as it exits; wait for that, then its directory.

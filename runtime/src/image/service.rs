@@ -279,7 +279,9 @@ impl Images {
                 tx.delete::<LayerRecord>(&key)?;
             }
         }
-        tx.commit()?;
+        if !tx.is_empty() {
+            tx.commit()?;
+        }
         for chain_id in self.layers.list().map_err(|e| storage(&e))? {
             if !live_layers.contains(&chain_id) {
                 tracing::debug!(layer = %chain_id, "removing unreferenced layer");
@@ -361,15 +363,23 @@ impl Images {
 
     /// Deletes container `id`'s writable layer (already unmounted by the caller) and lets
     /// go of its image's layers. Absent is fine.
+    ///
+    /// The record's removal is not synced to disk: the caller removes the container's
+    /// own record next, in a synced commit that carries this one. A crash in between
+    /// leaves both records (the writable layer gone), and removing the container again
+    /// finishes the job.
     pub async fn release_rootfs(&self, id: &str) -> Result<(), ImageError> {
         let _gc = self.gc.write().await;
         self.rootfs.remove(id).map_err(|e| {
             ImageError::Storage(format!("removing the writable layer of {id}: {e}"))
         })?;
         let mut tx = self.meta.write()?;
-        let existed = tx.delete::<RootfsRecord>(id)?;
-        tx.commit()?;
-        if existed {
+        let Some(released) = tx.get::<RootfsRecord>(id)? else { return Ok(()) };
+        tx.delete::<RootfsRecord>(id)?;
+        tx.commit_unsynced()?;
+        // While its image is present, every layer the rootfs held is still the image's:
+        // nothing to collect (a collection reads every image, rootfs and blob).
+        if self.meta.get::<ImageRecord>(&released.image.to_string())?.is_none() {
             self.collect_garbage_now()?;
         }
         Ok(())

@@ -54,10 +54,14 @@ impl IpAllocator for StoredIpam {
         Ok(ip)
     }
 
+    /// Not synced to disk: a release is only ever of a pod that is not READY (recorded
+    /// NOTREADY, or whose set-up failed, or being removed), and start-up releases every
+    /// lease whose pod is not READY, so a release a crash loses is made again there. (The stop that releases has already
+    /// waited for one sync, its NOTREADY record's.)
     fn release(&self, pod_id: &str) -> berth_network::Result<()> {
         let mut tx = self.meta.write().map_err(db)?;
         if tx.delete::<LeaseRecord>(pod_id).map_err(db)? {
-            tx.commit().map_err(db)?;
+            tx.commit_unsynced().map_err(db)?;
         }
         Ok(())
     }

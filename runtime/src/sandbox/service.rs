@@ -462,11 +462,10 @@ impl Sandboxes {
 
     /// The full id of a pod named by its id or a unique prefix of it ([`ids::resolve`]).
     fn resolve(&self, wanted: &str) -> Result<Option<String>> {
-        if !wanted.is_empty() && self.inner.meta.get::<SandboxRecord>(wanted)?.is_some() {
-            return Ok(Some(wanted.to_string()));
-        }
-        let all = self.inner.meta.list::<SandboxRecord>()?;
-        ids::resolve("pod_sandbox_id", wanted, all.iter().map(|(k, _)| k.as_str()))
+        // Two keys starting with `wanted` tell all three answers apart (the exact one sorts
+        // first), without decoding any record.
+        let keys = self.inner.meta.keys_with_prefix::<SandboxRecord>(wanted, 2)?;
+        ids::resolve("pod_sandbox_id", wanted, keys.iter().map(String::as_str))
     }
 
     /// Stops a pod: its network is torn down (hostPort rules, veth, netns, IP lease) and
@@ -656,6 +655,9 @@ impl Sandboxes {
             // A pod still being created (or a crash leftover) is torn down the same way.
             self.teardown_network(&rec).await?;
             rec.state = SandboxState::NotReady;
+        }
+        if let (Some(_), Ok(network)) = (&rec.netns, &self.inner.network) {
+            network.settle_pod(&rec.id).await?;
         }
         // Unmounts, cgroup removal and (systemd driver) stopping the slice over D-Bus block:
         // off the async workers.

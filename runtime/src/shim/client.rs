@@ -5,7 +5,7 @@
 //! [`ShimClient::exec`] block until the container exits or the exec ends, so use a
 //! separate connection for them.
 
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -73,6 +73,47 @@ impl Canceller {
 impl Drop for Canceller {
     fn drop(&mut self) {
         self.cancel();
+    }
+}
+
+/// A [`Request::Wait`] sent on a connection of its own: the shim answers it the moment
+/// the container stops, so a caller that must also act meanwhile (signal it again, give
+/// up after a grace period) is woken by the exit itself instead of polling the state.
+#[derive(Debug)]
+pub struct ExitWait {
+    client: ShimClient,
+}
+
+impl ExitWait {
+    /// Connects to the shim and asks it to answer when container `id` has stopped.
+    pub fn send(paths: &ShimPaths, id: &str) -> Result<Self> {
+        let mut client = ShimClient::connect(paths)?;
+        client.send(Request::Wait { id: id.into() }, &[])?;
+        Ok(Self { client })
+    }
+
+    /// Whether the container stopped within `timeout`. An error from the shim (the
+    /// container was deleted) or a lost connection (the shim is gone, and its containers
+    /// with it) counts as stopped: nothing of it runs any more.
+    pub fn stopped_within(&mut self, timeout: Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.client.stream.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                Ok(0) => return false,
+                Ok(_) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return true,
+            }
+        }
+        // Readable: the answer (written in one piece), or the end of the connection.
+        let _ = self.client.recv();
+        true
     }
 }
 
@@ -299,5 +340,23 @@ impl ShimClient {
     /// Asks the shim to exit (`force`: killing what still runs).
     pub fn shutdown(&mut self, force: bool) -> Result<()> {
         self.ok(Request::Shutdown { force })
+    }
+
+    /// Blocks until the shim closes this connection (it has exited) or `timeout` passes.
+    pub fn wait_closed(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 64];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
     }
 }

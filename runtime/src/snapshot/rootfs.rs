@@ -105,8 +105,17 @@ pub fn mount_overlay(
         }
         lowerdir.push_str(s);
     }
-    let data =
-        format!("lowerdir={lowerdir},upperdir={},workdir={}", upper.display(), work.display());
+    // `volatile`: without it, the last unmount of an overlay syncs its upper filesystem,
+    // the whole of berth's root with whatever else the node wrote there (measured here:
+    // 19 ms median, up to 85 ms, against 0.2 ms), and RemoveContainer waited for it. A
+    // writable layer never outlives its container, is never mounted again (not even after
+    // a crash: RootfsDirs never reuses one) and is not expected to survive a power cut, so
+    // syncing it buys nothing; the container's own fsyncs in it return at once too.
+    let data = format!(
+        "lowerdir={lowerdir},upperdir={},workdir={},volatile",
+        upper.display(),
+        work.display()
+    );
     // The kernel takes one page of mount options.
     if data.len() >= 4096 {
         return Err(format!("{} layers are too many to mount in one overlay", lowers.len()));
