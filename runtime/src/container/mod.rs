@@ -3,6 +3,7 @@
 
 pub mod devices;
 pub mod exits;
+mod pod_shims;
 pub mod record;
 pub mod service;
 pub mod spec;

@@ -17,7 +17,7 @@ use crate::image::Images;
 use crate::metadata::MetadataStore;
 use crate::oci_defaults::PodNamespaces;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
-use crate::shim::client::{self as shim_client, ShimClient};
+use crate::shim::client::ShimClient;
 use crate::shim::protocol::{ContainerState, CreateRequest, Status};
 use crate::shim::{read_exit, ShimPaths};
 use crate::snapshot::rootfs;
@@ -47,17 +47,17 @@ pub struct Observed {
 }
 
 pub struct Containers {
-    meta: Arc<MetadataStore>,
-    state: PathBuf,
-    shim_binary: PathBuf,
+    pub(super) meta: Arc<MetadataStore>,
+    pub(super) state: PathBuf,
+    pub(super) shim_binary: PathBuf,
     pids_limit: i64,
     locks: crate::image::locks::KeyedLocks,
     /// Runtime handler name → OCI runtime binary; the default handler "" is native.
     runtimes: std::collections::BTreeMap<String, PathBuf>,
     events: Arc<Events>,
-    /// Held while a pod's shim is started: concurrent creates in a new pod must find the
-    /// one shim, not race to start two.
-    spawning: std::sync::Mutex<()>,
+    /// Held while a pod's shim is started or stopped: concurrent creates in a new pod
+    /// must find the one shim, not race to start two.
+    pub(super) shim_starts: super::pod_shims::StartLocks,
     /// The host's AppArmor: which profile a container's processes run under.
     apparmor: crate::apparmor::AppArmor,
     /// What observing containers learnt that cannot change behind berthd's back, so
@@ -90,7 +90,7 @@ impl Containers {
             locks: Default::default(),
             runtimes: Default::default(),
             events: Default::default(),
-            spawning: Default::default(),
+            shim_starts: Default::default(),
             apparmor: crate::apparmor::AppArmor::disabled(),
             known: Default::default(),
         }
@@ -136,27 +136,6 @@ impl Containers {
 
     pub(crate) fn shim_paths(&self, pod_id: &str) -> ShimPaths {
         ShimPaths::new(&self.state, pod_id)
-    }
-
-    /// A connection to the pod's shim, starting the shim if it is not running.
-    pub(super) fn shim(&self, pod_id: &str, start: bool) -> Result<ShimClient> {
-        let paths = self.shim_paths(pod_id);
-        if let Ok(c) = ShimClient::connect(&paths) {
-            return Ok(c);
-        }
-        if !start {
-            return Err(ContainerError::FailedPrecondition(format!(
-                "the shim of pod {pod_id} is not running"
-            )));
-        }
-        let _spawning = self.spawning.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(c) = ShimClient::connect(&paths) {
-            return Ok(c);
-        }
-        std::fs::create_dir_all(paths.dir()).map_err(internal)?;
-        shim_client::spawn(&self.shim_binary, &paths)
-            .map_err(|e| internal(format!("starting berth-shim: {e}")))?;
-        ShimClient::connect(&paths).map_err(|e| internal(format!("connecting to berth-shim: {e}")))
     }
 
     /// Runs `f` off the async runtime, as shim calls and file system work block, and in
@@ -357,7 +336,8 @@ impl Containers {
         Ok(())
     }
 
-    /// Start-up: containers whose create was interrupted by a crash are removed.
+    /// Start-up: containers whose create was interrupted by a crash are removed, and so
+    /// are shims whose pod is gone.
     pub async fn reconcile(self: &Arc<Self>, images: &Images) -> Result<()> {
         for (id, rec) in self.meta.list::<ContainerRecord>()? {
             if rec.creating {
@@ -365,7 +345,7 @@ impl Containers {
                 self.undo_create(images, &rec).await?;
             }
         }
-        Ok(())
+        self.blocking(|this| this.stop_orphan_shims()).await?
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -9,6 +9,7 @@
 //! * [`spec`]: the request and its validation; [`sysctl`]: which sysctls a pod may set;
 //! * [`namespaces`], [`userns`], [`cgroup`], [`mounts`], [`files`]: the host-side pieces;
 //! * [`ipam_store`]: IP leases in the metadata store; [`record`]: what is stored;
+//! * [`pod_shims`]: how set-up starts the pod's shim early (the containers service's);
 //! * [`undo`]: the rollback stack that makes RunPodSandbox all-or-nothing;
 //! * [`service`]: [`Sandboxes`], run/stop/remove/status/list and start-up reconciliation.
 
@@ -19,6 +20,7 @@ pub mod filter;
 pub mod ipam_store;
 pub mod mounts;
 pub mod namespaces;
+pub mod pod_shims;
 pub mod record;
 pub mod service;
 pub mod spec;
@@ -27,6 +29,7 @@ pub mod undo;
 pub mod userns;
 
 pub use filter::Filter;
+pub use pod_shims::PodShims;
 pub use record::{SandboxRecord, SandboxState};
 pub use service::{SandboxError, Sandboxes};
 pub use spec::{DnsConfig, NsMode, PodMetadata, PodSpec, PortSpec, Resources};
