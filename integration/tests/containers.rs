@@ -148,6 +148,7 @@ async fn exec_sync_and_log_reopen(node: Node) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains(&format!("container {id} is not running")), "{err:?}");
     rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
 
     let exec = |cmd: &[&str], timeout: i64| ExecSyncRequest {
@@ -177,6 +178,12 @@ async fn exec_sync_and_log_reopen(node: Node) {
     assert!(std::fs::read_to_string(logs.path().join("svc.log.1"))
         .unwrap()
         .contains("stdout F up"));
+
+    // Once it has stopped, exec is refused again, naming the container.
+    rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 0 }).await.unwrap();
+    let err = rt.exec_sync(exec(&["true"], 0)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&format!("container {id} is not running")), "{err:?}");
 
     node.remove_pod_and_check(&pod_id).await;
 }

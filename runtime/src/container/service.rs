@@ -18,7 +18,7 @@ use crate::metadata::MetadataStore;
 use crate::oci_defaults::PodNamespaces;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
 use crate::shim::client::ShimClient;
-use crate::shim::protocol::{ContainerState, CreateRequest, Status};
+use crate::shim::protocol::{ContainerState, CreateRequest, ErrorKind, Status};
 use crate::shim::{read_exit, ShimPaths};
 use crate::snapshot::rootfs;
 use berth_proto::ContainerConfig;
@@ -500,12 +500,20 @@ impl Containers {
     }
 
     pub fn get(&self, wanted: &str) -> Result<ContainerRecord> {
-        let id = self
-            .resolve(wanted)?
-            .ok_or_else(|| ContainerError::NotFound(format!("container {wanted:?} not found")))?;
-        self.meta
-            .get::<ContainerRecord>(&id)?
-            .filter(|r| !r.creating)
+        // The full id (what the kubelet sends) is one lookup; only a prefix needs every
+        // record decoded.
+        let exact = match wanted.is_empty() {
+            true => None,
+            false => self.meta.get::<ContainerRecord>(wanted)?,
+        };
+        let rec = match exact {
+            Some(rec) => Some(rec),
+            None => match self.resolve(wanted)? {
+                Some(id) => self.meta.get::<ContainerRecord>(&id)?,
+                None => None,
+            },
+        };
+        rec.filter(|r| !r.creating)
             .ok_or_else(|| ContainerError::NotFound(format!("container {wanted:?} not found")))
     }
 
@@ -730,12 +738,14 @@ impl Containers {
         let rec = self.get(wanted)?;
         self.blocking(move |this| {
             let process = exec_process(&rec, cmd, false)?;
-            // Exec blocks its connection until the process ends: use a fresh one.
+            // Exec blocks its connection until the process ends: use a fresh one. The
+            // shim refuses a container that is not running: no round trip to ask first.
             let mut shim = this.shim(&rec.pod_id, false)?;
-            running_pid(&mut shim, &rec)?;
             let timeout = (!timeout.is_zero()).then_some(timeout);
-            shim.exec(&rec.id, process, timeout)
-                .map_err(|e| ContainerError::FailedPrecondition(format!("exec: {e}")))
+            shim.exec(&rec.id, process, timeout).map_err(|e| match e.kind() {
+                ErrorKind::NotFound | ErrorKind::FailedPrecondition => not_running(&rec),
+                _ => ContainerError::FailedPrecondition(format!("exec: {e}")),
+            })
         })
         .await?
     }
@@ -945,10 +955,12 @@ pub(super) fn exec_process(
 pub(super) fn running_pid(shim: &mut ShimClient, rec: &ContainerRecord) -> Result<i32> {
     match shim.state(&rec.id) {
         Ok(s) if s.status == Status::Running => Ok(s.pid),
-        _ => {
-            Err(ContainerError::FailedPrecondition(format!("container {} is not running", rec.id)))
-        }
+        _ => Err(not_running(rec)),
     }
+}
+
+fn not_running(rec: &ContainerRecord) -> ContainerError {
+    ContainerError::FailedPrecondition(format!("container {} is not running", rec.id))
 }
 
 #[cfg(test)]
