@@ -315,10 +315,15 @@ impl Drop for NetEnv {
     }
 }
 
-/// Live shim processes of `berthd`. Only the shims themselves: a shim's forks (a created
+/// How many shims of `berthd` live. Only the shims themselves: a shim's forks (a created
 /// container waiting for its start, the pod's init) carry its command line too, but their
 /// parent is a shim.
 pub fn shim_processes(berthd: &Berthd) -> usize {
+    shim_pids(berthd).len()
+}
+
+/// The pids of `berthd`'s live shims ([`shim_processes`]).
+pub fn shim_pids(berthd: &Berthd) -> Vec<i32> {
     let state = berthd.state_dir().display().to_string();
     let is_shim = |pid: &str| {
         fs::read(format!("/proc/{pid}/cmdline"))
@@ -335,7 +340,8 @@ pub fn shim_processes(berthd: &Berthd) -> usize {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
         .filter(|pid| is_shim(pid) && !parent(pid).is_some_and(|pp| is_shim(&pp)))
-        .count()
+        .filter_map(|pid| pid.parse().ok())
+        .collect()
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
