@@ -1,7 +1,7 @@
 //! Containers: created from an image on a pod, run by the pod's shim.
 //!
 //! berthd never forks a container itself: it prepares the bundle (an overlay rootfs and
-//! the OCI spec) and asks the pod's `berth-shim`, started on the pod's first container,
+//! the OCI spec) and asks the pod's `berth-shim`, started with the pod (`pod_shims`),
 //! to create, start, signal and reap it. The shim outlives berthd, so state that matters
 //! after a restart (exit codes, times) is read back from the shim or its exit files.
 

@@ -4,7 +4,8 @@
 //! ipc, uts; each only when the pod does not share the host's), a `/dev/shm` tmpfs, the
 //! files its containers will see as `/etc/hostname`, `/etc/resolv.conf` and `/etc/hosts`,
 //! a cgroup under the kubelet's `cgroup_parent`, and an address on the bridge network
-//! with its hostPort rules. No process runs for a pod: the mounts keep it alive.
+//! with its hostPort rules. The mounts keep it alive; its one process is the pod's shim,
+//! started during set-up to be ready for the first container ([`pod_shims`]).
 //!
 //! * [`spec`]: the request and its validation; [`sysctl`]: which sysctls a pod may set;
 //! * [`namespaces`], [`userns`], [`cgroup`], [`mounts`], [`files`]: the host-side pieces;
