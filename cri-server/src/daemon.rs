@@ -117,6 +117,7 @@ async fn serve(
         .with_runtimes(runtimes)
         .with_apparmor(apparmor),
     );
+    sandboxes.set_pod_shims(containers.clone());
     // Containers still running from before a restart: their exits become STOPPED events.
     berth_runtime::container::exits::watch_running(&containers).await;
     let events = containers.events().clone();

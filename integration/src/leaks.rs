@@ -236,6 +236,16 @@ impl NetEnv {
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         assert!(pins.is_empty(), "pod directories leaked: {pins:?}");
+        // A shim removes its socket just before it exits.
+        let deadline = std::time::Instant::now() + crate::scaled(std::time::Duration::from_secs(2));
+        while shim_processes(berthd) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(shim_processes(berthd), 0, "shims outlived their pods");
+        let shim_dirs: Vec<_> = fs::read_dir(state.join("shims"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(shim_dirs.is_empty(), "shim directories leaked: {shim_dirs:?}");
     }
 
     /// IP leases berthd holds (from `Status` verbose info).
@@ -303,6 +313,35 @@ impl Drop for NetEnv {
         }
         let _ = fs::remove_file(&self.lock);
     }
+}
+
+/// How many shims of `berthd` live. Only the shims themselves: a shim's forks (a created
+/// container waiting for its start, the pod's init) carry its command line too, but their
+/// parent is a shim.
+pub fn shim_processes(berthd: &Berthd) -> usize {
+    shim_pids(berthd).len()
+}
+
+/// The pids of `berthd`'s live shims ([`shim_processes`]).
+pub fn shim_pids(berthd: &Berthd) -> Vec<i32> {
+    let state = berthd.state_dir().display().to_string();
+    let is_shim = |pid: &str| {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .is_ok_and(|c| c.contains("berth-shim") && c.contains(&state))
+    };
+    let parent = |pid: &str| {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command name in parentheses: state, then the parent's pid.
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1).map(str::to_string)
+    };
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| is_shim(pid) && !parent(pid).is_some_and(|pp| is_shim(&pp)))
+        .filter_map(|pid| pid.parse().ok())
+        .collect()
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -183,27 +183,9 @@ impl Node {
         String::from_utf8_lossy(&r.stdout).into_owned()
     }
 
-    /// Live shim processes of this berthd. Only the shims themselves: a shim's forks (a
-    /// created container waiting for its start, the pod's init) carry its command line
-    /// too, but their parent is a shim.
+    /// Live shim processes of this berthd ([`crate::leaks::shim_processes`]).
     pub fn shim_processes(&self) -> usize {
-        let state = self.berthd.state_dir().display().to_string();
-        let is_shim = |pid: &str| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-                .is_ok_and(|c| c.contains("berth-shim") && c.contains(&state))
-        };
-        let parent = |pid: &str| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // After the command name in parentheses: state, then the parent's pid.
-            stat.rsplit_once(')')?.1.split_whitespace().nth(1).map(str::to_string)
-        };
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
-            .filter(|pid| is_shim(pid) && !parent(pid).is_some_and(|pp| is_shim(&pp)))
-            .count()
+        crate::leaks::shim_processes(&self.berthd)
     }
 
     /// Stops and removes the pod, then checks its shim is gone and nothing leaked.

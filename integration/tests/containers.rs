@@ -148,6 +148,7 @@ async fn exec_sync_and_log_reopen(node: Node) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains(&format!("container {id} is not running")), "{err:?}");
     rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
 
     let exec = |cmd: &[&str], timeout: i64| ExecSyncRequest {
@@ -177,6 +178,12 @@ async fn exec_sync_and_log_reopen(node: Node) {
     assert!(std::fs::read_to_string(logs.path().join("svc.log.1"))
         .unwrap()
         .contains("stdout F up"));
+
+    // Once it has stopped, exec is refused again, naming the container.
+    rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 0 }).await.unwrap();
+    let err = rt.exec_sync(exec(&["true"], 0)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&format!("container {id} is not running")), "{err:?}");
 
     node.remove_pod_and_check(&pod_id).await;
 }
@@ -418,6 +425,53 @@ async fn a_crash_during_create_container_leaves_nothing_after_restart() {
             .unwrap();
     }
     node.remove_pod_and_check(&pod_id).await;
+}
+
+/// Waits (5 s) until `node` runs `n` shims.
+async fn wait_shims(node: &Node, n: usize) {
+    let deadline = Instant::now() + berth_integration::scaled(Duration::from_secs(5));
+    while node.shim_processes() != n {
+        assert!(Instant::now() < deadline, "{} shims, expected {n}", node.shim_processes());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_pods_shim_starts_with_the_pod_and_is_restarted_if_it_died() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    // RunPodSandbox starts the pod's shim; containers created at once all find that one.
+    let pod_id = node.run_pod("early", logs.path()).await;
+    wait_shims(&node, 1).await;
+    let creates =
+        ["a", "b", "c"].map(|name| node.create(&pod_id, busybox(name, &["sleep", "1000"])));
+    for id in futures::future::join_all(creates).await {
+        let id = id.unwrap();
+        node.berthd
+            .runtime()
+            .start_container(StartContainerRequest { container_id: id.clone() })
+            .await
+            .unwrap();
+        assert_eq!(node.status(&id).await.state, ContainerState::ContainerRunning as i32);
+    }
+    assert_eq!(node.shim_processes(), 1);
+
+    // A pod whose shim died before its first container: the container starts a new one.
+    let other = node.run_pod("shimless", logs.path()).await;
+    wait_shims(&node, 2).await;
+    let pid_file = node.berthd.state_dir().join("shims").join(&other).join("shim.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    wait_shims(&node, 1).await;
+    let id = node.run(&other, busybox("late", &["sleep", "1000"])).await;
+    assert_eq!(node.exec_ok(&id, &["echo", "up"]).await, "up\n");
+    assert_eq!(node.shim_processes(), 2);
+
+    let mut rt = node.berthd.runtime();
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
+    node.remove_pod_and_check(&other).await;
 }
 
 // Every test runs twice: with the native executor and with runc as the pod's runtime

@@ -536,8 +536,15 @@ async fn restart_keeps_pods_and_reboot_makes_them_notready_and_cleans() {
     assert_eq!(after, before, "a restart changes nothing");
     assert_eq!(env.leases(&b).await, 2);
 
-    // A "reboot": berthd down, every mount of the volatile state gone, the state emptied.
+    // A "reboot": berthd down, the pods' shims (started with them) and every mount of the
+    // volatile state gone, the state emptied.
     b.stop().await;
+    for pid in berth_integration::leaks::shim_pids(&b) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     let state = b.state_dir();
     let mut mounts = berth_integration::leaks::mounts_under(&state);
     mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));

@@ -1,7 +1,7 @@
 //! Containers: created from an image on a pod, run by the pod's shim.
 //!
 //! berthd never forks a container itself: it prepares the bundle (an overlay rootfs and
-//! the OCI spec) and asks the pod's `berth-shim`, started on the pod's first container,
+//! the OCI spec) and asks the pod's `berth-shim`, started with the pod (`pod_shims`),
 //! to create, start, signal and reap it. The shim outlives berthd, so state that matters
 //! after a restart (exit codes, times) is read back from the shim or its exit files.
 
@@ -17,8 +17,8 @@ use crate::image::Images;
 use crate::metadata::MetadataStore;
 use crate::oci_defaults::PodNamespaces;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
-use crate::shim::client::{self as shim_client, ExitWait, ShimClient};
-use crate::shim::protocol::{ContainerState, CreateRequest, Status};
+use crate::shim::client::{ExitWait, ShimClient};
+use crate::shim::protocol::{ContainerState, CreateRequest, ErrorKind, Status};
 use crate::shim::{read_exit, ShimPaths};
 use crate::snapshot::rootfs;
 use berth_proto::ContainerConfig;
@@ -51,17 +51,17 @@ pub struct Observed {
 }
 
 pub struct Containers {
-    meta: Arc<MetadataStore>,
-    state: PathBuf,
-    shim_binary: PathBuf,
+    pub(super) meta: Arc<MetadataStore>,
+    pub(super) state: PathBuf,
+    pub(super) shim_binary: PathBuf,
     pids_limit: i64,
     locks: crate::image::locks::KeyedLocks,
     /// Runtime handler name → OCI runtime binary; the default handler "" is native.
     runtimes: std::collections::BTreeMap<String, PathBuf>,
     events: Arc<Events>,
-    /// Held while a pod's shim is started: concurrent creates in a new pod must find the
-    /// one shim, not race to start two.
-    spawning: std::sync::Mutex<()>,
+    /// Held while a pod's shim is started or stopped: concurrent creates in a new pod
+    /// must find the one shim, not race to start two.
+    pub(super) shim_starts: super::pod_shims::StartLocks,
     /// The host's AppArmor: which profile a container's processes run under.
     apparmor: crate::apparmor::AppArmor,
     /// What observing containers learnt that cannot change behind berthd's back, so
@@ -94,7 +94,7 @@ impl Containers {
             locks: Default::default(),
             runtimes: Default::default(),
             events: Default::default(),
-            spawning: Default::default(),
+            shim_starts: Default::default(),
             apparmor: crate::apparmor::AppArmor::disabled(),
             known: Default::default(),
         }
@@ -140,27 +140,6 @@ impl Containers {
 
     pub(crate) fn shim_paths(&self, pod_id: &str) -> ShimPaths {
         ShimPaths::new(&self.state, pod_id)
-    }
-
-    /// A connection to the pod's shim, starting the shim if it is not running.
-    pub(super) fn shim(&self, pod_id: &str, start: bool) -> Result<ShimClient> {
-        let paths = self.shim_paths(pod_id);
-        if let Ok(c) = ShimClient::connect(&paths) {
-            return Ok(c);
-        }
-        if !start {
-            return Err(ContainerError::FailedPrecondition(format!(
-                "the shim of pod {pod_id} is not running"
-            )));
-        }
-        let _spawning = self.spawning.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(c) = ShimClient::connect(&paths) {
-            return Ok(c);
-        }
-        std::fs::create_dir_all(paths.dir()).map_err(internal)?;
-        shim_client::spawn(&self.shim_binary, &paths)
-            .map_err(|e| internal(format!("starting berth-shim: {e}")))?;
-        ShimClient::connect(&paths).map_err(|e| internal(format!("connecting to berth-shim: {e}")))
     }
 
     /// Runs `f` off the async runtime, as shim calls and file system work block, and in
@@ -361,7 +340,8 @@ impl Containers {
         Ok(())
     }
 
-    /// Start-up: containers whose create was interrupted by a crash are removed.
+    /// Start-up: containers whose create was interrupted by a crash are removed, and so
+    /// are shims whose pod is gone.
     pub async fn reconcile(self: &Arc<Self>, images: &Images) -> Result<()> {
         for (id, rec) in self.meta.list::<ContainerRecord>()? {
             if rec.creating {
@@ -369,7 +349,7 @@ impl Containers {
                 self.undo_create(images, &rec).await?;
             }
         }
-        Ok(())
+        self.blocking(|this| this.stop_orphan_shims()).await?
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -524,12 +504,20 @@ impl Containers {
     }
 
     pub fn get(&self, wanted: &str) -> Result<ContainerRecord> {
-        let id = self
-            .resolve(wanted)?
-            .ok_or_else(|| ContainerError::NotFound(format!("container {wanted:?} not found")))?;
-        self.meta
-            .get::<ContainerRecord>(&id)?
-            .filter(|r| !r.creating)
+        // The full id (what the kubelet sends) is one lookup; a prefix is resolved from the
+        // table's keys first.
+        let exact = match wanted.is_empty() {
+            true => None,
+            false => self.meta.get::<ContainerRecord>(wanted)?,
+        };
+        let rec = match exact {
+            Some(rec) => Some(rec),
+            None => match self.resolve(wanted)? {
+                Some(id) => self.meta.get::<ContainerRecord>(&id)?,
+                None => None,
+            },
+        };
+        rec.filter(|r| !r.creating)
             .ok_or_else(|| ContainerError::NotFound(format!("container {wanted:?} not found")))
     }
 
@@ -759,12 +747,14 @@ impl Containers {
         let rec = self.get(wanted)?;
         self.blocking(move |this| {
             let process = exec_process(&rec, cmd, false)?;
-            // Exec blocks its connection until the process ends: use a fresh one.
+            // Exec blocks its connection until the process ends: use a fresh one. The
+            // shim refuses a container that is not running: no round trip to ask first.
             let mut shim = this.shim(&rec.pod_id, false)?;
-            running_pid(&mut shim, &rec)?;
             let timeout = (!timeout.is_zero()).then_some(timeout);
-            shim.exec(&rec.id, process, timeout)
-                .map_err(|e| ContainerError::FailedPrecondition(format!("exec: {e}")))
+            shim.exec(&rec.id, process, timeout).map_err(|e| match e.kind() {
+                ErrorKind::NotFound | ErrorKind::FailedPrecondition => not_running(&rec),
+                _ => ContainerError::FailedPrecondition(format!("exec: {e}")),
+            })
         })
         .await?
     }
@@ -1011,10 +1001,12 @@ pub(super) fn exec_process(
 pub(super) fn running_pid(shim: &mut ShimClient, rec: &ContainerRecord) -> Result<i32> {
     match shim.state(&rec.id) {
         Ok(s) if s.status == Status::Running => Ok(s.pid),
-        _ => {
-            Err(ContainerError::FailedPrecondition(format!("container {} is not running", rec.id)))
-        }
+        _ => Err(not_running(rec)),
     }
+}
+
+fn not_running(rec: &ContainerRecord) -> ContainerError {
+    ContainerError::FailedPrecondition(format!("container {} is not running", rec.id))
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@
 //! ipc, uts; each only when the pod does not share the host's), a `/dev/shm` tmpfs, the
 //! files its containers will see as `/etc/hostname`, `/etc/resolv.conf` and `/etc/hosts`,
 //! a cgroup under the kubelet's `cgroup_parent`, and an address on the bridge network
-//! with its hostPort rules. No process runs for a pod: the mounts keep it alive.
+//! with its hostPort rules. The mounts keep it alive; its one process is the pod's shim,
+//! started during set-up to be ready for the first container ([`pod_shims`]).
 //!
 //! * [`spec`]: the request and its validation; [`sysctl`]: which sysctls a pod may set;
 //! * [`namespaces`], [`userns`], [`cgroup`], [`mounts`], [`files`]: the host-side pieces;
 //! * [`ipam_store`]: IP leases in the metadata store; [`record`]: what is stored;
+//! * [`pod_shims`]: how set-up starts the pod's shim early (the containers service's);
 //! * [`undo`]: the rollback stack that makes RunPodSandbox all-or-nothing;
 //! * [`service`]: [`Sandboxes`], run/stop/remove/status/list and start-up reconciliation.
 
@@ -19,6 +21,7 @@ pub mod filter;
 pub mod ipam_store;
 pub mod mounts;
 pub mod namespaces;
+pub mod pod_shims;
 pub mod record;
 pub mod service;
 pub mod spec;
@@ -27,6 +30,7 @@ pub mod undo;
 pub mod userns;
 
 pub use filter::Filter;
+pub use pod_shims::PodShims;
 pub use record::{SandboxRecord, SandboxState};
 pub use service::{SandboxError, Sandboxes};
 pub use spec::{DnsConfig, NsMode, PodMetadata, PodSpec, PortSpec, Resources};

@@ -18,6 +18,7 @@ use super::filter::{self, Filter};
 use super::ipam_store::StoredIpam;
 use super::mounts;
 use super::namespaces::{self, NsRequest};
+use super::pod_shims::PodShims;
 use super::record::{CgroupDirRecord, NameRecord, PortRecord, SandboxRecord, SandboxState};
 use super::spec::{self, NsMode, PodSpec, Resources, ValidSpec};
 use super::sysctl::SysctlNs;
@@ -66,6 +67,8 @@ struct Inner {
     network: std::result::Result<PodNetworks, String>,
     ipam: Option<Arc<StoredIpam>>,
     locks: KeyedLocks,
+    /// Starts pods' shims early; unset (unit tests), the first container starts it.
+    shims: std::sync::OnceLock<Arc<dyn PodShims>>,
 }
 
 impl Sandboxes {
@@ -132,10 +135,17 @@ impl Sandboxes {
                 ipam,
                 network,
                 locks: KeyedLocks::default(),
+                shims: Default::default(),
             }),
         };
         s.reconcile().await?;
         Ok(s)
+    }
+
+    /// Who starts pods' shims: from now on RunPodSandbox starts each pod's shim while it
+    /// sets up the pod (set once; later calls are ignored).
+    pub fn set_pod_shims(&self, shims: Arc<dyn PodShims>) {
+        let _ = self.inner.shims.set(shims);
     }
 
     /// The NetworkReady condition.
@@ -329,6 +339,18 @@ impl Sandboxes {
         }
 
         crate::failpoint::crash_point("sandbox.recorded");
+        // The pod's shim starts now, beside the rest of the set-up, and is not waited for:
+        // the first container waits for it if it has to. After a crash from here on,
+        // start-up stops a shim whose pod it removed.
+        if let Some(shims) = self.inner.shims.get() {
+            shims.clone().start_early(&id);
+            let (shims, id) = (shims.clone(), id.clone());
+            undo.push_async("shim", move || async move {
+                crate::traced::spawn_blocking(move || shims.discard(&id))
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+        }
         // 2. The pod's directory (everything below goes in it).
         let dir = rec.dir.clone();
         std::fs::DirBuilder::new()
