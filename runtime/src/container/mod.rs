@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod devices;
 pub mod exits;
+pub mod image_volumes;
 pub mod record;
 pub mod service;
 pub mod spec;
