@@ -119,7 +119,7 @@ pub async fn mount_all(
         let dir = view_dir(bundle, i);
         let lowers = plan.lowers.clone();
         let mount_at = dir.clone();
-        tokio::task::spawn_blocking(move || image_view::mount_view(&lowers, &mount_at))
+        crate::traced::spawn_blocking(move || image_view::mount_view(&lowers, &mount_at))
             .await
             .map_err(internal)?
             .map_err(|e| internal(format!("{}: {e}", field("image"))))?;

@@ -14,7 +14,7 @@ use nix::mount::{mount, MsFlags};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::os::fd::AsFd;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// One image volume of one container, keyed by [`view_key`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,10 +102,10 @@ impl std::fmt::Display for SubPathError {
 
 /// Checks the form of an `image_sub_path` (before anything is created).
 pub fn check_sub_path(sub_path: &str) -> Result<(), SubPathError> {
-    let p = Path::new(sub_path);
+    // By segment, not Path::components, which drops a `.` inside the path silently.
     if sub_path.contains('\0')
-        || p.is_absolute()
-        || p.components().any(|c| !matches!(c, Component::Normal(_)))
+        || sub_path.starts_with('/')
+        || sub_path.split('/').any(|c| c == "." || c == "..")
     {
         return Err(SubPathError::NotRelative);
     }
