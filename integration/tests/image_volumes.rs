@@ -76,7 +76,8 @@ async fn remove_image(node: &Node, image: &str) -> Result<(), tonic::Status> {
 /// Whether each image is reported pinned, by id.
 async fn pinned(node: &Node) -> Vec<(String, bool)> {
     let listed = node.berthd.image().list_images(ListImagesRequest::default()).await.unwrap();
-    let mut out: Vec<_> = listed.into_inner().images.into_iter().map(|i| (i.id, i.pinned)).collect();
+    let mut out: Vec<_> =
+        listed.into_inner().images.into_iter().map(|i| (i.id, i.pinned)).collect();
     out.sort();
     out
 }
@@ -133,7 +134,8 @@ async fn an_image_volume_is_read_only_kept_while_mounted_and_survives_a_restart(
 
     // In use: pinned for the kubelet's image GC, and RemoveImage refuses it.
     let busybox_id = busybox_id(&node).await;
-    let mut want = vec![(busybox_id.clone(), false), (content.clone(), true), (layered.clone(), true)];
+    let mut want =
+        vec![(busybox_id.clone(), false), (content.clone(), true), (layered.clone(), true)];
     want.sort();
     assert_eq!(pinned(&node).await, want);
     for image in [&content, &layered, &"content:1".to_string()] {
@@ -287,7 +289,8 @@ async fn bad_image_mounts_are_refused_naming_the_field_and_leave_nothing() {
         );
     }
     // The name is free again, and a good request with it works.
-    let id = node.run(&pod_id, with_mounts("bad", vec![image_mount("/ok", &content, "data")])).await;
+    let id =
+        node.run(&pod_id, with_mounts("bad", vec![image_mount("/ok", &content, "data")])).await;
     assert_eq!(node.exec_ok(&id, &["cat", "/ok/hello"]).await, "hello from the image\n");
     node.remove_pod_and_check(&pod_id).await;
     remove_image(&node, &content).await.unwrap();

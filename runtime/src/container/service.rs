@@ -5,11 +5,11 @@
 //! to create, start, signal and reap it. The shim outlives berthd, so state that matters
 //! after a restart (exit codes, times) is read back from the shim or its exit files.
 
+use super::image_volumes;
 use super::record::{
     name_key, request_fingerprint, ContainerName, ContainerRecord, ImageMountRecord, MountRecord,
     ResourcesRecord, UserRecord,
 };
-use super::image_volumes;
 use super::spec::{self, PodFiles, SpecInput};
 use crate::clock::now_ns;
 use crate::events::Events;

@@ -581,6 +581,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_image_volume_holds_its_image_until_released() {
+        let tmp = tempfile::tempdir().unwrap();
+        let images = images(tmp.path());
+        let id = fake_pull(&images);
+        let err = images.prepare_image_view("c1", 0, "absent").await.unwrap_err();
+        assert!(matches!(err, ImageError::NotFound(_)), "{err}");
+        let plan = images.prepare_image_view("c1", 0, "fake").await.unwrap();
+        assert_eq!(plan.image.id, id);
+        assert!(plan.lowers[0].join("f").exists());
+        assert_eq!(images.image_volume_images().unwrap(), HashSet::from([id.clone()]));
+
+        let err = images.remove("fake").await.unwrap_err();
+        assert!(matches!(&err, ImageError::InUse(m) if m.contains("c1")), "{err}");
+        assert!(images.resolve("fake").unwrap().is_some(), "a refused removal removed names");
+        // Views of containers that are gone go at start-up; those of live ones stay.
+        images.release_image_views_except(&HashSet::from(["c1".to_string()])).await.unwrap();
+        assert!(images.remove("fake").await.is_err());
+
+        images.release_image_views("c1").await.unwrap();
+        images.release_image_views("c1").await.unwrap();
+        assert!(images.image_volume_images().unwrap().is_empty());
+        images.remove("fake").await.unwrap();
+        assert!(!plan.lowers[0].exists(), "the last user is gone, the layer must go");
+    }
+
+    #[tokio::test]
     async fn start_up_removes_writable_layers_nobody_recorded() {
         let tmp = tempfile::tempdir().unwrap();
         {

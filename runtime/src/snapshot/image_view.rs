@@ -69,7 +69,10 @@ pub fn mount_view(lowers: &[PathBuf], target: &Path) -> Result<(), String> {
             }
             let data = format!("lowerdir={lowerdir}");
             if data.len() >= 4096 {
-                return Err(format!("{} layers are too many to mount in one overlay", lowers.len()));
+                return Err(format!(
+                    "{} layers are too many to mount in one overlay",
+                    lowers.len()
+                ));
             }
             let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             mount(Some("overlay"), target, Some("overlay"), flags, Some(data.as_str()))
