@@ -7,7 +7,7 @@
 use berth_integration::bench::stats::{table, Summary};
 use berth_proto::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest,
-    ImageServiceClient, ImageSpec, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
+    ImageServiceClient, ImageSpec, Mount, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
     RemoveContainerRequest, RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
     RuntimeServiceClient, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
@@ -43,6 +43,9 @@ enum Workload {
         image: String,
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// Also mount this image (present) as an image volume at `/vol`.
+        #[arg(long)]
+        image_volume: Option<String>,
     },
     /// ExecSync latency of `true` in a running container.
     Exec {
@@ -101,8 +104,16 @@ async fn main() -> anyhow::Result<()> {
         Workload::Pull { image, runs } => {
             vec![pull(ImageServiceClient::new(channel), &image, runs).await?]
         }
-        Workload::Lifecycle { image, runs } => {
-            lifecycle(RuntimeServiceClient::new(channel), &image, runs).await?
+        Workload::Lifecycle { image, runs, image_volume } => {
+            let mut container = sleeper(&image);
+            if let Some(volume) = image_volume {
+                container.mounts.push(Mount {
+                    container_path: "/vol".into(),
+                    image: Some(ImageSpec { image: volume, ..Default::default() }),
+                    ..Default::default()
+                });
+            }
+            lifecycle(RuntimeServiceClient::new(channel), container, runs).await?
         }
         Workload::Exec { image, runs } => {
             vec![exec(RuntimeServiceClient::new(channel), &image, runs).await?]
@@ -244,7 +255,7 @@ fn sleeper(image: &str) -> ContainerConfig {
 async fn start_pod(
     rt: &mut Runtime,
     name: &str,
-    image: &str,
+    container: ContainerConfig,
 ) -> anyhow::Result<(String, String, [Duration; 3])> {
     let config = pod_config(name);
     let t = Instant::now();
@@ -261,7 +272,7 @@ async fn start_pod(
     let ctr = rt
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
-            config: Some(sleeper(image)),
+            config: Some(container),
             sandbox_config: Some(config),
         })
         .await?
@@ -288,7 +299,11 @@ async fn stop_pod(rt: &mut Runtime, pod: &str, ctr: &str) -> anyhow::Result<[Dur
     Ok([stop, remove, stopp, t.elapsed()])
 }
 
-async fn lifecycle(mut rt: Runtime, image: &str, runs: usize) -> anyhow::Result<Vec<Summary>> {
+async fn lifecycle(
+    mut rt: Runtime,
+    container: ContainerConfig,
+    runs: usize,
+) -> anyhow::Result<Vec<Summary>> {
     let names = [
         "RunPodSandbox",
         "CreateContainer",
@@ -303,7 +318,8 @@ async fn lifecycle(mut rt: Runtime, image: &str, runs: usize) -> anyhow::Result<
     for i in 0..runs {
         let t = Instant::now();
         let (pod, ctr, up) =
-            start_pod(&mut rt, &format!("lifecycle-{}-{i}", std::process::id()), image).await?;
+            start_pod(&mut rt, &format!("lifecycle-{}-{i}", std::process::id()), container.clone())
+                .await?;
         started.push(t.elapsed());
         let down = stop_pod(&mut rt, &pod, &ctr).await?;
         total.push(t.elapsed());
@@ -318,7 +334,8 @@ async fn lifecycle(mut rt: Runtime, image: &str, runs: usize) -> anyhow::Result<
 }
 
 async fn exec(mut rt: Runtime, image: &str, runs: usize) -> anyhow::Result<Summary> {
-    let (pod, ctr, _) = start_pod(&mut rt, &format!("exec-{}", std::process::id()), image).await?;
+    let (pod, ctr, _) =
+        start_pod(&mut rt, &format!("exec-{}", std::process::id()), sleeper(image)).await?;
     let mut samples = Vec::with_capacity(runs);
     let mut failure = None;
     for _ in 0..runs {
@@ -365,7 +382,7 @@ async fn start_pods(
             let name = format!("{tag}-{}-{i}", std::process::id());
             async move {
                 let t = Instant::now();
-                let (pod, ctr, _) = start_pod(&mut rt, &name, image).await?;
+                let (pod, ctr, _) = start_pod(&mut rt, &name, sleeper(image)).await?;
                 anyhow::Ok((pod, ctr, t.elapsed()))
             }
         });
