@@ -87,6 +87,12 @@ pub async fn container_status(
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
                 propagation: m.propagation,
+                image: m.image.as_ref().map(|i| berth_proto::ImageSpec {
+                    image: i.image.clone(),
+                    image_ref: i.image_ref.clone(),
+                    ..Default::default()
+                }),
+                image_sub_path: m.image.as_ref().map(|i| i.sub_path.clone()).unwrap_or_default(),
                 ..Default::default()
             })
             .collect(),

@@ -8,6 +8,8 @@ pub fn image(e: ImageError) -> Status {
     match e {
         ImageError::InvalidReference(e) => Status::invalid_argument(format!("image.image: {e}")),
         ImageError::InvalidArgument(m) => Status::invalid_argument(m),
+        ImageError::NotFound(m) => Status::not_found(m),
+        ImageError::InUse(m) => Status::failed_precondition(m),
         // The registry said no, or could not be reached: not berth's fault, and the
         // kubelet retries with back-off whatever the code.
         e @ ImageError::Pull { .. } => Status::unknown(e.to_string()),

@@ -36,11 +36,19 @@ pub fn list_images(cri: &Cri, req: ListImagesRequest) -> Result<ListImagesRespon
     Ok(ListImagesResponse { images: records.iter().map(|r| to_cri(r, &pinned)).collect() })
 }
 
-/// The ids of the images the configuration pins that are present.
+/// The ids of the images the configuration pins that are present, and of those mounted
+/// as image volumes: the kubelet's image GC counts only containers' own images as in use,
+/// and passes pinned ones by.
 fn pinned(cri: &Cri) -> HashSet<Digest> {
     let images = &cri.inner.images;
     let pins = &cri.inner.config.image.pinned;
-    pins.iter().filter_map(|r| images.resolve(r.trim()).ok().flatten()).map(|r| r.id).collect()
+    let mut pinned: HashSet<Digest> =
+        pins.iter().filter_map(|r| images.resolve(r.trim()).ok().flatten()).map(|r| r.id).collect();
+    match images.image_volume_images() {
+        Ok(mounted) => pinned.extend(mounted),
+        Err(e) => tracing::warn!(error = %e, "cannot list the images mounted as image volumes"),
+    }
+    pinned
 }
 
 pub fn to_cri(record: &ImageRecord, pinned: &HashSet<Digest>) -> Image {

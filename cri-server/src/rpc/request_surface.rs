@@ -157,7 +157,10 @@ pub const FIELDS: &[(&str, Disposition)] = &[
     ("ImageSpec.runtime_handler", Handled),
     (
         "ImageSpec.image_ref",
-        Ignored("the digest of an image volume's image; image volumes are refused"),
+        Ignored(
+            "the digest of an image volume's image, informational; berth mounts the image \
+             ImageSpec.image names",
+        ),
     ),
     ("KeyValue.key", Handled),
     ("KeyValue.value", Handled),
@@ -169,8 +172,8 @@ pub const FIELDS: &[(&str, Disposition)] = &[
     ("Mount.uidMappings", Handled),
     ("Mount.gidMappings", Handled),
     ("Mount.recursive_read_only", Handled),
-    ("Mount.image", Refused),
-    ("Mount.image_sub_path", Refused),
+    ("Mount.image", Handled),
+    ("Mount.image_sub_path", Handled),
     ("Device.container_path", Handled),
     ("Device.host_path", Handled),
     ("Device.permissions", Handled),

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod devices;
 pub mod exits;
+pub mod image_volumes;
 mod pod_shims;
 pub mod record;
 pub mod service;

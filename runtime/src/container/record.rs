@@ -76,7 +76,7 @@ pub fn request_fingerprint(c: &berth_proto::ContainerConfig) -> String {
         "args": c.args,
         "working_dir": c.working_dir,
         "envs": c.envs.iter().map(|e| format!("{}={}", e.key, String::from_utf8_lossy(&e.value))).collect::<Vec<_>>(),
-        "mounts": c.mounts.iter().map(|m| format!("{}:{}:{}:{}", m.host_path, m.container_path, m.readonly, m.propagation)).collect::<Vec<_>>(),
+        "mounts": c.mounts.iter().map(mount_fingerprint).collect::<Vec<_>>(),
         "labels": sorted(&c.labels),
         "annotations": sorted(&c.annotations),
         "log_path": c.log_path,
@@ -84,6 +84,16 @@ pub fn request_fingerprint(c: &berth_proto::ContainerConfig) -> String {
         "stdin": c.stdin,
     });
     crate::digest::Digest::of(text.to_string().as_bytes()).to_string()
+}
+
+/// One mount of a create request, as [`request_fingerprint`] compares it; a mount
+/// without an image reads as it did before image volumes were handled.
+fn mount_fingerprint(m: &berth_proto::Mount) -> String {
+    let plain = format!("{}:{}:{}:{}", m.host_path, m.container_path, m.readonly, m.propagation);
+    match &m.image {
+        Some(i) => format!("{plain}:image={}:{}", i.image, m.image_sub_path),
+        None => plain,
+    }
 }
 
 /// CRI `LinuxContainerResources`, kept to report them back in ContainerStatus.
@@ -157,6 +167,19 @@ pub struct MountRecord {
     pub host_path: String,
     pub readonly: bool,
     pub propagation: i32,
+    /// Set for an image volume, whose host path is its view.
+    #[serde(default)]
+    pub image: Option<ImageMountRecord>,
+}
+
+/// The image an image volume mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageMountRecord {
+    /// As the request named it (the kubelet sends the id PullImage gave it).
+    pub image: String,
+    /// Its digest reference, as ContainerStatus.image_ref reports a container's image.
+    pub image_ref: String,
+    pub sub_path: String,
 }
 
 /// `pod id / name / attempt` → container id: one container per name and attempt in a pod.

@@ -5,9 +5,10 @@
 //! to create, start, signal and reap it. The shim outlives berthd, so state that matters
 //! after a restart (exit codes, times) is read back from the shim or its exit files.
 
+use super::image_volumes;
 use super::record::{
-    name_key, request_fingerprint, ContainerName, ContainerRecord, MountRecord, ResourcesRecord,
-    UserRecord,
+    name_key, request_fingerprint, ContainerName, ContainerRecord, ImageMountRecord, MountRecord,
+    ResourcesRecord, UserRecord,
 };
 use super::spec::{self, PodFiles, SpecInput};
 use crate::clock::now_ns;
@@ -184,11 +185,7 @@ impl Containers {
                     .into(),
             ));
         }
-        if let Some(i) = config.mounts.iter().position(|m| m.image.is_some()) {
-            return Err(ContainerError::InvalidArgument(format!(
-                "config.mounts[{i}].image: image volumes are not supported by berth yet"
-            )));
-        }
+        image_volumes::validate(images, &config)?;
         if !pod.runtime_handler.is_empty() && config.mounts.iter().any(|m| m.recursive_read_only) {
             return Err(ContainerError::InvalidArgument(format!(
                 "mounts: recursive_read_only is not supported by runtime handler {:?}",
@@ -248,6 +245,7 @@ impl Containers {
                     host_path: m.host_path.clone(),
                     readonly: m.readonly,
                     propagation: m.propagation,
+                    image: None,
                 })
                 .collect(),
             tty: config.tty,
@@ -295,10 +293,22 @@ impl Containers {
             )
             .await;
         match result {
-            Ok(user) => {
+            Ok((user, views)) => {
                 crate::failpoint::crash_point("container.created");
                 record.creating = false;
                 record.user = Some(user);
+                for view in views {
+                    let m = &mut record.mounts[view.index];
+                    let requested = config.mounts[view.index].image.as_ref();
+                    let requested = requested.map(|i| i.image.trim()).unwrap_or_default();
+                    m.host_path = view.source.display().to_string();
+                    m.readonly = true;
+                    m.image = Some(ImageMountRecord {
+                        image: requested.to_string(),
+                        image_ref: digest_reference(requested, &view.image),
+                        sub_path: config.mounts[view.index].image_sub_path.clone(),
+                    });
+                }
                 let mut tx = self.meta.write()?;
                 tx.put(&id, &record)?;
                 tx.commit()?;
@@ -325,7 +335,9 @@ impl Containers {
         })
         .await?;
         crate::sandbox::mounts::unmount(&rec.rootfs).map_err(internal)?;
+        image_volumes::unmount_all(&rec.bundle)?;
         images.release_rootfs(&rec.id).await.map_err(internal)?;
+        images.release_image_views(&rec.id).await.map_err(internal)?;
         match std::fs::remove_dir_all(&rec.bundle) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(internal(e)),
             _ => {}
@@ -349,6 +361,9 @@ impl Containers {
                 self.undo_create(images, &rec).await?;
             }
         }
+        // Image volumes of containers that are gone (their views went with the bundle).
+        let live = self.meta.list::<ContainerRecord>()?.into_iter().map(|(id, _)| id).collect();
+        images.release_image_views_except(&live).await.map_err(internal)?;
         self.blocking(|this| this.stop_orphan_shims()).await?
     }
 
@@ -365,8 +380,10 @@ impl Containers {
         rootfs_dir: &Path,
         log_file: Option<PathBuf>,
         apparmor_profile: Option<String>,
-    ) -> Result<UserRecord> {
+    ) -> Result<(UserRecord, Vec<image_volumes::MountedView>)> {
         std::fs::create_dir_all(bundle).map_err(internal)?;
+        let (with_views, views) = image_volumes::mount_all(images, id, bundle, config).await?;
+        let config = &with_views;
         let plan = images.prepare_rootfs(id, image).await.map_err(internal)?;
         match (&pod.user_ns, &pod.userns) {
             (Some(userns), Some(u)) => {
@@ -438,7 +455,7 @@ impl Containers {
             })
         })
         .await??;
-        Ok(user)
+        Ok((user, views))
     }
 
     /// What the container's PID namespace is joined from: the pod's init (mode POD, which

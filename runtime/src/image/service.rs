@@ -10,6 +10,7 @@ use super::registry::{Credentials, Registries, RegistrySettings};
 use crate::content::ContentStore;
 use crate::digest::Digest;
 use crate::metadata::{MetadataError, MetadataStore};
+use crate::snapshot::image_view::{view_key, ImageViewRecord};
 use crate::snapshot::layers::LayerStore;
 use crate::snapshot::rootfs::{RootfsDirs, RootfsRecord};
 use crate::snapshot::{ExpansionLimits, UnpackLimits};
@@ -30,6 +31,11 @@ pub enum ImageError {
     Metadata(#[from] MetadataError),
     #[error("{0}")]
     Storage(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The image is mounted as an image volume by a container.
+    #[error("{0}")]
+    InUse(String),
 }
 
 /// Image store settings.
@@ -233,6 +239,16 @@ impl Images {
         let Some(record) = self.resolve(image)? else { return Ok(()) };
         let _gc = self.gc.write().await;
         let mut tx = self.meta.write()?;
+        // A container's own image may go (its rootfs keeps the layers), but an image
+        // volume names the image itself: its pod would fail to restart the container.
+        if let Some((_, view)) =
+            tx.list::<ImageViewRecord>()?.into_iter().find(|(_, v)| v.image == record.id)
+        {
+            return Err(ImageError::InUse(format!(
+                "image {} is mounted as an image volume by container {}",
+                record.id, view.container_id
+            )));
+        }
         for name in record.repo_tags.iter().chain(&record.repo_digests) {
             if tx.get::<NameRecord>(name)?.is_some_and(|n| n.image == record.id) {
                 tx.delete::<NameRecord>(name)?;
@@ -266,6 +282,9 @@ impl Images {
         let rootfs = self.meta.list::<RootfsRecord>()?;
         for (_, record) in &rootfs {
             live_layers.extend(record.layers.iter().cloned());
+        }
+        for (_, view) in self.meta.list::<ImageViewRecord>()? {
+            live_layers.extend(view.layers);
         }
         // Writable layers without a record were being created when berthd died.
         for id in self.rootfs.list().map_err(|e| storage(&e))? {
@@ -385,6 +404,82 @@ impl Images {
         Ok(())
     }
 
+    /// Records image volume `mount` of container `id` on `image` and returns the layers
+    /// to mount, bottom first. From now on RemoveImage refuses the image and its layers
+    /// stay on disk, until [`release_image_views`](Self::release_image_views).
+    pub async fn prepare_image_view(
+        &self,
+        id: &str,
+        mount: usize,
+        image: &str,
+    ) -> Result<ImageViewPlan, ImageError> {
+        let _gc = self.gc.read().await;
+        let record = self.resolve(image)?.ok_or_else(|| {
+            ImageError::NotFound(format!("image {image:?} is not present; pull it first"))
+        })?;
+        let layers: Vec<Digest> = record.layers.iter().map(|l| l.chain_id.clone()).collect();
+        if let Some(missing) = layers.iter().find(|l| !self.layers.contains(l)) {
+            return Err(ImageError::Storage(format!(
+                "layer {missing} of image {} is missing on disk",
+                record.id
+            )));
+        }
+        let view = ImageViewRecord {
+            container_id: id.to_string(),
+            mount,
+            image: record.id.clone(),
+            layers: layers.clone(),
+        };
+        let mut tx = self.meta.write()?;
+        tx.put(&view_key(id, mount), &view)?;
+        tx.commit()?;
+        Ok(ImageViewPlan {
+            image: record,
+            lowers: layers.iter().map(|l| self.layers.fs_path(l)).collect(),
+        })
+    }
+
+    /// Forgets the image volumes of container `id` (already unmounted by the caller) and
+    /// collects what they alone kept. Absent is fine.
+    pub async fn release_image_views(&self, id: &str) -> Result<(), ImageError> {
+        self.release_views_where(|v| v.container_id == id).await
+    }
+
+    /// Forgets image volumes whose container is not in `live` (start-up: the container's
+    /// record went before its views, or never came).
+    pub async fn release_image_views_except(
+        &self,
+        live: &HashSet<String>,
+    ) -> Result<(), ImageError> {
+        self.release_views_where(|v| !live.contains(&v.container_id)).await
+    }
+
+    async fn release_views_where(
+        &self,
+        doomed: impl Fn(&ImageViewRecord) -> bool,
+    ) -> Result<(), ImageError> {
+        let _gc = self.gc.write().await;
+        let mut tx = self.meta.write()?;
+        let mut released = false;
+        for (key, view) in tx.list::<ImageViewRecord>()? {
+            if doomed(&view) {
+                tx.delete::<ImageViewRecord>(&key)?;
+                released = true;
+            }
+        }
+        tx.commit()?;
+        if released {
+            self.collect_garbage_now()?;
+        }
+        Ok(())
+    }
+
+    /// Images some container mounts as an image volume (reported pinned, so that the
+    /// kubelet's image garbage collection passes them by).
+    pub fn image_volume_images(&self) -> Result<HashSet<Digest>, ImageError> {
+        Ok(self.meta.list::<ImageViewRecord>()?.into_iter().map(|(_, v)| v.image).collect())
+    }
+
     /// The count of bytes received from registries by pulls, live.
     pub fn pulled_bytes(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.pulled_bytes.clone()
@@ -404,6 +499,14 @@ pub struct RootfsPlan {
     pub lowers: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
+}
+
+/// What to mount for an image volume.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageViewPlan {
+    pub image: ImageRecord,
+    /// Unpacked layers, bottom first.
+    pub lowers: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,6 +588,32 @@ mod tests {
         let err = images.prepare_rootfs("c2", "fake").await.unwrap_err();
         assert!(matches!(err, ImageError::InvalidArgument(_)), "{err}");
         assert!(!images.rootfs.dir("c2").exists());
+    }
+
+    #[tokio::test]
+    async fn an_image_volume_holds_its_image_until_released() {
+        let tmp = tempfile::tempdir().unwrap();
+        let images = images(tmp.path());
+        let id = fake_pull(&images);
+        let err = images.prepare_image_view("c1", 0, "absent").await.unwrap_err();
+        assert!(matches!(err, ImageError::NotFound(_)), "{err}");
+        let plan = images.prepare_image_view("c1", 0, "fake").await.unwrap();
+        assert_eq!(plan.image.id, id);
+        assert!(plan.lowers[0].join("f").exists());
+        assert_eq!(images.image_volume_images().unwrap(), HashSet::from([id.clone()]));
+
+        let err = images.remove("fake").await.unwrap_err();
+        assert!(matches!(&err, ImageError::InUse(m) if m.contains("c1")), "{err}");
+        assert!(images.resolve("fake").unwrap().is_some(), "a refused removal removed names");
+        // Views of containers that are gone go at start-up; those of live ones stay.
+        images.release_image_views_except(&HashSet::from(["c1".to_string()])).await.unwrap();
+        assert!(images.remove("fake").await.is_err());
+
+        images.release_image_views("c1").await.unwrap();
+        images.release_image_views("c1").await.unwrap();
+        assert!(images.image_volume_images().unwrap().is_empty());
+        images.remove("fake").await.unwrap();
+        assert!(!plan.lowers[0].exists(), "the last user is gone, the layer must go");
     }
 
     #[tokio::test]

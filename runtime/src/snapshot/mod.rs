@@ -3,6 +3,7 @@
 mod beneath;
 pub mod decompress;
 pub mod expansion;
+pub mod image_view;
 pub mod layers;
 pub mod rootfs;
 pub mod unpack;
