@@ -110,7 +110,8 @@ async fn every_workload_on_one_berthd() {
     let ep = endpoint(&node);
 
     // Global options after the subcommand.
-    let out = bench(&["lifecycle", "--image", "busybox", "--runs", "2", "--endpoint", &ep, "--json"]);
+    let out =
+        bench(&["lifecycle", "--image", "busybox", "--runs", "2", "--endpoint", &ep, "--json"]);
     assert_summaries(&json(&out), &LIFECYCLE_STEPS, 2);
 
     // The table: a header, then a row per step with its runs and five figures.
@@ -142,8 +143,16 @@ async fn every_workload_on_one_berthd() {
     assert_eq!((v[0]["runs"].as_u64(), v[1]["name"].as_str()), (Some(2), Some("all 2 running")));
 
     let out = bench(&[
-        "density", "--pods", "2", "--process", "berthd", "--process", "berth-shim", "--json",
-        "--endpoint", &ep,
+        "density",
+        "--pods",
+        "2",
+        "--process",
+        "berthd",
+        "--process",
+        "berth-shim",
+        "--json",
+        "--endpoint",
+        &ep,
     ]);
     let v = json(&out);
     assert_eq!(v["pods"], 2, "{v}");
@@ -170,8 +179,20 @@ async fn compare_two_berthds_side_by_side() {
     let svg_arg = svg.display().to_string();
 
     let out = bench(&[
-        "compare", "--endpoint", &ea, "--label", "one", "--endpoint", &eb, "--label", "two",
-        "lifecycle", "--runs", "2", "--svg", &svg_arg,
+        "compare",
+        "--endpoint",
+        &ea,
+        "--label",
+        "one",
+        "--endpoint",
+        &eb,
+        "--label",
+        "two",
+        "lifecycle",
+        "--runs",
+        "2",
+        "--svg",
+        &svg_arg,
     ]);
     let mut lines = out.lines();
     assert!(lines.next().unwrap().contains("rounds interleaved"), "{out}");
@@ -192,7 +213,8 @@ async fn compare_two_berthds_side_by_side() {
     assert_chart(&svg, &LIFECYCLE_STEPS, &["one", "two"]);
 
     // The same endpoint twice, labelled from Version.
-    let out = bench(&["compare", "--endpoint", &ea, "--endpoint", &ea, "exec", "--runs", "3", "--json"]);
+    let out =
+        bench(&["compare", "--endpoint", &ea, "--endpoint", &ea, "exec", "--runs", "3", "--json"]);
     let v = json(&out);
     assert_eq!((v["workload"].as_str(), v["order"].as_str()), (Some("exec"), Some("interleaved")));
     let label = v["endpoints"][0]["label"].as_str().unwrap();
@@ -205,7 +227,16 @@ async fn compare_two_berthds_side_by_side() {
 
     // Pods held for the whole measurement: one endpoint after the other.
     let out = bench(&[
-        "compare", "--endpoint", &ea, "--endpoint", &eb, "list", "--pods", "1", "--runs", "2",
+        "compare",
+        "--endpoint",
+        &ea,
+        "--endpoint",
+        &eb,
+        "list",
+        "--pods",
+        "1",
+        "--runs",
+        "2",
         "--json",
     ]);
     let v = json(&out);
@@ -218,11 +249,34 @@ async fn compare_two_berthds_side_by_side() {
     let err = bench_fails(&["compare", "--endpoint", &ea, "lifecycle", "--runs", "1"]);
     assert!(err.contains("two or more --endpoint"), "{err}");
     let err = bench_fails(&[
-        "compare", "--endpoint", &ea, "--endpoint", &eb, "--label", "x", "exec", "--runs", "1",
+        "compare",
+        "--endpoint",
+        &ea,
+        "--endpoint",
+        &eb,
+        "--label",
+        "x",
+        "exec",
+        "--runs",
+        "1",
     ]);
     assert!(err.contains("--label"), "{err}");
     let err = bench_fails(&["lifecycle", "--endpoint", &ea, "--endpoint", &eb, "--runs", "1"]);
     assert!(err.contains("berth-bench compare"), "{err}");
+    // clap would keep only one side's: refused rather than an endpoint silently dropped.
+    let err = bench_fails(&[
+        "--endpoint",
+        &ea,
+        "compare",
+        "--endpoint",
+        &eb,
+        "--endpoint",
+        &eb,
+        "exec",
+        "--runs",
+        "1",
+    ]);
+    assert!(err.contains("same side"), "{err}");
 
     assert_clean(&a, &cgroups).await;
     assert_clean(&b, &cgroups).await;
@@ -318,7 +372,14 @@ async fn cni_floor_runs_the_reference_plugins() {
     let bin_arg = bin.path().display().to_string();
 
     let out = bench(&[
-        "cni-floor", "--conf-dir", &conf_arg, "--bin-dir", PLUGINS, "--runs", "3", "--json",
+        "cni-floor",
+        "--conf-dir",
+        &conf_arg,
+        "--bin-dir",
+        PLUGINS,
+        "--runs",
+        "3",
+        "--json",
     ]);
     assert_summaries(
         &json(&out),
@@ -342,8 +403,15 @@ async fn cni_floor_runs_the_reference_plugins() {
     .unwrap();
     std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let err = bench_fails(&[
-        "cni-floor", "--conf-dir", &conf_arg, "--bin-dir", &bin_arg, "--bin-dir", PLUGINS,
-        "--runs", "2",
+        "cni-floor",
+        "--conf-dir",
+        &conf_arg,
+        "--bin-dir",
+        &bin_arg,
+        "--bin-dir",
+        PLUGINS,
+        "--runs",
+        "2",
     ]);
     assert!(err.contains("failing") && err.contains("refused by the test"), "{err}");
     let ports = env.bridge_ports();

@@ -71,6 +71,8 @@ pub fn write_svg(
         .configure_mesh()
         .disable_y_mesh()
         .y_labels(0)
+        .x_max_light_lines(1)
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .x_desc(format!("median {unit}"))
         .label_style(("sans-serif", FONT))
         .draw()
@@ -88,7 +90,9 @@ pub fn write_svg(
         });
         chart.draw_series(bars).map_err(draw_err)?;
         for (i, v) in s.values.iter().enumerate().filter(|(_, v)| v.is_finite()) {
-            let mid = y_max - i as f64 - f64::from(GAP) / f64::from(group) / 2.0
+            let mid = y_max
+                - i as f64
+                - f64::from(GAP) / f64::from(group) / 2.0
                 - slice * (k as f64 + 0.5);
             let (px, py) = chart.backend_coord(&(*v, mid));
             let style = text.pos(Pos::new(HPos::Left, VPos::Center));

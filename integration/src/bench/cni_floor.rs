@@ -95,7 +95,11 @@ fn load(opts: &Options) -> anyhow::Result<(NetworkList, Vec<PathBuf>)> {
                 anyhow::anyhow!(
                     "CNI plugin {ty:?} of {} not found in --bin-dir {}",
                     list.file.display(),
-                    opts.bin_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                    opts.bin_dirs
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })
         })
@@ -147,7 +151,8 @@ async fn attach_detach(
     let mut add_each = Vec::new();
     let began = Instant::now();
     for (plugin, binary) in list.plugins.iter().zip(binaries) {
-        let stdin = request::plugin_stdin(&list.name, &list.cni_version, plugin, prev.as_ref(), &caps);
+        let stdin =
+            request::plugin_stdin(&list.name, &list.cni_version, plugin, prev.as_ref(), &caps);
         let t = Instant::now();
         let out = call(binary, &add_inv, &stdin, opts.plugin_timeout).await.and_then(|bytes| {
             serde_json::from_slice::<Value>(&bytes)

@@ -94,8 +94,7 @@ pub fn measure(names: &[String]) -> BTreeMap<String, Usage> {
         let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
         let comm = comm.trim();
         // comm is cut to 15 bytes: match names by that prefix.
-        let Some(name) =
-            names.iter().find(|n| n.as_bytes()[..n.len().min(15)] == *comm.as_bytes())
+        let Some(name) = names.iter().find(|n| n.as_bytes()[..n.len().min(15)] == *comm.as_bytes())
         else {
             continue;
         };

@@ -45,7 +45,10 @@ const LIFECYCLE_STEPS: [&str; 7] = [
 enum Held {
     Nothing,
     /// Exec's pod and its running container.
-    Pod { pod: String, ctr: String },
+    Pod {
+        pod: String,
+        ctr: String,
+    },
 }
 
 impl Rounds {
@@ -102,7 +105,9 @@ impl Rounds {
                 let spec = || Some(ImageSpec { image: image.clone(), ..Default::default() });
                 t.images.remove_image(RemoveImageRequest { image: spec() }).await?;
                 let started = Instant::now();
-                t.images.pull_image(PullImageRequest { image: spec(), ..Default::default() }).await?;
+                t.images
+                    .pull_image(PullImageRequest { image: spec(), ..Default::default() })
+                    .await?;
                 Ok(vec![vec![started.elapsed()]])
             }
             (Rounds::Lifecycle { image }, _) => {

@@ -215,8 +215,12 @@ async fn main() -> anyhow::Result<()> {
                 runtime_name: "cni".into(),
                 runtime_version: String::new(),
             };
-            let report =
-                Comparison::new("cni-floor", "sequential", vec![info], vec![Outcome::Latency(rows)]);
+            let report = Comparison::new(
+                "cni-floor",
+                "sequential",
+                vec![info],
+                vec![Outcome::Latency(rows)],
+            );
             print_one(&cli, &report)?;
         }
         Command::Run(workload) => {
