@@ -296,13 +296,13 @@ fn assert_chart(path: &Path, steps: &[&str], labels: &[&str]) {
     for s in steps.iter().chain(labels) {
         assert!(texts.contains(*s), "{s:?} not in the chart's texts: {texts:?}");
     }
-    for k in 0..labels.len() {
+    for (k, label) in labels.iter().enumerate() {
         let color = chart::color_hex(k);
         let rects = doc
             .descendants()
             .filter(|n| n.has_tag_name("rect") && n.attribute("fill") == Some(color.as_str()))
             .count();
-        assert_eq!(rects, steps.len() + 1, "bars of {} ({color})", labels[k]);
+        assert_eq!(rects, steps.len() + 1, "bars of {} ({color})", label);
     }
 }
 

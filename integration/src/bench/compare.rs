@@ -80,7 +80,7 @@ impl Comparison {
                         let values: Vec<f64> =
                             figures.iter().map(|f| f.get(i).map_or(f64::NAN, |r| r.2)).collect();
                         let ratios = values.iter().map(|v| ratio(*v, *base)).collect();
-                        StepFigures { step: step.clone(), unit: *unit, values, ratios }
+                        StepFigures { step: step.clone(), unit, values, ratios }
                     })
                     .collect()
             })
