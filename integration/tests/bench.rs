@@ -72,30 +72,43 @@ fn assert_summaries(v: &Value, steps: &[&str], runs: u64) {
     }
 }
 
-/// The berth pod cgroups (default parent `berth/<pod id>`) on every hierarchy.
-fn berth_cgroups() -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
-    for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-        for c in std::fs::read_dir(h.path().join("berth")).into_iter().flatten().flatten() {
-            if c.path().is_dir() {
-                out.insert(c.path());
-            }
-        }
-    }
-    out
+/// The pods berthd made, from its log: berth-bench's pods have no cgroup parent, so
+/// their cgroups are `berth/<pod id>`, beside those of any other berthd's such pods.
+fn pods_made(node: &Node) -> Vec<String> {
+    let log = node.berthd.log();
+    let ids: BTreeSet<String> = log
+        .lines()
+        .filter(|l| l.contains("pod sandbox ready"))
+        .filter_map(|l| l.split("pod_id=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    ids.into_iter().collect()
 }
 
 /// No pod or container left on the node, nothing leaked (mounts, veths, rules, leases,
-/// pod dirs), and no pod cgroup that was not there before.
-async fn assert_clean(node: &Node, cgroups_before: &BTreeSet<PathBuf>) {
+/// pod dirs), and none of its pods' cgroups left on any hierarchy.
+async fn assert_clean(node: &Node) {
     let mut rt = node.berthd.runtime();
     let pods = rt.list_pod_sandbox(ListPodSandboxRequest::default()).await.unwrap();
     assert!(pods.get_ref().items.is_empty(), "pods left: {:?}", pods.get_ref().items);
     let ctrs = rt.list_containers(ListContainersRequest::default()).await.unwrap();
     assert!(ctrs.get_ref().containers.is_empty(), "containers left");
     node.env.assert_no_leaks(&node.berthd).await;
-    let new: Vec<_> = berth_cgroups().difference(cgroups_before).cloned().collect();
-    assert!(new.is_empty(), "pod cgroups left: {new:?}");
+    let ids = pods_made(node);
+    assert!(!ids.is_empty(), "no pod found in berthd's log: the cgroup check would check nothing");
+    let hierarchies: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| h.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")])
+        .collect();
+    let left: Vec<PathBuf> = hierarchies
+        .iter()
+        .flat_map(|h| ids.iter().map(move |id| h.join("berth").join(id)))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(left.is_empty(), "pod cgroups left: {left:?}");
 }
 
 fn endpoint(node: &Node) -> String {
@@ -105,7 +118,6 @@ fn endpoint(node: &Node) -> String {
 /// Every workload on one berthd, options before and after the workload's name.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_workload_on_one_berthd() {
-    let cgroups = berth_cgroups();
     let node = Node::start().await;
     let ep = endpoint(&node);
 
@@ -164,14 +176,13 @@ async fn every_workload_on_one_berthd() {
     let out = bench(&["pull", "--image", "busybox", "--runs", "2", "--json", "--endpoint", &ep]);
     assert_summaries(&json(&out), &["PullImage"], 2);
 
-    assert_clean(&node, &cgroups).await;
+    assert_clean(&node).await;
 }
 
 /// `compare` over two berthds (interleaved, labelled, with a chart), the same one twice
 /// (labels from Version), a sequential workload, and what it refuses.
 #[tokio::test(flavor = "multi_thread")]
 async fn compare_two_berthds_side_by_side() {
-    let cgroups = berth_cgroups();
     let (a, b) = (Node::start().await, Node::start().await);
     let (ea, eb) = (endpoint(&a), endpoint(&b));
     let dir = tempfile::tempdir().unwrap();
@@ -278,8 +289,8 @@ async fn compare_two_berthds_side_by_side() {
     ]);
     assert!(err.contains("same side"), "{err}");
 
-    assert_clean(&a, &cgroups).await;
-    assert_clean(&b, &cgroups).await;
+    assert_clean(&a).await;
+    assert_clean(&b).await;
 }
 
 /// The chart parses as SVG: every step and label written, and one bar per step for each
