@@ -1,28 +1,55 @@
 //! berth-bench: drives any CRI endpoint (berth, containerd, CRI-O) through the same
 //! workload and reports latency percentiles, so every figure can be put beside another
-//! runtime's from the same run.
+//! runtime's from the same run — or runs it on several endpoints at once (`compare`).
 //!
-//!     berth-bench --endpoint unix:///run/berth/berth.sock pull --image busybox --runs 5
+//!     berth-bench pull --image busybox --runs 5 --endpoint unix:///run/berth/berth.sock
+//!     berth-bench compare --endpoint A --endpoint B lifecycle --runs 20 --svg out.svg
 
-use berth_integration::bench::stats::{table, Summary};
-use berth_proto::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest,
-    ImageServiceClient, ImageSpec, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
-    RemoveContainerRequest, RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    RuntimeServiceClient, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
-};
-use clap::{Parser, Subcommand};
-use std::time::{Duration, Instant};
+use berth_integration::bench::chart;
+use berth_integration::bench::cni_floor;
+use berth_integration::bench::compare::{Comparison, Outcome};
+use berth_integration::bench::density;
+use berth_integration::bench::endpoint::{self, EndpointInfo, Target};
+use berth_integration::bench::stats::table;
+use berth_integration::bench::workloads::{self, Rounds};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "berth-bench", about = "Benchmark a CRI runtime")]
+#[command(name = "berth-bench", about = "Benchmark a CRI runtime, or several side by side")]
 struct Cli {
-    /// The CRI endpoint, `unix:///path` or a socket path.
-    #[arg(long, default_value = "unix:///run/berth/berth.sock")]
-    endpoint: String,
+    /// The CRI endpoint, `unix:///path` or a socket path [default:
+    /// unix:///run/berth/berth.sock]. Under `compare`, once per endpoint.
+    #[arg(long, global = true, action = ArgAction::Append)]
+    endpoint: Vec<String>,
     /// Print JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
+    /// Also draw the medians per step (per endpoint) as a bar chart, an SVG file.
+    #[arg(long, global = true, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Run(Workload),
+    /// The same workload on every `--endpoint`, side by side: each step's median per
+    /// endpoint and its ratio to the first endpoint's. Rounds alternate between the
+    /// endpoints where the workload allows (pull, lifecycle, exec, sandbox); burst, list
+    /// and density run on one endpoint after another.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// A name per endpoint, in `--endpoint` order [default: the runtime's name and
+    /// version, from the CRI Version call].
+    #[arg(long, global = true, action = ArgAction::Append)]
+    label: Vec<String>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -48,6 +75,9 @@ enum Workload {
         /// graceful stop.
         #[arg(long, default_value_t = 0)]
         stop_timeout: i64,
+        /// Also mount this image (present) as an image volume at `/vol`.
+        #[arg(long)]
+        image_volume: Option<String>,
     },
     /// RemoveContainer of each of `containers` containers of one pod, created and never
     /// started (with `--started`: started and stopped first), each carrying an
@@ -110,570 +140,212 @@ enum Workload {
         #[arg(long = "process")]
         processes: Vec<String>,
     },
+    /// The CNI plugins' own cost, no runtime involved: the conf dir's network (its first
+    /// config file by name, as berth picks it) ADDed to a fresh network namespace and
+    /// DELeted again, `runs` times, as a runtime calls the plugins. Needs no endpoint.
+    CniFloor {
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        conf_dir: PathBuf,
+        /// Where the plugin binaries are, in lookup order (repeatable; Debian's
+        /// containernetworking-plugins installs to /usr/lib/cni).
+        #[arg(long = "bin-dir", default_value = "/opt/cni/bin")]
+        bin_dirs: Vec<PathBuf>,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// The pod CIDR `usePodCidr` in the config stands for.
+        #[arg(long)]
+        pod_cidr: Option<String>,
+        /// Seconds one plugin call may take before it is killed.
+        #[arg(long, default_value_t = 60)]
+        plugin_timeout_secs: u64,
+    },
+}
+
+impl Workload {
+    fn name(&self) -> &'static str {
+        match self {
+            Workload::Pull { .. } => "pull",
+            Workload::Lifecycle { .. } => "lifecycle",
+            Workload::Remove { .. } => "remove",
+            Workload::Exec { .. } => "exec",
+            Workload::Sandbox { .. } => "sandbox",
+            Workload::Burst { .. } => "burst",
+            Workload::List { .. } => "list",
+            Workload::Density { .. } => "density",
+            Workload::CniFloor { .. } => "cni-floor",
+        }
+    }
+
+    /// The workload as rounds that can alternate between endpoints, with their count.
+    fn rounds(&self) -> Option<(Rounds, usize)> {
+        let r = match self {
+            Workload::Pull { image, runs } => (Rounds::Pull { image: image.clone() }, *runs),
+            Workload::Lifecycle { image, runs, stop_timeout, image_volume } => {
+                let r = Rounds::Lifecycle {
+                    image: image.clone(),
+                    stop_timeout: *stop_timeout,
+                    image_volume: image_volume.clone(),
+                };
+                (r, *runs)
+            }
+            Workload::Exec { image, runs } => (Rounds::Exec { image: image.clone() }, *runs),
+            Workload::Sandbox { runs, concurrency } => {
+                let c = (*concurrency).max(1);
+                (Rounds::Sandbox { runs: *runs, concurrency: c }, *runs)
+            }
+            _ => return None,
+        };
+        let count = r.0.rounds_for(r.1);
+        Some((r.0, count))
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let channel = berth_proto::connect_unix(&cli.endpoint).await?;
-    let rows = match cli.workload {
-        Workload::Pull { image, runs } => {
-            vec![pull(ImageServiceClient::new(channel), &image, runs).await?]
-        }
-        Workload::Lifecycle { image, runs, stop_timeout } => {
-            lifecycle(RuntimeServiceClient::new(channel), &image, runs, stop_timeout).await?
-        }
-        Workload::Remove { image, containers, annotation_kib, started } => {
-            let rt = RuntimeServiceClient::new(channel);
-            vec![remove(rt, &image, containers, annotation_kib, started).await?]
-        }
-        Workload::Exec { image, runs } => {
-            vec![exec(RuntimeServiceClient::new(channel), &image, runs).await?]
-        }
-        Workload::Sandbox { runs, concurrency } => {
-            sandbox(RuntimeServiceClient::new(channel), runs, concurrency.max(1)).await?
-        }
-        Workload::Burst { image, pods, concurrency } => {
-            let c = concurrency.unwrap_or(pods).max(1);
-            burst(RuntimeServiceClient::new(channel), &image, pods, c).await?
-        }
-        Workload::List { image, pods, runs } => {
-            list(RuntimeServiceClient::new(channel), &image, pods, runs).await?
-        }
-        Workload::Density { image, pods, processes } => {
-            let names = if processes.is_empty() {
-                density::DEFAULT_PROCESSES.iter().map(|s| s.to_string()).collect()
-            } else {
-                processes
+    // clap keeps a global option's values from one side of a subcommand's name only: an
+    // endpoint given on the other side would be dropped without a word.
+    let given = std::env::args()
+        .take_while(|a| a != "--")
+        .filter(|a| a == "--endpoint" || a.starts_with("--endpoint="))
+        .count();
+    anyhow::ensure!(
+        given == cli.endpoint.len(),
+        "give every --endpoint on the same side of the workload's name (before it or after it)"
+    );
+    match &cli.command {
+        Command::Run(Workload::CniFloor {
+            conf_dir,
+            bin_dirs,
+            runs,
+            pod_cidr,
+            plugin_timeout_secs,
+        }) => {
+            anyhow::ensure!(cli.endpoint.is_empty(), "cni-floor drives no CRI endpoint");
+            anyhow::ensure!(*plugin_timeout_secs > 0, "--plugin-timeout-secs must be > 0");
+            let opts = cni_floor::Options {
+                conf_dir: conf_dir.clone(),
+                bin_dirs: bin_dirs.clone(),
+                runs: *runs,
+                pod_cidr: pod_cidr.clone(),
+                plugin_timeout: Duration::from_secs(*plugin_timeout_secs),
             };
-            let report =
-                density::run(RuntimeServiceClient::new(channel), &image, pods, &names).await?;
+            let (network, rows) = cni_floor::run(&opts).await?;
+            eprintln!(
+                "cni-floor: network {:?} from {}: {}",
+                network.name,
+                network.file.display(),
+                network.plugins.join(", ")
+            );
+            let info = EndpointInfo {
+                label: format!("CNI {}", network.name),
+                endpoint: network.file.display().to_string(),
+                runtime_name: "cni".into(),
+                runtime_version: String::new(),
+            };
+            let report = Comparison::new(
+                "cni-floor",
+                "sequential",
+                vec![info],
+                vec![Outcome::Latency(rows)],
+            );
+            print_one(&cli, &report)?;
+        }
+        Command::Run(workload) => {
+            anyhow::ensure!(
+                cli.endpoint.len() <= 1,
+                "{} --endpoint given: to run on several, use `berth-bench compare`",
+                cli.endpoint.len()
+            );
+            let endpoints = match cli.endpoint.first() {
+                Some(e) => vec![e.clone()],
+                None => vec![endpoint::DEFAULT_ENDPOINT.to_string()],
+            };
+            let mut targets = endpoint::connect(&endpoints, &[]).await?;
+            let report = run(workload, &mut targets).await?;
+            print_one(&cli, &report)?;
+        }
+        Command::Compare(args) => {
+            let w = &args.workload;
+            anyhow::ensure!(
+                !matches!(w, Workload::CniFloor { .. }),
+                "cni-floor drives no CRI endpoint: nothing to compare"
+            );
+            anyhow::ensure!(
+                cli.endpoint.len() >= 2,
+                "compare needs two or more --endpoint (the same one twice is fine)"
+            );
+            let mut targets = endpoint::connect(&cli.endpoint, &args.label).await?;
+            let report = run(w, &mut targets).await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", report.table());
             }
-            return Ok(());
+            if let Some(path) = &cli.svg {
+                let title = format!("berth-bench {}", report.workload);
+                svg(path, &title, &report)?;
+            }
         }
-    };
-    if cli.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print!("{}", table(&rows));
     }
     Ok(())
 }
 
-async fn pull(
-    mut images: ImageServiceClient<tonic::transport::Channel>,
-    image: &str,
-    runs: usize,
-) -> anyhow::Result<Summary> {
-    let spec = || Some(ImageSpec { image: image.to_string(), ..Default::default() });
-    let mut samples: Vec<Duration> = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        images.remove_image(RemoveImageRequest { image: spec() }).await?;
-        let started = Instant::now();
-        images.pull_image(PullImageRequest { image: spec(), ..Default::default() }).await?;
-        samples.push(started.elapsed());
+/// Runs `w` on every target: interleaved rounds where the workload has them.
+async fn run(w: &Workload, targets: &mut [Target]) -> anyhow::Result<Comparison> {
+    let infos: Vec<EndpointInfo> = targets.iter().map(|t| t.info.clone()).collect();
+    if let Some((rounds, count)) = w.rounds() {
+        let per_target = workloads::run_rounds(&rounds, targets, count).await?;
+        let outcomes = per_target.into_iter().map(Outcome::Latency).collect();
+        return Ok(Comparison::new(w.name(), "interleaved", infos, outcomes));
     }
-    images.remove_image(RemoveImageRequest { image: spec() }).await?;
-    Ok(Summary::of("PullImage", &samples))
-}
-
-async fn sandbox(
-    runtime: RuntimeServiceClient<tonic::transport::Channel>,
-    runs: usize,
-    concurrency: usize,
-) -> anyhow::Result<Vec<Summary>> {
-    let (mut run, mut stop, mut remove) = (Vec::new(), Vec::new(), Vec::new());
-    let prefix = format!("bench-{}", std::process::id());
-    let mut done = 0;
-    while done < runs {
-        let round = (runs - done).min(concurrency);
-        let pods = (done..done + round).map(|i| {
-            let mut rt = runtime.clone();
-            let name = format!("{prefix}-{i}");
-            async move {
-                let config = PodSandboxConfig {
-                    metadata: Some(PodSandboxMetadata {
-                        name: name.clone(),
-                        uid: name.clone(),
-                        namespace: "berth-bench".into(),
-                        attempt: 0,
-                    }),
-                    hostname: name,
-                    ..Default::default()
+    let mut outcomes = Vec::with_capacity(targets.len());
+    for t in targets.iter() {
+        let outcome = match w {
+            Workload::Burst { image, pods, concurrency } => {
+                let c = concurrency.unwrap_or(*pods).max(1);
+                Outcome::Latency(workloads::burst(t, image, *pods, c).await?)
+            }
+            Workload::List { image, pods, runs } => {
+                Outcome::Latency(workloads::list(t, image, *pods, *runs).await?)
+            }
+            Workload::Remove { image, containers, annotation_kib, started } => {
+                let r = workloads::remove(t, image, *containers, *annotation_kib, *started);
+                Outcome::Latency(r.await?)
+            }
+            Workload::Density { image, pods, processes } => {
+                let names = if processes.is_empty() {
+                    density::DEFAULT_PROCESSES.iter().map(|s| s.to_string()).collect()
+                } else {
+                    processes.clone()
                 };
-                let t = Instant::now();
-                let id = rt
-                    .run_pod_sandbox(RunPodSandboxRequest {
-                        config: Some(config),
-                        runtime_handler: String::new(),
-                    })
-                    .await?
-                    .into_inner()
-                    .pod_sandbox_id;
-                let ran = t.elapsed();
-                let t = Instant::now();
-                rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await?;
-                let stopped = t.elapsed();
-                let t = Instant::now();
-                rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id }).await?;
-                anyhow::Ok((ran, stopped, t.elapsed()))
+                Outcome::Memory(density::run(t, image, *pods, &names).await?)
             }
-        });
-        for result in futures::future::join_all(pods).await {
-            let (r, s, m) = result?;
-            run.push(r);
-            stop.push(s);
-            remove.push(m);
-        }
-        done += round;
+            _ => unreachable!("the others run in rounds"),
+        };
+        outcomes.push(outcome);
     }
-    let suffix = if concurrency > 1 { format!(" (x{concurrency})") } else { String::new() };
-    Ok(vec![
-        Summary::of(&format!("RunPodSandbox{suffix}"), &run),
-        Summary::of(&format!("StopPodSandbox{suffix}"), &stop),
-        Summary::of(&format!("RemovePodSandbox{suffix}"), &remove),
-    ])
+    Ok(Comparison::new(w.name(), "sequential", infos, outcomes))
 }
 
-type Runtime = RuntimeServiceClient<tonic::transport::Channel>;
-
-fn pod_config(name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: name.into(),
-            namespace: "berth-bench".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        ..Default::default()
+/// A run on one endpoint: its table (or JSON) as it always was, and the chart.
+fn print_one(cli: &Cli, report: &Comparison) -> anyhow::Result<()> {
+    match (report.summaries.first(), report.density.first()) {
+        (Some(rows), _) if cli.json => println!("{}", serde_json::to_string_pretty(rows)?),
+        (Some(rows), _) => print!("{}", table(rows)),
+        (_, Some(d)) if cli.json => println!("{}", serde_json::to_string_pretty(d)?),
+        (_, Some(d)) => print!("{}", d.table()),
+        _ => anyhow::bail!("the workload reported nothing"),
     }
-}
-
-fn sleeper(image: &str) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata { name: "sleeper".into(), attempt: 0 }),
-        image: Some(ImageSpec { image: image.into(), ..Default::default() }),
-        command: vec!["sleep".into(), "3600".into()],
-        ..Default::default()
-    }
-}
-
-/// A container that exits as soon as it gets SIGTERM (`wait` is interrupted by the
-/// trapped signal).
-fn term_exiter(image: &str) -> ContainerConfig {
-    ContainerConfig {
-        command: vec!["sh".into(), "-c".into(), "trap 'exit 0' TERM; sleep 3600 & wait".into()],
-        ..sleeper(image)
-    }
-}
-
-/// Starts a pod with a running `sleep` container; returns (pod id, container id).
-async fn start_pod(
-    rt: &mut Runtime,
-    name: &str,
-    image: &str,
-) -> anyhow::Result<(String, String, [Duration; 3])> {
-    start_pod_with(rt, name, sleeper(image)).await
-}
-
-/// Starts a pod running container `ctr`; returns (pod id, container id).
-async fn start_pod_with(
-    rt: &mut Runtime,
-    name: &str,
-    ctr: ContainerConfig,
-) -> anyhow::Result<(String, String, [Duration; 3])> {
-    let config = pod_config(name);
-    let t = Instant::now();
-    let pod = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
-    let run = t.elapsed();
-    let t = Instant::now();
-    let ctr = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(ctr),
-            sandbox_config: Some(config),
-        })
-        .await?
-        .into_inner()
-        .container_id;
-    let create = t.elapsed();
-    let t = Instant::now();
-    rt.start_container(StartContainerRequest { container_id: ctr.clone() }).await?;
-    Ok((pod, ctr, [run, create, t.elapsed()]))
-}
-
-async fn stop_pod(rt: &mut Runtime, pod: &str, ctr: &str) -> anyhow::Result<[Duration; 4]> {
-    stop_pod_with(rt, pod, ctr, 0).await
-}
-
-async fn stop_pod_with(
-    rt: &mut Runtime,
-    pod: &str,
-    ctr: &str,
-    timeout: i64,
-) -> anyhow::Result<[Duration; 4]> {
-    let t = Instant::now();
-    rt.stop_container(StopContainerRequest { container_id: ctr.into(), timeout }).await?;
-    let stop = t.elapsed();
-    let t = Instant::now();
-    rt.remove_container(RemoveContainerRequest { container_id: ctr.into() }).await?;
-    let remove = t.elapsed();
-    let t = Instant::now();
-    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.into() }).await?;
-    let stopp = t.elapsed();
-    let t = Instant::now();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.into() }).await?;
-    Ok([stop, remove, stopp, t.elapsed()])
-}
-
-async fn lifecycle(
-    mut rt: Runtime,
-    image: &str,
-    runs: usize,
-    stop_timeout: i64,
-) -> anyhow::Result<Vec<Summary>> {
-    let names = [
-        "RunPodSandbox",
-        "CreateContainer",
-        "StartContainer",
-        "StopContainer",
-        "RemoveContainer",
-        "StopPodSandbox",
-        "RemovePodSandbox",
-    ];
-    let mut steps: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
-    let (mut started, mut total) = (Vec::new(), Vec::new());
-    for i in 0..runs {
-        let t = Instant::now();
-        let name = format!("lifecycle-{}-{i}", std::process::id());
-        let ctr = if stop_timeout > 0 { term_exiter(image) } else { sleeper(image) };
-        let (pod, ctr, up) = start_pod_with(&mut rt, &name, ctr).await?;
-        started.push(t.elapsed());
-        let down = stop_pod_with(&mut rt, &pod, &ctr, stop_timeout).await?;
-        total.push(t.elapsed());
-        for (k, d) in up.into_iter().chain(down).enumerate() {
-            steps[k].push(d);
-        }
-    }
-    let mut out: Vec<Summary> = names.iter().zip(&steps).map(|(n, s)| Summary::of(n, s)).collect();
-    out.push(Summary::of("pod + container running", &started));
-    out.push(Summary::of("end to end", &total));
-    Ok(out)
-}
-
-async fn remove(
-    mut rt: Runtime,
-    image: &str,
-    containers: usize,
-    annotation_kib: usize,
-    started: bool,
-) -> anyhow::Result<Summary> {
-    let config = pod_config(&format!("remove-{}", std::process::id()));
-    let pod = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
-    let padding = "a".repeat(annotation_kib << 10);
-    let mut ids = Vec::with_capacity(containers);
-    for i in 0..containers {
-        let mut ctr = sleeper(image);
-        ctr.metadata = Some(ContainerMetadata { name: format!("c{i}"), attempt: 0 });
-        ctr.annotations.insert("padding".into(), padding.clone());
-        let id = rt
-            .create_container(CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(ctr),
-                sandbox_config: Some(config.clone()),
-            })
-            .await?
-            .into_inner()
-            .container_id;
-        if started {
-            rt.start_container(StartContainerRequest { container_id: id.clone() }).await?;
-            rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 0 })
-                .await?;
-        }
-        ids.push(id);
-    }
-    let mut samples = Vec::with_capacity(containers);
-    for id in ids {
-        let t = Instant::now();
-        rt.remove_container(RemoveContainerRequest { container_id: id }).await?;
-        samples.push(t.elapsed());
-    }
-    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await?;
-    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await?;
-    let what = if started { "started and stopped" } else { "created" };
-    Ok(Summary::of(&format!("RemoveContainer ({containers} {what})"), &samples))
-}
-
-async fn exec(mut rt: Runtime, image: &str, runs: usize) -> anyhow::Result<Summary> {
-    let (pod, ctr, _) = start_pod(&mut rt, &format!("exec-{}", std::process::id()), image).await?;
-    let mut samples = Vec::with_capacity(runs);
-    let mut failure = None;
-    for _ in 0..runs {
-        let t = Instant::now();
-        match rt
-            .exec_sync(ExecSyncRequest {
-                container_id: ctr.clone(),
-                cmd: vec!["true".into()],
-                timeout: 10,
-            })
-            .await
-        {
-            Ok(r) if r.get_ref().exit_code == 0 => samples.push(t.elapsed()),
-            Ok(r) => failure = Some(anyhow::anyhow!("`true` exited {}", r.get_ref().exit_code)),
-            Err(e) => failure = Some(e.into()),
-        }
-        if failure.is_some() {
-            break;
-        }
-    }
-    stop_pod(&mut rt, &pod, &ctr).await?;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(Summary::of("ExecSync true", &samples)),
-    }
-}
-
-/// Starts `pods` pods (one container each), `concurrency` at a time; returns their ids
-/// and each one's time to running, from when its round began.
-async fn start_pods(
-    rt: &Runtime,
-    image: &str,
-    pods: usize,
-    concurrency: usize,
-    tag: &str,
-) -> anyhow::Result<(Vec<(String, String)>, Vec<Duration>)> {
-    let mut ids = Vec::with_capacity(pods);
-    let mut times = Vec::with_capacity(pods);
-    let mut done = 0;
-    while done < pods {
-        let round = (pods - done).min(concurrency);
-        let started = (done..done + round).map(|i| {
-            let mut rt = rt.clone();
-            let name = format!("{tag}-{}-{i}", std::process::id());
-            async move {
-                let t = Instant::now();
-                let (pod, ctr, _) = start_pod(&mut rt, &name, image).await?;
-                anyhow::Ok((pod, ctr, t.elapsed()))
-            }
-        });
-        for r in futures::future::join_all(started).await {
-            let (pod, ctr, t) = r?;
-            ids.push((pod, ctr));
-            times.push(t);
-        }
-        done += round;
-    }
-    Ok((ids, times))
-}
-
-async fn stop_pods(rt: &Runtime, ids: &[(String, String)]) -> anyhow::Result<()> {
-    for chunk in ids.chunks(10) {
-        let stops = chunk.iter().map(|(pod, ctr)| {
-            let mut rt = rt.clone();
-            async move { stop_pod(&mut rt, pod, ctr).await }
-        });
-        for r in futures::future::join_all(stops).await {
-            r?;
-        }
+    if let Some(path) = &cli.svg {
+        let label = report.endpoints.first().map(|e| e.label.as_str()).unwrap_or_default();
+        let title = format!("berth-bench {}: {label}", report.workload);
+        svg(path, &title, report)?;
     }
     Ok(())
 }
 
-async fn burst(
-    rt: Runtime,
-    image: &str,
-    pods: usize,
-    concurrency: usize,
-) -> anyhow::Result<Vec<Summary>> {
-    let t = Instant::now();
-    let (ids, each) = start_pods(&rt, image, pods, concurrency, "burst").await?;
-    let all = t.elapsed();
-    stop_pods(&rt, &ids).await?;
-    eprintln!(
-        "burst: {pods} pods ({concurrency} at once) running in {:.0} ms: {:.1} pods/s",
-        all.as_secs_f64() * 1000.0,
-        pods as f64 / all.as_secs_f64()
-    );
-    Ok(vec![
-        Summary::of(&format!("pod + container running (x{concurrency})"), &each),
-        Summary::of(&format!("all {pods} running"), &[all]),
-    ])
-}
-
-async fn list(rt: Runtime, image: &str, pods: usize, runs: usize) -> anyhow::Result<Vec<Summary>> {
-    let (ids, _) = start_pods(&rt, image, pods, 10, "list").await?;
-    let (mut sandboxes, mut containers) = (Vec::new(), Vec::new());
-    let mut failure = None;
-    for _ in 0..runs {
-        let mut r = rt.clone();
-        let t = Instant::now();
-        match r.list_pod_sandbox(berth_proto::ListPodSandboxRequest::default()).await {
-            Ok(l) if l.get_ref().items.len() >= pods => sandboxes.push(t.elapsed()),
-            Ok(l) => failure = Some(anyhow::anyhow!("{} pods listed", l.get_ref().items.len())),
-            Err(e) => failure = Some(e.into()),
-        }
-        let t = Instant::now();
-        match r.list_containers(berth_proto::ListContainersRequest::default()).await {
-            Ok(l) if l.get_ref().containers.len() >= pods => containers.push(t.elapsed()),
-            Ok(l) => {
-                failure =
-                    Some(anyhow::anyhow!("{} containers listed", l.get_ref().containers.len()))
-            }
-            Err(e) => failure = Some(e.into()),
-        }
-        if failure.is_some() {
-            break;
-        }
-    }
-    stop_pods(&rt, &ids).await?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    Ok(vec![
-        Summary::of(&format!("ListPodSandbox ({pods} pods)"), &sandboxes),
-        Summary::of(&format!("ListContainers ({pods} containers)"), &containers),
-    ])
-}
-
-mod density {
-    //! The runtime's own memory: every process whose name says it belongs to the runtime
-    //! (its daemon, per-pod shims or monitors, pause or init processes), with RSS and PSS
-    //! from `/proc/<pid>/smaps_rollup`.
-
-    use super::Runtime;
-    use serde::Serialize;
-    use std::collections::BTreeMap;
-
-    /// berth, containerd (with runc) and CRI-O (with conmon).
-    pub const DEFAULT_PROCESSES: &[&str] = &[
-        "berthd",
-        "berth-shim",
-        "berth-pod-init",
-        "containerd",
-        "containerd-shim",
-        "containerd-shim-runc-v2",
-        "pause",
-        "crio",
-        "conmon",
-    ];
-
-    #[derive(Debug, Default, Clone, Serialize)]
-    pub struct Usage {
-        pub processes: usize,
-        pub rss_kib: u64,
-        pub pss_kib: u64,
-    }
-
-    #[derive(Debug, Serialize)]
-    pub struct Report {
-        pub pods: usize,
-        /// By process name, with no pods and with `pods` pods.
-        pub idle: BTreeMap<String, Usage>,
-        pub loaded: BTreeMap<String, Usage>,
-    }
-
-    fn total(m: &BTreeMap<String, Usage>) -> Usage {
-        m.values().fold(Usage::default(), |a, u| Usage {
-            processes: a.processes + u.processes,
-            rss_kib: a.rss_kib + u.rss_kib,
-            pss_kib: a.pss_kib + u.pss_kib,
-        })
-    }
-
-    impl Report {
-        pub fn table(&self) -> String {
-            let mut out = format!(
-                "{:<26} {:>6} {:>12} {:>12} {:>6} {:>12} {:>12}\n",
-                "process", "idle n", "idle RSS KiB", "idle PSS KiB", "n", "RSS KiB", "PSS KiB"
-            );
-            let names: std::collections::BTreeSet<&String> =
-                self.idle.keys().chain(self.loaded.keys()).collect();
-            let row = |name: &str, i: &Usage, l: &Usage| {
-                format!(
-                    "{name:<26} {:>6} {:>12} {:>12} {:>6} {:>12} {:>12}\n",
-                    i.processes, i.rss_kib, i.pss_kib, l.processes, l.rss_kib, l.pss_kib
-                )
-            };
-            for n in names {
-                let i = self.idle.get(n).cloned().unwrap_or_default();
-                let l = self.loaded.get(n).cloned().unwrap_or_default();
-                out.push_str(&row(n, &i, &l));
-            }
-            let (i, l) = (total(&self.idle), total(&self.loaded));
-            out.push_str(&row("total", &i, &l));
-            let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / self.pods.max(1) as f64;
-            out.push_str(&format!(
-                "per pod ({} pods): RSS {:.0} KiB, PSS {:.0} KiB\n",
-                self.pods,
-                per(i.rss_kib, l.rss_kib),
-                per(i.pss_kib, l.pss_kib)
-            ));
-            out
-        }
-    }
-
-    /// The runtime's processes now, by name.
-    pub fn measure(names: &[String]) -> BTreeMap<String, Usage> {
-        let mut by_name: BTreeMap<String, Usage> = BTreeMap::new();
-        let Ok(dir) = std::fs::read_dir("/proc") else { return by_name };
-        for entry in dir.flatten() {
-            let path = entry.path();
-            let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
-            let comm = comm.trim();
-            // comm is cut to 15 bytes: match names by that prefix.
-            let Some(name) =
-                names.iter().find(|n| n.as_bytes()[..n.len().min(15)] == *comm.as_bytes())
-            else {
-                continue;
-            };
-            let Ok(rollup) = std::fs::read_to_string(path.join("smaps_rollup")) else { continue };
-            let field = |key: &str| -> u64 {
-                rollup
-                    .lines()
-                    .find(|l| l.starts_with(key))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
-            };
-            let u = by_name.entry(name.clone()).or_default();
-            u.processes += 1;
-            u.rss_kib += field("Rss:");
-            u.pss_kib += field("Pss:");
-        }
-        by_name
-    }
-
-    pub async fn run(
-        rt: Runtime,
-        image: &str,
-        pods: usize,
-        names: &[String],
-    ) -> anyhow::Result<Report> {
-        let idle = measure(names);
-        let (ids, _) = super::start_pods(&rt, image, pods, 10, "density").await?;
-        // Let start-up allocations settle (lazy page faults, freed buffers).
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        let loaded = measure(names);
-        super::stop_pods(&rt, &ids).await?;
-        Ok(Report { pods, idle, loaded })
-    }
+fn svg(path: &std::path::Path, title: &str, report: &Comparison) -> anyhow::Result<()> {
+    chart::write_svg(path, title, report.unit(), &report.step_names(), &report.series())
+        .map_err(|e| e.context(format!("--svg {}", path.display())))
 }

@@ -145,6 +145,10 @@ impl DumpView {
             "--tcp-established".into(),
             "--ext-unix-sk".into(),
             "--file-locks".into(),
+            // The container's mounts that receive the host's mount events (slaves of host
+            // mounts, like the native executor's /sys/fs/cgroup) are dumped with their
+            // master left outside.
+            "--enable-external-masters".into(),
         ];
         if let Some(cg) = freeze {
             a.push("--freeze-cgroup".into());
