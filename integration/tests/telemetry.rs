@@ -202,15 +202,10 @@ async fn container_steps_are_spans_under_their_calls() {
     let logs = tempfile::tempdir().unwrap();
     let pod = env.pod_config("steps", logs.path());
     let mut rt = berthd.runtime();
-    let pod_id = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let run_trace = "44444444444444444444444444444444";
+    let run = RunPodSandboxRequest { config: Some(pod.clone()), runtime_handler: String::new() };
+    let pod_id =
+        rt.run_pod_sandbox(traced(run, run_trace)).await.unwrap().into_inner().pod_sandbox_id;
     let create = CreateContainerRequest {
         pod_sandbox_id: pod_id.clone(),
         config: Some(ContainerConfig {
@@ -243,14 +238,16 @@ async fn container_steps_are_spans_under_their_calls() {
             rpc(s, exec_trace, "runtime.v1.RuntimeService/ExecSync").is_some()
                 && rpc(s, create_trace, "runtime.v1.RuntimeService/CreateContainer").is_some()
                 && rpc(s, start_trace, "runtime.v1.RuntimeService/StartContainer").is_some()
+                && s.iter().any(|s| s.trace_id == run_trace && s.name == "shim.spawn")
         })
         .await;
     let created = rpc(&spans, create_trace, "runtime.v1.RuntimeService/CreateContainer").unwrap();
     assert_eq!(created.attributes["container_id"], id);
     assert_eq!(created.attributes["pod_id"], pod_id);
     child(&spans, &created, "rootfs.mount");
-    // The pod's first container starts the pod's shim.
-    child(&spans, &created, "shim.spawn");
+    // RunPodSandbox starts the pod's shim, in the background, under its own span.
+    let ran = rpc(&spans, run_trace, "runtime.v1.RuntimeService/RunPodSandbox").unwrap();
+    child(&spans, &ran, "shim.spawn");
     assert_eq!(child(&spans, &created, "shim.create").attributes["container_id"], id);
     let started = rpc(&spans, start_trace, "runtime.v1.RuntimeService/StartContainer").unwrap();
     assert_eq!(child(&spans, &started, "shim.start").attributes["id"], id);
