@@ -92,18 +92,41 @@ pub struct DumpView {
 }
 
 impl DumpView {
-    /// From the container's spec; `inode` stats a namespace path.
-    pub fn of(spec: &Spec, inode: impl Fn(&Path) -> std::io::Result<u64>) -> Result<DumpView> {
+    /// From the container's spec; `inode` stats a namespace path; `v1_hierarchies` names
+    /// the host's cgroup v1 hierarchies (their mount's last component; none on a v2 host).
+    pub fn of(
+        spec: &Spec,
+        inode: impl Fn(&Path) -> std::io::Result<u64>,
+        v1_hierarchies: &[String],
+    ) -> Result<DumpView> {
         let mut view = DumpView::default();
+        let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone());
+        let own_cgroupns = namespaces
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none());
         for m in spec.mounts().iter().flatten() {
             let opts = m.options().as_deref().unwrap_or_default();
             let bind = m.typ().as_deref() == Some("bind")
                 || opts.iter().any(|o| o == "bind" || o == "rbind");
+            let dest = m.destination().display().to_string();
             if bind {
-                view.external_mounts.push(m.destination().display().to_string());
+                view.external_mounts.push(dest);
+            } else if matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
+                // Without a cgroup namespace of its own the executor binds the container's
+                // cgroup directories from the host (executor::mounts::mount_cgroups), which
+                // receive the host's mount events: outside the dump, like any bind.
+                if v1_hierarchies.is_empty() {
+                    if !own_cgroupns {
+                        view.external_mounts.push(dest);
+                    }
+                } else {
+                    let base = dest.trim_end_matches('/');
+                    view.external_mounts
+                        .extend(v1_hierarchies.iter().map(|h| format!("{base}/{h}")));
+                }
             }
         }
-        let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone());
         for ns in namespaces.iter().flatten() {
             let Some(path) = ns.path() else { continue };
             let ino =
@@ -206,7 +229,13 @@ pub fn checkpoint(
     })?;
     let spec_bytes = std::fs::read(rec.bundle.join("config.json")).map_err(internal)?;
     let spec: Spec = serde_json::from_slice(&spec_bytes).map_err(internal)?;
-    let view = DumpView::of(&spec, |p| std::fs::metadata(p).map(|m| m.ino()))?;
+    let v1: Vec<String> = crate::executor::cgroups::hierarchies()
+        .map_err(|e| internal(e.0))?
+        .into_iter()
+        .filter(|h| !h.v2)
+        .filter_map(|h| Some(h.mount.file_name()?.to_string_lossy().into_owned()))
+        .collect();
+    let view = DumpView::of(&spec, |p| std::fs::metadata(p).map(|m| m.ino()), &v1)?;
     let freeze = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .ok()
         .and_then(|s| freezer_cgroup(&s, Path::new("/sys/fs/cgroup")));
@@ -431,7 +460,8 @@ mod tests {
                 {"destination": "/data", "source": "/var/data", "options": ["rbind"]},
                 {"destination": "/dev/shm", "type": "none", "source": "/run/p/shm",
                  "options": ["bind"]},
-                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
+                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+                {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}
             ],
             "linux": {"namespaces": [
                 {"type": "network", "path": "/run/p/net"},
@@ -440,12 +470,18 @@ mod tests {
                 {"type": "mount"}
             ]}
         }));
-        let view = DumpView::of(&s, |p| {
+        let stat = |p: &Path| {
             assert_eq!(p, Path::new("/run/p/net"), "only the joined netns is stat'ed");
             Ok(4026532001)
-        })
-        .unwrap();
-        assert_eq!(view.external_mounts, ["/etc/hosts", "/data", "/dev/shm"]);
+        };
+        let view = DumpView::of(&s, stat, &[]).unwrap();
+        // On v2 without a cgroup namespace of its own, /sys/fs/cgroup is a host bind too.
+        assert_eq!(view.external_mounts, ["/etc/hosts", "/data", "/dev/shm", "/sys/fs/cgroup"]);
+        let v1 = DumpView::of(&s, stat, &["memory".into(), "cpu,cpuacct".into()]).unwrap();
+        assert_eq!(
+            &v1.external_mounts[3..],
+            ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu,cpuacct"]
+        );
         assert_eq!(view.netns_inode, Some(4026532001));
         assert_eq!(view.pidns_inode, None);
 
@@ -472,12 +508,23 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_mount_of_the_containers_own_namespace_is_its_own() {
+        let s = spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "mounts": [{"destination": "/sys/fs/cgroup", "type": "cgroup2", "source": "cgroup"}],
+            "linux": {"namespaces": [{"type": "cgroup"}]}
+        }));
+        let view = DumpView::of(&s, |_| Ok(1), &[]).unwrap();
+        assert!(view.external_mounts.is_empty(), "{view:?}");
+    }
+
+    #[test]
     fn a_namespace_that_cannot_be_stated_fails_the_view() {
         let s = spec(serde_json::json!({
             "ociVersion": "1.0.2",
             "linux": {"namespaces": [{"type": "pid", "path": "/run/p/pid"}]}
         }));
-        let e = DumpView::of(&s, |_| Err(std::io::Error::other("gone"))).unwrap_err();
+        let e = DumpView::of(&s, |_| Err(std::io::Error::other("gone")), &[]).unwrap_err();
         assert!(e.to_string().contains("/run/p/pid"), "{e}");
     }
 
