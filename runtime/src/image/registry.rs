@@ -151,7 +151,10 @@ impl Registries {
                         ClientProtocol::Https
                     },
                     connect_timeout: Some(Duration::from_secs(30)),
-                    read_timeout: Some(self.settings.progress_timeout),
+                    // A backstop only: berth's own progress watchdog (the same timeout)
+                    // must be the one that fires, with its error naming the stall; a tie
+                    // went to the HTTP client's bare "operation timed out" under load.
+                    read_timeout: Some(self.settings.progress_timeout * 2),
                     user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
                     ..Default::default()
                 };
