@@ -299,6 +299,12 @@ async fn remove_quietly(rt: &mut Runtime, pod: &str) {
     let _ = rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.into() }).await;
 }
 
+/// RunPodSandbox of `config` with the default handler; returns the pod's id.
+async fn run_pod(rt: &mut Runtime, config: &PodSandboxConfig) -> anyhow::Result<String> {
+    let req = RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+    Ok(rt.run_pod_sandbox(req).await?.into_inner().pod_sandbox_id)
+}
+
 /// Starts a pod with a running `sleep` container; returns its id, the container's, and
 /// the times of RunPodSandbox, CreateContainer and StartContainer.
 pub async fn start_pod(
@@ -317,14 +323,7 @@ async fn start_pod_with(
 ) -> anyhow::Result<(String, String, [Duration; 3])> {
     let config = pod_config(name);
     let t = Instant::now();
-    let pod = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(rt, &config).await?;
     let run = t.elapsed();
     let t = Instant::now();
     let created = rt
@@ -526,14 +525,7 @@ pub async fn remove(
 ) -> anyhow::Result<Vec<Summary>> {
     let mut rt = t.runtime.clone();
     let config = pod_config(&format!("remove-{}-{}", std::process::id(), t.tag));
-    let pod = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, &config).await?;
     let result = async {
         let padding = "a".repeat(annotation_kib << 10);
         let mut ids = Vec::with_capacity(containers);

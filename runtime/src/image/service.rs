@@ -329,6 +329,18 @@ impl Images {
         Ok(usage)
     }
 
+    /// The chain ids of `record`'s layers, all of which must be on disk.
+    fn layers_on_disk(&self, record: &ImageRecord) -> Result<Vec<Digest>, ImageError> {
+        let layers: Vec<Digest> = record.layers.iter().map(|l| l.chain_id.clone()).collect();
+        if let Some(missing) = layers.iter().find(|l| !self.layers.contains(l)) {
+            return Err(ImageError::Storage(format!(
+                "layer {missing} of image {} is missing on disk",
+                record.id
+            )));
+        }
+        Ok(layers)
+    }
+
     /// Creates the writable layer of container `id` on top of `image` and returns what to
     /// mount. From now on the image's layers stay on disk until [`release_rootfs`]
     /// (Self::release_rootfs), even if the image itself is removed.
@@ -337,13 +349,7 @@ impl Images {
         let record = self.resolve(image)?.ok_or_else(|| {
             ImageError::InvalidArgument(format!("image {image:?} is not present; pull it first"))
         })?;
-        let layers: Vec<Digest> = record.layers.iter().map(|l| l.chain_id.clone()).collect();
-        if let Some(missing) = layers.iter().find(|l| !self.layers.contains(l)) {
-            return Err(ImageError::Storage(format!(
-                "layer {missing} of image {} is missing on disk",
-                record.id
-            )));
-        }
+        let layers = self.layers_on_disk(&record)?;
         let mut tx = self.meta.write()?;
         if tx.get::<RootfsRecord>(id)?.is_some() {
             return Err(ImageError::InvalidArgument(format!(
@@ -417,13 +423,7 @@ impl Images {
         let record = self.resolve(image)?.ok_or_else(|| {
             ImageError::NotFound(format!("image {image:?} is not present; pull it first"))
         })?;
-        let layers: Vec<Digest> = record.layers.iter().map(|l| l.chain_id.clone()).collect();
-        if let Some(missing) = layers.iter().find(|l| !self.layers.contains(l)) {
-            return Err(ImageError::Storage(format!(
-                "layer {missing} of image {} is missing on disk",
-                record.id
-            )));
-        }
+        let layers = self.layers_on_disk(&record)?;
         let view = ImageViewRecord {
             container_id: id.to_string(),
             mount,
