@@ -804,20 +804,6 @@ impl Containers {
     ) -> Result<()> {
         let archive = super::checkpoint::Archive::parse(location)?;
         let rec = self.get(wanted)?;
-        let native = self
-            .meta
-            .get::<SandboxRecord>(&rec.pod_id)?
-            .is_none_or(|pod| pod.runtime_handler.is_empty());
-        if native {
-            // CRIU refuses the native executor's containers: their process is not a
-            // session leader (its session is the shim's, outside the container's pid
-            // namespace). OCI runtime handlers (runc) make it one.
-            return Err(ContainerError::Unimplemented(format!(
-                "container {}: CheckpointContainer is built for containers of an OCI runtime \
-                 handler (runc); the native executor's cannot be checkpointed yet",
-                rec.id
-            )));
-        }
         let _lock = self.locks.lock(rec.id.clone()).await;
         let upper = images.writable_layer(&rec.id);
         let timeout = if timeout.is_zero() { super::checkpoint::DEFAULT_TIMEOUT } else { timeout };

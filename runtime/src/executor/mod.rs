@@ -396,8 +396,11 @@ fn container_init(
 }
 
 fn setup_stdio(stdio: &Stdio) -> Result<()> {
+    // Every process leads a session of its own, as runc's do: the shim's session is
+    // outside the container, and CRIU (CheckpointContainer) dumps only a process tree
+    // whose session leader it holds.
+    nix::unistd::setsid().ctx(|| "setsid".into())?;
     if stdio.tty {
-        nix::unistd::setsid().ctx(|| "setsid".into())?;
         // SAFETY: ioctl on our terminal fd.
         if unsafe { libc::ioctl(stdio.stdin.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
             return Err(Error(format!("set controlling terminal: {}", nix::errno::Errno::last())));
