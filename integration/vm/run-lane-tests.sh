@@ -26,14 +26,13 @@ declare -A wanted=(
   [reliability]="--exact a_shim_killed_like_the_oom_killer_gives_exited_containers_and_a_working_node after_a_host_reboot_old_pods_are_notready_containers_exited_and_removable sigkill_at_random_points_of_concurrent_churn_leaves_a_consistent_node"
 )
 # Run a second time with berthd on the systemd cgroup driver (pods in slices, containers
-# in scopes): the pod, container, limit and restart tests, with these arguments. Not the
-# OOM test (security's memory_limit_ends_in_oomkilled): with this driver the reason is
-# not always OOMKilled yet (issue 18). Of the
+# in scopes): the pod, container, limit, OOM and restart tests, with these arguments. Of the
 # restart tests, the daemon's and the host's (the churn under SIGKILL, the longest, runs
 # on cgroupfs only, to keep CI within its time).
 declare -A systemd=(
   [sandbox]=${wanted[sandbox]} [containers]=${wanted[containers]} [cgroup_v2]=${wanted[cgroup_v2]}
   [reliability]="--exact a_shim_killed_like_the_oom_killer_gives_exited_containers_and_a_working_node after_a_host_reboot_old_pods_are_notready_containers_exited_and_removable"
+  [security]="--exact memory_limit_ends_in_oomkilled"
   [checkpoint]="--ignored"
 )
 run=target/vm/run.$$

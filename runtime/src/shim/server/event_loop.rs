@@ -226,17 +226,13 @@ impl Shim {
         // container's scope, and its memory.events, goes as soon as systemd sees it empty.
         let oom_killed = self.containers.get(id).and_then(|c| {
             let cg = c.cgroup()?;
-            Some(match (c.slice_oom_base, cgroups::scope_oom_kills(&cg)) {
-                // A systemd scope already gone: the pod slice's count grew while the
-                // container ran and it died of SIGKILL, the OOM killer's signal. (Another
-                // container of the pod killed by the OOM killer at the same moment could
-                // be mistaken for it; the scope is read first to make that rare.)
-                (Some(base), None) => {
-                    code == 128 + libc::SIGKILL
-                        && cgroups::slice_oom_kills(&cg).is_some_and(|n| n > base)
-                }
-                _ => cgroups::oom_kills(&cg) > 0,
-            })
+            Some(oom_verdict(
+                code,
+                c.slice_oom_base,
+                cgroups::scope_oom_kills(&cg),
+                || cgroups::slice_oom_kills(&cg),
+                || cgroups::oom_kills(&cg),
+            ))
         });
         self.drain_container(id);
         let paths = self.paths.clone();
@@ -366,5 +362,58 @@ fn drain_exec(e: &mut ExecJob, buf: &mut [u8]) {
             }
         }
         *f = None;
+    }
+}
+
+/// Whether a container that exited with `code` was killed by the OOM killer, from what its
+/// cgroup counted. A systemd scope goes as soon as systemd sees it empty, which races with
+/// this reading: a count read from the scope is final (it is not read twice, as the scope
+/// may be gone by the second read); once the scope is gone, the pod slice's count grown
+/// past what it was at the container's creation (`slice_base`) and death by SIGKILL, the
+/// OOM killer's signal, tell it. (Another container of the pod killed by the OOM killer at
+/// the same moment could be mistaken for it; reading the scope first makes that rare.)
+/// `cgroupfs` counts a cgroup berth itself owns and removes.
+fn oom_verdict(
+    code: i32,
+    slice_base: Option<u64>,
+    scope: Option<u64>,
+    slice_now: impl FnOnce() -> Option<u64>,
+    cgroupfs: impl FnOnce() -> u64,
+) -> bool {
+    match (scope, slice_base) {
+        (Some(n), _) => n > 0,
+        (None, Some(base)) => code == 128 + libc::SIGKILL && slice_now().is_some_and(|n| n > base),
+        (None, None) => cgroupfs() > 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::oom_verdict;
+
+    const KILLED: i32 = 137;
+    fn unread() -> Option<u64> {
+        panic!("read when the scope's own count was at hand")
+    }
+
+    #[test]
+    fn a_scope_read_before_systemd_removes_it_decides() {
+        assert!(oom_verdict(KILLED, Some(0), Some(1), unread, || panic!("cgroupfs read")));
+        assert!(!oom_verdict(KILLED, Some(0), Some(0), unread, || panic!("cgroupfs read")));
+    }
+
+    #[test]
+    fn a_scope_already_gone_is_judged_by_its_slice() {
+        assert!(oom_verdict(KILLED, Some(2), None, || Some(3), || 0));
+        assert!(!oom_verdict(KILLED, Some(2), None, || Some(2), || 0));
+        assert!(!oom_verdict(KILLED, Some(2), None, || None, || 0));
+        // Grown, but the container ended on its own: another container's OOM kill.
+        assert!(!oom_verdict(1, Some(2), None, || Some(3), || 0));
+    }
+
+    #[test]
+    fn a_cgroupfs_cgroup_counts_its_own() {
+        assert!(oom_verdict(KILLED, None, None, || None, || 1));
+        assert!(!oom_verdict(KILLED, None, None, || None, || 0));
     }
 }
