@@ -474,6 +474,39 @@ async fn a_pods_shim_starts_with_the_pod_and_is_restarted_if_it_died() {
     node.remove_pod_and_check(&other).await;
 }
 
+/// The container's process leads its own session, and none of its standard descriptors
+/// is on a mount outside its mount namespace (the host's /dev/null for a container without
+/// stdin): both are what CRIU needs to checkpoint it.
+async fn the_process_leads_its_session_on_its_own_mounts(node: Node) {
+    let logs = tempfile::tempdir().unwrap();
+    let pod = node.run_pod("session", logs.path()).await;
+    let id = node.run(&pod, busybox("leader", &["sleep", "1000"])).await;
+    let stat = node.exec_ok(&id, &["cat", "/proc/1/stat"]).await;
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    // state, ppid, pgrp, session
+    assert_eq!((fields[2], fields[3]), ("1", "1"), "process group and session of pid 1: {stat}");
+    let mounts: Vec<String> = node
+        .exec_ok(&id, &["cat", "/proc/1/mountinfo"])
+        .await
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    for fd in 0..3 {
+        // Pipes (the output) live on the kernel's pipe mount, which CRIU dumps as pipes.
+        let target = node.exec_ok(&id, &["readlink", &format!("/proc/1/fd/{fd}")]).await;
+        if target.starts_with("pipe:") {
+            continue;
+        }
+        let info = node.exec_ok(&id, &["cat", &format!("/proc/1/fdinfo/{fd}")]).await;
+        let mnt = info.lines().find_map(|l| l.strip_prefix("mnt_id:")).unwrap().trim();
+        assert!(
+            mounts.iter().any(|m| m == mnt),
+            "fd {fd} ({target}) on mount {mnt}: not the container's"
+        );
+    }
+    node.remove_pod_and_check(&pod).await;
+}
+
 // Every test runs twice: with the native executor and with runc as the pod's runtime
 // handler, which must behave the same through CRI.
 macro_rules! with_each_handler {
@@ -499,4 +532,5 @@ with_each_handler!(
     exec_sync_and_log_reopen,
     an_image_in_use_keeps_its_layers_until_its_last_container_goes,
     stop_signal_reaches_a_handler_installed_after_the_stop_began,
+    the_process_leads_its_session_on_its_own_mounts,
 );

@@ -412,6 +412,42 @@ fn setup_stdio(stdio: &Stdio) -> Result<()> {
             return Err(Error(format!("dup2 stdio: {}", nix::errno::Errno::last())));
         }
     }
+    reopen_dev_null()
+}
+
+/// Standard descriptors on /dev/null (the shim's, for a process without stdin) are opened
+/// again on the container's own /dev/null, as runc does: a descriptor on a mount outside
+/// the container's mount namespace is one CRIU cannot dump (CheckpointContainer). Runs in
+/// the container's mount namespace, after pivot_root or setns.
+fn reopen_dev_null() -> Result<()> {
+    let is_null = |fd: i32| {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat writes the stat buffer, or fails (EBADF) on a closed descriptor.
+        if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+            return false;
+        }
+        // SAFETY: fstat succeeded, so the buffer is filled.
+        let st = unsafe { st.assume_init() };
+        st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3)
+    };
+    let mut ours: Option<OwnedFd> = None;
+    for fd in 0..3 {
+        if !is_null(fd) {
+            continue;
+        }
+        if ours.is_none() {
+            // A rootfs without /dev/null keeps the shim's.
+            let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") else {
+                return Ok(());
+            };
+            ours = Some(OwnedFd::from(f));
+        }
+        let null = ours.as_ref().map_or(-1, |f| f.as_raw_fd());
+        // SAFETY: dup2 onto a standard descriptor of this single-threaded child.
+        if unsafe { libc::dup2(null, fd) } < 0 {
+            return Err(Error(format!("reopen /dev/null: {}", nix::errno::Errno::last())));
+        }
+    }
     Ok(())
 }
 
