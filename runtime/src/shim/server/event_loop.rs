@@ -73,11 +73,20 @@ impl Shim {
                 .iter()
                 .filter_map(|e| e.deadline)
                 .map(|d| d.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1)
+                // Code released once nothing has happened for a while, when no exec runs.
+                .chain(
+                    (self.code_in_use && self.execs.is_empty())
+                        .then_some(code_pages::IDLE.as_millis() as i32),
+                )
                 .min()
                 .map(|ms| PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX))
                 .unwrap_or(PollTimeout::NONE);
             let mut pfds: Vec<PollFd<'_>> =
                 fds.iter().map(|(fd, ev, _)| PollFd::new(*fd, *ev)).collect();
+            // Last before sleeping: what runs between the release and the poll maps again.
+            if std::mem::take(&mut self.release_code) {
+                code_pages::release();
+            }
             match poll(&mut pfds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -90,8 +99,16 @@ impl Shim {
                 .collect();
             drop(pfds);
             drop(fds);
+            if ready.is_empty() && self.code_in_use && self.execs.is_empty() {
+                self.code_in_use = false;
+                self.release_code = true;
+            }
             let mut closed_exec: Vec<(i32, bool)> = Vec::new();
             for (src, rev) in ready {
+                match src {
+                    Source::Listener | Source::Conn(_) => self.code_in_use = true,
+                    _ => {}
+                }
                 match src {
                     Source::Listener => {
                         if let Ok((stream, _)) = listener.accept() {

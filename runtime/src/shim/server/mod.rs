@@ -29,6 +29,7 @@ use super::{valid_id, ExitRecord, ShimPaths};
 use crate::clock::now_ns;
 use crate::executor::{self, cgroups, Stdio};
 
+mod code_pages;
 mod event_loop;
 mod handlers;
 mod stdio;
@@ -166,6 +167,10 @@ struct Shim {
     quit: bool,
     /// Host pid of the pod's init, when the pod shares one PID namespace.
     pod_init: Option<i32>,
+    /// Whether a request ran since the shim last released its code pages
+    /// ([`code_pages`]), and whether it releases them before it next sleeps.
+    code_in_use: bool,
+    release_code: bool,
 }
 
 /// Cap on collected exec output per stream.
@@ -241,6 +246,8 @@ fn start(paths: ShimPaths) -> io::Result<()> {
                         buf: vec![0; 32 * 1024],
                         quit: false,
                         pod_init: None,
+                        code_in_use: true,
+                        release_code: false,
                     };
                     let code = match shim.run(&listener, &sfd) {
                         Ok(()) => 0,
