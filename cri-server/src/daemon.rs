@@ -119,7 +119,7 @@ async fn serve(
     );
     sandboxes.set_pod_shims(containers.clone());
     // Containers still running from before a restart: their exits become STOPPED events.
-    berth_runtime::container::exits::watch_running(&containers).await;
+    containers.watch_running().await;
     let events = containers.events().clone();
     containers.reconcile(&images).await.context("cannot reconcile containers")?;
     let state_source = StateSource {

@@ -5,13 +5,10 @@
 //! goes away, the container is no longer running and STOPPED is published.
 
 use std::io;
-use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::Containers;
-use crate::shim::protocol::Status;
 use crate::shim::protocol::{self, Request, RequestFrame, ResponseFrame, MAX_FRAME};
 use crate::shim::ShimPaths;
 
@@ -33,29 +30,4 @@ pub async fn wait(paths: &ShimPaths, id: &str) -> io::Result<()> {
     // Whatever the answer (a state, or "no such container"), it is not running any more.
     let _: ResponseFrame = serde_json::from_slice(&body).map_err(io::Error::other)?;
     Ok(())
-}
-
-/// Publishes STOPPED for container `id` once it stops.
-pub fn watch(containers: Arc<Containers>, id: String, pod_id: String) {
-    containers.watch_started(&id);
-    tokio::spawn(async move {
-        let paths = containers.shim_paths(&pod_id);
-        if let Err(e) = wait(&paths, &id).await {
-            tracing::debug!(container_id = %id, error = %e, "exit watch ended without an answer");
-        }
-        containers.forget_state(&id);
-        containers.events().stopped(&id, &pod_id);
-    });
-}
-
-/// After a berthd restart: watches every container still running, so their exits are
-/// published too.
-pub async fn watch_running(containers: &Arc<Containers>) {
-    let Ok(records) = containers.list() else { return };
-    for rec in records {
-        if containers.observe(&rec).await.status == Status::Running {
-            containers.events().running(&rec.id);
-            watch(containers.clone(), rec.id.clone(), rec.pod_id.clone());
-        }
-    }
 }

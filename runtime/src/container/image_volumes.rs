@@ -6,8 +6,8 @@
 //! native executor and OCI runtimes alike just bind a host path. The views live and die
 //! with the container: the container's undo removes them like its rootfs.
 
-use super::service::ContainerError;
 use crate::error::internal;
+use crate::error::RuntimeError as ContainerError;
 use crate::image::{ImageError, Images};
 use crate::snapshot::image_view::{self, SubPathError};
 use berth_proto::{ContainerConfig, Mount, MountPropagation};

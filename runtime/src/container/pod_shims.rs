@@ -6,19 +6,19 @@
 //! at a time: whoever needs the shim while a start is under way waits for that start
 //! rather than racing it with a second shim.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::service::{ContainerError, Containers};
-use crate::error::internal;
-use crate::sandbox::PodShims;
+use crate::error::{internal, RuntimeError};
 use crate::shim::client::{self as shim_client, ShimClient};
+use crate::shim::ShimPaths;
 
 /// A lock per pod whose shim is being started or stopped; an entry lives only while
 /// someone holds or waits for its lock.
 #[derive(Default)]
-pub(super) struct StartLocks(Mutex<HashMap<String, Arc<Mutex<()>>>>);
+struct StartLocks(Mutex<HashMap<String, Arc<Mutex<()>>>>);
 
 impl StartLocks {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Mutex<()>>>> {
@@ -41,25 +41,41 @@ impl StartLocks {
     }
 }
 
-impl Containers {
+/// The pods' shims: where each lives under berth's volatile state, the binary started
+/// for it, and the one start or stop per pod at a time.
+pub(super) struct Shims {
+    state: PathBuf,
+    binary: PathBuf,
+    starts: StartLocks,
+}
+
+impl Shims {
+    pub(super) fn new(state: PathBuf, binary: PathBuf) -> Self {
+        Self { state, binary, starts: StartLocks::default() }
+    }
+
+    pub(super) fn paths(&self, pod_id: &str) -> ShimPaths {
+        ShimPaths::new(&self.state, pod_id)
+    }
+
     /// A connection to the pod's shim, starting the shim if it is not running (`start`).
     /// A start under way (RunPodSandbox's) is waited for.
-    pub(super) fn shim(&self, pod_id: &str, start: bool) -> Result<ShimClient, ContainerError> {
-        let paths = self.shim_paths(pod_id);
+    pub(super) fn connect(&self, pod_id: &str, start: bool) -> Result<ShimClient, RuntimeError> {
+        let paths = self.paths(pod_id);
         if let Ok(c) = ShimClient::connect(&paths) {
             return Ok(c);
         }
-        self.shim_starts.with(pod_id, || {
+        self.starts.with(pod_id, || {
             if let Ok(c) = ShimClient::connect(&paths) {
                 return Ok(c);
             }
             if !start {
-                return Err(ContainerError::FailedPrecondition(format!(
+                return Err(RuntimeError::FailedPrecondition(format!(
                     "the shim of pod {pod_id} is not running"
                 )));
             }
             std::fs::create_dir_all(paths.dir()).map_err(internal)?;
-            shim_client::spawn(&self.shim_binary, &paths)
+            shim_client::spawn(&self.binary, &paths)
                 .map_err(|e| internal(format!("starting berth-shim: {e}")))?;
             ShimClient::connect(&paths)
                 .map_err(|e| internal(format!("connecting to berth-shim: {e}")))
@@ -68,9 +84,9 @@ impl Containers {
 
     /// Stops the pod's shim, killing what still runs in it (after a start under way), and
     /// removes its directory.
-    pub(super) fn stop_shim(&self, pod_id: &str) {
-        let paths = self.shim_paths(pod_id);
-        self.shim_starts.with(pod_id, || {
+    pub(super) fn stop(&self, pod_id: &str) {
+        let paths = self.paths(pod_id);
+        self.starts.with(pod_id, || {
             if let Ok(mut shim) = ShimClient::connect(&paths) {
                 let _ = shim.shutdown(true);
             }
@@ -83,38 +99,15 @@ impl Containers {
         })
     }
 
-    /// Start-up: shims whose pod is gone are stopped. Only an early start whose
+    /// Start-up: shims of pods not in `pods` are stopped. Only an early start whose
     /// RunPodSandbox was cut off by a crash leaves one (the pod's removal stops its shim).
-    pub(super) fn stop_orphan_shims(&self) -> Result<(), ContainerError> {
-        let pods: std::collections::HashSet<String> = self
-            .meta
-            .list::<crate::sandbox::SandboxRecord>()?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        let Ok(dirs) = std::fs::read_dir(self.state.join("shims")) else { return Ok(()) };
+    pub(super) fn stop_orphans(&self, pods: &HashSet<String>) {
+        let Ok(dirs) = std::fs::read_dir(self.state.join("shims")) else { return };
         for pod_id in dirs.flatten().filter_map(|d| d.file_name().into_string().ok()) {
             if !pods.contains(&pod_id) {
                 tracing::warn!(pod_id = %pod_id, "stopping the shim of a pod that does not exist");
-                self.stop_shim(&pod_id);
+                self.stop(&pod_id);
             }
         }
-        Ok(())
-    }
-}
-
-impl PodShims for Containers {
-    fn start_early(self: Arc<Self>, pod_id: &str) {
-        let pod_id = pod_id.to_string();
-        crate::traced::spawn_blocking(move || {
-            // A failure is the first container's to report: it starts the shim again.
-            if let Err(e) = self.shim(&pod_id, true) {
-                tracing::debug!(pod_id = %pod_id, error = %e, "early shim start failed");
-            }
-        });
-    }
-
-    fn discard(&self, pod_id: &str) {
-        self.stop_shim(pod_id);
     }
 }

@@ -54,15 +54,14 @@ pub struct Observed {
 pub struct Containers {
     pub(super) meta: Arc<MetadataStore>,
     pub(super) state: PathBuf,
-    pub(super) shim_binary: PathBuf,
+    /// The pods' shims (one start or stop per pod at a time: concurrent creates in a new
+    /// pod must find the one shim, not race to start two).
+    shims: super::pod_shims::Shims,
     pids_limit: i64,
     locks: crate::image::locks::KeyedLocks,
     /// Runtime handler name → OCI runtime binary; the default handler "" is native.
     runtimes: std::collections::BTreeMap<String, PathBuf>,
     events: Arc<Events>,
-    /// Held while a pod's shim is started or stopped: concurrent creates in a new pod
-    /// must find the one shim, not race to start two.
-    pub(super) shim_starts: super::pod_shims::StartLocks,
     /// The host's AppArmor: which profile a container's processes run under.
     apparmor: crate::apparmor::AppArmor,
     /// What observing containers learnt that cannot change behind berthd's back, so
@@ -90,12 +89,11 @@ impl Containers {
         Self {
             meta,
             state: state.to_path_buf(),
-            shim_binary,
+            shims: super::pod_shims::Shims::new(state.to_path_buf(), shim_binary),
             pids_limit,
             locks: Default::default(),
             runtimes: Default::default(),
             events: Default::default(),
-            shim_starts: Default::default(),
             apparmor: crate::apparmor::AppArmor::disabled(),
             known: Default::default(),
         }
@@ -140,7 +138,45 @@ impl Containers {
     }
 
     pub(crate) fn shim_paths(&self, pod_id: &str) -> ShimPaths {
-        ShimPaths::new(&self.state, pod_id)
+        self.shims.paths(pod_id)
+    }
+
+    /// A connection to the pod's shim, starting the shim if it is not running (`start`).
+    pub(super) fn shim(&self, pod_id: &str, start: bool) -> Result<ShimClient> {
+        self.shims.connect(pod_id, start)
+    }
+
+    /// Start-up: shims whose pod is gone are stopped.
+    fn stop_orphan_shims(&self) -> Result<()> {
+        let pods = self.meta.list::<SandboxRecord>()?.into_iter().map(|(id, _)| id).collect();
+        self.shims.stop_orphans(&pods);
+        Ok(())
+    }
+
+    /// Publishes STOPPED for container `id` once it stops (an async Wait on the shim).
+    fn watch_exit(self: &Arc<Self>, id: String, pod_id: String) {
+        self.watch_started(&id);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let paths = this.shim_paths(&pod_id);
+            if let Err(e) = super::exits::wait(&paths, &id).await {
+                tracing::debug!(container_id = %id, error = %e, "exit watch ended without an answer");
+            }
+            this.forget_state(&id);
+            this.events().stopped(&id, &pod_id);
+        });
+    }
+
+    /// After a berthd restart: watches every container still running, so their exits are
+    /// published too.
+    pub async fn watch_running(self: &Arc<Self>) {
+        let Ok(records) = self.list() else { return };
+        for rec in records {
+            if self.observe(&rec).await.status == Status::Running {
+                self.events().running(&rec.id);
+                self.watch_exit(rec.id.clone(), rec.pod_id.clone());
+            }
+        }
     }
 
     /// Runs `f` off the async runtime, as shim calls and file system work block, and in
@@ -568,7 +604,7 @@ impl Containers {
         })
         .await??;
         self.events.started(&id, &pod_id);
-        super::exits::watch(self.clone(), id, pod_id);
+        self.watch_exit(id, pod_id);
         Ok(())
     }
 
@@ -1024,6 +1060,22 @@ pub(super) fn running_pid(shim: &mut ShimClient, rec: &ContainerRecord) -> Resul
 
 fn not_running(rec: &ContainerRecord) -> ContainerError {
     ContainerError::FailedPrecondition(format!("container {} is not running", rec.id))
+}
+
+impl crate::sandbox::PodShims for Containers {
+    fn start_early(self: Arc<Self>, pod_id: &str) {
+        let pod_id = pod_id.to_string();
+        crate::traced::spawn_blocking(move || {
+            // A failure is the first container's to report: it starts the shim again.
+            if let Err(e) = self.shim(&pod_id, true) {
+                tracing::debug!(pod_id = %pod_id, error = %e, "early shim start failed");
+            }
+        });
+    }
+
+    fn discard(&self, pod_id: &str) {
+        self.shims.stop(pod_id);
+    }
 }
 
 #[cfg(test)]
