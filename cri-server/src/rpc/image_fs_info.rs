@@ -22,7 +22,7 @@ pub async fn image_fs_info(cri: &Cri) -> Result<ImageFsInfoResponse, Status> {
         .map(|c| cri.inner.images.writable_layer(&c.id))
         .collect();
     // Walking the layers is blocking I/O; a layer gone meanwhile counts nothing.
-    let (bytes, inodes) = tokio::task::spawn_blocking(move || {
+    let (bytes, inodes) = berth_runtime::traced::spawn_blocking(move || {
         let layers = uppers.iter().filter_map(|u| berth_runtime::stats::fs::usage(u).ok());
         layers.fold((0, 0), |(b, i), l| (b + l.bytes, i + l.inodes))
     })
