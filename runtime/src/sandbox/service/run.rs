@@ -1,0 +1,354 @@
+//! RunPodSandbox: one set-up per pod name, then every part of the pod made in turn, each
+//! with its undo pushed as it is made, so that a failure anywhere leaves nothing behind.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use berth_network::cni::{self, PodRequest};
+use berth_network::netns;
+use berth_network::{PortMapping, Protocol};
+
+use super::{Result, SandboxError, Sandboxes};
+use crate::clock::now_ns;
+use crate::error::internal;
+use crate::ids::new_id;
+use crate::sandbox::cgroup;
+use crate::sandbox::files;
+use crate::sandbox::mounts;
+use crate::sandbox::namespaces::{self, NsRequest};
+use crate::sandbox::record::{NameRecord, PortRecord, SandboxRecord, SandboxState};
+use crate::sandbox::spec::{self, PodSpec, ValidSpec};
+use crate::sandbox::sysctl::SysctlNs;
+use crate::sandbox::undo::Undo;
+use crate::sandbox::userns;
+
+impl Sandboxes {
+    /// Runs a pod: validates the request, then creates everything, or nothing.
+    pub async fn run(&self, spec: PodSpec) -> Result<String> {
+        let v = spec::validate(spec, self.inner.driver).map_err(SandboxError::InvalidArgument)?;
+        // PID mode POD (the CRI default): the pod's containers are to share one PID
+        // namespace with an init as PID 1. berthd never forks, so that namespace and its
+        // init come from the pod shim with the first container; the sandbox itself has no
+        // process, and says so in its verbose status.
+        if !v.host_network() {
+            if let Err(e) = &self.inner.network {
+                return Err(SandboxError::FailedPrecondition(format!(
+                    "the pod network is not ready: {e}"
+                )));
+            }
+        }
+        // On a task of its own: a caller that goes away does not stop set-up half-way
+        // (and if it did, the undo stack would still clean up).
+        let this = self.clone();
+        let setup = async move {
+            // One set-up per pod name at a time: the kubelet's retry of a RunPodSandbox that
+            // outlived its deadline waits here, then gets the pod the first call made.
+            let key = v.metadata.key();
+            let _name_lock = this.inner.locks.lock(format!("name/{key}")).await;
+            if let Some(id) = this.finished_twin(&key, &v)? {
+                return Ok(id);
+            }
+            let id = new_id().map_err(internal)?;
+            this.run_inner(id.clone(), v).await.map(|()| id)
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(setup))
+            .await
+            .map_err(|e| internal(format!("pod set-up task: {e}")))?
+    }
+
+    /// The ready pod an identical earlier request made under this name, if any. A pod
+    /// under the name that differs, or is no longer ready, keeps the name reserved.
+    fn finished_twin(&self, key: &str, v: &ValidSpec) -> Result<Option<String>> {
+        let Some(holder) = self.inner.meta.get::<NameRecord>(key)? else { return Ok(None) };
+        let rec = self.inner.meta.get::<SandboxRecord>(&holder.sandbox_id)?;
+        match rec {
+            Some(r)
+                if r.state == SandboxState::Ready
+                    && r.labels == v.spec.labels
+                    && r.annotations == v.spec.annotations
+                    && r.runtime_handler == v.spec.runtime_handler
+                    && r.log_directory == v.spec.log_directory =>
+            {
+                Ok(Some(r.id))
+            }
+            _ => Err(SandboxError::AlreadyExists(format!(
+                "pod sandbox name {key:?} is reserved for {}",
+                holder.sandbox_id
+            ))),
+        }
+    }
+
+    async fn run_inner(&self, id: String, v: ValidSpec) -> Result<()> {
+        let _lock = self.inner.locks.lock(id.clone()).await;
+        let started = std::time::Instant::now();
+        let dir = self.inner.pods_dir.path().join(&id);
+        let cgroup_rel = match self.inner.driver {
+            cgroup::Driver::Cgroupfs => cgroup::pod_cgroup(&v.spec.cgroup_parent, &id),
+            cgroup::Driver::Systemd => {
+                crate::systemd::pod_slice(&v.spec.cgroup_parent, &id).map(|(_, rel)| rel).map_err(
+                    |e| SandboxError::InvalidArgument(format!("config.linux.cgroup_parent: {e}")),
+                )?
+            }
+        };
+        let mut rec = SandboxRecord {
+            id: id.clone(),
+            metadata: v.metadata.clone(),
+            state: SandboxState::Creating,
+            created_at: now_ns(),
+            labels: v.spec.labels.clone(),
+            annotations: v.spec.annotations.clone(),
+            runtime_handler: v.spec.runtime_handler.clone(),
+            hostname: v.spec.hostname.clone(),
+            log_directory: v.spec.log_directory.clone(),
+            dns: v.spec.dns.clone(),
+            network: v.spec.network,
+            pid: v.spec.pid,
+            ipc: v.spec.ipc,
+            dir: dir.clone(),
+            cgroup: cgroup_rel.clone(),
+            resources: v.spec.resources,
+            port_mappings: v
+                .port_mappings
+                .iter()
+                .map(|m| PortRecord {
+                    protocol: format!("{:?}", m.protocol).to_lowercase(),
+                    host_port: m.host_port,
+                    container_port: m.container_port,
+                    host_ip: m.host_ip,
+                })
+                .collect(),
+            sysctls: v.spec.sysctls.clone(),
+            ..Default::default()
+        };
+        let mut undo = Undo::default();
+        match self.create(&mut rec, &v, &mut undo).await {
+            Ok(()) => {
+                undo.commit();
+                tracing::info!(pod_id = %id, name = %v.metadata.key(), ip = ?rec.ip, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "pod sandbox ready");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::info!(pod_id = %id, error = %e, "pod sandbox failed; undoing");
+                undo.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes the pod, in order; each part pushes its undo on `undo` as it is made.
+    async fn create(&self, rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
+        self.reserve(rec, v, undo)?;
+        crate::failpoint::crash_point("sandbox.recorded");
+        self.start_shim_early(&rec.id, undo);
+        make_pod_dir(&rec.dir, undo)?;
+        make_namespaces(rec, v, undo).await?;
+        crate::failpoint::crash_point("sandbox.netns");
+        make_shm(rec, v, undo)?;
+        // What will be made is recorded first, so that a crash at any point leaves a
+        // record start-up can clean up from (removal tolerates what was never made, and
+        // keeps a parent another pod still uses).
+        if let Some(unit) = cgroup::slice_unit(&rec.cgroup).map(str::to_string) {
+            self.make_pod_slice(rec, &unit, v.spec.resources.as_ref(), undo).await?;
+        } else {
+            self.make_pod_cgroup(rec, v.spec.resources.as_ref(), undo)?;
+        }
+        self.connect_network(rec, v, undo).await?;
+        write_pod_files(rec, v)?;
+        rec.state = SandboxState::Ready;
+        let mut tx = self.inner.meta.write()?;
+        tx.put(&rec.id, &*rec)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The record and the name reservation, in one transaction.
+    fn reserve(&self, rec: &SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
+        let meta = self.inner.meta.clone();
+        let (id, key) = (rec.id.clone(), v.metadata.key());
+        let mut tx = meta.write()?;
+        if let Some(holder) = tx.get::<NameRecord>(&key)? {
+            return Err(SandboxError::AlreadyExists(format!(
+                "pod sandbox name {key:?} is reserved for {}",
+                holder.sandbox_id
+            )));
+        }
+        tx.put(&key, &NameRecord { sandbox_id: id.clone() })?;
+        tx.put(&id, rec)?;
+        tx.commit()?;
+        undo.push("record", move || {
+            let mut tx = meta.write().map_err(|e| e.to_string())?;
+            tx.delete::<SandboxRecord>(&id).map_err(|e| e.to_string())?;
+            tx.delete::<NameRecord>(&key).map_err(|e| e.to_string())?;
+            tx.commit().map_err(|e| e.to_string())
+        });
+        Ok(())
+    }
+
+    /// The pod's shim starts now, beside the rest of the set-up, and is not waited for:
+    /// the first container waits for it if it has to. After a crash from here on,
+    /// start-up stops a shim whose pod it removed.
+    fn start_shim_early(&self, id: &str, undo: &mut Undo) {
+        let Some(shims) = self.inner.shims.get() else { return };
+        shims.clone().start_early(id);
+        let (shims, id) = (shims.clone(), id.to_string());
+        undo.push_async("shim", move || async move {
+            crate::traced::spawn_blocking(move || shims.discard(&id))
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+
+    /// The pod network, then the net sysctls (some name the pod's eth0).
+    async fn connect_network(
+        &self,
+        rec: &mut SandboxRecord,
+        v: &ValidSpec,
+        undo: &mut Undo,
+    ) -> Result<()> {
+        let Some(pin) = rec.netns.clone() else { return Ok(()) };
+        let network = self.network()?;
+        {
+            let (network, req) = (network.clone(), pod_request(rec, &pin));
+            undo.push_async("network", move || async move {
+                network.teardown_pod(&req).await.map_err(|e| e.to_string())
+            });
+        }
+        let got = network.setup_pod(&pod_request(rec, &pin)).await?;
+        crate::failpoint::crash_point("sandbox.network");
+        rec.ip = got.ipv4();
+        rec.ips = got.ips;
+        rec.veth = got.veth;
+        let net_sysctls: Vec<_> =
+            v.sysctls.iter().filter(|s| s.ns == SysctlNs::Net).cloned().collect();
+        if !net_sysctls.is_empty() {
+            netns::run_in_async(&pin, move || {
+                net_sysctls.iter().try_for_each(namespaces::write_sysctl)
+            })
+            .await??;
+        }
+        Ok(())
+    }
+}
+
+/// The pod's directory: everything else of the pod's on disk goes in it.
+fn make_pod_dir(dir: &Path, undo: &mut Undo) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir.join("ns"))
+        .map_err(|e| internal(format!("create {}: {e}", dir.display())))?;
+    let dir = dir.to_path_buf();
+    undo.push("pod directory", move || mounts::remove_tree(&dir));
+    Ok(())
+}
+
+/// The pod's namespaces, pinned in its directory. With a user namespace, net, IPC and
+/// UTS are made inside it (so it owns them) and only configured from here.
+async fn make_namespaces(rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
+    let dir = rec.dir.clone();
+    let mut req = NsRequest {
+        ipc: (!v.host_ipc()).then(|| dir.join("ns/ipc")),
+        uts: (!v.host_network()).then(|| (dir.join("ns/uts"), v.spec.hostname.clone())),
+        ipc_sysctls: v.sysctls.iter().filter(|s| s.ns == SysctlNs::Ipc).cloned().collect(),
+        existing: false,
+    };
+    if let Some(userns) = v.userns {
+        let pins = userns::Pins {
+            user: dir.join("ns/user"),
+            net: dir.join("ns/net"),
+            ipc: dir.join("ns/ipc"),
+            uts: dir.join("ns/uts"),
+        };
+        rec.userns = Some(userns);
+        rec.user_ns = Some(pins.user.clone());
+        rec.netns = Some(pins.net.clone());
+        let made = pins.clone();
+        crate::traced::spawn_blocking(move || userns::create(&userns, &made))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        undo.push("user namespace pins", move || {
+            userns::remove(&pins);
+            Ok(())
+        });
+        req.existing = true;
+    } else if !v.host_network() {
+        let pin = dir.join("ns/net");
+        netns::create_at(&pin)?;
+        rec.netns = Some(pin.clone());
+        undo.push("netns pin", move || netns::remove(&pin).map_err(|e| e.to_string()));
+    }
+    rec.ipc_ns = req.ipc.clone();
+    rec.uts_ns = req.uts.as_ref().map(|(p, _)| p.clone());
+    let pins: Vec<PathBuf> = rec.ipc_ns.iter().chain(rec.uts_ns.iter()).cloned().collect();
+    crate::traced::spawn_blocking(move || namespaces::create(req)).await.map_err(internal)??;
+    undo.push("ipc/uts pins", move || pins.iter().try_for_each(|p| namespaces::remove_pin(p)));
+    Ok(())
+}
+
+/// The pod's /dev/shm: its own tmpfs, or the host's with the host's IPC namespace.
+fn make_shm(rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
+    if v.host_ipc() {
+        rec.shm = Some(PathBuf::from("/dev/shm"));
+        return Ok(());
+    }
+    let shm = rec.dir.join("shm");
+    mounts::mount_shm(&shm, mounts::SHM_SIZE).map_err(internal)?;
+    rec.shm = Some(shm.clone());
+    undo.push("shm", move || mounts::unmount(&shm));
+    Ok(())
+}
+
+/// hostname, resolv.conf and hosts, which the containers bind-mount. They go with the
+/// pod's directory, so they push no undo of their own.
+fn write_pod_files(rec: &SandboxRecord, v: &ValidSpec) -> Result<()> {
+    let (hostname, hosts) = if v.host_network() {
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        (files::host_hostname(), hosts)
+    } else {
+        (v.spec.hostname.clone(), files::hosts(&v.spec.hostname, rec.ip))
+    };
+    let resolv = match &v.spec.dns {
+        Some(dns) => files::resolv_conf(dns),
+        None => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    };
+    for (name, text) in
+        [("hostname", format!("{hostname}\n")), ("resolv.conf", resolv), ("hosts", hosts)]
+    {
+        let path = rec.dir.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| internal(format!("write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// What the pod network is told about a pod (CNI_ARGS, capabilities), from its record.
+pub(super) fn pod_request(rec: &SandboxRecord, netns: &std::path::Path) -> PodRequest {
+    let port_mappings = rec
+        .port_mappings
+        .iter()
+        .filter_map(|p| {
+            let protocol = Protocol::from_name(&p.protocol)?;
+            Some(PortMapping {
+                protocol,
+                host_port: p.host_port,
+                container_port: p.container_port,
+                host_ip: p.host_ip,
+            })
+        })
+        .collect();
+    PodRequest {
+        pod_id: rec.id.clone(),
+        namespace: rec.metadata.namespace.clone(),
+        name: rec.metadata.name.clone(),
+        uid: rec.metadata.uid.clone(),
+        netns: netns.to_path_buf(),
+        port_mappings,
+        dns: rec.dns.as_ref().map(|d| cni::Dns {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        }),
+        annotations: rec.annotations.clone(),
+    }
+}
