@@ -54,7 +54,8 @@ use ipnet::Ipv4Net;
 
 use crate::bridge::validate_ifname;
 use crate::error::{validate_pod_id, NetworkError, Result};
-use crate::nft::{Batch, Expr, Header, ListedRule, MetaLoad, NatHook, Netlink, Op};
+use crate::nft::socket::Netlink;
+use crate::nft::{Batch, Expr, Header, ListedRule, MetaLoad, NatHook, Op};
 
 /// The default table name.
 pub const DEFAULT_TABLE: &str = "berth";

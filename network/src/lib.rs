@@ -22,29 +22,11 @@ pub mod netns;
 mod network;
 mod nft;
 mod pod_networks;
+mod readiness;
 
 pub use error::{validate_pod_id, NetworkError, Result};
 pub use firewall::{Firewall, PortMapping, Protocol};
 pub use ipam::{Ipam, IpamError};
 pub use network::{IpAllocator, Network, NetworkConfig, PodNetwork};
 pub use pod_networks::{Attached, PodNetworkConfig, PodNetworks};
-
-/// Whether pods can be given a network right now, as the CRI `NetworkReady` condition
-/// reports it to the kubelet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    Ready,
-    NotReady { reason: String, message: String },
-}
-
-impl Readiness {
-    /// A `NotReady` with the given reason and message.
-    pub fn not_ready(reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Readiness::NotReady { reason: reason.into(), message: message.into() }
-    }
-
-    /// Whether this is `Ready`.
-    pub fn is_ready(&self) -> bool {
-        matches!(self, Readiness::Ready)
-    }
-}
+pub use readiness::Readiness;

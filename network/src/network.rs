@@ -13,7 +13,7 @@ use crate::bridge::{self, PodAddress, VETH_ALIAS_PREFIX};
 use crate::error::{validate_pod_id, NetworkError, Result};
 use crate::firewall::{Firewall, PortMapping, DEFAULT_TABLE};
 use crate::ipam::Ipam;
-use crate::Readiness;
+use crate::readiness::Readiness;
 
 const DEFAULT_MTU: u32 = 1500;
 const MIN_MTU: u32 = 68;

@@ -28,8 +28,7 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProto
 
 use crate::error::{NetworkError, Result};
 
-mod socket;
-pub(crate) use socket::Netlink;
+pub(crate) mod socket;
 
 /// `NFNL_SUBSYS_NFTABLES`: the `res_id` of a batch's begin and end messages.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;

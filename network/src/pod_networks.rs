@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::cni::{Cni, PodRequest};
 use crate::error::Result;
 use crate::network::Network;
-use crate::Readiness;
+use crate::readiness::Readiness;
 
 /// The configured pod network.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 //! crate and maps its errors onto status codes.
 
 pub mod apparmor;
+pub mod cgroupfs;
 pub mod clock;
 pub mod container;
 pub mod content;
@@ -15,8 +16,10 @@ pub mod failpoint;
 pub mod ids;
 pub mod image;
 pub mod layout;
+pub mod locks;
 pub mod metadata;
 pub mod mount_api;
+pub mod mount_table;
 pub mod oci_defaults;
 pub mod sandbox;
 pub mod selinux;

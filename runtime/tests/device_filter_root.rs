@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_runtime::executor::cgroups::hierarchies;
+use berth_runtime::cgroupfs::hierarchies;
 use berth_runtime::executor::device_filter;
 use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
 

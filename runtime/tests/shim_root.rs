@@ -171,7 +171,7 @@ impl Drop for Fixture {
             return;
         }
         assert!(!alive, "shim {} still running", self.shim_pid);
-        for h in berth_runtime::executor::cgroups::hierarchies().unwrap() {
+        for h in berth_runtime::cgroupfs::hierarchies().unwrap() {
             let d = h.mount.join(self.cgroup.trim_start_matches('/'));
             assert!(!d.exists(), "leaked cgroup {}", d.display());
         }

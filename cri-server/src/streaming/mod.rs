@@ -11,7 +11,6 @@ pub mod spdy_conn;
 mod tokens;
 mod websocket;
 
-pub use crate::config::StreamingConfig;
 pub use portforward::PodNetwork;
 pub use remotecommand::SizeDecoder;
 pub use server::{Pending, Streaming};

@@ -19,9 +19,10 @@ use tokio::sync::watch;
 
 use super::portforward::{self, PodNetwork};
 use super::remotecommand::{self, Channels, Target, Version};
+use super::spdy_conn;
 use super::tokens::Tokens;
 use super::websocket::{self, Framing};
-use super::{spdy_conn, StreamingConfig};
+use crate::config::StreamingConfig;
 
 /// What a token stands for.
 pub enum Pending {

@@ -24,7 +24,7 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 
 use crate::error::{validate_pod_id, NetworkError, Result};
-use crate::Readiness;
+use crate::readiness::Readiness;
 use cache::{CacheEntry, ResultCache};
 use config::{ConfigWatch, NetworkList};
 use invoke::{Command, Invocation};

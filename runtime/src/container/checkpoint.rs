@@ -229,8 +229,8 @@ pub fn checkpoint(
     })?;
     let spec_bytes = std::fs::read(rec.bundle.join("config.json")).map_err(internal)?;
     let spec: Spec = serde_json::from_slice(&spec_bytes).map_err(internal)?;
-    let v1: Vec<String> = crate::executor::cgroups::hierarchies()
-        .map_err(|e| internal(e.0))?
+    let v1: Vec<String> = crate::cgroupfs::hierarchies()
+        .map_err(internal)?
         .into_iter()
         .filter(|h| !h.v2)
         .filter_map(|h| Some(h.mount.file_name()?.to_string_lossy().into_owned()))

@@ -155,7 +155,7 @@ pub fn unmount_all(bundle: &Path) -> Result<()> {
     };
     for entry in entries {
         let dir = entry.map_err(internal)?.path();
-        crate::sandbox::mounts::unmount(&dir).map_err(internal)?;
+        crate::mount_table::unmount(&dir).map_err(internal)?;
         // remove_dir, never remove_dir_all: through a view still mounted it would reach
         // the image's shared layers.
         match std::fs::remove_dir(&dir) {

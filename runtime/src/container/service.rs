@@ -8,9 +8,7 @@
 mod create;
 mod lifecycle;
 mod observe;
-mod operations;
-
-pub(super) use operations::{exec_process, running_pid};
+pub(super) mod operations;
 
 use super::record::ContainerRecord;
 use crate::events::Events;
@@ -50,7 +48,7 @@ pub struct Containers {
     /// pod must find the one shim, not race to start two).
     shims: super::pod_shims::Shims,
     pids_limit: i64,
-    locks: crate::image::locks::KeyedLocks,
+    locks: crate::locks::KeyedLocks,
     /// Runtime handler name → OCI runtime binary; the default handler "" is native.
     runtimes: std::collections::BTreeMap<String, PathBuf>,
     events: Arc<Events>,

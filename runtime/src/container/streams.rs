@@ -10,7 +10,8 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use super::service::{exec_process, running_pid, ContainerError, Containers};
+use super::service::operations::{exec_process, running_pid};
+use super::service::{ContainerError, Containers};
 use crate::error::internal;
 use crate::shim::client::Canceller;
 

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use oci_spec::runtime::{Capabilities, LinuxCapabilities};
 
-use super::{Error, Result};
+use super::error::{Error, Result};
 
 /// Capability names in kernel number order (`CAP_CHOWN` = 0 …).
 pub const NAMES: &[&str] = &[

@@ -11,77 +11,12 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
 
-use super::{Ctx, Error, Result};
+use super::error::{Ctx, Error, Result};
+use crate::cgroupfs::{self, delegate_controllers, delegate_down, Hierarchy};
 
-/// One mounted cgroup hierarchy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hierarchy {
-    pub mount: PathBuf,
-    /// v1 controllers (`memory`, `cpu`, `cpuacct`, `name=systemd`, …); empty for v2.
-    pub controllers: Vec<String>,
-    pub v2: bool,
-}
-
-impl Hierarchy {
-    pub fn has(&self, controller: &str) -> bool {
-        self.controllers.iter().any(|c| c == controller)
-    }
-}
-
-const V1_CONTROLLERS: &[&str] = &[
-    "cpu",
-    "cpuacct",
-    "cpuset",
-    "memory",
-    "devices",
-    "freezer",
-    "net_cls",
-    "blkio",
-    "perf_event",
-    "net_prio",
-    "hugetlb",
-    "pids",
-    "rdma",
-    "misc",
-];
-
-/// Parses `/proc/self/mountinfo` text into the hierarchies mounted at their root.
-pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
-    let mut out: Vec<Hierarchy> = Vec::new();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
-        let l: Vec<&str> = left.split(' ').collect();
-        let r: Vec<&str> = right.split(' ').collect();
-        if l.len() < 5 || r.len() < 3 || l[3] != "/" {
-            continue;
-        }
-        let mount = PathBuf::from(crate::sandbox::mounts::unescape(l[4]));
-        let h = match r[0] {
-            "cgroup2" => Hierarchy { mount, controllers: Vec::new(), v2: true },
-            "cgroup" => {
-                let controllers: Vec<String> = r[2]
-                    .split(',')
-                    .filter(|o| V1_CONTROLLERS.contains(o) || o.starts_with("name="))
-                    .map(str::to_string)
-                    .collect();
-                if controllers.is_empty() {
-                    continue;
-                }
-                Hierarchy { mount, controllers, v2: false }
-            }
-            _ => continue,
-        };
-        if !out.iter().any(|o| o.v2 == h.v2 && o.controllers == h.controllers) {
-            out.push(h);
-        }
-    }
-    out
-}
-
-/// The hierarchies mounted in this process's mount namespace.
-pub fn hierarchies() -> Result<Vec<Hierarchy>> {
-    let text = fs::read_to_string("/proc/self/mountinfo").ctx(|| "read mountinfo".into())?;
-    Ok(parse_mountinfo(&text))
+/// The hierarchies mounted, with the executor's error.
+pub(super) fn hierarchies() -> Result<Vec<Hierarchy>> {
+    cgroupfs::hierarchies().ctx(|| "read mountinfo".into())
 }
 
 /// The cgroup directory (relative to each hierarchy's mount) of a cgroups path: a
@@ -113,7 +48,7 @@ fn create_dir(h: &Hierarchy, rel: &Path) -> Result<PathBuf> {
     for comp in rel.components() {
         let parent = dir.clone();
         if h.v2 {
-            delegate_controllers(&parent)?;
+            delegate_controllers(&parent).map_err(Error)?;
         }
         dir.push(comp);
         match fs::create_dir(&dir) {
@@ -131,38 +66,6 @@ fn create_dir(h: &Hierarchy, rel: &Path) -> Result<PathBuf> {
         }
     }
     Ok(dir)
-}
-
-/// The v2 controllers berth sets limits with or reads stats from.
-const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids", "io", "hugetlb"];
-
-/// Enables for `dir`'s children every controller of [`V2_CONTROLLERS`] that `dir` has and
-/// has not enabled yet. A hybrid host's v2 tree has none, and nothing is written.
-pub fn delegate_controllers(dir: &Path) -> Result<()> {
-    let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-    let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
-    let wanted: Vec<String> = available
-        .split_whitespace()
-        .filter(|c| V2_CONTROLLERS.contains(c) && !enabled.split_whitespace().any(|e| e == *c))
-        .map(|c| format!("+{c}"))
-        .collect();
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    // A cgroup with processes of its own cannot delegate (v2's no-internal-processes
-    // rule): that is a host set-up berth must not paper over.
-    write(dir, "cgroup.subtree_control", &wanted.join(" "))
-}
-
-/// [`delegate_controllers`] on `mount` and every level of `rel` below it, top down.
-pub fn delegate_down(mount: &Path, rel: &Path) -> Result<()> {
-    let mut dir = mount.to_path_buf();
-    delegate_controllers(&dir)?;
-    for comp in rel.components() {
-        dir.push(comp);
-        delegate_controllers(&dir)?;
-    }
-    Ok(())
 }
 
 /// The v1 controllers mounted: on a hybrid host they carry the limits and device rules,
@@ -191,7 +94,7 @@ pub fn create_and_place(path: &Path, pid: i32, resources: Option<&LinuxResources
             .ok_or_else(|| Error("cgroup: a systemd scope needs cgroup v2".into()))?;
         // systemd enables the controllers it knows down to a delegated scope; hugetlb
         // (and what else berth limits that systemd does not manage) berth enables itself.
-        delegate_down(&h.mount, rel.parent().unwrap_or(Path::new("")))?;
+        delegate_down(&h.mount, rel.parent().unwrap_or(Path::new(""))).map_err(Error)?;
         if let Some(r) = resources {
             apply(h, &h.mount.join(&rel), r, &[])?;
         }
@@ -348,7 +251,7 @@ fn apply_v2(dir: &Path, r: &LinuxResources, v1: &[String]) -> Result<()> {
     if let Some(c) = r.cpu() {
         if let Some(shares) = c.shares() {
             if has("cpu", "cpu.weight")? {
-                let weight = crate::sandbox::cgroup::shares_to_weight(shares as i64);
+                let weight = cgroupfs::shares_to_weight(shares as i64);
                 write(dir, "cpu.weight", &weight.to_string())?;
             }
         }
@@ -507,17 +410,6 @@ pub fn remove(path: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    const HYBRID: &str = "\
-24 1 0:22 / /sys rw,nosuid - sysfs sysfs rw
-30 24 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
-31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
-33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
-34 30 0:30 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
-35 30 0:31 / /sys/fs/cgroup/systemd rw,nosuid - cgroup cgroup rw,xattr,name=systemd
-36 30 0:30 /sub /mnt/memory rw,nosuid - cgroup cgroup rw,memory
-37 30 0:30 / /other/memory rw,nosuid - cgroup cgroup rw,memory
-";
-
     #[test]
     fn v1_values_translate_to_v2_files_that_exist() {
         use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
@@ -545,17 +437,6 @@ mod tests {
         assert_eq!(read("cpu.weight"), "39");
         assert_eq!(read("cpu.max"), "50000 100000");
         assert!(!dir.path().join("cpuset.cpus").exists(), "no cpuset controller: no file made");
-    }
-
-    #[test]
-    fn parses_hybrid_mountinfo() {
-        let hs = parse_mountinfo(HYBRID);
-        assert_eq!(hs.len(), 4, "{hs:?}");
-        assert!(hs[0].v2);
-        assert_eq!(hs[0].mount, Path::new("/sys/fs/cgroup/unified"));
-        assert_eq!(hs[1].controllers, ["cpu", "cpuacct"]);
-        assert!(hs[2].has("memory"));
-        assert_eq!(hs[3].controllers, ["name=systemd"]);
     }
 
     #[test]

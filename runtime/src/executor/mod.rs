@@ -40,8 +40,11 @@ pub mod seccomp;
 
 use process::prepare_process;
 
+mod error;
+pub(crate) use error::Ctx;
+pub use error::{Error, Result};
+
 use std::convert::Infallible;
-use std::fmt;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -52,30 +55,6 @@ use nix::fcntl::OFlag;
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{fork, pipe2, ForkResult, Gid, Pid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
-
-/// An executor error: a message naming the step and the cause.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(pub String);
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
-
-pub type Result<T> = std::result::Result<T, Error>;
-
-pub(crate) trait Ctx<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
-}
-
-impl<T, E: fmt::Display> Ctx<T> for std::result::Result<T, E> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|e| Error(format!("{}: {e}", what())))
-    }
-}
 
 /// The child's standard streams (for a tty, the same terminal three times).
 #[derive(Debug)]

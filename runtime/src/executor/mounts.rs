@@ -12,7 +12,8 @@ use std::os::fd::OwnedFd;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
-use super::{cgroups, Ctx, Error, Result};
+use super::cgroups;
+use super::error::{Ctx, Error, Result};
 
 /// Mount flags, propagation flags and filesystem data parsed from OCI mount options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,7 +258,7 @@ pub fn prepare_rootfs(
         // With a shared tree, every mount made under the rootfs (proc, dev, the rootfs
         // bind itself) would also appear on the host. Only the volumes that ask for it
         // may propagate: they are bound from shared sources and stay in their peer groups.
-        let parent = crate::sandbox::mounts::mount_point_of(rootfs)
+        let parent = crate::mount_table::mount_point_of(rootfs)
             .ok_or_else(|| Error(format!("no mount holds {}", rootfs.display())))?;
         mnt(None, &parent, None, MsFlags::MS_PRIVATE, None)?;
     }

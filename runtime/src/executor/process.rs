@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{PosixRlimitType, Process, Spec};
 
-use super::{caps, seccomp, Ctx, Error, Result};
+use super::error::{Ctx, Error, Result};
+use super::{caps, seccomp};
 
 /// A process ready to exec: everything but no_new_privs + seccomp (when NNP) is applied.
 pub(super) struct Prepared {

@@ -15,7 +15,7 @@ use libseccomp::{
 };
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 
-use super::{Error, Result};
+use super::error::{Error, Result};
 
 fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction> {
     Ok(match a {

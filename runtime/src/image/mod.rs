@@ -1,6 +1,5 @@
 //! Images: references, registries, pulling and the image store.
 
-pub mod locks;
 pub mod manifest;
 pub mod pull;
 pub mod record;

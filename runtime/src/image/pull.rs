@@ -56,7 +56,7 @@ pub struct Puller<'a> {
     pub limits: UnpackLimits,
     pub expansion: ExpansionLimits,
     pub platform: &'a NodePlatform,
-    pub layer_locks: &'a super::locks::KeyedLocks,
+    pub layer_locks: &'a crate::locks::KeyedLocks,
     /// Every byte received from a registry is added here (for the metrics).
     pub received: &'a AtomicU64,
 }

@@ -1,7 +1,6 @@
 //! The image store: pull, look up, list and remove images, and collect what nothing
 //! references any more.
 
-use super::locks::KeyedLocks;
 use super::manifest::NodePlatform;
 use super::pull::{PullError, Puller};
 use super::record::{ImageRecord, LayerRecord, NameRecord};
@@ -9,6 +8,7 @@ use super::reference::{parse_image_id, resolve_endpoints, Reference, ReferenceEr
 use super::registry::{Credentials, Registries, RegistrySettings};
 use crate::content::ContentStore;
 use crate::digest::Digest;
+use crate::locks::KeyedLocks;
 use crate::metadata::{MetadataError, MetadataStore};
 use crate::snapshot::image_view::{view_key, ImageViewRecord};
 use crate::snapshot::layers::LayerStore;

@@ -17,15 +17,9 @@ use std::path::{Path, PathBuf};
 pub use super::cgroup_driver::Driver;
 use super::spec::Resources;
 
-pub use crate::executor::cgroups::{
-    delegate_controllers, delegate_down, parse_mountinfo, Hierarchy,
-};
-
-/// The cgroup hierarchies mounted in our mount namespace (from `/proc/self/mountinfo`),
-/// whose root is the hierarchy's root (`/`).
-pub fn hierarchies() -> io::Result<Vec<Hierarchy>> {
-    Ok(parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo")?))
-}
+use super::slice::slice_unit;
+use crate::cgroupfs::{delegate_controllers, shares_to_weight};
+pub use crate::cgroupfs::{hierarchies, Hierarchy};
 
 /// The pod cgroup path (relative, no leading `/`) for `cgroup_parent`, or
 /// `berth/<pod id>` when the kubelet gave none.
@@ -65,7 +59,7 @@ pub fn create(hs: &[Hierarchy], rel: &str) -> Result<Vec<PathBuf>, String> {
                 if h.v2 {
                     // Levels the kubelet made too: what is not delegated down to the pod
                     // cgroup is missing in its containers' cgroups.
-                    delegate_controllers(&parent).map_err(|e| e.0)?;
+                    delegate_controllers(&parent)?;
                 }
                 dir.push(part);
                 match fs::create_dir(&dir) {
@@ -85,7 +79,7 @@ pub fn create(hs: &[Hierarchy], rel: &str) -> Result<Vec<PathBuf>, String> {
             }
             if h.v2 {
                 // The pod's containers are its children: they get the controllers ready.
-                delegate_controllers(&dir).map_err(|e| e.0)?;
+                delegate_controllers(&dir)?;
             }
         }
         Ok(())
@@ -157,13 +151,6 @@ pub fn apply(hs: &[Hierarchy], rel: &str, r: &Resources) -> Result<(), String> {
     Ok(())
 }
 
-/// cgroup v1 `cpu.shares` (2..262144) to v2 `cpu.weight` (1..10000), as the OCI
-/// runtimes convert it.
-pub fn shares_to_weight(shares: i64) -> u64 {
-    let shares = shares.clamp(2, 262_144) as u64;
-    1 + ((shares - 2) * 9999) / 262_142
-}
-
 /// A container's cgroups path as its OCI spec carries it: `/<pod cgroup>/<id>`
 /// (cgroupfs), or runc's systemd form `<pod slice>:berth:<id>`.
 pub fn container_cgroups_path(pod_cgroup: &str, id: &str) -> String {
@@ -180,36 +167,6 @@ pub fn container_cgroup_dir(pod_cgroup: &str, id: &str) -> String {
         Some(_) => format!("{pod}/{}-{id}.scope", crate::systemd::SCOPE_PREFIX),
         None => format!("{pod}/{id}"),
     }
-}
-
-/// The unit of a pod slice (systemd driver): the last part of its directory.
-pub fn slice_unit(rel: &str) -> Option<&str> {
-    rel.rsplit('/').next().filter(|u| u.ends_with(".slice"))
-}
-
-/// Whether the pod slice's unit is running (the kubelet, another pod or berth made it).
-pub fn slice_active(unit: &str) -> Result<bool, String> {
-    crate::systemd::with_shared(|bus| Ok(bus.active_state(unit)?.as_deref() == Some("active")))
-}
-
-/// Starts a pod slice with the pod's limits (the kubelet did not make it).
-pub fn start_slice(unit: &str, r: Option<&Resources>) -> Result<(), String> {
-    let props = crate::systemd::pod_properties(unit, r);
-    crate::systemd::with_shared(|bus| bus.start_transient(unit, props))
-}
-
-/// Pod-level limits on a running pod slice, through systemd so that it keeps them.
-pub fn set_slice_limits(unit: &str, r: &Resources) -> Result<(), String> {
-    let props = crate::systemd::pod_limits(r);
-    if props.is_empty() {
-        return Ok(());
-    }
-    crate::systemd::with_shared(|bus| bus.set_properties(unit, props))
-}
-
-/// Stops a pod slice berth started (systemd removes its cgroup).
-pub fn stop_slice(unit: &str) -> Result<(), String> {
-    crate::systemd::with_shared(|bus| bus.stop(unit))
 }
 
 /// Ends every process left in the container cgroups of the pod's cgroup (`rel`) on each
@@ -312,12 +269,5 @@ mod tests {
         assert_eq!(pod_cgroup("/kubepods/burstable/pod1", "x"), "kubepods/burstable/pod1");
         assert_eq!(pod_cgroup("", "abc"), "berth/abc");
         assert_eq!(pod_cgroup("/", "abc"), "berth/abc");
-    }
-
-    #[test]
-    fn weights() {
-        assert_eq!(shares_to_weight(2), 1);
-        assert_eq!(shares_to_weight(1024), 39);
-        assert_eq!(shares_to_weight(262_144), 10_000);
     }
 }

@@ -8,7 +8,8 @@
 //! started during set-up to be ready for the first container ([`pod_shims`]).
 //!
 //! * [`spec`]: the request and its validation; [`sysctl`]: which sysctls a pod may set;
-//! * [`namespaces`], [`userns`], [`cgroup`], [`mounts`], [`files`]: the host-side pieces;
+//! * [`namespaces`], [`userns`], [`cgroup`], [`slice`], [`mounts`], [`files`]: the host-side
+//!   pieces ([`slice`]: the pod cgroup with the systemd driver);
 //! * [`ipam_store`]: IP leases in the metadata store; [`record`]: what is stored;
 //! * [`pod_shims`]: how set-up starts the pod's shim early (the containers service's);
 //! * [`undo`]: the rollback stack that makes RunPodSandbox all-or-nothing;
@@ -24,6 +25,7 @@ pub mod namespaces;
 pub mod pod_shims;
 pub mod record;
 pub mod service;
+pub mod slice;
 pub mod spec;
 pub mod sysctl;
 pub mod undo;

@@ -1,4 +1,5 @@
-//! IPC and UTS namespaces pinned by bind mounts, like berth-network's netns pins.
+//! The pod's namespace modes ([`NsMode`]), and its IPC and UTS namespaces pinned by bind
+//! mounts, like berth-network's netns pins.
 //!
 //! A short-lived OS thread unshares the namespaces (namespaces are per thread, so no other
 //! thread of berthd moves), sets the pod's host name and IPC sysctls from inside them, and
@@ -11,8 +12,20 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
+use serde::{Deserialize, Serialize};
+
 use super::sysctl::Sysctl;
 use crate::error::RuntimeError;
+
+/// A namespace option of the pod (CRI `NamespaceMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum NsMode {
+    #[default]
+    Pod,
+    Container,
+    Node,
+    Target,
+}
 
 /// Why a pod's namespaces could not be set up: whose fault it is decides the answer's
 /// code, so it travels as a kind and not as a message to be read back.

@@ -70,7 +70,7 @@ pub struct SandboxRecord {
     pub sysctls: BTreeMap<String, String>,
     /// The pod's user namespace (mappings) when it has one; pinned at `user_ns`.
     #[serde(default)]
-    pub userns: Option<super::Userns>,
+    pub userns: Option<super::userns::Userns>,
     #[serde(default)]
     pub user_ns: Option<PathBuf>,
 }

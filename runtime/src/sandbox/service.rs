@@ -17,13 +17,14 @@ use berth_network::{Network, NetworkError, PodNetworkConfig, PodNetworks, Readin
 use super::cgroup::{self, Hierarchy};
 use super::filter::{self, Filter};
 use super::ipam_store::StoredIpam;
-use super::mounts;
 use super::pod_shims::PodShims;
 use super::record::{SandboxRecord, SandboxState};
 use super::spec::{self, NsMode};
 use crate::ids;
-use crate::image::locks::KeyedLocks;
+use crate::locks::KeyedLocks;
 use crate::metadata::MetadataStore;
+use crate::mount_table;
+use crate::sandbox::slice;
 use crate::Layout;
 
 /// The sandbox service's errors: the runtime's.
@@ -93,7 +94,7 @@ impl Sandboxes {
                         .to_string(),
                 ));
             }
-            crate::traced::spawn_blocking(|| cgroup::slice_active("-.slice"))
+            crate::traced::spawn_blocking(|| slice::slice_active("-.slice"))
                 .await
                 .map_err(internal)?
                 .map_err(|e| internal(format!("the systemd cgroup driver: {e}")))?;
@@ -275,7 +276,7 @@ impl Sandboxes {
     pub fn shutdown(&self) {
         let dir = self.inner.pods_dir.path();
         let below: Vec<PathBuf> =
-            mounts::mounts_under(dir).into_iter().filter(|m| m != dir).collect();
+            mount_table::mounts_under(dir).into_iter().filter(|m| m != dir).collect();
         if below.is_empty() {
             if let Err(e) = self.inner.pods_dir.unmount() {
                 tracing::warn!(error = %e, "cannot unmount the pods directory");

@@ -10,17 +10,8 @@ use berth_network::{PortMapping, Protocol};
 use serde::{Deserialize, Serialize};
 
 use super::cgroup_driver::Driver;
+pub use super::namespaces::NsMode;
 use super::sysctl::{classify, Sysctl, SysctlNs};
-
-/// A namespace option of the pod (CRI `NamespaceMode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum NsMode {
-    #[default]
-    Pod,
-    Container,
-    Node,
-    Target,
-}
 
 /// The pod's identity as the kubelet gives it; unique among live pods.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -81,7 +72,7 @@ pub struct PodSpec {
     pub runtime_handler: String,
     pub resources: Option<Resources>,
     /// The user namespace option; `None`: the host's.
-    pub userns: Option<super::UsernsSpec>,
+    pub userns: Option<super::userns::UsernsSpec>,
 }
 
 /// A request that passed validation, with its parts parsed.
@@ -92,7 +83,7 @@ pub struct ValidSpec {
     pub port_mappings: Vec<PortMapping>,
     pub sysctls: Vec<Sysctl>,
     /// The pod's own user namespace, when it has one.
-    pub userns: Option<super::Userns>,
+    pub userns: Option<super::userns::Userns>,
 }
 
 impl ValidSpec {

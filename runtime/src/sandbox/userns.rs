@@ -41,7 +41,7 @@ impl IdMap {
 /// The CRI `UserNamespace` option as asked: the mode and the mappings as given.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UsernsSpec {
-    pub mode: super::NsMode,
+    pub mode: super::namespaces::NsMode,
     pub uids: Vec<IdMap>,
     pub gids: Vec<IdMap>,
 }
@@ -66,7 +66,7 @@ const FIELD: &str = "config.linux.security_context.namespace_options.userns_opti
 /// exactly one uid and one gid mapping that map container id 0, without wrapping; the
 /// kubelet never asks for CONTAINER or TARGET.
 pub fn validate(spec: Option<&UsernsSpec>) -> Result<Option<Userns>, String> {
-    use super::NsMode;
+    use super::namespaces::NsMode;
     let Some(spec) = spec else { return Ok(None) };
     match spec.mode {
         NsMode::Node => {
@@ -220,7 +220,7 @@ pub fn open(pin: &Path) -> Result<OwnedFd, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::NsMode;
+    use crate::sandbox::namespaces::NsMode;
 
     fn pod(uids: Vec<IdMap>, gids: Vec<IdMap>) -> UsernsSpec {
         UsernsSpec { mode: NsMode::Pod, uids, gids }

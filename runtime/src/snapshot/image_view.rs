@@ -50,7 +50,7 @@ pub fn mount_view(lowers: &[PathBuf], target: &Path) -> Result<(), String> {
                 | MsFlags::MS_NOSUID
                 | MsFlags::MS_NODEV;
             mount(None::<&str>, target, None::<&str>, ro, None::<&str>).map_err(|e| {
-                let _ = crate::sandbox::mounts::unmount(target);
+                let _ = crate::mount_table::unmount(target);
                 format!("make {} read-only: {e}", target.display())
             })
         }
@@ -157,7 +157,7 @@ mod tests {
 
     impl Drop for Unmount {
         fn drop(&mut self) {
-            crate::sandbox::mounts::unmount(&self.0).unwrap();
+            crate::mount_table::unmount(&self.0).unwrap();
         }
     }
 

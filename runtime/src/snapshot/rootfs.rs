@@ -209,8 +209,8 @@ mod tests {
             .unwrap();
         let read = fs::read_to_string(target.join("f"));
         fs::write(target.join("new"), "w").unwrap();
-        crate::sandbox::mounts::unmount(&target).unwrap();
-        crate::sandbox::mounts::unmount(&target).unwrap();
+        crate::mount_table::unmount(&target).unwrap();
+        crate::mount_table::unmount(&target).unwrap();
         assert_eq!(read.unwrap(), "top");
         assert_eq!(fs::read_to_string(dirs.upper("c1").join("new")).unwrap(), "w");
         assert!(

@@ -41,17 +41,20 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Timestamps, Uid};
 use rustix::io::Errno;
 
 use super::beneath::{self, WalkError};
 use super::expansion::{ExpansionError, ExpansionGuard};
 
 mod entry_meta;
-use entry_meta::{apply_meta, apply_owner_mode_xattrs, kind_of, meta_of};
+mod error;
+use entry_meta::{apply_meta, apply_owner_mode_xattrs, kind_of, meta_of, Kind, Meta, Target};
+pub use error::UnpackError;
+use error::{io_err, rejected};
 
 /// Bytes of tar metadata allowed between the end of one entry's content and the start of
 /// the next: generous for PAX records full of xattrs, far too small to hurt.
@@ -64,7 +67,6 @@ const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
-const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 
 /// What one layer may create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,43 +91,6 @@ pub struct UnpackStats {
     pub bytes: u64,
     /// Archive entries processed (whiteouts and directories included).
     pub entries: u64,
-}
-
-/// Why a layer could not be unpacked. Entry paths are shown as they appear in the archive.
-#[derive(Debug, thiserror::Error)]
-pub enum UnpackError {
-    #[error("opening layer directory {}: {source}", path.display())]
-    Dest { path: PathBuf, source: io::Error },
-    #[error("reading layer tar after entry {after:?}: {source}")]
-    Read { after: String, source: io::Error },
-    #[error(
-        "layer tar has more than {limit} bytes of metadata before the entry following \
-         {after:?}; refusing it as a metadata bomb"
-    )]
-    MetadataTooLarge { after: String, limit: u64 },
-    #[error("layer entry {path:?}: {reason}")]
-    Rejected { path: String, reason: String },
-    #[error("layer entry {path:?}: layer content exceeds the limit of {limit} bytes")]
-    TooManyBytes { path: String, limit: u64 },
-    #[error("layer entry {path:?}: layer has more than the limit of {limit} entries")]
-    TooManyEntries { path: String, limit: u64 },
-    #[error("layer entry {path:?}: {op}: {source}")]
-    Io { path: String, op: String, source: io::Error },
-    #[error(transparent)]
-    Expansion(ExpansionError),
-}
-
-impl UnpackError {
-    /// The archive entry the error is about, if it is about one.
-    pub fn entry_path(&self) -> Option<&str> {
-        match self {
-            UnpackError::Rejected { path, .. }
-            | UnpackError::TooManyBytes { path, .. }
-            | UnpackError::TooManyEntries { path, .. }
-            | UnpackError::Io { path, .. } => Some(path),
-            _ => None,
-        }
-    }
 }
 
 /// Extracts the (already decompressed, see [`super::decompress()`]) layer tar `reader`
@@ -279,36 +244,6 @@ impl<R: Read> Read for Metered<R> {
     }
 }
 
-/// What an entry is, with what its kind needs.
-enum Kind {
-    File,
-    Dir,
-    Symlink(Vec<u8>),
-    HardLink(Vec<u8>),
-    Fifo,
-    CharDevice(rfs::Dev),
-    BlockDevice(rfs::Dev),
-    /// PAX global headers: nothing to create.
-    Ignored,
-}
-
-/// Ownership, mode, times and xattrs an entry carries.
-struct Meta {
-    uid: u32,
-    gid: u32,
-    mode: u32,
-    times: Timestamps,
-    xattrs: Vec<(OsString, Vec<u8>)>,
-}
-
-/// Where to apply metadata to something that was just created.
-enum Target<'a> {
-    /// An open regular file or directory.
-    Fd(BorrowedFd<'a>),
-    /// A symlink, fifo or device node: never opened, addressed by name in its parent.
-    Name(BorrowedFd<'a>, &'a OsStr),
-}
-
 struct Unpacker {
     root: OwnedFd,
     limits: UnpackLimits,
@@ -317,14 +252,6 @@ struct Unpacker {
     dir_times: Vec<(Vec<OsString>, Timestamps)>,
     buf: Vec<u8>,
     meter: Rc<Meter>,
-}
-
-fn rejected(path: &str, reason: impl Into<String>) -> UnpackError {
-    UnpackError::Rejected { path: path.to_owned(), reason: reason.into() }
-}
-
-fn io_err(path: &str, op: impl Into<String>, source: impl Into<io::Error>) -> UnpackError {
-    UnpackError::Io { path: path.to_owned(), op: op.into(), source: source.into() }
 }
 
 /// Splits an archive name into safe components; empty means the layer root.
@@ -377,33 +304,6 @@ fn describe_walk(components: &[OsString], err: &WalkError) -> (String, Option<Er
             (format!("opening directory {:?}", prefix(depth)), Some(errno))
         }
     }
-}
-
-/// Parses a PAX time (`seconds[.fraction]`, possibly negative).
-fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
-    let text = std::str::from_utf8(value).ok()?;
-    let (negative, text) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
-    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut secs: i64 = secs.parse().ok()?;
-    let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
-    let mut nanos: i64 = digits.parse().ok()?;
-    if negative {
-        secs = -secs;
-        if nanos > 0 {
-            secs -= 1;
-            nanos = 1_000_000_000 - nanos;
-        }
-    }
-    Some(Timespec { tv_sec: secs, tv_nsec: nanos as _ })
 }
 
 impl Unpacker {

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use super::io::{self, IoStats};
 use super::pressure::{self, Pressure};
-use crate::sandbox::cgroup::Hierarchy;
+use crate::cgroupfs::Hierarchy;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CpuStats {

@@ -17,9 +17,9 @@ pub mod sampler;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cgroupfs::Hierarchy;
 use crate::clock::now_ns;
 use crate::container::record::ContainerRecord;
-use crate::sandbox::cgroup::Hierarchy;
 use crate::sandbox::SandboxRecord;
 pub use cgroup::CgroupStats;
 pub use fs::LayerUsage;
@@ -61,7 +61,7 @@ pub struct Stats {
 impl Stats {
     /// Reads the cgroup hierarchies mounted in berthd's mount namespace.
     pub fn new() -> std::io::Result<Self> {
-        Ok(Self::with_hierarchies(crate::sandbox::cgroup::hierarchies()?))
+        Ok(Self::with_hierarchies(crate::cgroupfs::hierarchies()?))
     }
 
     pub fn with_hierarchies(hierarchies: Vec<Hierarchy>) -> Self {

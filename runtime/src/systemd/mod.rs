@@ -20,7 +20,8 @@ mod props;
 
 pub use bus::{with_shared, Bus};
 pub use names::{expand_slice, pod_slice, resolve, scope_path, ScopeName, SCOPE_PREFIX};
-pub use props::{pod_limits, pod_properties, resource_properties, scope_properties, Property};
+pub(crate) use props::{accounting, cpu_quota};
+pub use props::{resource_properties, scope_properties, Property};
 
 /// Runs `f` in a forked child and returns its result. The shim forks container processes
 /// and must stay single-threaded; a D-Bus connection starts threads, so it lives and dies

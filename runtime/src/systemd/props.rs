@@ -3,15 +3,13 @@
 use oci_spec::runtime::LinuxResources;
 use zbus::zvariant::Value;
 
-use crate::sandbox::spec::Resources;
-
 /// A unit property as StartTransientUnit and SetUnitProperties take it.
 pub type Property = (&'static str, Value<'static>);
 
 /// systemd's "no limit".
 const INFINITY: u64 = u64::MAX;
 
-fn accounting() -> Vec<Property> {
+pub(crate) fn accounting() -> Vec<Property> {
     vec![
         ("MemoryAccounting", Value::from(true)),
         ("TasksAccounting", Value::from(true)),
@@ -42,39 +40,10 @@ pub fn scope_properties(
     Ok(p)
 }
 
-/// A pod slice berth starts: its pod-level limits, accounting on so that its containers'
-/// scopes get every controller.
-pub fn pod_properties(unit: &str, r: Option<&Resources>) -> Vec<Property> {
-    let mut p = vec![
-        ("Description", Value::from(format!("berth pod {unit}"))),
-        ("DefaultDependencies", Value::from(false)),
-    ];
-    p.extend(accounting());
-    if let Some(r) = r {
-        p.extend(pod_limits(r));
-    }
-    p
-}
-
-/// Pod-level limits alone (for SetUnitProperties on a running pod).
-pub fn pod_limits(r: &Resources) -> Vec<Property> {
-    let mut p = Vec::new();
-    if r.cpu_shares > 0 {
-        p.push(("CPUWeight", Value::from(crate::sandbox::cgroup::shares_to_weight(r.cpu_shares))));
-    }
-    if r.cpu_quota != 0 || r.cpu_period != 0 {
-        p.extend(cpu_quota(r.cpu_quota, r.cpu_period.max(0) as u64));
-    }
-    if r.memory_limit > 0 {
-        p.push(("MemoryMax", Value::from(r.memory_limit as u64)));
-    }
-    p
-}
-
 /// `CPUQuotaPeriodUSec` and `CPUQuotaPerSecUSec`. systemd keeps the quota in whole
 /// percent of a CPU, so it is rounded up to 10 ms per second (as runc does): the exact
 /// quota berth writes to `cpu.max` afterwards then never exceeds what systemd allows.
-fn cpu_quota(quota: i64, period: u64) -> Vec<Property> {
+pub(crate) fn cpu_quota(quota: i64, period: u64) -> Vec<Property> {
     let period = if period == 0 { 100_000 } else { period };
     let mut p = vec![("CPUQuotaPeriodUSec", Value::from(period))];
     let per_sec = if quota > 0 {
@@ -125,10 +94,7 @@ pub fn resource_properties(r: &LinuxResources) -> Result<Vec<Property>, String> 
     let mut p = Vec::new();
     if let Some(c) = r.cpu() {
         if let Some(shares) = c.shares() {
-            p.push((
-                "CPUWeight",
-                Value::from(crate::sandbox::cgroup::shares_to_weight(shares as i64)),
-            ));
+            p.push(("CPUWeight", Value::from(crate::cgroupfs::shares_to_weight(shares as i64))));
         }
         if c.quota().is_some() || c.period().is_some() {
             p.extend(cpu_quota(c.quota().unwrap_or(0), c.period().unwrap_or(0)));
@@ -218,13 +184,5 @@ mod tests {
         assert_eq!(find(&p, "MemoryHigh"), Some(&Value::from(u64::MAX)));
         assert_eq!(find(&p, "PIDs"), Some(&Value::from(vec![42u32])));
         assert_eq!(find(&p, "Delegate"), Some(&Value::from(true)));
-    }
-
-    #[test]
-    fn pod_limits_become_properties() {
-        let r = Resources { cpu_period: 0, cpu_quota: 0, cpu_shares: 0, memory_limit: 1 << 30 };
-        let p = pod_properties("test.slice", Some(&r));
-        assert_eq!(find(&p, "MemoryMax"), Some(&Value::from(1u64 << 30)));
-        assert!(find(&p, "CPUQuotaPerSecUSec").is_none());
     }
 }

@@ -208,7 +208,7 @@ impl Containers {
             }
         })
         .await?;
-        crate::sandbox::mounts::unmount(&rec.rootfs).map_err(internal)?;
+        crate::mount_table::unmount(&rec.rootfs).map_err(internal)?;
         image_volumes::unmount_all(&rec.bundle)?;
         images.release_rootfs(&rec.id).await.map_err(internal)?;
         images.release_image_views(&rec.id).await.map_err(internal)?;

@@ -6,6 +6,7 @@ use crate::error::internal;
 use crate::metadata::{MetadataError, MetadataStore};
 use crate::sandbox::cgroup::{self, Hierarchy};
 use crate::sandbox::record::{CgroupDirRecord, SandboxRecord, SandboxState};
+use crate::sandbox::slice;
 use crate::sandbox::spec::Resources;
 use crate::sandbox::undo::Undo;
 
@@ -62,7 +63,7 @@ impl Sandboxes {
         };
         let active = {
             let unit = unit.to_string();
-            crate::traced::spawn_blocking(move || cgroup::slice_active(&unit))
+            crate::traced::spawn_blocking(move || slice::slice_active(&unit))
                 .await
                 .map_err(internal)?
                 .map_err(internal)?
@@ -85,20 +86,20 @@ impl Sandboxes {
             let (this, id, u) = (self.clone(), rec.id.clone(), unit.to_string());
             undo.push("pod slice", move || this.release_pod_slice(&id, &u, true));
             let (unit, r) = (unit.to_string(), resources.cloned());
-            on_bus(Box::new(move || cgroup::start_slice(&unit, r.as_ref())))
+            on_bus(Box::new(move || slice::start_slice(&unit, r.as_ref())))
                 .await?
                 .map_err(internal)?;
         } else if let Some(r) = resources.cloned() {
             let unit = unit.to_string();
-            on_bus(Box::new(move || cgroup::set_slice_limits(&unit, &r)))
+            on_bus(Box::new(move || slice::set_slice_limits(&unit, &r)))
                 .await?
                 .map_err(SandboxError::InvalidArgument)?;
         }
         // The pod's containers get every controller berth limits, as with cgroupfs (systemd
         // enables only those its units ask for, and never hugetlb).
         if let Some(mount) = &v2 {
-            cgroup::delegate_down(mount, std::path::Path::new(&rec.cgroup))
-                .map_err(|e| internal(format!("pod slice: {}", e.0)))?;
+            crate::cgroupfs::delegate_down(mount, std::path::Path::new(&rec.cgroup))
+                .map_err(|e| internal(format!("pod slice: {e}")))?;
         }
         crate::failpoint::crash_point("sandbox.cgroup");
         Ok(())
@@ -107,7 +108,7 @@ impl Sandboxes {
     /// Removes what berth made of the pod cgroup: its directories (cgroupfs), or the
     /// slice it started unless another pod still uses it (systemd).
     pub(super) fn remove_pod_cgroup(&self, rec: &SandboxRecord) -> Result<()> {
-        if let Some(unit) = cgroup::slice_unit(&rec.cgroup) {
+        if let Some(unit) = slice::slice_unit(&rec.cgroup) {
             return self
                 .release_pod_slice(&rec.id, unit, !rec.cgroup_created.is_empty())
                 .map_err(|e| SandboxError::FailedPrecondition(format!("pod slice: {e}")));
@@ -141,7 +142,7 @@ impl Sandboxes {
         if !self.pods_in_slice(id, &rel).map_err(|e| e.to_string())?.is_empty() {
             return Ok(());
         }
-        cgroup::stop_slice(unit)
+        slice::stop_slice(unit)
     }
 
     /// In-place pod resize: new pod-level limits on the pod cgroup, recorded with the pod.
@@ -160,10 +161,10 @@ impl Sandboxes {
                 "pod sandbox {id} is stopped: its resources cannot change"
             )));
         }
-        let applied = match cgroup::slice_unit(&rec.cgroup) {
+        let applied = match slice::slice_unit(&rec.cgroup) {
             Some(unit) => {
                 let unit = unit.to_string();
-                crate::traced::spawn_blocking(move || cgroup::set_slice_limits(&unit, &r))
+                crate::traced::spawn_blocking(move || slice::set_slice_limits(&unit, &r))
                     .await
                     .map_err(internal)?
             }

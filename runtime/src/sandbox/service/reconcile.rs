@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use super::{Result, Sandboxes};
-use crate::sandbox::mounts;
+use crate::mount_table;
 use crate::sandbox::namespaces;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
 
@@ -87,7 +87,7 @@ impl Sandboxes {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if !known.contains(&name) {
                     tracing::info!(dir = %entry.path().display(), "removing stale pod directory");
-                    if let Err(e) = mounts::remove_tree(&entry.path()) {
+                    if let Err(e) = mount_table::remove_tree(&entry.path()) {
                         tracing::warn!(error = %e, "cannot remove stale pod directory");
                     }
                 }

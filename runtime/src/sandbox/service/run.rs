@@ -12,11 +12,13 @@ use super::{Result, SandboxError, Sandboxes};
 use crate::clock::now_ns;
 use crate::error::internal;
 use crate::ids::new_id;
+use crate::mount_table;
 use crate::sandbox::cgroup;
 use crate::sandbox::files;
 use crate::sandbox::mounts;
 use crate::sandbox::namespaces::{self, NsRequest};
 use crate::sandbox::record::{NameRecord, PortRecord, SandboxRecord, SandboxState};
+use crate::sandbox::slice;
 use crate::sandbox::spec::{self, PodSpec, ValidSpec};
 use crate::sandbox::sysctl::SysctlNs;
 use crate::sandbox::undo::Undo;
@@ -147,7 +149,7 @@ impl Sandboxes {
         // What will be made is recorded first, so that a crash at any point leaves a
         // record start-up can clean up from (removal tolerates what was never made, and
         // keeps a parent another pod still uses).
-        if let Some(unit) = cgroup::slice_unit(&rec.cgroup).map(str::to_string) {
+        if let Some(unit) = slice::slice_unit(&rec.cgroup).map(str::to_string) {
             self.make_pod_slice(rec, &unit, v.spec.resources.as_ref(), undo).await?;
         } else {
             self.make_pod_cgroup(rec, v.spec.resources.as_ref(), undo)?;
@@ -238,7 +240,7 @@ fn make_pod_dir(dir: &Path, undo: &mut Undo) -> Result<()> {
         .create(dir.join("ns"))
         .map_err(|e| internal(format!("create {}: {e}", dir.display())))?;
     let dir = dir.to_path_buf();
-    undo.push("pod directory", move || mounts::remove_tree(&dir));
+    undo.push("pod directory", move || mount_table::remove_tree(&dir));
     Ok(())
 }
 
@@ -295,7 +297,7 @@ fn make_shm(rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<(
     let shm = rec.dir.join("shm");
     mounts::mount_shm(&shm, mounts::SHM_SIZE).map_err(internal)?;
     rec.shm = Some(shm.clone());
-    undo.push("shm", move || mounts::unmount(&shm));
+    undo.push("shm", move || mount_table::unmount(&shm));
     Ok(())
 }
 

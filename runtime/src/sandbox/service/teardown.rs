@@ -6,8 +6,8 @@ use berth_network::netns;
 use super::run::pod_request;
 use super::{Result, SandboxError, Sandboxes};
 use crate::error::internal;
+use crate::mount_table;
 use crate::sandbox::cgroup;
-use crate::sandbox::mounts;
 use crate::sandbox::namespaces;
 use crate::sandbox::record::{NameRecord, SandboxRecord, SandboxState};
 
@@ -93,14 +93,14 @@ impl Sandboxes {
             namespaces::remove_pin(pin).map_err(internal)?;
         }
         if let Some(shm) = rec.shm.as_ref().filter(|p| p.starts_with(&rec.dir)) {
-            mounts::unmount(shm).map_err(internal)?;
+            mount_table::unmount(shm).map_err(internal)?;
         }
         cgroup::kill_leftovers(&self.inner.hierarchies, &rec.cgroup)
             .map_err(|e| SandboxError::FailedPrecondition(format!("pod cgroup: {e}")))?;
         self.remove_pod_cgroup(rec)?;
         if rec.dir.starts_with(self.inner.pods_dir.path()) && rec.dir != self.inner.pods_dir.path()
         {
-            mounts::remove_tree(&rec.dir).map_err(internal)?;
+            mount_table::remove_tree(&rec.dir).map_err(internal)?;
         }
         Ok(())
     }

@@ -3,14 +3,73 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use rustix::fs::{self as rfs, AtFlags, Gid, Mode, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
-use super::{io_err, parse_pax_time, Kind, Meta, Target, UnpackError, PAX_XATTR_PREFIX};
+use super::error::{io_err, UnpackError};
+
+const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
+
+/// What an entry is, with what its kind needs.
+pub(super) enum Kind {
+    File,
+    Dir,
+    Symlink(Vec<u8>),
+    HardLink(Vec<u8>),
+    Fifo,
+    CharDevice(rfs::Dev),
+    BlockDevice(rfs::Dev),
+    /// PAX global headers: nothing to create.
+    Ignored,
+}
+
+/// Ownership, mode, times and xattrs an entry carries.
+pub(super) struct Meta {
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) mode: u32,
+    pub(super) times: Timestamps,
+    pub(super) xattrs: Vec<(OsString, Vec<u8>)>,
+}
+
+/// Where to apply metadata to something that was just created.
+pub(super) enum Target<'a> {
+    /// An open regular file or directory.
+    Fd(BorrowedFd<'a>),
+    /// A symlink, fifo or device node: never opened, addressed by name in its parent.
+    Name(BorrowedFd<'a>, &'a OsStr),
+}
+
+/// Parses a PAX time (`seconds[.fraction]`, possibly negative).
+pub(super) fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut secs: i64 = secs.parse().ok()?;
+    let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    let mut nanos: i64 = digits.parse().ok()?;
+    if negative {
+        secs = -secs;
+        if nanos > 0 {
+            secs -= 1;
+            nanos = 1_000_000_000 - nanos;
+        }
+    }
+    Some(Timespec { tv_sec: secs, tv_nsec: nanos as _ })
+}
 
 pub(super) fn kind_of<R: Read>(
     entry: &tar::Entry<'_, R>,

@@ -1,5 +1,6 @@
 //! Hostile and well-formed layer tars, built in memory. Run as root.
 
+use super::entry_meta::parse_pax_time;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Cursor, Write};

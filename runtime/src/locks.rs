@@ -1,5 +1,5 @@
-//! Per-key async locks, so that concurrent pulls of one image (or of images sharing a
-//! layer) do the work once while unrelated pulls proceed in parallel.
+//! Per-key async locks: one holder per key (an image pull, a layer, a pod or container
+//! id, a name being reserved) while work on other keys goes on in parallel.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
