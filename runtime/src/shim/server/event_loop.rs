@@ -257,7 +257,7 @@ impl Shim {
         c.status = Status::Stopped;
         c.exit_code = Some(code);
         c.finished_at_ns = now_ns();
-        c.pending = None;
+        c.runner.exited();
         c.stdin = None;
         c.stdin_pending.clear();
         // Closing the output ends tells each attached session the container is gone.

@@ -1,5 +1,6 @@
 //! The requests berthd sends: create, start, signal, delete, exec and the pod's init.
 
+use super::runner::{self, Launched};
 use super::*;
 
 impl Shim {
@@ -92,74 +93,19 @@ impl Shim {
         })?;
         let created_at_ns = now_ns();
         let cgroup = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-        let undo_cgroup = |shim: &mut Self| {
-            if let Some(cg) = &cgroup {
-                shim.reap();
-                let _ = cgroups::remove(cg);
-            }
-        };
-        let (pid, pending, runtime, pipes, stdin) = match &req.runtime {
-            None => {
-                let (stdio, pipes, stdin) = make_stdio(req.tty, req.stdin)
-                    .or_else(|e| fail(ErrorKind::Internal, format!("stdio: {e}")))?;
-                match executor::create(&spec, &req.bundle, stdio) {
-                    Ok(p) => (p.pid.as_raw(), Some(p), None, pipes, stdin),
-                    Err(e) => {
-                        undo_cgroup(self);
-                        return fail(ErrorKind::Internal, e.0);
+        let mut runner = runner::for_request(req.runtime.as_ref(), &spec, self.paths.dir());
+        let Launched { pid, pipes, stdin } =
+            match runner.create(&id, &spec, &req.bundle, req.tty, req.stdin) {
+                Ok(launched) => launched,
+                Err(e) => {
+                    // The executor or runtime may have made the cgroup before it failed.
+                    if let Some(cg) = &cgroup {
+                        self.reap();
+                        let _ = cgroups::remove(cg);
                     }
+                    return fail(ErrorKind::Internal, e);
                 }
-            }
-            Some(binary) => {
-                let systemd = spec
-                    .linux()
-                    .as_ref()
-                    .and_then(|l| l.cgroups_path().as_ref())
-                    .is_some_and(|p| crate::systemd::resolve(p).is_some());
-                let rt =
-                    OciRuntime::new(binary.clone(), self.paths.dir()).with_systemd_cgroup(systemd);
-                // With a terminal, the runtime makes the pty and hands over its master.
-                let (stdio, mut pipes, mut stdin) = if req.tty {
-                    (
-                        Stdio::null().or_else(|e| fail(ErrorKind::Internal, e.to_string()))?,
-                        vec![],
-                        None,
-                    )
-                } else {
-                    make_stdio(false, req.stdin)
-                        .or_else(|e| fail(ErrorKind::Internal, format!("stdio: {e}")))?
-                };
-                match rt.create(&id, &req.bundle, stdio, req.tty) {
-                    Ok(created) => {
-                        if let Some(master) = created.console {
-                            let mut setup = || -> io::Result<()> {
-                                nix::fcntl::fcntl(
-                                    &master,
-                                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-                                )?;
-                                if req.stdin {
-                                    stdin = Some(master.try_clone()?);
-                                }
-                                pipes.push(Pipe {
-                                    file: master.try_clone()?,
-                                    split: LineSplitter::new(Stream::Stdout),
-                                    eof: false,
-                                });
-                                Ok(())
-                            };
-                            setup()
-                                .or_else(|e| fail(ErrorKind::Internal, format!("console: {e}")))?;
-                        }
-                        (created.pid, None, Some(rt), pipes, stdin)
-                    }
-                    Err(e) => {
-                        let _ = rt.delete(&id);
-                        undo_cgroup(self);
-                        return fail(ErrorKind::Internal, e);
-                    }
-                }
-            }
-        };
+            };
         let master =
             if req.tty { pipes.first().and_then(|p| p.file.try_clone().ok()) } else { None };
         if let Some(f) = &stdin {
@@ -179,7 +125,6 @@ impl Shim {
                 finished_at_ns: 0,
                 oom_killed: false,
                 slice_oom_base: cgroup.as_deref().and_then(cgroups::slice_oom_kills),
-                pending,
                 log,
                 pipes,
                 stdin,
@@ -189,7 +134,7 @@ impl Shim {
                 master,
                 attachers: Vec::new(),
                 waiters: Vec::new(),
-                runtime,
+                runner,
                 bundle: req.bundle.clone(),
             },
         );
@@ -207,12 +152,7 @@ impl Shim {
                 format!("container {id} is {:?}, not created", c.status),
             );
         }
-        let started = match (c.pending.take(), &c.runtime) {
-            (Some(pending), _) => pending.start().map_err(|e| e.0),
-            (None, Some(rt)) => rt.start(id),
-            (None, None) => Err("the container lost its pending process".to_string()),
-        };
-        started.or_else(|e| fail(ErrorKind::Internal, e))?;
+        c.runner.start(id).or_else(|e| fail(ErrorKind::Internal, e))?;
         c.started_at_ns = now_ns();
         c.status = Status::Running;
         Ok(Response::Ok)
@@ -247,10 +187,8 @@ impl Shim {
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
         }
-        let c = self.containers.remove(id).expect("checked above");
-        if let Some(rt) = &c.runtime {
-            let _ = rt.delete(id);
-        }
+        let mut c = self.containers.remove(id).expect("checked above");
+        c.runner.delete(id);
         for w in &c.waiters {
             self.respond(*w, fail(ErrorKind::NotFound, format!("container {id} was deleted")));
         }
@@ -279,14 +217,10 @@ impl Shim {
             File::open("/dev/null").or_else(|e| fail(ErrorKind::Internal, e.to_string()))?,
         );
         let stdio = Stdio { stdin: null, stdout: out_w, stderr: err_w, tty: false };
-        let pid = match &c.runtime {
-            None => executor::exec(c.pid, &c.spec, &process, stdio)
-                .map(|p| p.as_raw())
-                .or_else(|e| fail(ErrorKind::Internal, e.0))?,
-            Some(rt) => rt
-                .exec(&req.container_id, &c.bundle, &process, stdio)
-                .or_else(|e| fail(ErrorKind::Internal, e))?,
-        };
+        let pid = c
+            .runner
+            .exec(&req.container_id, c.pid, &c.spec, &c.bundle, process, stdio)
+            .or_else(|e| fail(ErrorKind::Internal, e))?;
         let deadline =
             (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
         self.execs.push(ExecJob {
@@ -310,27 +244,15 @@ impl Shim {
         fds: Vec<OwnedFd>,
     ) -> std::result::Result<(), (ErrorKind, String)> {
         let c = self.running(&req.container_id)?;
-        let mut process: Process = serde_json::from_value(req.process)
+        let process: Process = serde_json::from_value(req.process)
             .or_else(|e| fail(ErrorKind::InvalidArgument, format!("process: {e}")))?;
         let [stdin, stdout, stderr]: [OwnedFd; 3] =
             fds.try_into().or_else(|_| fail(ErrorKind::InvalidArgument, "three descriptors"))?;
-        let pid = match &c.runtime {
-            None => {
-                let stdio = Stdio { stdin, stdout, stderr, tty: req.tty };
-                executor::exec(c.pid, &c.spec, &process, stdio)
-                    .map(|p| p.as_raw())
-                    .or_else(|e| fail(ErrorKind::Internal, e.0))?
-            }
-            Some(rt) => {
-                // The runtime would make its own terminal and hand it over a console
-                // socket; the session's terminal is already made, so the process gets
-                // it as plain stdio.
-                process.set_terminal(Some(false));
-                let stdio = Stdio { stdin, stdout, stderr, tty: false };
-                rt.exec(&req.container_id, &c.bundle, &process, stdio)
-                    .or_else(|e| fail(ErrorKind::Internal, e))?
-            }
-        };
+        let stdio = Stdio { stdin, stdout, stderr, tty: req.tty };
+        let pid = c
+            .runner
+            .exec(&req.container_id, c.pid, &c.spec, &c.bundle, process, stdio)
+            .or_else(|e| fail(ErrorKind::Internal, e))?;
         self.execs.push(ExecJob {
             conn,
             streaming: true,

@@ -23,19 +23,19 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Process, Spec};
 
 use super::log::{LineSplitter, LogFile, Stream};
-use super::oci_runtime::OciRuntime;
 use super::protocol::*;
 use super::{valid_id, ExitRecord, ShimPaths};
 use crate::clock::now_ns;
-use crate::executor::{self, cgroups, Stdio};
+use crate::executor::{cgroups, Stdio};
 
 mod code_pages;
 mod event_loop;
 mod handlers;
+mod runner;
 mod stdio;
 
+use stdio::pipe_nb;
 pub(crate) use stdio::set_window_size;
-use stdio::{make_stdio, pipe_nb};
 
 type Reply = std::result::Result<Response, (ErrorKind, String)>;
 
@@ -63,7 +63,6 @@ struct Container {
     /// systemd driver: the pod slice's OOM kill count when the container was created
     /// (see `container_exited`).
     slice_oom_base: Option<u64>,
-    pending: Option<executor::Pending>,
     log: LogFile,
     pipes: Vec<Pipe>,
     stdin: Option<File>,
@@ -77,8 +76,8 @@ struct Container {
     master: Option<File>,
     attachers: Vec<Attacher>,
     waiters: Vec<u64>,
-    /// Set when an external OCI runtime runs this container.
-    runtime: Option<OciRuntime>,
+    /// What runs its processes: the native executor or the pod's OCI runtime.
+    runner: Box<dyn runner::Runner>,
     bundle: PathBuf,
 }
 
