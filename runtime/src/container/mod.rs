@@ -7,8 +7,8 @@ pub mod exits;
 pub mod image_volumes;
 mod pod_shims;
 pub mod record;
+pub mod runtime_spec;
 pub mod service;
-pub mod spec;
 pub mod streams;
 pub mod user;
 

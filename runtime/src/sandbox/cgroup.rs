@@ -15,7 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use super::cgroup_driver::Driver;
-use super::spec::Resources;
+use super::pod_spec::Resources;
 
 use super::slice::slice_unit;
 use crate::cgroupfs::{delegate_controllers, shares_to_weight};

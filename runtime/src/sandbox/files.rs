@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use super::spec::DnsConfig;
+use super::pod_spec::DnsConfig;
 
 /// `/etc/resolv.conf` from the CRI DNS config.
 pub fn resolv_conf(dns: &DnsConfig) -> String {

@@ -7,7 +7,7 @@
 //! with its hostPort rules. The mounts keep it alive; its one process is the pod's shim,
 //! started during set-up to be ready for the first container ([`pod_shims`]).
 //!
-//! * [`spec`]: the request and its validation; [`sysctl`]: which sysctls a pod may set;
+//! * [`pod_spec`]: the request and its validation; [`sysctl`]: which sysctls a pod may set;
 //! * [`namespaces`], [`userns`], [`cgroup`], [`slice`], [`mounts`], [`files`]: the host-side
 //!   pieces ([`slice`]: the pod cgroup with the systemd driver);
 //! * [`ipam_store`]: IP leases in the metadata store; [`record`]: what is stored;
@@ -23,17 +23,17 @@ pub mod ipam_store;
 pub mod mounts;
 pub mod namespaces;
 pub mod pod_shims;
+pub mod pod_spec;
 pub mod record;
 pub mod service;
 pub mod slice;
-pub mod spec;
 pub mod sysctl;
 pub mod undo;
 pub mod userns;
 
 pub use filter::Filter;
 pub use pod_shims::PodShims;
+pub use pod_spec::{DnsConfig, NsMode, PodMetadata, PodSpec, PortSpec, Resources};
 pub use record::{SandboxRecord, SandboxState};
 pub use service::{SandboxError, Sandboxes};
-pub use spec::{DnsConfig, NsMode, PodMetadata, PodSpec, PortSpec, Resources};
 pub use userns::{IdMap, Userns, UsernsSpec};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::{DnsConfig, NsMode, PodMetadata, Resources};
+use super::pod_spec::{DnsConfig, NsMode, PodMetadata, Resources};
 use crate::metadata::Record;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 
 use zbus::zvariant::Value;
 
-use super::spec::Resources;
+use super::pod_spec::Resources;
 use crate::cgroupfs::shares_to_weight;
 use crate::systemd::{accounting, cpu_quota, Property};
 

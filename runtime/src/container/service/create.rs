@@ -8,7 +8,7 @@ use crate::container::record::{
     name_key, request_fingerprint, ContainerName, ContainerRecord, ImageMountRecord, MountRecord,
     ResourcesRecord, UserRecord,
 };
-use crate::container::spec::{self, PodFiles, SpecInput};
+use crate::container::runtime_spec::{self, PodFiles, SpecInput};
 use crate::ids::new_id;
 use crate::image::Images;
 use crate::oci_defaults::PodNamespaces;
@@ -68,7 +68,7 @@ impl Containers {
                 "config.image.image: image {image:?} is not present; pull it first"
             ))
         })?;
-        let stop_signal = spec::stop_signal(&config)
+        let stop_signal = runtime_spec::stop_signal(&config)
             .map_err(|e| ContainerError::InvalidArgument(format!("config.{e}")))?
             .unwrap_or(0);
         let apparmor_profile = {
@@ -277,7 +277,7 @@ impl Containers {
         crate::failpoint::crash_point("container.rootfs");
         let cgroups_path = crate::sandbox::cgroup::container_cgroups_path(&pod.cgroup, id);
         let (pod_pid_ns, target_pid) = self.pid_namespace_of(pod, config).await?;
-        let spec = spec::build(&SpecInput {
+        let spec = runtime_spec::build(&SpecInput {
             config,
             image: image_config,
             rootfs: rootfs_dir,

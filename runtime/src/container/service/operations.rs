@@ -2,7 +2,7 @@
 //! resource updates.
 
 use crate::container::record::{ContainerRecord, ResourcesRecord};
-use crate::container::spec;
+use crate::container::runtime_spec;
 use crate::image::Images;
 use crate::shim::client::ShimClient;
 use crate::shim::protocol::{ErrorKind, Status};
@@ -101,7 +101,7 @@ impl Containers {
     ) -> Result<()> {
         let rec = self.get(wanted)?;
         let _lock = self.locks.lock(rec.id.clone()).await;
-        let oci = spec::linux_resources(resources, self.pids_limit)
+        let oci = runtime_spec::linux_resources(resources, self.pids_limit)
             .map_err(ContainerError::InvalidArgument)?;
         let id = rec.id.clone();
         let pod_id = rec.pod_id.clone();

@@ -5,9 +5,9 @@ use super::{Result, SandboxError, Sandboxes};
 use crate::error::internal;
 use crate::metadata::{MetadataError, MetadataStore};
 use crate::sandbox::cgroup::{self, Hierarchy};
+use crate::sandbox::pod_spec::{self, Resources};
 use crate::sandbox::record::{CgroupDirRecord, SandboxRecord, SandboxState};
 use crate::sandbox::slice;
-use crate::sandbox::spec::Resources;
 use crate::sandbox::undo::Undo;
 
 impl Sandboxes {
@@ -148,7 +148,7 @@ impl Sandboxes {
     /// In-place pod resize: new pod-level limits on the pod cgroup, recorded with the pod.
     /// `field` names the request field the limits came from, for errors.
     pub async fn update_resources(&self, wanted: &str, r: Resources, field: &str) -> Result<()> {
-        super::spec::validate_resources(&r, field).map_err(SandboxError::InvalidArgument)?;
+        pod_spec::validate_resources(&r, field).map_err(SandboxError::InvalidArgument)?;
         let not_found = || SandboxError::NotFound(format!("pod sandbox {wanted:?} not found"));
         let id = self.resolve(wanted)?.ok_or_else(not_found)?;
         let _lock = self.inner.locks.lock(id.clone()).await;

@@ -17,9 +17,9 @@ use crate::sandbox::cgroup;
 use crate::sandbox::files;
 use crate::sandbox::mounts;
 use crate::sandbox::namespaces::{self, NsRequest};
+use crate::sandbox::pod_spec::{self, PodSpec, ValidSpec};
 use crate::sandbox::record::{NameRecord, PortRecord, SandboxRecord, SandboxState};
 use crate::sandbox::slice;
-use crate::sandbox::spec::{self, PodSpec, ValidSpec};
 use crate::sandbox::sysctl::SysctlNs;
 use crate::sandbox::undo::Undo;
 use crate::sandbox::userns;
@@ -27,7 +27,8 @@ use crate::sandbox::userns;
 impl Sandboxes {
     /// Runs a pod: validates the request, then creates everything, or nothing.
     pub async fn run(&self, spec: PodSpec) -> Result<String> {
-        let v = spec::validate(spec, self.inner.driver).map_err(SandboxError::InvalidArgument)?;
+        let v =
+            pod_spec::validate(spec, self.inner.driver).map_err(SandboxError::InvalidArgument)?;
         // PID mode POD (the CRI default): the pod's containers are to share one PID
         // namespace with an init as PID 1. berthd never forks, so that namespace and its
         // init come from the pod shim with the first container; the sandbox itself has no
