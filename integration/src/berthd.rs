@@ -168,7 +168,7 @@ impl Berthd {
         let mut child = self.child.take().expect("berthd is running");
         let pid = Pid::from_raw(child.id() as i32);
         let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + crate::scaled(STOP_TIMEOUT);
+        let deadline = Instant::now() + crate::time_scale::scaled(STOP_TIMEOUT);
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait().expect("wait for berthd") {
                 return status;
@@ -177,13 +177,16 @@ impl Berthd {
         }
         let _ = kill(pid, Signal::SIGKILL);
         let _ = child.wait();
-        panic!("berthd did not exit within {:?} of SIGTERM", crate::scaled(STOP_TIMEOUT));
+        panic!(
+            "berthd did not exit within {:?} of SIGTERM",
+            crate::time_scale::scaled(STOP_TIMEOUT)
+        );
     }
 
     /// SIGKILLs berthd, as a crash would.
     pub fn kill(&mut self) {
         let mut child = self.child.take().expect("berthd is running");
-        stop_child(&mut child, Signal::SIGKILL, crate::scaled(STOP_TIMEOUT));
+        stop_child(&mut child, Signal::SIGKILL, crate::time_scale::scaled(STOP_TIMEOUT));
     }
 
     /// Changes the environment the next [`restart`](Self::restart) gives berthd.
@@ -207,7 +210,7 @@ impl Berthd {
 impl Drop for Berthd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            stop_child(&mut child, Signal::SIGTERM, crate::scaled(STOP_TIMEOUT));
+            stop_child(&mut child, Signal::SIGTERM, crate::time_scale::scaled(STOP_TIMEOUT));
         }
         if let Some(io) = self.io.take() {
             io.shutdown_background();
@@ -323,7 +326,7 @@ async fn connect(
     socket: &Path,
     pid: u32,
 ) -> (RuntimeServiceClient<Channel>, ImageServiceClient<Channel>) {
-    let deadline = Instant::now() + crate::scaled(START_TIMEOUT);
+    let deadline = Instant::now() + crate::time_scale::scaled(START_TIMEOUT);
     loop {
         if socket.exists() {
             if let Ok(channel) = berth_proto::connect_unix(socket.to_string_lossy()).await {
@@ -342,7 +345,7 @@ async fn connect(
             Instant::now() < deadline,
             "berthd did not answer on {} in {:?}",
             socket.display(),
-            crate::scaled(START_TIMEOUT)
+            crate::time_scale::scaled(START_TIMEOUT)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

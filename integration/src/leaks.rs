@@ -218,7 +218,8 @@ impl NetEnv {
         assert!(mounts.is_empty(), "mounts leaked: {mounts:?}");
         // The kernel deletes a veth whose namespace died a little later.
         let mut ports = self.bridge_ports();
-        let deadline = std::time::Instant::now() + crate::scaled(std::time::Duration::from_secs(2));
+        let deadline = std::time::Instant::now()
+            + crate::time_scale::scaled(std::time::Duration::from_secs(2));
         while std::time::Instant::now() < deadline {
             if ports.is_empty() {
                 break;
@@ -237,7 +238,8 @@ impl NetEnv {
             .unwrap_or_default();
         assert!(pins.is_empty(), "pod directories leaked: {pins:?}");
         // A shim removes its socket just before it exits.
-        let deadline = std::time::Instant::now() + crate::scaled(std::time::Duration::from_secs(2));
+        let deadline = std::time::Instant::now()
+            + crate::time_scale::scaled(std::time::Duration::from_secs(2));
         while shim_processes(berthd) > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -278,7 +280,8 @@ impl Drop for NetEnv {
         // A test that failed half-way leaves container processes in its cgroups.
         let procs: Vec<PathBuf> =
             self.cgroups().iter().flat_map(|d| walk(d)).map(|d| d.join("cgroup.procs")).collect();
-        let deadline = std::time::Instant::now() + crate::scaled(std::time::Duration::from_secs(2));
+        let deadline = std::time::Instant::now()
+            + crate::time_scale::scaled(std::time::Duration::from_secs(2));
         loop {
             let pids: Vec<i32> = procs
                 .iter()

@@ -146,7 +146,7 @@ impl Node {
 
     /// Waits (up to 20 s) for the container to exit; returns its status.
     pub async fn wait_exited(&self, id: &str) -> ContainerStatus {
-        let deadline = Instant::now() + crate::scaled(Duration::from_secs(20));
+        let deadline = Instant::now() + crate::time_scale::scaled(Duration::from_secs(20));
         loop {
             let s = self.status(id).await;
             if s.state == ContainerState::ContainerExited as i32 {
@@ -164,7 +164,7 @@ impl Node {
             .exec_sync(ExecSyncRequest {
                 container_id: id.into(),
                 cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                timeout: crate::scaled(Duration::from_secs(5)).as_secs() as i64,
+                timeout: crate::time_scale::scaled(Duration::from_secs(5)).as_secs() as i64,
             })
             .await
             .map(|r| r.into_inner())
@@ -195,7 +195,7 @@ impl Node {
         rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.into() })
             .await
             .unwrap();
-        let deadline = Instant::now() + crate::scaled(Duration::from_secs(5));
+        let deadline = Instant::now() + crate::time_scale::scaled(Duration::from_secs(5));
         while self.shim_processes() > 0 {
             assert!(Instant::now() < deadline, "the pod's shim outlived the pod");
             tokio::time::sleep(Duration::from_millis(20)).await;

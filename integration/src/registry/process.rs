@@ -127,7 +127,7 @@ http:
 /// that grabbed the port cannot fool us) and `GET /v2/` gets an HTTP answer
 /// (200, or 401 with auth).
 fn wait_ready(child: &mut Child, addr: SocketAddr, log: &Path) -> Result<()> {
-    let deadline = Instant::now() + crate::scaled(READY_TIMEOUT);
+    let deadline = Instant::now() + crate::time_scale::scaled(READY_TIMEOUT);
     let listening = format!("listening on {addr}");
     loop {
         if let Some(status) = child.try_wait()? {
