@@ -1,7 +1,25 @@
 //! The shim's single-threaded poll(2) loop: what it waits on, reaping and exits, and the
 //! connections it reads requests from and answers on.
 
-use super::*;
+use std::collections::VecDeque;
+use std::fs::{self};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::clock::now_ns;
+use crate::executor::cgroups;
+use crate::shim::protocol::*;
+use crate::shim::ExitRecord;
+
+use super::state::{fail, Conn, ExecJob, Reply, Shim, Source, EXEC_OUTPUT_MAX};
 
 impl Shim {
     pub(super) fn run(&mut self, listener: &UnixListener, sfd: &SignalFd) -> io::Result<()> {
@@ -76,7 +94,7 @@ impl Shim {
                 // Code released once nothing has happened for a while, when no exec runs.
                 .chain(
                     (self.code_in_use && self.execs.is_empty())
-                        .then_some(code_pages::IDLE.as_millis() as i32),
+                        .then_some(super::code_pages::IDLE.as_millis() as i32),
                 )
                 .min()
                 .map(|ms| PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX))
@@ -85,7 +103,7 @@ impl Shim {
                 fds.iter().map(|(fd, ev, _)| PollFd::new(*fd, *ev)).collect();
             // Last before sleeping: what runs between the release and the poll maps again.
             if std::mem::take(&mut self.release_code) {
-                code_pages::release();
+                super::code_pages::release();
             }
             match poll(&mut pfds, timeout) {
                 Ok(_) => {}

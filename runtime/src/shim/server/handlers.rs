@@ -1,7 +1,24 @@
 //! The requests berthd sends: create, start, signal, delete, exec and the pod's init.
 
 use super::runner::{self, Launched};
-use super::*;
+use std::fs::{self, File};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::{Process, Spec};
+
+use crate::clock::now_ns;
+use crate::executor::{cgroups, Stdio};
+use crate::shim::log::LogFile;
+use crate::shim::protocol::*;
+use crate::shim::valid_id;
+
+use super::pipes::pipe_nb;
+use super::state::{fail, Container, ExecJob, Reply, Shim};
 
 impl Shim {
     /// Handles one request; `None` when the answer comes later (Wait, Exec).

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Process, Spec};
 
-use super::stdio::make_stdio;
-use super::Pipe;
+use super::pipes::make_stdio;
+use super::pipes::Pipe;
 use crate::executor::{self, Stdio};
 use crate::shim::log::{LineSplitter, Stream};
 use crate::shim::oci_runtime::OciRuntime;
