@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod berthd;
+pub mod leak_checks;
 pub mod leaks;
 pub mod oci_image;
 pub mod otlp;

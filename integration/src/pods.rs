@@ -183,9 +183,9 @@ impl Node {
         String::from_utf8_lossy(&r.stdout).into_owned()
     }
 
-    /// Live shim processes of this berthd ([`crate::leaks::shim_processes`]).
+    /// Live shim processes of this berthd ([`crate::leak_checks::shim_processes`]).
     pub fn shim_processes(&self) -> usize {
-        crate::leaks::shim_processes(&self.berthd)
+        crate::leak_checks::shim_processes(&self.berthd)
     }
 
     /// Stops and removes the pod, then checks its shim is gone and nothing leaked.

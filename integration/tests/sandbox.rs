@@ -539,7 +539,7 @@ async fn restart_keeps_pods_and_reboot_makes_them_notready_and_cleans() {
     // A "reboot": berthd down, the pods' shims (started with them) and every mount of the
     // volatile state gone, the state emptied.
     b.stop().await;
-    for pid in berth_integration::leaks::shim_pids(&b) {
+    for pid in berth_integration::leak_checks::shim_pids(&b) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,

@@ -7,8 +7,12 @@
 
 use anyhow::Result;
 
-use super::{images, push_manifest_for, Compression, ImageConfig, Layer, LayerBuilder};
-use super::{LayerInfo, ManifestFormat, Platform, PushedImage, RegistryClient};
+use super::client::RegistryClient;
+use super::image::{
+    push_manifest_for, ImageConfig, LayerInfo, ManifestFormat, Platform, PushedImage,
+};
+use super::images;
+use super::layer::{Compression, Layer, LayerBuilder};
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -87,9 +91,11 @@ pub fn big_layer(spec: &BigImageSpec, index: usize) -> Result<Layer> {
 /// The files of layer `index` (paths as in the image) with the sha256 of each, for a
 /// check of what a container sees against what was pushed.
 pub fn big_layer_digests(spec: &BigImageSpec, index: usize) -> Vec<(String, String)> {
-    let layer =
-        big_layer(&BigImageSpec { compression: super::Compression::None, ..spec.clone() }, index)
-            .expect("rebuild layer");
+    let layer = big_layer(
+        &BigImageSpec { compression: super::layer::Compression::None, ..spec.clone() },
+        index,
+    )
+    .expect("rebuild layer");
     let mut out = Vec::new();
     let mut archive = tar::Archive::new(&layer.blob[..]);
     for entry in archive.entries().expect("tar entries") {

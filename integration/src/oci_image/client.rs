@@ -120,10 +120,10 @@ impl RegistryClient {
     /// Fetches a manifest by tag or digest, accepting every manifest type.
     pub fn get_manifest(&self, repo: &str, reference: &str) -> Result<HttpResponse> {
         let accept = [
-            super::MEDIA_OCI_MANIFEST,
-            super::MEDIA_OCI_INDEX,
-            super::MEDIA_DOCKER_MANIFEST,
-            super::MEDIA_DOCKER_LIST,
+            super::media::MEDIA_OCI_MANIFEST,
+            super::media::MEDIA_OCI_INDEX,
+            super::media::MEDIA_DOCKER_MANIFEST,
+            super::media::MEDIA_DOCKER_LIST,
         ]
         .join(", ");
         self.get(&format!("/v2/{repo}/manifests/{reference}"), Some(&accept))

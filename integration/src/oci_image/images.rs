@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use super::{Compression, Image, ImageConfig, ImageIndex, Layer, LayerBuilder, ManifestFormat};
-use super::{Platform, Platform as P};
+use super::image::{Image, ImageConfig, ImageIndex, ManifestFormat, Platform, Platform as P};
+use super::layer::{Compression, Layer, LayerBuilder};
 
 /// Debian's static busybox, the one binary every fixture image runs.
 pub const BUSYBOX: &str = "/bin/busybox";
