@@ -2,7 +2,6 @@
 //! test (so tests run in parallel), helpers to act inside a pod's namespaces, and what
 //! the host holds of a test's pods; `leak_checks` holds the checks against a berthd.
 
-
 use std::fs;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
