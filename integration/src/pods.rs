@@ -76,6 +76,17 @@ impl Node {
         self.env.pod_config(name, logs)
     }
 
+    /// Every pod berthd lists.
+    pub async fn list_pods(&self) -> Vec<PodSandbox> {
+        self.berthd
+            .runtime()
+            .list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .items
+    }
+
     /// Every container berthd lists.
     pub async fn list_containers(&self) -> Vec<Container> {
         self.berthd

@@ -136,29 +136,9 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-async fn pods(node: &Node) -> Vec<PodSandbox> {
-    node.berthd
-        .runtime()
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-}
-
-async fn containers(node: &Node) -> Vec<Container> {
-    node.berthd
-        .runtime()
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-}
-
 async fn remove_all(node: &Node) {
     let mut rt = node.berthd.runtime();
-    for p in pods(node).await {
+    for p in node.list_pods().await {
         rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: p.id.clone() }).await.unwrap();
         rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: p.id }).await.unwrap();
     }
@@ -218,7 +198,7 @@ async fn remove_one(node: &Node, pod: String) -> Result<(), tonic::Status> {
 /// what the ready pods need, and what ran before the crash and was not being removed runs.
 async fn check_consistent(node: &Node, kept_running: &[String], round: usize) {
     let mut rt = node.berthd.runtime();
-    let listed = pods(node).await;
+    let listed = node.list_pods().await;
     let mut ready = 0;
     for p in &listed {
         let st = rt
@@ -238,7 +218,7 @@ async fn check_consistent(node: &Node, kept_running: &[String], round: usize) {
         }
     }
     let pod_ids: HashSet<_> = listed.iter().map(|p| p.id.clone()).collect();
-    let cs = containers(node).await;
+    let cs = node.list_containers().await;
     for c in &cs {
         assert!(
             pod_ids.contains(&c.pod_sandbox_id),
@@ -286,7 +266,8 @@ async fn sigkill_at_random_points_of_concurrent_churn_leaves_a_consistent_node()
     let mut serial = 0;
     for round in 0..rounds {
         // What runs now and is not touched this round must survive the crash.
-        let before: Vec<(String, String)> = containers(&node)
+        let before: Vec<(String, String)> = node
+            .list_containers()
             .await
             .into_iter()
             .filter(|c| c.state == ContainerState::ContainerRunning as i32)
@@ -478,7 +459,7 @@ async fn churn_keeps_fds_threads_rss_and_the_database_flat() {
     assert!(end.rss_kib <= base.rss_kib + 32 * 1024, "RSS grew: {base:?} -> {end:?}");
     // redb grows in regions; the bound must not scale with cycles.
     assert!(db <= base_db.max(1 << 20) * 4, "metadata db grew: {base_db} -> {db}");
-    assert!(pods(&node).await.is_empty() && containers(&node).await.is_empty());
+    assert!(node.list_pods().await.is_empty() && node.list_containers().await.is_empty());
     assert_node_clean(&node).await;
 }
 
@@ -550,7 +531,8 @@ async fn hundred_concurrent_pods_and_containers_with_a_responsive_runtime() {
     eprintln!("load: {ok}/{n} ran in {elapsed:?}; {probes} probes, slowest {worst:?}");
     assert_eq!(ok, n, "every run succeeds on an idle node");
     assert!(worst < Duration::from_secs(5), "runtime unresponsive under load: {worst:?}");
-    let running = containers(&node)
+    let running = node
+        .list_containers()
         .await
         .iter()
         .filter(|c| c.state == ContainerState::ContainerRunning as i32)
@@ -849,8 +831,8 @@ async fn random_malformed_requests_get_errors_never_panics_hangs_or_host_changes
     assert!(!node.berthd.log().contains("panicked"), "a handler panicked");
     assert_eq!(std::fs::metadata("/etc/passwd").unwrap().modified().unwrap(), etc);
     // Only the target pod is left; nothing the random calls made outlived them.
-    assert_eq!(pods(&node).await.len(), 1);
-    assert!(containers(&node).await.is_empty());
+    assert_eq!(node.list_pods().await.len(), 1);
+    assert!(node.list_containers().await.is_empty());
     node.remove_pod_and_check(&pod).await;
 }
 
