@@ -9,6 +9,7 @@ use crate::container::record::{
     ResourcesRecord, UserRecord,
 };
 use crate::container::runtime_spec::{self, PodFiles, SpecInput};
+use crate::error::internal;
 use crate::ids::new_id;
 use crate::image::Images;
 use crate::oci_defaults::PodNamespaces;
@@ -20,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{ContainerError, Containers, Result};
-use crate::error::internal;
 
 impl Containers {
     /// Creates a container in `pod` from `config`; returns its id.

@@ -1,6 +1,7 @@
 //! Start, stop and remove: of one container, and of all the containers of a pod.
 
 use crate::container::record::ContainerRecord;
+use crate::error::internal;
 use crate::image::Images;
 use crate::shim::client::ExitWait;
 use crate::shim::protocol::Status;
@@ -8,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ContainerError, Containers, Result};
-use crate::error::internal;
 
 impl Containers {
     pub async fn start(self: &Arc<Self>, wanted: &str) -> Result<()> {

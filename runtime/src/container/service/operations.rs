@@ -3,6 +3,7 @@
 
 use crate::container::record::{ContainerRecord, ResourcesRecord};
 use crate::container::runtime_spec;
+use crate::error::internal;
 use crate::image::Images;
 use crate::shim::client::ShimClient;
 use crate::shim::protocol::{ErrorKind, Status};
@@ -11,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ContainerError, Containers, Result};
-use crate::error::internal;
 
 impl Containers {
     /// Runs `cmd` in a running container, as its user, with its environment, working
