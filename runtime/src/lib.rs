@@ -1,7 +1,12 @@
 //! berth's domain: images, snapshots, sandboxes, containers, shims and cgroups.
 //!
 //! Nothing here knows about gRPC; `berth-cri-server` validates requests, calls into this
-//! crate and maps its errors onto status codes.
+//! crate and maps its errors onto status codes. The pod side takes a domain `PodSpec`
+//! built in `berth-cri-server`; the container side still takes the CRI's own message
+//! types (`berth_proto`'s plain prost structs: `ContainerConfig`, resources, security
+//! profiles), read field by field where the OCI spec is built (`container::runtime_spec`)
+//! and validated with the CRI's field paths — a domain `ContainerSpec` in their place is
+//! still to come.
 
 pub mod apparmor;
 pub mod cgroupfs;
