@@ -145,7 +145,6 @@ impl Sandboxes {
         self.start_shim_early(&rec.id, undo);
         make_pod_dir(&rec.dir, undo)?;
         make_namespaces(rec, v, undo).await?;
-        crate::failpoint::crash_point("sandbox.netns");
         make_shm(rec, v, undo)?;
         // What will be made is recorded first, so that a crash at any point leaves a
         // record start-up can clean up from (removal tolerates what was never made, and
@@ -281,6 +280,7 @@ async fn make_namespaces(rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo
         rec.netns = Some(pin.clone());
         undo.push("netns pin", move || netns::remove(&pin).map_err(|e| e.to_string()));
     }
+    crate::failpoint::crash_point("sandbox.netns");
     rec.ipc_ns = req.ipc.clone();
     rec.uts_ns = req.uts.as_ref().map(|(p, _)| p.clone());
     let pins: Vec<PathBuf> = rec.ipc_ns.iter().chain(rec.uts_ns.iter()).cloned().collect();
