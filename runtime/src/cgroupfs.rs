@@ -95,9 +95,9 @@ pub fn delegate_controllers(dir: &Path) -> Result<(), String> {
     }
     // A cgroup with processes of its own cannot delegate (v2's no-internal-processes
     // rule): that is a host set-up berth must not paper over.
-    let file = dir.join("cgroup.subtree_control");
-    fs::write(&file, wanted.join(" "))
-        .map_err(|e| format!("cgroup: write {:?} to {}: {e}", wanted.join(" "), file.display()))
+    let (file, value) = (dir.join("cgroup.subtree_control"), wanted.join(" "));
+    fs::write(&file, &value)
+        .map_err(|e| format!("cgroup: write {value:?} to {}: {e}", file.display()))
 }
 
 /// [`delegate_controllers`] on `mount` and every level of `rel` below it, top down.
