@@ -8,8 +8,8 @@
 //! started during set-up to be ready for the first container ([`pod_shims`]).
 //!
 //! * [`pod_spec`]: the request and its validation; [`sysctl`]: which sysctls a pod may set;
-//! * [`namespaces`], [`userns`], [`cgroup`], [`slice`], [`mounts`], [`files`]: the host-side
-//!   pieces ([`slice`]: the pod cgroup with the systemd driver);
+//! * [`namespaces`], [`userns`], [`cgroup`], [`slice`](mod@slice), [`mounts`], [`files`]: the host-side
+//!   pieces ([`slice`](mod@slice): the pod cgroup with the systemd driver);
 //! * [`ipam_store`]: IP leases in the metadata store; [`record`]: what is stored;
 //! * [`pod_shims`]: how set-up starts the pod's shim early (the containers service's);
 //! * [`undo`]: the rollback stack that makes RunPodSandbox all-or-nothing;
