@@ -14,12 +14,13 @@ use berth_network::cni::Cni;
 use berth_network::netns::NetnsDir;
 use berth_network::{Network, NetworkError, PodNetworkConfig, PodNetworks, Readiness};
 
-use super::cgroup::{self, Hierarchy};
+use super::cgroup;
 use super::filter::{self, Filter};
 use super::ipam_store::StoredIpam;
 use super::pod_shims::PodShims;
 use super::pod_spec::NsMode;
 use super::record::{SandboxRecord, SandboxState};
+use crate::cgroupfs::{self, Hierarchy};
 use crate::ids;
 use crate::locks::KeyedLocks;
 use crate::metadata::MetadataStore;
@@ -83,7 +84,7 @@ impl Sandboxes {
     ) -> Result<Self> {
         let pods_dir = NetnsDir::new(layout.state().join("pods"))
             .map_err(|e| internal(format!("pod state directory: {e}")))?;
-        let hierarchies = cgroup::hierarchies().map_err(|e| internal(format!("cgroups: {e}")))?;
+        let hierarchies = cgroupfs::hierarchies().map_err(|e| internal(format!("cgroups: {e}")))?;
         if driver == cgroup::Driver::Systemd {
             // Scopes and slices are v2 units here; a v1 or hybrid host would need every v1
             // hierarchy kept in step by hand, which kubelets from 1.35 refuse anyway.

@@ -2,9 +2,10 @@
 //! slice, made with the pod, resized in place, and removed with the parents berth made.
 
 use super::{Result, SandboxError, Sandboxes};
+use crate::cgroupfs::Hierarchy;
 use crate::error::internal;
 use crate::metadata::{MetadataError, MetadataStore};
-use crate::sandbox::cgroup::{self, Hierarchy};
+use crate::sandbox::cgroup;
 use crate::sandbox::pod_spec::{self, Resources};
 use crate::sandbox::record::{CgroupDirRecord, SandboxRecord, SandboxState};
 use crate::sandbox::slice;
