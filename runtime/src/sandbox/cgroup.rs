@@ -18,8 +18,7 @@ pub use super::cgroup_driver::Driver;
 use super::pod_spec::Resources;
 
 use super::slice::slice_unit;
-use crate::cgroupfs::Hierarchy;
-use crate::cgroupfs::{delegate_controllers, shares_to_weight};
+use crate::cgroupfs::{delegate_controllers, shares_to_weight, Hierarchy};
 
 /// The pod cgroup path (relative, no leading `/`) for `cgroup_parent`, or
 /// `berth/<pod id>` when the kubelet gave none.
