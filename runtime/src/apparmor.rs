@@ -1,9 +1,8 @@
 //! AppArmor: which profile a container runs under, and berth's own default profile.
 //!
-//! The CRI asks in two ways: `LinuxContainerSecurityContext.apparmor` (a
-//! [`SecurityProfile`]) and the deprecated `apparmor_profile` string (`runtime/default`,
-//! `unconfined`, `localhost/<name>`); the first wins when both are set, and neither set
-//! means `runtime/default` (as the CRI defines it).
+//! The request comes as a [`crate::container::ProfileRequest`]: cri-server decodes the
+//! CRI's two ways of asking (the `apparmor` field and the deprecated `apparmor_profile`
+//! string) into it, and neither set means `runtime/default`, as the CRI defines it.
 //!
 //! On a host with AppArmor enabled, `runtime/default` is [`DEFAULT_PROFILE`] (loaded by
 //! berthd with `apparmor_parser` when the kernel does not list it), except for
@@ -15,8 +14,8 @@
 //! The profile travels in the OCI spec's `process.apparmorProfile`: runc applies it, and
 //! the native executor writes it to `/proc/self/attr/apparmor/exec` before execve.
 
+use crate::container::ProfileRequest as Request;
 use crate::error::RuntimeError;
-use berth_proto::{security_profile::ProfileType, LinuxContainerSecurityContext};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,65 +23,10 @@ use std::process::{Command, Stdio};
 /// The name of berth's default profile (`runtime/default`).
 pub const DEFAULT_PROFILE: &str = "berth-default";
 
-/// The field names in errors.
+/// The field name in errors.
 const FIELD: &str = "config.linux.security_context.apparmor";
-const LEGACY_FIELD: &str = "config.linux.security_context.apparmor_profile";
 
-/// What a container asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    RuntimeDefault,
-    Unconfined,
-    /// A profile loaded on the node, by name.
-    Localhost(String),
-}
-
-/// The request of a container's security context; an error names the field at fault.
-pub fn request(sc: &LinuxContainerSecurityContext) -> Result<Request, String> {
-    if let Some(p) = &sc.apparmor {
-        let kind = ProfileType::try_from(p.profile_type)
-            .map_err(|_| format!("{FIELD}.profile_type: unknown value {}", p.profile_type))?;
-        return match kind {
-            ProfileType::RuntimeDefault => Ok(Request::RuntimeDefault),
-            ProfileType::Unconfined => Ok(Request::Unconfined),
-            ProfileType::Localhost => {
-                // The name alone; a `localhost/` prefix (the string form's) is tolerated.
-                let name = p.localhost_ref.strip_prefix("localhost/").unwrap_or(&p.localhost_ref);
-                profile_name(name).map_err(|e| format!("{FIELD}.localhost_ref: {e}"))?;
-                Ok(Request::Localhost(name.to_string()))
-            }
-        };
-    }
-    #[allow(deprecated)]
-    let legacy = sc.apparmor_profile.as_str();
-    match legacy {
-        "" | "runtime/default" => Ok(Request::RuntimeDefault),
-        "unconfined" => Ok(Request::Unconfined),
-        s => match s.strip_prefix("localhost/") {
-            Some(name) => {
-                profile_name(name).map_err(|e| format!("{LEGACY_FIELD}: {e}"))?;
-                Ok(Request::Localhost(name.to_string()))
-            }
-            None => Err(format!(
-                "{LEGACY_FIELD}: {s:?} is not \"runtime/default\", \"unconfined\" or \
-                 \"localhost/<profile name>\""
-            )),
-        },
-    }
-}
-
-/// A profile name as the kernel takes it in `exec <name>`: not empty, one line.
-fn profile_name(name: &str) -> Result<(), String> {
-    if name.trim().is_empty() {
-        return Err("the profile name is empty".into());
-    }
-    if name.contains(['\n', '\0']) {
-        return Err(format!("{name:?} is not a profile name"));
-    }
-    Ok(())
-}
-
-/// The host's AppArmor, as found once at start.
+/// The host's AppArmor: whether it confines, and where it lists its loaded profiles.
 #[derive(Debug, Clone)]
 pub struct AppArmor {
     enabled: bool,
@@ -132,11 +76,11 @@ impl AppArmor {
     /// Loads the default profile when the request needs it and the kernel lost it.
     pub fn profile_for(
         &self,
-        sc: &LinuxContainerSecurityContext,
+        req: &Request,
+        privileged: bool,
     ) -> Result<Option<String>, RuntimeError> {
-        let req = request(sc).map_err(RuntimeError::InvalidArgument)?;
-        let profile = select(&req, sc.privileged, self.enabled, |n| self.is_loaded(n))?;
-        if profile.as_deref() == Some(DEFAULT_PROFILE) && req == Request::RuntimeDefault {
+        let profile = select(req, privileged, self.enabled, |n| self.is_loaded(n))?;
+        if profile.as_deref() == Some(DEFAULT_PROFILE) && *req == Request::RuntimeDefault {
             self.ensure_default().map_err(RuntimeError::FailedPrecondition)?;
         }
         Ok(profile)
@@ -273,64 +217,6 @@ profile @NAME@ flags=(attach_disconnected,mediate_deleted) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_proto::SecurityProfile;
-
-    fn sc(apparmor: Option<(ProfileType, &str)>, legacy: &str) -> LinuxContainerSecurityContext {
-        #[allow(deprecated)]
-        LinuxContainerSecurityContext {
-            apparmor: apparmor
-                .map(|(t, r)| SecurityProfile { profile_type: t as i32, localhost_ref: r.into() }),
-            apparmor_profile: legacy.into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn the_field_and_the_deprecated_string() {
-        assert_eq!(request(&sc(None, "")).unwrap(), Request::RuntimeDefault);
-        assert_eq!(request(&sc(None, "runtime/default")).unwrap(), Request::RuntimeDefault);
-        assert_eq!(request(&sc(None, "unconfined")).unwrap(), Request::Unconfined);
-        assert_eq!(
-            request(&sc(None, "localhost/my-profile")).unwrap(),
-            Request::Localhost("my-profile".into())
-        );
-        let t = |t, r| request(&sc(Some((t, r)), "")).unwrap();
-        assert_eq!(t(ProfileType::RuntimeDefault, ""), Request::RuntimeDefault);
-        assert_eq!(t(ProfileType::Unconfined, ""), Request::Unconfined);
-        assert_eq!(t(ProfileType::Localhost, "p"), Request::Localhost("p".into()));
-        assert_eq!(t(ProfileType::Localhost, "localhost/p"), Request::Localhost("p".into()));
-    }
-
-    #[test]
-    fn the_field_wins_over_the_string() {
-        let both = sc(Some((ProfileType::Unconfined, "")), "localhost/p");
-        assert_eq!(request(&both).unwrap(), Request::Unconfined);
-        let both = sc(Some((ProfileType::Localhost, "a")), "unconfined");
-        assert_eq!(request(&both).unwrap(), Request::Localhost("a".into()));
-        // A malformed string under a set field is not looked at.
-        let both = sc(Some((ProfileType::RuntimeDefault, "")), "nonsense");
-        assert_eq!(request(&both).unwrap(), Request::RuntimeDefault);
-    }
-
-    #[test]
-    fn malformed_requests_name_their_field() {
-        for legacy in ["docker-default", "localhost/", "Unconfined", "localhost/a\nb"] {
-            let err = request(&sc(None, legacy)).unwrap_err();
-            assert!(err.starts_with("config.linux.security_context.apparmor_profile:"), "{err}");
-        }
-        let mut bad = sc(Some((ProfileType::RuntimeDefault, "")), "");
-        bad.apparmor.as_mut().unwrap().profile_type = 7;
-        let err = request(&bad).unwrap_err();
-        assert!(err.starts_with("config.linux.security_context.apparmor.profile_type:"), "{err}");
-        assert!(err.contains('7'), "{err}");
-        for r in ["", "localhost/", "  "] {
-            let err = request(&sc(Some((ProfileType::Localhost, r)), "")).unwrap_err();
-            assert!(
-                err.starts_with("config.linux.security_context.apparmor.localhost_ref:"),
-                "{err}"
-            );
-        }
-    }
 
     fn loaded(names: &'static [&'static str]) -> impl Fn(&str) -> std::io::Result<bool> {
         move |n| Ok(names.contains(&n))

@@ -1,12 +1,10 @@
 //! berth's domain: images, snapshots, sandboxes, containers, shims and cgroups.
 //!
-//! Nothing here knows about gRPC; `berth-cri-server` validates requests, calls into this
-//! crate and maps its errors onto status codes. The pod side takes a domain `PodSpec`
-//! built in `berth-cri-server`; the container side still takes the CRI's own message
-//! types (`berth_proto`'s plain prost structs: `ContainerConfig`, resources, security
-//! profiles), read field by field where the OCI spec is built (`container::runtime_spec`)
-//! and validated with the CRI's field paths — a domain `ContainerSpec` in their place is
-//! still to come.
+//! Nothing here knows about gRPC or the CRI's messages: `berth-cri-server` turns a
+//! request into a domain type (`sandbox::PodSpec`, `container::ContainerSpec`,
+//! `container::ContainerResources`), decoding the CRI's enums and deprecated fields on the
+//! way, calls into this crate and maps its errors onto status codes. Errors still name
+//! fields by their CRI path (`config.mounts[1].host_path`): that is what the user wrote.
 
 pub mod apparmor;
 pub mod cgroupfs;

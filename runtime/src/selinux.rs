@@ -6,7 +6,8 @@
 //! there is nothing to label with and the options are ignored, as containerd ignores
 //! them.
 
-use berth_proto::{ContainerConfig, PodSandboxConfig, SeLinuxOption};
+use crate::container::ContainerSpec;
+use crate::sandbox::PodSpec;
 use std::sync::OnceLock;
 
 /// Whether the host has SELinux enabled (selinuxfs shows `enforce`), found once.
@@ -15,38 +16,26 @@ pub fn enabled() -> bool {
     *ENABLED.get_or_init(|| std::path::Path::new("/sys/fs/selinux/enforce").exists())
 }
 
-/// Options that ask for something: any part of the context set.
-fn asks(o: Option<&SeLinuxOption>) -> bool {
-    o.is_some_and(|o| {
-        !(o.user.is_empty() && o.role.is_empty() && o.r#type.is_empty() && o.level.is_empty())
-    })
-}
-
 const REFUSED: &str = "berth does not apply SELinux labels and this host has SELinux \
                        enabled; remove the field or use a runtime that labels";
 
 /// A container request on a host with (`selinux` true) or without SELinux.
-pub fn check_container(config: &ContainerConfig, selinux: bool) -> Result<(), String> {
+pub fn check_container(spec: &ContainerSpec, selinux: bool) -> Result<(), String> {
     if !selinux {
         return Ok(());
     }
-    let sc = config.linux.as_ref().and_then(|l| l.security_context.as_ref());
-    if asks(sc.and_then(|s| s.selinux_options.as_ref())) {
+    if spec.security.selinux_label {
         return Err(format!("config.linux.security_context.selinux_options: {REFUSED}"));
     }
-    if let Some(i) = config.mounts.iter().position(|m| m.selinux_relabel) {
+    if let Some(i) = spec.mounts.iter().position(|m| m.selinux_relabel) {
         return Err(format!("config.mounts[{i}].selinux_relabel: {REFUSED}"));
     }
     Ok(())
 }
 
 /// A pod request on a host with (`selinux` true) or without SELinux.
-pub fn check_sandbox(config: &PodSandboxConfig, selinux: bool) -> Result<(), String> {
-    if !selinux {
-        return Ok(());
-    }
-    let sc = config.linux.as_ref().and_then(|l| l.security_context.as_ref());
-    if asks(sc.and_then(|s| s.selinux_options.as_ref())) {
+pub fn check_sandbox(spec: &PodSpec, selinux: bool) -> Result<(), String> {
+    if selinux && spec.selinux_label {
         return Err(format!("config.linux.security_context.selinux_options: {REFUSED}"));
     }
     Ok(())
@@ -55,27 +44,14 @@ pub fn check_sandbox(config: &PodSandboxConfig, selinux: bool) -> Result<(), Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_proto::{
-        LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-        LinuxSandboxSecurityContext, Mount,
-    };
+    use crate::container::{MountSpec, SecuritySpec};
 
-    fn level(l: &str) -> Option<SeLinuxOption> {
-        Some(SeLinuxOption { level: l.into(), ..Default::default() })
-    }
-
-    fn container(options: Option<SeLinuxOption>, relabel: bool) -> ContainerConfig {
-        ContainerConfig {
-            linux: Some(LinuxContainerConfig {
-                security_context: Some(LinuxContainerSecurityContext {
-                    selinux_options: options,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+    fn container(label: bool, relabel: bool) -> ContainerSpec {
+        ContainerSpec {
+            security: SecuritySpec { selinux_label: label, ..Default::default() },
             mounts: vec![
-                Mount { container_path: "/a".into(), ..Default::default() },
-                Mount {
+                MountSpec { container_path: "/a".into(), ..Default::default() },
+                MountSpec {
                     container_path: "/b".into(),
                     selinux_relabel: relabel,
                     ..Default::default()
@@ -85,41 +61,30 @@ mod tests {
         }
     }
 
-    fn pod(options: Option<SeLinuxOption>) -> PodSandboxConfig {
-        PodSandboxConfig {
-            linux: Some(LinuxPodSandboxConfig {
-                security_context: Some(LinuxSandboxSecurityContext {
-                    selinux_options: options,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+    fn pod(label: bool) -> PodSpec {
+        PodSpec { selinux_label: label, ..Default::default() }
     }
 
     #[test]
     fn without_selinux_the_options_are_ignored() {
-        assert!(check_container(&container(level("s0:c1,c2"), true), false).is_ok());
-        assert!(check_sandbox(&pod(level("s0:c1,c2")), false).is_ok());
+        assert!(check_container(&container(true, true), false).is_ok());
+        assert!(check_sandbox(&pod(true), false).is_ok());
     }
 
     #[test]
     fn with_selinux_a_request_for_labels_is_refused_naming_the_field() {
-        let err = check_container(&container(level("s0:c1,c2"), false), true).unwrap_err();
+        let err = check_container(&container(true, false), true).unwrap_err();
         assert!(err.starts_with("config.linux.security_context.selinux_options:"), "{err}");
-        let err = check_container(&container(None, true), true).unwrap_err();
+        let err = check_container(&container(false, true), true).unwrap_err();
         assert!(err.starts_with("config.mounts[1].selinux_relabel:"), "{err}");
-        let err = check_sandbox(&pod(level("s0")), true).unwrap_err();
+        let err = check_sandbox(&pod(true), true).unwrap_err();
         assert!(err.starts_with("config.linux.security_context.selinux_options:"), "{err}");
         assert!(err.contains("does not apply SELinux labels"), "{err}");
     }
 
     #[test]
     fn with_selinux_requests_without_labels_run() {
-        assert!(check_container(&container(None, false), true).is_ok());
-        assert!(check_container(&container(Some(SeLinuxOption::default()), false), true).is_ok());
-        assert!(check_sandbox(&pod(None), true).is_ok());
-        assert!(check_sandbox(&PodSandboxConfig::default(), true).is_ok());
+        assert!(check_container(&container(false, false), true).is_ok());
+        assert!(check_sandbox(&pod(false), true).is_ok());
     }
 }

@@ -1,6 +1,7 @@
-//! CreateContainer.
+//! CreateContainer: the CRI config becomes a domain `ContainerSpec`; the domain checks it
+//! against the pod, the image and the host, and creates the container (or nothing).
 
-use super::{errors, Cri};
+use super::{container_spec, errors, Cri};
 use crate::rpc_span::{record_container, record_pod};
 use berth_proto::{CreateContainerRequest, CreateContainerResponse};
 use tonic::Status;
@@ -14,6 +15,7 @@ pub async fn create_container(
     }
     record_pod(&req.pod_sandbox_id);
     let config = req.config.ok_or_else(|| errors::missing("config"))?;
+    let config = container_spec::to_spec(config).map_err(Status::invalid_argument)?;
     berth_runtime::selinux::check_container(&config, berth_runtime::selinux::enabled())
         .map_err(Status::invalid_argument)?;
     let pod = cri.inner.sandboxes.status(&req.pod_sandbox_id).map_err(errors::runtime)?;

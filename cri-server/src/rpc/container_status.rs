@@ -86,7 +86,7 @@ pub async fn container_status(
                 container_path: m.container_path.clone(),
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
-                propagation: m.propagation,
+                propagation: m.propagation.into(),
                 image: m.image.as_ref().map(|i| berth_proto::ImageSpec {
                     image: i.image.clone(),
                     image_ref: i.image_ref.clone(),
@@ -98,7 +98,7 @@ pub async fn container_status(
             .collect(),
         log_path: rec.log_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         resources: rec.resources.as_ref().map(|r| berth_proto::ContainerResources {
-            linux: Some(r.into()),
+            linux: Some(super::container_spec::resources_to_cri(r)),
             ..Default::default()
         }),
     };

@@ -1,6 +1,6 @@
 //! UpdateContainerResources: new cgroup limits for a created or running container.
 
-use super::{errors, Cri};
+use super::{container_spec, errors, Cri};
 use crate::rpc_span::record_container;
 use berth_proto::{UpdateContainerResourcesRequest, UpdateContainerResourcesResponse};
 use tonic::Status;
@@ -17,7 +17,7 @@ pub async fn update_container_resources(
     let Some(linux) = req.linux else { return Ok(UpdateContainerResourcesResponse {}) };
     cri.inner
         .containers
-        .update_resources(&req.container_id, &linux)
+        .update_resources(&req.container_id, &container_spec::resources(&linux))
         .await
         .map_err(errors::runtime)?;
     Ok(UpdateContainerResourcesResponse {})

@@ -17,8 +17,6 @@ pub async fn run_pod_sandbox(
     req: RunPodSandboxRequest,
 ) -> Result<RunPodSandboxResponse, Status> {
     let config = req.config.ok_or_else(|| errors::missing("config"))?;
-    berth_runtime::selinux::check_sandbox(&config, berth_runtime::selinux::enabled())
-        .map_err(Status::invalid_argument)?;
     if !cri.inner.containers.has_runtime_handler(&req.runtime_handler) {
         return Err(Status::invalid_argument(format!(
             "runtime_handler: {:?} is not configured (known: {:?})",
@@ -27,6 +25,8 @@ pub async fn run_pod_sandbox(
         )));
     }
     let spec = to_spec(config, req.runtime_handler);
+    berth_runtime::selinux::check_sandbox(&spec, berth_runtime::selinux::enabled())
+        .map_err(Status::invalid_argument)?;
     if spec.userns.as_ref().is_some_and(|u| u.mode != NsMode::Node)
         && !spec.runtime_handler.is_empty()
     {
@@ -121,5 +121,8 @@ fn to_spec(c: PodSandboxConfig, runtime_handler: String) -> PodSpec {
         runtime_handler,
         // The pod's own limits, else its overhead (what the kubelet sizes the pod by).
         resources: linux.resources.as_ref().or(linux.overhead.as_ref()).map(resources),
+        selinux_label: super::container_spec::asks_for_label(
+            linux.security_context.as_ref().and_then(|s| s.selinux_options.as_ref()),
+        ),
     }
 }

@@ -5,7 +5,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use berth_proto::ContainerConfig;
+use super::container_spec::ContainerSpec;
 use oci_spec::runtime::{
     LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
 };
@@ -50,7 +50,7 @@ fn rule(
 
 /// The device nodes and cgroup rules for a container.
 pub fn devices(
-    cfg: &ContainerConfig,
+    cfg: &ContainerSpec,
     privileged: bool,
 ) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>), String> {
     if privileged {
@@ -153,10 +153,11 @@ fn host_devices(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::container_spec::DeviceSpec;
 
     #[test]
     fn defaults_deny_all_but_the_standard_devices() {
-        let (nodes, rules) = devices(&ContainerConfig::default(), false).unwrap();
+        let (nodes, rules) = devices(&ContainerSpec::default(), false).unwrap();
         assert!(nodes.is_empty());
         assert_eq!(rules[0].to_string(), "a *:* rwm");
         assert!(!rules[0].allow());
@@ -166,8 +167,8 @@ mod tests {
 
     #[test]
     fn requested_devices_become_nodes_and_rules() {
-        let cfg = ContainerConfig {
-            devices: vec![berth_proto::Device {
+        let cfg = ContainerSpec {
+            devices: vec![DeviceSpec {
                 container_path: "/dev/mynull".into(),
                 host_path: "/dev/null".into(),
                 permissions: "rw".into(),
@@ -180,15 +181,15 @@ mod tests {
         assert_eq!((nodes[0].major(), nodes[0].minor()), (1, 3));
         assert_eq!(rules.last().unwrap().to_string(), "c 1:3 rw");
         for (bad, field) in [("/etc/passwd", "host_path"), ("relative", "host_path")] {
-            let cfg = ContainerConfig {
-                devices: vec![berth_proto::Device { host_path: bad.into(), ..Default::default() }],
+            let cfg = ContainerSpec {
+                devices: vec![DeviceSpec { host_path: bad.into(), ..Default::default() }],
                 ..Default::default()
             };
             let err = devices(&cfg, false).unwrap_err();
             assert!(err.contains(&format!("devices[0].{field}")), "{err}");
         }
-        let cfg = ContainerConfig {
-            devices: vec![berth_proto::Device {
+        let cfg = ContainerSpec {
+            devices: vec![DeviceSpec {
                 host_path: "/dev/null".into(),
                 permissions: "rwx".into(),
                 ..Default::default()
@@ -200,7 +201,7 @@ mod tests {
 
     #[test]
     fn privileged_gets_the_host_devices_and_no_restriction() {
-        let (nodes, rules) = devices(&ContainerConfig::default(), true).unwrap();
+        let (nodes, rules) = devices(&ContainerSpec::default(), true).unwrap();
         assert!(nodes.iter().any(|n| n.path() == Path::new("/dev/null")));
         assert!(nodes.iter().all(|n| !n.path().starts_with("/dev/pts")));
         assert_eq!(rules.len(), 1);

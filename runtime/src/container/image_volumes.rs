@@ -6,21 +6,21 @@
 //! native executor and OCI runtimes alike just bind a host path. The views live and die
 //! with the container: the container's undo removes them like its rootfs.
 
+use super::container_spec::{ContainerSpec, MountSpec, Propagation};
 use crate::error::internal;
 use crate::error::RuntimeError as ContainerError;
 use crate::image::{ImageError, Images};
 use crate::snapshot::image_view::{self, SubPathError};
-use berth_proto::{ContainerConfig, Mount, MountPropagation};
 use std::path::{Path, PathBuf};
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
 /// Refuses image mounts that cannot be honoured, naming the field, before anything of
 /// the container exists.
-pub fn validate(images: &Images, config: &ContainerConfig) -> Result<()> {
+pub fn validate(images: &Images, config: &ContainerSpec) -> Result<()> {
     for (i, m) in config.mounts.iter().enumerate() {
         let field = |f: &str| format!("config.mounts[{i}].{f}");
-        let Some(spec) = &m.image else {
+        let Some(image) = &m.image else {
             if !m.image_sub_path.is_empty() {
                 return Err(ContainerError::InvalidArgument(format!(
                     "{}: only an image mount (with image set) takes a sub-path",
@@ -35,7 +35,7 @@ pub fn validate(images: &Images, config: &ContainerConfig) -> Result<()> {
                 field("host_path")
             )));
         }
-        let image = spec.image.trim();
+        let image = image.trim();
         if image.is_empty() {
             return Err(ContainerError::InvalidArgument(format!(
                 "{}: required for an image mount",
@@ -64,7 +64,7 @@ pub fn validate(images: &Images, config: &ContainerConfig) -> Result<()> {
             ))
         })?;
         // Nothing is ever mounted under an image view for the container to send out.
-        if m.propagation == MountPropagation::PropagationBidirectional as i32 {
+        if m.propagation == Propagation::Bidirectional {
             return Err(ContainerError::InvalidArgument(format!(
                 "{}: an image mount is read-only and cannot be bidirectional",
                 field("propagation")
@@ -101,21 +101,18 @@ pub async fn mount_all(
     images: &Images,
     id: &str,
     bundle: &Path,
-    config: &ContainerConfig,
-) -> Result<(ContainerConfig, Vec<MountedView>)> {
+    config: &ContainerSpec,
+) -> Result<(ContainerSpec, Vec<MountedView>)> {
     let mut config = config.clone();
     let mut mounted = Vec::new();
     for (i, m) in config.mounts.iter_mut().enumerate() {
-        let Some(spec) = m.image.take() else { continue };
+        let Some(image) = m.image.take() else { continue };
         let field = |f: &str| format!("config.mounts[{i}].{f}");
-        let plan =
-            images.prepare_image_view(id, i, spec.image.trim()).await.map_err(|e| match e {
-                // Removed since the request was validated.
-                ImageError::NotFound(m) => {
-                    ContainerError::NotFound(format!("{}: {m}", field("image")))
-                }
-                e => internal(format!("{}: {e}", field("image"))),
-            })?;
+        let plan = images.prepare_image_view(id, i, image.trim()).await.map_err(|e| match e {
+            // Removed since the request was validated.
+            ImageError::NotFound(m) => ContainerError::NotFound(format!("{}: {m}", field("image"))),
+            e => internal(format!("{}: {e}", field("image"))),
+        })?;
         let dir = view_dir(bundle, i);
         let lowers = plan.lowers.clone();
         let mount_at = dir.clone();
@@ -134,7 +131,7 @@ pub async fn mount_all(
                 )),
             })?;
         // Image volumes are read-only whatever the request says.
-        *m = Mount {
+        *m = MountSpec {
             host_path: source.display().to_string(),
             readonly: true,
             image_sub_path: String::new(),

@@ -2,6 +2,7 @@
 //! that drives them through the pod's shim.
 
 pub mod checkpoint;
+pub mod container_spec;
 pub mod devices;
 pub mod exits;
 pub mod image_volumes;
@@ -12,4 +13,8 @@ pub mod service;
 pub mod streams;
 pub mod user;
 
+pub use container_spec::{
+    ContainerMetadata, ContainerResources, ContainerSpec, DeviceSpec, EnvVar, MountSpec,
+    ProfileRequest, Propagation, SecuritySpec,
+};
 pub use service::{ContainerError, Containers, Observed};

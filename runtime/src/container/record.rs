@@ -1,5 +1,6 @@
 //! What the metadata store keeps about containers.
 
+use super::container_spec::{ContainerResources, ContainerSpec, MountSpec, Propagation};
 use crate::digest::Digest;
 use crate::metadata::Record;
 use serde::{Deserialize, Serialize};
@@ -30,7 +31,7 @@ pub struct ContainerRecord {
     pub rootfs: PathBuf,
     /// The resources asked for at create, or by the last UpdateContainerResources.
     #[serde(default)]
-    pub resources: Option<ResourcesRecord>,
+    pub resources: Option<ContainerResources>,
     /// CreateContainer has not finished: hidden from CRI, removed at start-up.
     #[serde(default)]
     pub creating: bool,
@@ -64,21 +65,19 @@ pub struct UserRecord {
 }
 
 /// A digest of what a CreateContainer request asks for, independent of map ordering.
-pub fn request_fingerprint(c: &berth_proto::ContainerConfig) -> String {
-    let sorted = |m: &std::collections::HashMap<String, String>| {
-        let mut v: Vec<(&String, &String)> = m.iter().collect();
-        v.sort();
-        v.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()
+pub fn request_fingerprint(c: &ContainerSpec) -> String {
+    let pairs = |m: &BTreeMap<String, String>| {
+        m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()
     };
     let text = serde_json::json!({
-        "image": c.image.as_ref().map(|i| i.image.clone()),
+        "image": c.image,
         "command": c.command,
         "args": c.args,
         "working_dir": c.working_dir,
         "envs": c.envs.iter().map(|e| format!("{}={}", e.key, String::from_utf8_lossy(&e.value))).collect::<Vec<_>>(),
         "mounts": c.mounts.iter().map(mount_fingerprint).collect::<Vec<_>>(),
-        "labels": sorted(&c.labels),
-        "annotations": sorted(&c.annotations),
+        "labels": pairs(&c.labels),
+        "annotations": pairs(&c.annotations),
         "log_path": c.log_path,
         "tty": c.tty,
         "stdin": c.stdin,
@@ -88,72 +87,12 @@ pub fn request_fingerprint(c: &berth_proto::ContainerConfig) -> String {
 
 /// One mount of a create request, as [`request_fingerprint`] compares it; a mount
 /// without an image reads as it did before image volumes were handled.
-fn mount_fingerprint(m: &berth_proto::Mount) -> String {
-    let plain = format!("{}:{}:{}:{}", m.host_path, m.container_path, m.readonly, m.propagation);
+fn mount_fingerprint(m: &MountSpec) -> String {
+    let propagation = i32::from(m.propagation);
+    let plain = format!("{}:{}:{}:{propagation}", m.host_path, m.container_path, m.readonly);
     match &m.image {
-        Some(i) => format!("{plain}:image={}:{}", i.image, m.image_sub_path),
+        Some(image) => format!("{plain}:image={image}:{}", m.image_sub_path),
         None => plain,
-    }
-}
-
-/// CRI `LinuxContainerResources`, kept to report them back in ContainerStatus.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResourcesRecord {
-    pub cpu_period: i64,
-    pub cpu_quota: i64,
-    pub cpu_shares: i64,
-    pub memory_limit_in_bytes: i64,
-    pub oom_score_adj: i64,
-    pub cpuset_cpus: String,
-    pub cpuset_mems: String,
-    /// page size → limit in bytes
-    pub hugepage_limits: BTreeMap<String, u64>,
-    pub unified: BTreeMap<String, String>,
-    pub memory_swap_limit_in_bytes: i64,
-}
-
-impl From<&berth_proto::LinuxContainerResources> for ResourcesRecord {
-    fn from(r: &berth_proto::LinuxContainerResources) -> Self {
-        Self {
-            cpu_period: r.cpu_period,
-            cpu_quota: r.cpu_quota,
-            cpu_shares: r.cpu_shares,
-            memory_limit_in_bytes: r.memory_limit_in_bytes,
-            oom_score_adj: r.oom_score_adj,
-            cpuset_cpus: r.cpuset_cpus.clone(),
-            cpuset_mems: r.cpuset_mems.clone(),
-            hugepage_limits: r
-                .hugepage_limits
-                .iter()
-                .map(|h| (h.page_size.clone(), h.limit))
-                .collect(),
-            unified: r.unified.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
-        }
-    }
-}
-
-impl From<&ResourcesRecord> for berth_proto::LinuxContainerResources {
-    fn from(r: &ResourcesRecord) -> Self {
-        Self {
-            cpu_period: r.cpu_period,
-            cpu_quota: r.cpu_quota,
-            cpu_shares: r.cpu_shares,
-            memory_limit_in_bytes: r.memory_limit_in_bytes,
-            oom_score_adj: r.oom_score_adj,
-            cpuset_cpus: r.cpuset_cpus.clone(),
-            cpuset_mems: r.cpuset_mems.clone(),
-            hugepage_limits: r
-                .hugepage_limits
-                .iter()
-                .map(|(page_size, limit)| berth_proto::HugepageLimit {
-                    page_size: page_size.clone(),
-                    limit: *limit,
-                })
-                .collect(),
-            unified: r.unified.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
-        }
     }
 }
 
@@ -166,7 +105,7 @@ pub struct MountRecord {
     pub container_path: String,
     pub host_path: String,
     pub readonly: bool,
-    pub propagation: i32,
+    pub propagation: Propagation,
     /// Set for an image volume, whose host path is its view.
     #[serde(default)]
     pub image: Option<ImageMountRecord>,

@@ -1,4 +1,4 @@
-//! The CRI's container config plus the image's config become one OCI runtime spec, with
+//! The container's [`ContainerSpec`] plus the image's config become one OCI runtime spec, with
 //! Kubernetes' rules: `command` replaces the image's Entrypoint and `args` its Cmd, the
 //! request's env overrides the image's, and the security context decides user,
 //! capabilities, seccomp, masked paths and the read-only root.
@@ -6,14 +6,14 @@
 //! The spec is the one contract between "what to run" and "how": the native executor in
 //! the shim and any OCI runtime binary take the same document.
 
+use super::container_spec::{
+    ContainerResources, ContainerSpec, MountSpec, ProfileRequest, Propagation, SecuritySpec,
+};
 use super::devices;
 use super::user::{self, UserRequest};
 use crate::image::record::ImageConfig;
 use crate::oci_defaults::{self as defaults, PodNamespaces};
-use berth_proto::{
-    security_profile::ProfileType, ContainerConfig, LinuxContainerResources, MountPropagation,
-    NamespaceMode,
-};
+use crate::sandbox::NsMode;
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
     LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
@@ -34,7 +34,7 @@ pub struct PodFiles {
 
 /// Everything the spec is made from.
 pub struct SpecInput<'a> {
-    pub config: &'a ContainerConfig,
+    pub config: &'a ContainerSpec,
     pub image: &'a ImageConfig,
     /// The container's mounted root filesystem (for `/etc/passwd` lookups).
     pub rootfs: &'a Path,
@@ -54,8 +54,7 @@ pub struct SpecInput<'a> {
 /// Builds the spec; an error names the request field at fault.
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     let cfg = input.config;
-    let linux = cfg.linux.clone().unwrap_or_default();
-    let sc = linux.security_context.clone().unwrap_or_default();
+    let sc = &cfg.security;
     let privileged = sc.privileged;
 
     let mut spec = defaults::default_spec(input.rootfs, &[], &input.pod, Some(&input.cgroups_path));
@@ -70,11 +69,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     let user = user::resolve(
         input.rootfs,
         &UserRequest {
-            run_as_user: sc.run_as_user.map(|v| v.value),
-            run_as_group: sc.run_as_group.map(|v| v.value),
+            run_as_user: sc.run_as_user,
+            run_as_group: sc.run_as_group,
             run_as_username: sc.run_as_username.clone(),
             supplemental_groups: sc.supplemental_groups.clone(),
-            strict_groups: supplemental_groups_strict(sc.supplemental_groups_policy)?,
+            strict_groups: sc.strict_supplemental_groups,
             image_user: input.image.user.clone(),
         },
     )?;
@@ -94,11 +93,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     );
     process.set_no_new_privileges(Some(sc.no_new_privs));
     process.set_apparmor_profile(input.apparmor_profile.clone());
-    let mut caps = capabilities(privileged, sc.capabilities.as_ref())?;
+    let mut caps = capabilities(sc)?;
     // Ambient capabilities survive execve for a non-root user; the kernel keeps one only
     // while it is also permitted and inheritable, so it joins every set.
     let mut ambient = Capabilities::new();
-    for name in sc.capabilities.iter().flat_map(|c| &c.add_ambient_capabilities) {
+    for name in &sc.add_ambient_capabilities {
         ambient.insert(capability(name).map_err(|e| {
             format!("linux.security_context.capabilities.add_ambient_capabilities: {e}")
         })?);
@@ -115,7 +114,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
             .build()
             .map_err(|e| e.to_string())?,
     ));
-    let resources = linux.resources.clone().unwrap_or_default();
+    let resources = cfg.resources.clone().unwrap_or_default();
     if resources.oom_score_adj != 0 {
         process.set_oom_score_adj(Some(resources.oom_score_adj as i32));
     }
@@ -127,15 +126,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     spec.set_hostname(Some(input.hostname.to_string()));
     let userns = input.pod.user.map(|(_, u)| u);
     spec.set_mounts(Some(mounts(cfg, &input.files, privileged, userns)?));
-    let annotations: HashMap<String, String> = cfg.annotations.clone().into_iter().collect();
+    let annotations: HashMap<String, String> =
+        cfg.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     spec.set_annotations(Some(annotations));
 
     let mut l = spec.linux().clone().unwrap_or_default();
-    l.set_namespaces(Some(namespaces(
-        &input.pod,
-        sc.namespace_options.as_ref(),
-        input.target_pid,
-    )?));
+    l.set_namespaces(Some(namespaces(&input.pod, sc.pid, input.target_pid)?));
     if privileged {
         l.set_masked_paths(Some(Vec::new()));
         l.set_readonly_paths(Some(Vec::new()));
@@ -147,10 +143,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
             l.set_readonly_paths(Some(sc.readonly_paths.clone()));
         }
     }
-    // Kubelets before 1.25 only fill the deprecated string field.
-    #[allow(deprecated)]
-    let legacy_seccomp = sc.seccomp_profile_path.as_str();
-    l.set_seccomp(seccomp(privileged, &seccomp_caps, sc.seccomp.as_ref(), legacy_seccomp)?);
+    l.set_seccomp(seccomp(privileged, &seccomp_caps, &sc.seccomp)?);
     let (nodes, device_rules) = devices::devices(cfg, privileged)?;
     l.set_devices(Some(nodes));
     let mut oci_resources = linux_resources(&resources, input.pids_limit)?;
@@ -163,7 +156,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
 
 /// Kubernetes' rule: `command` replaces Entrypoint (and then Cmd is dropped); `args`
 /// replace Cmd.
-pub fn process_args(cfg: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>, String> {
+pub fn process_args(cfg: &ContainerSpec, image: &ImageConfig) -> Result<Vec<String>, String> {
     let mut args =
         if cfg.command.is_empty() { image.entrypoint.clone() } else { cfg.command.clone() };
     if !cfg.args.is_empty() {
@@ -177,74 +170,11 @@ pub fn process_args(cfg: &ContainerConfig, image: &ImageConfig) -> Result<Vec<St
     Ok(args)
 }
 
-fn supplemental_groups_strict(policy: i32) -> Result<bool, String> {
-    match berth_proto::SupplementalGroupsPolicy::try_from(policy) {
-        Ok(berth_proto::SupplementalGroupsPolicy::Merge) => Ok(false),
-        Ok(berth_proto::SupplementalGroupsPolicy::Strict) => Ok(true),
-        Err(_) => Err(format!(
-            "linux.security_context.supplemental_groups_policy: unknown policy {policy}"
-        )),
-    }
-}
-
-/// The request's `stop_signal` as a signal number; `None`: the image's, else SIGTERM.
-pub fn stop_signal(cfg: &ContainerConfig) -> Result<Option<i32>, String> {
-    use berth_proto::Signal as S;
-    let s = S::try_from(cfg.stop_signal)
-        .map_err(|_| format!("stop_signal: unknown signal {}", cfg.stop_signal))?;
-    let n = match s {
-        S::RuntimeDefault => return Ok(None),
-        S::Sigabrt | S::Sigiot => libc::SIGABRT,
-        S::Sigalrm => libc::SIGALRM,
-        S::Sigbus => libc::SIGBUS,
-        S::Sigchld | S::Sigcld => libc::SIGCHLD,
-        S::Sigcont => libc::SIGCONT,
-        S::Sigfpe => libc::SIGFPE,
-        S::Sighup => libc::SIGHUP,
-        S::Sigill => libc::SIGILL,
-        S::Sigint => libc::SIGINT,
-        S::Sigio | S::Sigpoll => libc::SIGIO,
-        S::Sigkill => libc::SIGKILL,
-        S::Sigpipe => libc::SIGPIPE,
-        S::Sigprof => libc::SIGPROF,
-        S::Sigpwr => libc::SIGPWR,
-        S::Sigquit => libc::SIGQUIT,
-        S::Sigsegv => libc::SIGSEGV,
-        S::Sigstkflt => libc::SIGSTKFLT,
-        S::Sigstop => libc::SIGSTOP,
-        S::Sigsys => libc::SIGSYS,
-        S::Sigterm => libc::SIGTERM,
-        S::Sigtrap => libc::SIGTRAP,
-        S::Sigtstp => libc::SIGTSTP,
-        S::Sigttin => libc::SIGTTIN,
-        S::Sigttou => libc::SIGTTOU,
-        S::Sigurg => libc::SIGURG,
-        S::Sigusr1 => libc::SIGUSR1,
-        S::Sigusr2 => libc::SIGUSR2,
-        S::Sigvtalrm => libc::SIGVTALRM,
-        S::Sigwinch => libc::SIGWINCH,
-        S::Sigxcpu => libc::SIGXCPU,
-        S::Sigxfsz => libc::SIGXFSZ,
-        // The real-time signals, counted as the C library counts them (SIGRTMIN is 34
-        // with glibc: two are reserved for its threads).
-        rt => {
-            let v = rt as i32;
-            let (min, max) = (S::Sigrtmin as i32, S::Sigrtmax as i32);
-            if v < S::Sigrtmaxminus14 as i32 {
-                libc::SIGRTMIN() + (v - min)
-            } else {
-                libc::SIGRTMAX() - (max - v)
-            }
-        }
-    };
-    Ok(Some(n))
-}
-
 /// The image's environment with the request's variables set over it, in order.
 ///
 /// The CRI carries values as bytes; an OCI process environment is strings, so a value
 /// that is not UTF-8 is refused rather than mangled.
-pub fn env(cfg: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>, String> {
+pub fn env(cfg: &ContainerSpec, image: &ImageConfig) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = image.env.clone();
     for (i, kv) in cfg.envs.iter().enumerate() {
         let value = std::str::from_utf8(&kv.value)
@@ -258,7 +188,7 @@ pub fn env(cfg: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>, St
     Ok(out)
 }
 
-fn working_dir(cfg: &ContainerConfig, image: &ImageConfig) -> Result<String, String> {
+fn working_dir(cfg: &ContainerSpec, image: &ImageConfig) -> Result<String, String> {
     let dir =
         [cfg.working_dir.as_str(), image.working_dir.as_str()].into_iter().find(|d| !d.is_empty());
     match dir {
@@ -276,30 +206,27 @@ fn capability(name: &str) -> Result<Capability, String> {
 }
 
 /// The default set, plus the request's additions, minus its drops (`ALL` in either).
-fn capabilities(
-    privileged: bool,
-    req: Option<&berth_proto::Capability>,
-) -> Result<Capabilities, String> {
-    if privileged {
+fn capabilities(sc: &SecuritySpec) -> Result<Capabilities, String> {
+    if sc.privileged {
         return Ok(defaults::all_capabilities());
     }
     let mut caps = defaults::default_capabilities();
-    let Some(req) = req else { return Ok(caps) };
     let is_all = |c: &String| c.eq_ignore_ascii_case("ALL");
-    if req.add_capabilities.iter().any(is_all) {
+    let (add, drop) = (&sc.add_capabilities, &sc.drop_capabilities);
+    if add.iter().any(is_all) {
         caps = defaults::all_capabilities();
     }
-    for name in req.add_capabilities.iter().filter(|c| !is_all(c)) {
+    for name in add.iter().filter(|c| !is_all(c)) {
         caps.insert(capability(name)?);
     }
-    if req.drop_capabilities.iter().any(is_all) {
+    if drop.iter().any(is_all) {
         caps.clear();
         // Adding after dropping ALL keeps what was explicitly asked for.
-        for name in req.add_capabilities.iter().filter(|c| !is_all(c)) {
+        for name in add.iter().filter(|c| !is_all(c)) {
             caps.insert(capability(name)?);
         }
     }
-    for name in req.drop_capabilities.iter().filter(|c| !is_all(c)) {
+    for name in drop.iter().filter(|c| !is_all(c)) {
         caps.remove(&capability(name)?);
     }
     Ok(caps)
@@ -308,59 +235,30 @@ fn capabilities(
 fn seccomp(
     privileged: bool,
     caps: &Capabilities,
-    profile: Option<&berth_proto::SecurityProfile>,
-    legacy_path: &str,
+    profile: &ProfileRequest,
 ) -> Result<Option<LinuxSeccomp>, String> {
     if privileged {
         return Ok(None);
     }
-    let (kind, localhost, field) = match profile {
-        Some(p) => {
-            let kind = ProfileType::try_from(p.profile_type).map_err(|_| {
-                format!(
-                    "linux.security_context.seccomp.profile_type: unknown value {}",
-                    p.profile_type
-                )
-            })?;
-            (kind, p.localhost_ref.as_str(), "linux.security_context.seccomp.localhost_ref")
-        }
-        // The deprecated string field, as kubelets before 1.25 fill it. Empty means no
-        // profile was asked for, which Kubernetes defines as unconfined.
-        None => {
-            let field = "linux.security_context.seccomp_profile_path";
-            let kind = match legacy_path {
-                "" | "unconfined" => (ProfileType::Unconfined, ""),
-                "runtime/default" | "docker/default" => (ProfileType::RuntimeDefault, ""),
-                p if p.starts_with("localhost/") => {
-                    (ProfileType::Localhost, &p["localhost/".len()..])
-                }
-                other => {
-                    return Err(format!(
-                        "{field}: {other:?} is not \"runtime/default\", \"unconfined\" or \"localhost/<path>\""
-                    ))
-                }
-            };
-            (kind.0, kind.1, field)
-        }
-    };
-    match kind {
-        ProfileType::Unconfined => Ok(None),
-        ProfileType::RuntimeDefault => Ok(Some(defaults::runtime_default_seccomp_for(caps))),
-        ProfileType::Localhost => {
-            if !localhost.starts_with('/') {
-                return Err(format!("{field}: {localhost:?} is not an absolute path"));
+    let field = "linux.security_context.seccomp";
+    match profile {
+        ProfileRequest::Unconfined => Ok(None),
+        ProfileRequest::RuntimeDefault => Ok(Some(defaults::runtime_default_seccomp_for(caps))),
+        ProfileRequest::Localhost(path) => {
+            if !path.starts_with('/') {
+                return Err(format!("{field}.localhost_ref: {path:?} is not an absolute path"));
             }
-            let text = std::fs::read_to_string(localhost)
-                .map_err(|e| format!("{field}: {localhost}: {e}"))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{field}: {path}: {e}"))?;
             serde_json::from_str(&text)
-                .map_err(|e| format!("{field}: {localhost} is not a seccomp profile: {e}"))
+                .map_err(|e| format!("{field}: {path} is not a seccomp profile: {e}"))
         }
     }
 }
 
 fn namespaces(
     pod: &PodNamespaces<'_>,
-    options: Option<&berth_proto::NamespaceOption>,
+    pid_mode: NsMode,
     target_pid: Option<i32>,
 ) -> Result<Vec<LinuxNamespace>, String> {
     let ns = |t: LinuxNamespaceType, path: Option<PathBuf>| {
@@ -375,16 +273,11 @@ fn namespaces(
     if let Some((path, _)) = pod.user {
         out.insert(0, ns(LinuxNamespaceType::User, Some(path.to_path_buf()))?);
     }
-    let pid_mode = options.map_or(NamespaceMode::Container, |o| {
-        NamespaceMode::try_from(o.pid).unwrap_or(NamespaceMode::Container)
-    });
     match pid_mode {
-        NamespaceMode::Node => {}
-        NamespaceMode::Pod => {
-            out.push(ns(LinuxNamespaceType::Pid, pod.pid.map(Path::to_path_buf))?)
-        }
-        NamespaceMode::Container => out.push(ns(LinuxNamespaceType::Pid, None)?),
-        NamespaceMode::Target => {
+        NsMode::Node => {}
+        NsMode::Pod => out.push(ns(LinuxNamespaceType::Pid, pod.pid.map(Path::to_path_buf))?),
+        NsMode::Container => out.push(ns(LinuxNamespaceType::Pid, None)?),
+        NsMode::Target => {
             let pid = target_pid
                 .ok_or("linux.security_context.namespace_options.target_id: the target container is not running")?;
             out.push(ns(
@@ -420,7 +313,7 @@ fn bind(dest: &str, src: &Path, options: &[&str]) -> Result<Mount, String> {
 /// The standard mounts, the pod's files, then the request's mounts (which win over
 /// anything at the same destination).
 fn mounts(
-    cfg: &ContainerConfig,
+    cfg: &ContainerSpec,
     files: &PodFiles,
     privileged: bool,
     userns: Option<crate::sandbox::Userns>,
@@ -468,22 +361,17 @@ fn mounts(
         if std::fs::symlink_metadata(&m.host_path).is_err() {
             return Err(format!("{}: {} does not exist", field("host_path"), m.host_path));
         }
-        let propagation = match MountPropagation::try_from(m.propagation)
-            .unwrap_or(MountPropagation::PropagationPrivate)
-        {
-            MountPropagation::PropagationPrivate => "rprivate",
-            MountPropagation::PropagationHostToContainer => "rslave",
-            MountPropagation::PropagationBidirectional => "rshared",
+        let propagation = match m.propagation {
+            Propagation::Private => "rprivate",
+            Propagation::HostToContainer => "rslave",
+            Propagation::Bidirectional => "rshared",
         };
         let mode = if m.readonly { "ro" } else { "rw" };
         let mut options = vec!["rbind", propagation, mode];
         if m.recursive_read_only {
             // Read-only all the way down makes no sense for a mount that is writable, or
             // that takes in (or sends out) mounts made later.
-            if !m.readonly
-                || MountPropagation::try_from(m.propagation).ok()
-                    != Some(MountPropagation::PropagationPrivate)
-            {
+            if !m.readonly || m.propagation != Propagation::Private {
                 return Err(format!(
                     "{}: needs readonly and private propagation",
                     field("recursive_read_only")
@@ -509,7 +397,7 @@ fn mounts(
 /// The mappings of an idmapped volume: the CRI mount's, which must be the pod's own (the
 /// executor maps through the pod's user namespace).
 fn idmap_of(
-    m: &berth_proto::Mount,
+    m: &MountSpec,
     userns: Option<crate::sandbox::Userns>,
 ) -> Result<Option<crate::sandbox::Userns>, String> {
     if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
@@ -518,10 +406,7 @@ fn idmap_of(
     let Some(pod) = userns else {
         return Err("an idmapped mount needs a pod with its own user namespace".into());
     };
-    let same = |given: &[berth_proto::IdMapping], want: crate::sandbox::IdMap| {
-        matches!(given, [g] if g.container_id == want.container_id
-            && g.host_id == want.host_id && g.length == want.length)
-    };
+    let same = |given: &[crate::sandbox::IdMap], want: crate::sandbox::IdMap| given == [want];
     if !same(&m.uid_mappings, pod.uid) || !same(&m.gid_mappings, pod.gid) {
         return Err("uid and gid mappings must be the pod's user namespace mappings".into());
     }
@@ -530,20 +415,20 @@ fn idmap_of(
 
 /// A bidirectional volume needs the container's mount tree to stay a peer of the host's,
 /// or what the container mounts under it never reaches the host.
-fn rootfs_propagation(cfg: &ContainerConfig) -> Option<String> {
-    let has = |p: MountPropagation| cfg.mounts.iter().any(|m| m.propagation == p as i32);
-    if has(MountPropagation::PropagationBidirectional) {
+fn rootfs_propagation(cfg: &ContainerSpec) -> Option<String> {
+    let has = |p: Propagation| cfg.mounts.iter().any(|m| m.propagation == p);
+    if has(Propagation::Bidirectional) {
         Some("rshared".into())
-    } else if has(MountPropagation::PropagationHostToContainer) {
+    } else if has(Propagation::HostToContainer) {
         Some("rslave".into())
     } else {
         None
     }
 }
 
-/// The OCI resources for CRI resources (also used for live updates).
+/// The OCI resources for the requested ones (also used for live updates).
 pub fn linux_resources(
-    r: &LinuxContainerResources,
+    r: &ContainerResources,
     pids_limit: i64,
 ) -> Result<oci_spec::runtime::LinuxResources, String> {
     let mut cpu = LinuxCpuBuilder::default();
@@ -581,17 +466,15 @@ pub fn linux_resources(
         let limits = r
             .hugepage_limits
             .iter()
-            .map(|h| {
-                if h.page_size.is_empty() || !h.page_size.bytes().all(|c| c.is_ascii_alphanumeric())
-                {
+            .map(|(page_size, limit)| {
+                if page_size.is_empty() || !page_size.bytes().all(|c| c.is_ascii_alphanumeric()) {
                     return Err(format!(
-                        "linux.resources.hugepage_limits: bad page size {:?}",
-                        h.page_size
+                        "linux.resources.hugepage_limits: bad page size {page_size:?}"
                     ));
                 }
                 oci_spec::runtime::LinuxHugepageLimitBuilder::default()
-                    .page_size(h.page_size.clone())
-                    .limit(h.limit as i64)
+                    .page_size(page_size.clone())
+                    .limit(*limit as i64)
                     .build()
                     .map_err(|e| e.to_string())
             })

@@ -73,6 +73,8 @@ pub struct PodSpec {
     pub resources: Option<Resources>,
     /// The user namespace option; `None`: the host's.
     pub userns: Option<super::userns::UsernsSpec>,
+    /// Whether the request asks for an SELinux label (berth applies none).
+    pub selinux_label: bool,
 }
 
 /// A request that passed validation, with its parts parsed.

@@ -1,7 +1,5 @@
 use super::*;
-use berth_proto::{
-    Capability as CriCaps, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext,
-};
+use crate::container::container_spec::{EnvVar, ProfileRequest};
 
 fn image() -> ImageConfig {
     ImageConfig {
@@ -24,12 +22,12 @@ fn rootfs() -> tempfile::TempDir {
     dir
 }
 
-fn spec_of(cfg: ContainerConfig, root: &Path) -> Result<Spec, String> {
+fn spec_of(cfg: ContainerSpec, root: &Path) -> Result<Spec, String> {
     spec_with_apparmor(cfg, root, None)
 }
 
 fn spec_with_apparmor(
-    cfg: ContainerConfig,
+    cfg: ContainerSpec,
     root: &Path,
     apparmor_profile: Option<String>,
 ) -> Result<Spec, String> {
@@ -65,17 +63,14 @@ fn the_apparmor_profile_goes_into_the_process() {
     assert_eq!(json["process"]["apparmorProfile"], "p", "the OCI field runc reads");
 }
 
-fn with_sc(sc: LinuxContainerSecurityContext) -> ContainerConfig {
-    ContainerConfig {
-        linux: Some(LinuxContainerConfig { security_context: Some(sc), ..Default::default() }),
-        ..Default::default()
-    }
+fn with_sc(security: SecuritySpec) -> ContainerSpec {
+    ContainerSpec { security, ..Default::default() }
 }
 
 #[test]
 fn command_and_args_follow_kubernetes_rules() {
     let image = image();
-    let cfg = |command: &[&str], args: &[&str]| ContainerConfig {
+    let cfg = |command: &[&str], args: &[&str]| ContainerSpec {
         command: command.iter().map(|s| s.to_string()).collect(),
         args: args.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
@@ -90,10 +85,10 @@ fn command_and_args_follow_kubernetes_rules() {
 
 #[test]
 fn env_merges_over_the_image() {
-    let cfg = ContainerConfig {
+    let cfg = ContainerSpec {
         envs: vec![
-            KeyValue { key: "A".into(), value: "request".into() },
-            KeyValue { key: "B".into(), value: "x=y".into() },
+            EnvVar { key: "A".into(), value: "request".into() },
+            EnvVar { key: "B".into(), value: "x=y".into() },
         ],
         ..Default::default()
     };
@@ -101,26 +96,11 @@ fn env_merges_over_the_image() {
 }
 
 #[test]
-fn stop_signals_map_to_linux_numbers() {
-    use berth_proto::Signal as S;
-    let n = |s: S| stop_signal(&ContainerConfig { stop_signal: s as i32, ..Default::default() });
-    assert_eq!(n(S::RuntimeDefault), Ok(None));
-    assert_eq!(n(S::Sigquit), Ok(Some(libc::SIGQUIT)));
-    assert_eq!(n(S::Sigcld), Ok(Some(libc::SIGCHLD)));
-    assert_eq!(n(S::Sigrtmin), Ok(Some(libc::SIGRTMIN())));
-    assert_eq!(n(S::Sigrtminplus15), Ok(Some(libc::SIGRTMIN() + 15)));
-    assert_eq!(n(S::Sigrtmaxminus14), Ok(Some(libc::SIGRTMAX() - 14)));
-    assert_eq!(n(S::Sigrtmax), Ok(Some(libc::SIGRTMAX())));
-    let bad = stop_signal(&ContainerConfig { stop_signal: 999, ..Default::default() });
-    assert!(bad.unwrap_err().starts_with("stop_signal:"));
-}
-
-#[test]
 fn env_value_that_is_not_utf8_is_refused_naming_it() {
-    let cfg = ContainerConfig {
+    let cfg = ContainerSpec {
         envs: vec![
-            KeyValue { key: "A".into(), value: "ok".into() },
-            KeyValue { key: "B".into(), value: vec![0xff, 0xfe] },
+            EnvVar { key: "A".into(), value: "ok".into() },
+            EnvVar { key: "B".into(), value: vec![0xff, 0xfe] },
         ],
         ..Default::default()
     };
@@ -131,9 +111,9 @@ fn env_value_that_is_not_utf8_is_refused_naming_it() {
 #[test]
 fn spec_carries_user_namespaces_resources_and_mounts() {
     let root = rootfs();
-    let mut cfg = with_sc(LinuxContainerSecurityContext::default());
+    let mut cfg = with_sc(SecuritySpec::default());
     cfg.working_dir = "/work".into();
-    cfg.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
+    cfg.resources = Some(ContainerResources {
         memory_limit_in_bytes: 64 << 20,
         cpu_shares: 512,
         cpu_quota: 50_000,
@@ -141,11 +121,11 @@ fn spec_carries_user_namespaces_resources_and_mounts() {
         oom_score_adj: 500,
         ..Default::default()
     });
-    cfg.mounts = vec![berth_proto::Mount {
+    cfg.mounts = vec![MountSpec {
         container_path: "/data".into(),
         host_path: root.path().display().to_string(),
         readonly: true,
-        propagation: MountPropagation::PropagationBidirectional as i32,
+        propagation: Propagation::Bidirectional,
         ..Default::default()
     }];
     let spec = spec_of(cfg, root.path()).unwrap();
@@ -176,13 +156,10 @@ fn spec_carries_user_namespaces_resources_and_mounts() {
 fn capabilities_add_drop_all_and_privileged() {
     let root = rootfs();
     let caps_of = |add: &[&str], drop: &[&str], privileged: bool| {
-        let sc = LinuxContainerSecurityContext {
+        let sc = SecuritySpec {
             privileged,
-            capabilities: Some(CriCaps {
-                add_capabilities: add.iter().map(|s| s.to_string()).collect(),
-                drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
-                ..Default::default()
-            }),
+            add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+            drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
         let spec = spec_of(with_sc(sc), root.path()).unwrap();
@@ -205,13 +182,7 @@ fn capabilities_add_drop_all_and_privileged() {
     assert!(caps_of(&["ALL"], &[], false).contains(&Capability::SysAdmin));
     assert!(caps_of(&[], &[], true).contains(&Capability::SysAdmin));
     let err = spec_of(
-        with_sc(LinuxContainerSecurityContext {
-            capabilities: Some(CriCaps {
-                add_capabilities: vec!["BOGUS".into()],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        with_sc(SecuritySpec { add_capabilities: vec!["BOGUS".into()], ..Default::default() }),
         root.path(),
     )
     .unwrap_err();
@@ -221,19 +192,14 @@ fn capabilities_add_drop_all_and_privileged() {
 #[test]
 fn privileged_and_unconfined_drop_the_confinement() {
     let root = rootfs();
-    let spec = spec_of(
-        with_sc(LinuxContainerSecurityContext { privileged: true, ..Default::default() }),
-        root.path(),
-    )
-    .unwrap();
+    let spec =
+        spec_of(with_sc(SecuritySpec { privileged: true, ..Default::default() }), root.path())
+            .unwrap();
     let linux = spec.linux().as_ref().unwrap();
     assert!(linux.seccomp().is_none());
     assert_eq!(linux.masked_paths().as_ref().map(Vec::len), Some(0));
-    let unconfined = LinuxContainerSecurityContext {
-        seccomp: Some(berth_proto::SecurityProfile {
-            profile_type: ProfileType::Unconfined as i32,
-            ..Default::default()
-        }),
+    let unconfined = SecuritySpec {
+        seccomp: ProfileRequest::Unconfined,
         readonly_rootfs: true,
         ..Default::default()
     };
@@ -242,7 +208,7 @@ fn privileged_and_unconfined_drop_the_confinement() {
     assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
 }
 
-fn seccomp_names(sc: LinuxContainerSecurityContext) -> Option<Vec<String>> {
+fn seccomp_names(sc: SecuritySpec) -> Option<Vec<String>> {
     let root = rootfs();
     let spec = spec_of(with_sc(sc), root.path()).unwrap();
     let seccomp = spec.linux().as_ref().unwrap().seccomp().clone()?;
@@ -250,35 +216,25 @@ fn seccomp_names(sc: LinuxContainerSecurityContext) -> Option<Vec<String>> {
 }
 
 #[test]
-#[allow(deprecated)]
-fn legacy_seccomp_paths_and_capability_sections() {
-    let legacy = |path: &str, add: &[&str]| LinuxContainerSecurityContext {
-        seccomp_profile_path: path.into(),
-        capabilities: Some(CriCaps {
-            add_capabilities: add.iter().map(|c| c.to_string()).collect(),
-            ..Default::default()
-        }),
+fn the_default_seccomp_profile_follows_the_capabilities() {
+    let sc = |seccomp: ProfileRequest, add: &[&str]| SecuritySpec {
+        seccomp,
+        add_capabilities: add.iter().map(|c| c.to_string()).collect(),
         ..Default::default()
     };
-    assert!(seccomp_names(legacy("", &[])).is_none());
-    assert!(seccomp_names(legacy("unconfined", &[])).is_none());
-    let plain = seccomp_names(legacy("docker/default", &[])).unwrap();
+    assert!(seccomp_names(SecuritySpec::default()).is_none(), "unconfined unless asked");
+    assert!(seccomp_names(sc(ProfileRequest::Unconfined, &[])).is_none());
+    let plain = seccomp_names(sc(ProfileRequest::RuntimeDefault, &[])).unwrap();
     assert!(!plain.contains(&"sethostname".to_string()));
-    let admin = seccomp_names(legacy("runtime/default", &["SYS_ADMIN"])).unwrap();
+    let admin = seccomp_names(sc(ProfileRequest::RuntimeDefault, &["SYS_ADMIN"])).unwrap();
     assert!(admin.contains(&"sethostname".to_string()));
     assert_eq!(admin.iter().filter(|n| *n == "clone").count(), 1, "one rule per syscall");
-    let root = rootfs();
-    let err = spec_of(with_sc(legacy("/abs/profile.json", &[])), root.path()).unwrap_err();
-    assert!(err.contains("seccomp_profile_path"), "{err}");
 }
 
 #[test]
 fn run_as_group_needs_a_user() {
     let root = rootfs();
-    let sc = LinuxContainerSecurityContext {
-        run_as_group: Some(berth_proto::Int64Value { value: 1002 }),
-        ..Default::default()
-    };
+    let sc = SecuritySpec { run_as_group: Some(1002), ..Default::default() };
     let err = spec_of(with_sc(sc), root.path()).unwrap_err();
     assert!(err.contains("run_as_group"), "{err}");
 }
@@ -286,8 +242,8 @@ fn run_as_group_needs_a_user() {
 #[test]
 fn bad_requests_name_their_field() {
     let root = rootfs();
-    let missing = ContainerConfig {
-        mounts: vec![berth_proto::Mount {
+    let missing = ContainerSpec {
+        mounts: vec![MountSpec {
             container_path: "/x".into(),
             host_path: "/definitely/not/here".into(),
             ..Default::default()
@@ -295,16 +251,16 @@ fn bad_requests_name_their_field() {
         ..Default::default()
     };
     assert!(spec_of(missing, root.path()).unwrap_err().contains("mounts[0].host_path"));
-    let relative = ContainerConfig { working_dir: "rel".into(), ..Default::default() };
+    let relative = ContainerSpec { working_dir: "rel".into(), ..Default::default() };
     assert!(spec_of(relative, root.path()).unwrap_err().contains("working_dir"));
-    let localhost = LinuxContainerSecurityContext {
-        seccomp: Some(berth_proto::SecurityProfile {
-            profile_type: ProfileType::Localhost as i32,
-            localhost_ref: "/no/such/profile.json".into(),
-        }),
+    let localhost = SecuritySpec {
+        seccomp: ProfileRequest::Localhost("/no/such/profile.json".into()),
         ..Default::default()
     };
-    assert!(spec_of(with_sc(localhost), root.path())
-        .unwrap_err()
-        .contains("seccomp.localhost_ref"));
+    let err = spec_of(with_sc(localhost), root.path()).unwrap_err();
+    assert!(err.contains("linux.security_context.seccomp: /no/such/profile.json"), "{err}");
+    let relative =
+        SecuritySpec { seccomp: ProfileRequest::Localhost("p.json".into()), ..Default::default() };
+    let err = spec_of(with_sc(relative), root.path()).unwrap_err();
+    assert!(err.contains("seccomp.localhost_ref"), "{err}");
 }

@@ -3,10 +3,11 @@
 //! when a create fails or was cut short by a crash.
 
 use crate::clock::now_ns;
+use crate::container::container_spec::ContainerSpec;
 use crate::container::image_volumes;
 use crate::container::record::{
     name_key, request_fingerprint, ContainerName, ContainerRecord, ImageMountRecord, MountRecord,
-    ResourcesRecord, UserRecord,
+    UserRecord,
 };
 use crate::container::runtime_spec::{self, PodFiles, SpecInput};
 use crate::error::internal;
@@ -14,9 +15,9 @@ use crate::ids::new_id;
 use crate::image::Images;
 use crate::oci_defaults::PodNamespaces;
 use crate::sandbox::record::{SandboxRecord, SandboxState};
+use crate::sandbox::NsMode;
 use crate::shim::protocol::CreateRequest;
 use crate::snapshot::rootfs;
-use berth_proto::ContainerConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ impl Containers {
         self: &Arc<Self>,
         images: &Images,
         pod: &SandboxRecord,
-        config: ContainerConfig,
+        config: ContainerSpec,
     ) -> Result<String> {
         let meta = config
             .metadata
@@ -37,7 +38,7 @@ impl Containers {
         if meta.name.is_empty() {
             return Err(ContainerError::InvalidArgument("config.metadata.name: required".into()));
         }
-        let image = config.image.as_ref().map(|i| i.image.trim().to_string()).unwrap_or_default();
+        let image = config.image.trim().to_string();
         if image.is_empty() {
             return Err(ContainerError::InvalidArgument("config.image.image: required".into()));
         }
@@ -68,12 +69,10 @@ impl Containers {
                 "config.image.image: image {image:?} is not present; pull it first"
             ))
         })?;
-        let stop_signal = runtime_spec::stop_signal(&config)
-            .map_err(|e| ContainerError::InvalidArgument(format!("config.{e}")))?
-            .unwrap_or(0);
+        let stop_signal = config.stop_signal.unwrap_or(0);
         let apparmor_profile = {
-            let sc = config.linux.as_ref().and_then(|l| l.security_context.clone());
-            self.blocking(move |this| this.apparmor.profile_for(&sc.unwrap_or_default())).await??
+            let (req, privileged) = (config.security.apparmor.clone(), config.security.privileged);
+            self.blocking(move |this| this.apparmor.profile_for(&req, privileged)).await??
         };
 
         let key = name_key(&pod.id, &meta.name, meta.attempt);
@@ -103,8 +102,8 @@ impl Containers {
             attempt: meta.attempt,
             image: image.clone(),
             image_id: image_config.id.clone(),
-            labels: config.labels.clone().into_iter().collect(),
-            annotations: config.annotations.clone().into_iter().collect(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
             log_path: config.log_path.clone(),
             log_file: log_file.clone(),
             mounts: config
@@ -124,11 +123,7 @@ impl Containers {
             created_at: now_ns(),
             bundle: bundle.clone(),
             rootfs: rootfs_dir.clone(),
-            resources: config
-                .linux
-                .as_ref()
-                .and_then(|l| l.resources.as_ref())
-                .map(ResourcesRecord::from),
+            resources: config.resources.clone(),
             creating: true,
             request: request_fingerprint(&config),
             exit: None,
@@ -169,8 +164,8 @@ impl Containers {
                 record.user = Some(user);
                 for view in views {
                     let m = &mut record.mounts[view.index];
-                    let requested = config.mounts[view.index].image.as_ref();
-                    let requested = requested.map(|i| i.image.trim()).unwrap_or_default();
+                    let requested = config.mounts[view.index].image.as_deref();
+                    let requested = requested.map(str::trim).unwrap_or_default();
                     m.host_path = view.source.display().to_string();
                     m.readonly = true;
                     m.image = Some(ImageMountRecord {
@@ -246,7 +241,7 @@ impl Containers {
         self: &Arc<Self>,
         images: &Images,
         pod: &SandboxRecord,
-        config: &ContainerConfig,
+        config: &ContainerSpec,
         image: &str,
         image_config: &crate::image::record::ImageConfig,
         id: &str,
@@ -337,17 +332,12 @@ impl Containers {
     async fn pid_namespace_of(
         self: &Arc<Self>,
         pod: &SandboxRecord,
-        config: &ContainerConfig,
+        config: &ContainerSpec,
     ) -> Result<(Option<PathBuf>, Option<i32>)> {
-        let options = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|sc| sc.namespace_options.as_ref());
-        let Some(options) = options else { return Ok((None, None)) };
         let field = "config.linux.security_context.namespace_options";
-        match berth_proto::NamespaceMode::try_from(options.pid) {
-            Ok(berth_proto::NamespaceMode::Pod) => {
+        let target_id = &config.security.target_id;
+        match config.security.pid {
+            NsMode::Pod => {
                 let pod_id = pod.id.clone();
                 let user_ns = pod.user_ns.clone();
                 let pid = self
@@ -359,11 +349,10 @@ impl Containers {
                     .await??;
                 Ok((Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))), None))
             }
-            Ok(berth_proto::NamespaceMode::Target) => {
-                let target = self.get(&options.target_id).map_err(|_| {
+            NsMode::Target => {
+                let target = self.get(target_id).map_err(|_| {
                     ContainerError::NotFound(format!(
-                        "{field}.target_id: container {:?} not found",
-                        options.target_id
+                        "{field}.target_id: container {target_id:?} not found"
                     ))
                 })?;
                 if target.pod_id != pod.id {
@@ -386,11 +375,7 @@ impl Containers {
                 }
                 Ok((None, Some(state.pid)))
             }
-            Ok(_) => Ok((None, None)),
-            Err(_) => Err(ContainerError::InvalidArgument(format!(
-                "{field}.pid: unknown mode {}",
-                options.pid
-            ))),
+            NsMode::Container | NsMode::Node => Ok((None, None)),
         }
     }
 }

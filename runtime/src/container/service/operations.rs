@@ -1,7 +1,8 @@
 //! What is done to a container while it runs: exec, log reopening, checkpoint and
 //! resource updates.
 
-use crate::container::record::{ContainerRecord, ResourcesRecord};
+use crate::container::container_spec::ContainerResources;
+use crate::container::record::ContainerRecord;
 use crate::container::runtime_spec;
 use crate::error::internal;
 use crate::image::Images;
@@ -97,7 +98,7 @@ impl Containers {
     pub async fn update_resources(
         self: &Arc<Self>,
         wanted: &str,
-        resources: &berth_proto::LinuxContainerResources,
+        resources: &ContainerResources,
     ) -> Result<()> {
         let rec = self.get(wanted)?;
         let _lock = self.locks.lock(rec.id.clone()).await;
@@ -135,7 +136,7 @@ impl Containers {
         })
         .await??;
         let mut rec = rec;
-        rec.resources = Some(ResourcesRecord::from(resources));
+        rec.resources = Some(resources.clone());
         let mut tx = self.meta.write()?;
         tx.put(&rec.id, &rec)?;
         tx.commit()?;
