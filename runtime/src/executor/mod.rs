@@ -37,8 +37,10 @@ pub mod device_filter;
 pub mod mounts;
 mod process;
 pub mod seccomp;
+pub mod syscalls;
 
 use process::prepare_process;
+use syscalls::{Linux, Syscalls};
 
 mod error;
 pub(crate) use error::Ctx;
@@ -347,22 +349,7 @@ fn container_init(
     report: &mut File,
 ) -> Result<Infallible> {
     let process = spec.process().as_ref().ok_or_else(|| Error("spec has no process".into()))?;
-    unshare(new | CloneFlags::CLONE_NEWNS).ctx(|| "unshare namespaces".into())?;
-    mounts::prepare_rootfs(spec, rootfs, idmapped)?;
-    mounts::pivot(rootfs)?;
-    for (k, v) in spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default() {
-        if k.contains("..") || k.contains('/') {
-            return Err(Error(format!("bad sysctl {k:?}")));
-        }
-        std::fs::write(format!("/proc/sys/{}", k.replace('.', "/")), &v)
-            .ctx(|| format!("sysctl {k}={v}"))?;
-    }
-    mounts::finish(spec)?;
-    if new.contains(CloneFlags::CLONE_NEWUTS) {
-        if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
-            nix::unistd::sethostname(h).ctx(|| "sethostname".into())?;
-        }
-    }
+    set_up_namespaces(&Linux, spec, rootfs, new, idmapped)?;
     setup_stdio(&stdio)?;
     drop(stdio);
     let prepared = prepare_process(process, spec)?;
@@ -374,6 +361,34 @@ fn container_init(
     }
     drop(control);
     Err(prepared.exec())
+}
+
+/// The container's own namespaces and filesystem: unshares them, mounts the spec's mounts
+/// under the rootfs, pivots into it, writes the sysctls, masks and read-only-binds paths,
+/// and names the host in a UTS namespace of its own.
+fn set_up_namespaces(
+    sys: &dyn Syscalls,
+    spec: &Spec,
+    rootfs: &Path,
+    new: CloneFlags,
+    idmapped: Vec<Option<OwnedFd>>,
+) -> Result<()> {
+    sys.unshare(new | CloneFlags::CLONE_NEWNS).ctx(|| "unshare namespaces".into())?;
+    mounts::prepare_rootfs(sys, spec, rootfs, idmapped)?;
+    mounts::pivot(sys, rootfs)?;
+    for (k, v) in spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default() {
+        if k.contains("..") || k.contains('/') {
+            return Err(Error(format!("bad sysctl {k:?}")));
+        }
+        sys.write_sysctl(&k, &v).ctx(|| format!("sysctl {k}={v}"))?;
+    }
+    mounts::finish(sys, spec, &sys.root_after_pivot(rootfs))?;
+    if new.contains(CloneFlags::CLONE_NEWUTS) {
+        if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+            sys.sethostname(h).ctx(|| "sethostname".into())?;
+        }
+    }
+    Ok(())
 }
 
 fn setup_stdio(stdio: &Stdio) -> Result<()> {

@@ -1,19 +1,19 @@
 //! The container's filesystem: spec mounts under the rootfs, /dev, pivot_root, masked and
 //! read-only paths. Runs in the container's new mount namespace.
 
-use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
 
 use std::os::fd::OwnedFd;
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{MntFlags, MsFlags};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
 use super::cgroups;
 use super::error::{Ctx, Error, Result};
+use super::syscalls::Syscalls;
 
 /// Mount flags, propagation flags and filesystem data parsed from OCI mount options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +150,7 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
 }
 
 fn mnt(
+    sys: &dyn Syscalls,
     src: Option<&Path>,
     dst: &Path,
     fstype: Option<&str>,
@@ -157,11 +158,11 @@ fn mnt(
     data: Option<&str>,
 ) -> Result<()> {
     let flags = if flags.contains(MsFlags::MS_BIND | MsFlags::MS_REMOUNT) {
-        flags | kept_on_remount(dst)
+        flags | kept_on_remount(sys, dst)
     } else {
         flags
     };
-    mount(src, dst, fstype, flags, data).map_err(|e| {
+    sys.mount(src, dst, fstype, flags, data).map_err(|e| {
         let what = fstype.map(str::to_string).unwrap_or_else(|| "bind".into());
         Error(format!(
             "mount {} ({what}) on {}: {e}",
@@ -175,10 +176,9 @@ fn mnt(
 /// mode of the mount. In a user namespace they are locked (the kernel refuses a remount
 /// that would drop them, EPERM); everywhere, dropping them would loosen what the host
 /// mount promised.
-fn kept_on_remount(dst: &Path) -> MsFlags {
-    use nix::sys::statvfs::{statvfs, FsFlags};
-    let Ok(st) = statvfs(dst) else { return MsFlags::empty() };
-    let f = st.flags();
+fn kept_on_remount(sys: &dyn Syscalls, dst: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Some(f) = sys.mount_flags(dst) else { return MsFlags::empty() };
     let mut out = MsFlags::empty();
     for (have, keep) in [
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
@@ -242,6 +242,7 @@ pub fn idmapped_sources(spec: &Spec, userns: Option<&Path>) -> Result<Vec<Option
 }
 
 pub fn prepare_rootfs(
+    sys: &dyn Syscalls,
     spec: &Spec,
     rootfs: &Path,
     mut idmapped: Vec<Option<OwnedFd>>,
@@ -253,28 +254,28 @@ pub fn prepare_rootfs(
         Some("unbindable") | Some("runbindable") => MsFlags::MS_UNBINDABLE,
         _ => MsFlags::MS_SLAVE,
     };
-    mnt(None, Path::new("/"), None, prop | MsFlags::MS_REC, None)?;
+    mnt(sys, None, Path::new("/"), None, prop | MsFlags::MS_REC, None)?;
     if prop == MsFlags::MS_SHARED {
         // With a shared tree, every mount made under the rootfs (proc, dev, the rootfs
         // bind itself) would also appear on the host. Only the volumes that ask for it
         // may propagate: they are bound from shared sources and stay in their peer groups.
         let parent = crate::mount_table::mount_point_of(rootfs)
             .ok_or_else(|| Error(format!("no mount holds {}", rootfs.display())))?;
-        mnt(None, &parent, None, MsFlags::MS_PRIVATE, None)?;
+        mnt(sys, None, &parent, None, MsFlags::MS_PRIVATE, None)?;
     }
     // Our own bind of the rootfs: a mount point pivot_root can use, and the base for a
     // read-only root later.
-    mnt(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    mnt(sys, Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
     let mut dev_is_tmpfs = false;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let tree = idmapped.get_mut(i).and_then(Option::take);
-        mount_one(spec, rootfs, m, tree)?;
+        mount_one(sys, spec, rootfs, m, tree)?;
         if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
             dev_is_tmpfs = true;
         }
     }
     if dev_is_tmpfs {
-        create_devices(&rootfs.join("dev"))?;
+        create_devices(sys, &rootfs.join("dev"))?;
     }
     for d in linux.and_then(|l| l.devices().as_ref()).into_iter().flatten() {
         let dst = resolve_in_root(rootfs, d.path())?;
@@ -286,18 +287,25 @@ pub fn prepare_rootfs(
             oci_spec::runtime::LinuxDeviceType::P => libc::S_IFIFO,
             _ => libc::S_IFCHR,
         };
-        make_node(&dst, kind, d.major() as u64, d.minor() as u64, d.file_mode().unwrap_or(0o666))?;
-        let _ = nix::unistd::chown(&dst, d.uid().map(Into::into), d.gid().map(Into::into));
+        let mode = d.file_mode().unwrap_or(0o666);
+        make_node(sys, &dst, kind, d.major() as u64, d.minor() as u64, mode)?;
+        let _ = sys.chown(&dst, d.uid(), d.gid());
     }
     Ok(())
 }
 
-fn mount_one(spec: &Spec, rootfs: &Path, m: &Mount, idmapped: Option<OwnedFd>) -> Result<()> {
+fn mount_one(
+    sys: &dyn Syscalls,
+    spec: &Spec,
+    rootfs: &Path,
+    m: &Mount,
+    idmapped: Option<OwnedFd>,
+) -> Result<()> {
     let dst = resolve_in_root(rootfs, m.destination())?;
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let typ = m.typ().as_deref().unwrap_or(if opts.bind { "bind" } else { "none" });
     if typ == "cgroup" || typ == "cgroup2" {
-        return mount_cgroups(spec, &dst, &opts);
+        return mount_cgroups(sys, spec, &dst, &opts);
     }
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
@@ -309,27 +317,43 @@ fn mount_one(spec: &Spec, rootfs: &Path, m: &Mount, idmapped: Option<OwnedFd>) -
         ensure_target(&dst, is_file)?;
         let rec = if opts.recursive { MsFlags::MS_REC } else { MsFlags::empty() };
         match idmapped {
-            Some(tree) => crate::mount_api::attach(tree, &dst)
+            Some(tree) => sys
+                .attach(tree, &dst)
                 .ctx(|| format!("attach idmapped mount at {}", dst.display()))?,
-            None => mnt(Some(src), &dst, None, MsFlags::MS_BIND | rec, None)?,
+            None => mnt(sys, Some(src), &dst, None, MsFlags::MS_BIND | rec, None)?,
         }
         if !opts.flags.is_empty() {
-            mnt(None, &dst, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | opts.flags, None)?;
+            mnt(sys, None, &dst, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | opts.flags, None)?;
         }
         if opts.recursive_readonly {
-            read_only_recursively(&dst)?;
+            sys.read_only_recursively(&dst)
+                .map_err(|e| Error(format!("read-only recursively {}: {e}", dst.display())))?;
         }
     } else {
         ensure_target(&dst, false)?;
         let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-        let r = mount(Some(&src), &dst, Some(typ), opts.flags, data);
+        let r = sys.mount(Some(&src), &dst, Some(typ), opts.flags, data);
         match r {
             Ok(()) => {}
             // sysfs can be refused (e.g. in a network namespace we do not own): bind the
             // host's instead, read-only as asked.
             Err(nix::errno::Errno::EPERM) if typ == "sysfs" => {
-                mnt(Some(Path::new("/sys")), &dst, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-                mnt(None, &dst, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | opts.flags, None)?;
+                mnt(
+                    sys,
+                    Some(Path::new("/sys")),
+                    &dst,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )?;
+                mnt(
+                    sys,
+                    None,
+                    &dst,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | opts.flags,
+                    None,
+                )?;
             }
             Err(e) => {
                 return Err(Error(format!("mount {} on {}: {e}", typ, m.destination().display())))
@@ -337,17 +361,9 @@ fn mount_one(spec: &Spec, rootfs: &Path, m: &Mount, idmapped: Option<OwnedFd>) -
         }
     }
     if !opts.propagation.is_empty() {
-        mnt(None, &dst, None, opts.propagation, None)?;
+        mnt(sys, None, &dst, None, opts.propagation, None)?;
     }
     Ok(())
-}
-
-/// Makes the mount at `path` and every mount below it read-only (`mount_setattr` with
-/// `AT_RECURSIVE`): a plain read-only remount leaves submounts writable.
-fn read_only_recursively(path: &Path) -> Result<()> {
-    use crate::mount_api::{mount_setattr, MOUNT_ATTR_RDONLY};
-    mount_setattr(None, path, libc::AT_RECURSIVE as libc::c_uint, MOUNT_ATTR_RDONLY, None)
-        .map_err(|e| Error(format!("read-only recursively {}: {e}", path.display())))
 }
 
 /// A `cgroup` mount. On a cgroup v2 host: the v2 filesystem itself, whose root is the
@@ -355,14 +371,14 @@ fn read_only_recursively(path: &Path) -> Result<()> {
 /// in its cgroup), else a bind of its cgroup directory. On a v1 or hybrid host: a tmpfs
 /// with, for each hierarchy, a bind of the container's own cgroup directory (so the
 /// container sees its cgroup as the root, v1-style).
-fn mount_cgroups(spec: &Spec, dst: &Path, opts: &MountOptions) -> Result<()> {
+fn mount_cgroups(sys: &dyn Syscalls, spec: &Spec, dst: &Path, opts: &MountOptions) -> Result<()> {
     ensure_target(dst, false)?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let rel = match spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
         Some(p) => cgroups::check_path(p)?,
         None => PathBuf::new(),
     };
-    let hierarchies = cgroups::hierarchies()?;
+    let hierarchies = sys.cgroup_hierarchies().ctx(|| "read mountinfo".into())?;
     if let [h] = hierarchies.as_slice() {
         if h.v2 {
             let ro = opts.flags & MsFlags::MS_RDONLY;
@@ -371,13 +387,34 @@ fn mount_cgroups(spec: &Spec, dst: &Path, opts: &MountOptions) -> Result<()> {
                     nss.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
                 });
             if own_ns {
-                return mnt(Some(Path::new("cgroup2")), dst, Some("cgroup2"), flags | ro, None);
+                return mnt(
+                    sys,
+                    Some(Path::new("cgroup2")),
+                    dst,
+                    Some("cgroup2"),
+                    flags | ro,
+                    None,
+                );
             }
-            mnt(Some(&h.mount.join(&rel)), dst, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-            return mnt(None, dst, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | ro, None);
+            mnt(
+                sys,
+                Some(&h.mount.join(&rel)),
+                dst,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            return mnt(
+                sys,
+                None,
+                dst,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | ro,
+                None,
+            );
         }
     }
-    mnt(Some(Path::new("tmpfs")), dst, Some("tmpfs"), flags, Some("mode=755"))?;
+    mnt(sys, Some(Path::new("tmpfs")), dst, Some("tmpfs"), flags, Some("mode=755"))?;
     for h in hierarchies {
         let name = h.mount.file_name().map(PathBuf::from).unwrap_or_default();
         if name.as_os_str().is_empty() {
@@ -389,8 +426,9 @@ fn mount_cgroups(spec: &Spec, dst: &Path, opts: &MountOptions) -> Result<()> {
         }
         let target = dst.join(&name);
         ensure_target(&target, false)?;
-        mnt(Some(&src), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        mnt(sys, Some(&src), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
         mnt(
+            sys,
             None,
             &target,
             None,
@@ -408,35 +446,41 @@ fn mount_cgroups(spec: &Spec, dst: &Path, opts: &MountOptions) -> Result<()> {
         }
     }
     if opts.flags.contains(MsFlags::MS_RDONLY) {
-        mnt(None, dst, None, MsFlags::MS_REMOUNT | flags | MsFlags::MS_RDONLY, Some("mode=755"))?;
+        mnt(
+            sys,
+            None,
+            dst,
+            None,
+            MsFlags::MS_REMOUNT | flags | MsFlags::MS_RDONLY,
+            Some("mode=755"),
+        )?;
     }
     Ok(())
 }
 
-fn make_node(path: &Path, kind: libc::mode_t, major: u64, minor: u64, mode: u32) -> Result<()> {
+fn make_node(
+    sys: &dyn Syscalls,
+    path: &Path,
+    kind: libc::mode_t,
+    major: u64,
+    minor: u64,
+    mode: u32,
+) -> Result<()> {
     let _ = fs::remove_file(path);
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| Error("nul in path".into()))?;
-    // SAFETY: mknod on a valid C string.
-    let r = unsafe {
-        libc::mknod(c.as_ptr(), kind | (mode & 0o7777), libc::makedev(major as u32, minor as u32))
-    };
-    if r != 0 {
-        let e = io::Error::last_os_error();
+    if let Err(e) = sys.mknod(path, kind, major, minor, mode) {
         if e.raw_os_error() == Some(libc::EPERM) && kind == libc::S_IFCHR {
             // Without CAP_MKNOD: bind the host's node.
             ensure_target(path, true)?;
             let host = Path::new("/dev").join(path.file_name().unwrap_or_default());
-            return mnt(Some(&host), path, None, MsFlags::MS_BIND, None);
+            return mnt(sys, Some(&host), path, None, MsFlags::MS_BIND, None);
         }
         return Err(Error(format!("mknod {}: {e}", path.display())));
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
-        .ctx(|| format!("chmod {}", path.display()))
+    Ok(())
 }
 
 /// The standard device nodes and links of a fresh /dev tmpfs.
-pub fn create_devices(dev: &Path) -> Result<()> {
+pub fn create_devices(sys: &dyn Syscalls, dev: &Path) -> Result<()> {
     for (name, major, minor) in [
         ("null", 1, 3),
         ("zero", 1, 5),
@@ -445,7 +489,7 @@ pub fn create_devices(dev: &Path) -> Result<()> {
         ("urandom", 1, 9),
         ("tty", 5, 0),
     ] {
-        make_node(&dev.join(name), libc::S_IFCHR, major, minor, 0o666)?;
+        make_node(sys, &dev.join(name), libc::S_IFCHR, major, minor, 0o666)?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -464,56 +508,61 @@ pub fn create_devices(dev: &Path) -> Result<()> {
 }
 
 /// pivot_root into `rootfs` and detach the old root.
-pub fn pivot(rootfs: &Path) -> Result<()> {
+pub fn pivot(sys: &dyn Syscalls, rootfs: &Path) -> Result<()> {
     let old_root = fs::File::open("/").ctx(|| "open the old root".into())?;
-    nix::unistd::chdir(rootfs).map_err(|e| Error(format!("chdir {}: {e}", rootfs.display())))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| Error(format!("pivot_root: {e}")))?;
+    sys.chdir(rootfs).map_err(|e| Error(format!("chdir {}: {e}", rootfs.display())))?;
+    sys.pivot_root(rootfs).map_err(|e| Error(format!("pivot_root: {e}")))?;
     // The old root is now stacked over the new one; "." still names the new root, so
     // step into the old one through its fd. Make it a slave before detaching it, or the
     // unmounts of its (possibly shared) submounts would propagate to the host.
-    nix::unistd::fchdir(&old_root).map_err(|e| Error(format!("fchdir old root: {e}")))?;
-    mnt(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| Error(format!("unmount old root: {e}")))?;
+    sys.fchdir(&old_root).map_err(|e| Error(format!("fchdir old root: {e}")))?;
+    mnt(sys, None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+    sys.umount(Path::new("."), MntFlags::MNT_DETACH)
+        .map_err(|e| Error(format!("unmount old root: {e}")))?;
     drop(old_root);
-    nix::unistd::chdir("/").map_err(|e| Error(format!("chdir /: {e}")))
+    sys.chdir(Path::new("/")).map_err(|e| Error(format!("chdir /: {e}")))
 }
 
-/// After pivot_root: masked paths, read-only paths, read-only root.
-pub fn finish(spec: &Spec) -> Result<()> {
+/// After pivot_root: masked paths, read-only paths, read-only root. `root` is where the
+/// container's `/` is seen from here: `/` itself after pivot_root.
+pub fn finish(sys: &dyn Syscalls, spec: &Spec, root: &Path) -> Result<()> {
     let linux = spec.linux().as_ref();
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
     for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
-        let path = Path::new(p);
+        let path = &at(p);
         match fs::metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error(format!("mask {p}: {e}"))),
             Ok(m) if m.is_dir() => mnt(
+                sys,
                 Some(Path::new("tmpfs")),
                 path,
                 Some("tmpfs"),
                 MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 Some("size=0"),
             )?,
-            Ok(_) => mnt(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None)?,
+            Ok(_) => mnt(sys, Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None)?,
         }
     }
     for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
-        let path = Path::new(p);
+        let path = &at(p);
         if fs::symlink_metadata(path).is_err() {
             continue;
         }
-        mnt(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        mnt(sys, Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
         let ro = MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT
             | MsFlags::MS_RDONLY
             | MsFlags::MS_NOSUID
             | MsFlags::MS_NODEV
             | MsFlags::MS_NOEXEC;
-        mnt(None, path, None, ro, None)?;
+        mnt(sys, None, path, None, ro, None)?;
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
         mnt(
+            sys,
             None,
-            Path::new("/"),
+            root,
             None,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None,
@@ -523,34 +572,4 @@ pub fn finish(spec: &Spec) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_parse_into_flags_propagation_and_data() {
-        let o = parse_options(&["rbind".into(), "ro".into(), "rslave".into(), "nosuid".into()]);
-        assert!(o.bind && o.recursive);
-        assert_eq!(o.flags, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
-        assert_eq!(o.propagation, MsFlags::MS_SLAVE | MsFlags::MS_REC);
-        let o =
-            parse_options(&["nosuid".into(), "mode=755".into(), "size=65536k".into(), "rw".into()]);
-        assert_eq!(o.flags, MsFlags::MS_NOSUID);
-        assert_eq!(o.data, ["mode=755", "size=65536k"]);
-        assert!(!o.bind);
-    }
-
-    #[test]
-    fn symlinks_cannot_escape_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        fs::create_dir_all(root.join("a/b")).unwrap();
-        symlink("/etc", root.join("abs")).unwrap();
-        symlink("../../../../..", root.join("a/up")).unwrap();
-        assert_eq!(resolve_in_root(root, Path::new("/abs/x")).unwrap(), root.join("etc/x"));
-        assert_eq!(resolve_in_root(root, Path::new("/a/up/etc")).unwrap(), root.join("etc"));
-        assert_eq!(resolve_in_root(root, Path::new("/../../x")).unwrap(), root.join("x"));
-        assert_eq!(resolve_in_root(root, Path::new("/a/b/c")).unwrap(), root.join("a/b/c"));
-        symlink("loop", root.join("loop")).unwrap();
-        assert!(resolve_in_root(root, Path::new("/loop")).is_err());
-    }
-}
+mod tests;
