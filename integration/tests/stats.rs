@@ -2,11 +2,8 @@
 //! containers' cgroups, the writable layer and the pod's network namespace, the cAdvisor
 //! metrics the kubelet scrapes, and the GetContainerEvents stream.
 
-use berth_integration::leaks::NetEnv;
-use berth_integration::oci_image::images;
-use berth_integration::pods::{container_metrics, metric_descriptors, pod_metrics};
-use berth_integration::registry::{Registry, RegistryOptions};
-use berth_integration::{scaled, Berthd, Options};
+use berth_integration::pods::{busybox, container_metrics, metric_descriptors, pod_metrics, Node};
+use berth_integration::{scaled, Berthd};
 use berth_proto::*;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -14,66 +11,16 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
-async fn setup(env: &NetEnv, registry: &Registry) -> Berthd {
-    images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
-    let config = format!(
-        "{}\n[registry.mirrors.\"docker.io\"]\nendpoints = [\"{}\"]\n",
-        env.config_toml(),
-        registry.url()
-    );
-    let berthd = Berthd::start_with(Options { config: Some(config), ..Default::default() }).await;
-    berthd
-        .image()
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec { image: "busybox".into(), ..Default::default() }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    berthd
+/// A pod labelled `pod=<name>` in namespace `stats-ns` (the metrics' labels show both).
+async fn run_pod(node: &Node, name: &str) -> String {
+    let mut config = node.pod_config(name, Path::new(""));
+    config.metadata.as_mut().unwrap().namespace = "stats-ns".into();
+    config.labels = HashMap::from([("pod".into(), name.into())]);
+    node.run_pod_with(config).await
 }
 
-async fn run_pod(berthd: &Berthd, env: &NetEnv, name: &str) -> String {
-    let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "stats-ns".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        labels: HashMap::from([("pod".into(), name.into())]),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: env.cgroup_parent(name),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    berthd
-        .runtime()
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id
-}
-
-async fn create(berthd: &Berthd, pod: &str, name: &str, args: &[&str]) -> String {
-    let req = CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(ContainerConfig {
-            metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
-            image: Some(ImageSpec { image: "busybox".into(), ..Default::default() }),
-            command: args.iter().map(|s| s.to_string()).collect(),
-            labels: HashMap::from([("c".into(), name.into())]),
-            ..Default::default()
-        }),
-        sandbox_config: Some(PodSandboxConfig::default()),
-    };
-    berthd.runtime().create_container(req).await.unwrap().into_inner().container_id
+async fn create(node: &Node, pod: &str, name: &str, args: &[&str]) -> String {
+    node.create(pod, busybox(name, args)).await.unwrap()
 }
 
 async fn start(berthd: &Berthd, id: &str) {
@@ -193,17 +140,16 @@ async fn remove_pods(berthd: &Berthd, pods: &[String]) {
 
 #[tokio::test]
 async fn stats_and_metrics_of_busy_containers_and_their_pod() {
-    let env = NetEnv::new();
-    let registry = Registry::start(RegistryOptions::default());
-    let berthd = setup(&env, &registry).await;
-    let pod = run_pod(&berthd, &env, "busy").await;
+    let node = Node::start().await;
+    let (berthd, env) = (&node.berthd, &node.env);
+    let pod = run_pod(&node, "busy").await;
     let pod_cgroup = env.cgroup_parent("busy").trim_start_matches('/').to_string();
     let disk = disk_of(&berthd.root_dir());
     let block_io = disk.as_ref().is_some_and(|(dev, _)| count_block_io(&pod_cgroup, dev));
     // 4 MiB written past the page cache: cgroup v1 charges buffered writes to whoever
     // writes them back, not to the container.
     let burn = create(
-        &berthd,
+        &node,
         &pod,
         "burn",
         &[
@@ -217,9 +163,9 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
     // dd fills a 72 MiB buffer, then blocks forever writing it to a pipe nobody reads:
     // 72 MiB of anonymous memory, all of it working set.
     let mem =
-        create(&berthd, &pod, "mem", &["sh", "-c", "dd if=/dev/zero bs=72M count=1 | sleep 1000"])
+        create(&node, &pod, "mem", &["sh", "-c", "dd if=/dev/zero bs=72M count=1 | sleep 1000"])
             .await;
-    let idle = create(&berthd, &pod, "idle", &["sleep", "1000"]).await;
+    let idle = create(&node, &pod, "idle", &["sleep", "1000"]).await;
 
     // A created container has stats too (zeros: its process has not run).
     let s = container_stats(&berthd, &idle).await;
@@ -460,14 +406,13 @@ async fn collect_events(
 #[tokio::test]
 async fn events_of_every_container_once_and_in_order() {
     use ContainerEventType::*;
-    let env = NetEnv::new();
-    let registry = Registry::start(RegistryOptions::default());
-    let berthd = setup(&env, &registry).await;
+    let node = Node::start().await;
+    let (berthd, env) = (&node.berthd, &node.env);
     let pods = vec![
-        run_pod(&berthd, &env, "ev0").await,
-        run_pod(&berthd, &env, "ev1").await,
-        run_pod(&berthd, &env, "ev2").await,
-        run_pod(&berthd, &env, "ev3").await,
+        run_pod(&node, "ev0").await,
+        run_pod(&node, "ev1").await,
+        run_pod(&node, "ev2").await,
+        run_pod(&node, "ev3").await,
     ];
     let order = [
         ContainerCreatedEvent as i32,
@@ -480,7 +425,7 @@ async fn events_of_every_container_once_and_in_order() {
     let a = berthd.runtime().get_container_events(GetEventsRequest {}).await.unwrap().into_inner();
     let b = berthd.runtime().get_container_events(GetEventsRequest {}).await.unwrap().into_inner();
     let (ta, tb) = (tokio::spawn(collect_events(a, 4)), tokio::spawn(collect_events(b, 4)));
-    let one = create(&berthd, &pods[0], "one", &["sh", "-c", "sleep 0.2"]).await;
+    let one = create(&node, &pods[0], "one", &["sh", "-c", "sleep 0.2"]).await;
     start(&berthd, &one).await;
     // It exits by itself: STOPPED comes from the runtime watching, not from a StopContainer.
     eventually(20, "container exits", || async {
@@ -520,10 +465,10 @@ async fn events_of_every_container_once_and_in_order() {
         berthd.runtime().get_container_events(GetEventsRequest {}).await.unwrap().into_inner();
     let collector = tokio::spawn(collect_events(stream, 400));
     let ids: Vec<String> = futures::future::join_all((0..100).map(|i| {
-        let (berthd, pod) = (&berthd, &pods[i % 4]);
+        let (node, pod) = (&node, &pods[i % 4]);
         async move {
-            let id = create(berthd, pod, &format!("c{i}"), &["true"]).await;
-            start(berthd, &id).await;
+            let id = create(node, pod, &format!("c{i}"), &["true"]).await;
+            start(&node.berthd, &id).await;
             id
         }
     }))
@@ -572,17 +517,16 @@ async fn events_of_every_container_once_and_in_order() {
 #[tokio::test]
 async fn exits_while_berthd_was_restarted_are_events_and_shutdown_ends_streams() {
     use ContainerEventType::*;
-    let env = NetEnv::new();
-    let registry = Registry::start(RegistryOptions::default());
-    let mut berthd = setup(&env, &registry).await;
-    let pod = run_pod(&berthd, &env, "restart").await;
+    let mut node = Node::start().await;
+    let pod = run_pod(&node, "restart").await;
     // It must outlive berthd's restart (which takes far longer under emulation), or its
     // exit happens before the stream below is opened and no subscriber could see it.
     let secs = scaled(Duration::from_secs(3)).as_secs().to_string();
-    let id = create(&berthd, &pod, "later", &["sleep", &secs]).await;
-    start(&berthd, &id).await;
-    berthd.kill();
-    berthd.restart().await;
+    let id = create(&node, &pod, "later", &["sleep", &secs]).await;
+    start(&node.berthd, &id).await;
+    node.berthd.kill();
+    node.berthd.restart().await;
+    let (mut berthd, env) = (node.berthd, node.env);
 
     // The restarted berthd watches the container it found running: its exit is an event.
     let mut stream =

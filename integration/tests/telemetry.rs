@@ -5,6 +5,7 @@
 use berth_integration::leaks::NetEnv;
 use berth_integration::oci_image::images;
 use berth_integration::otlp::{Collector, ReceivedSpan};
+use berth_integration::pods::{busybox as busybox_config, Node};
 use berth_integration::registry::{Registry, RegistryOptions};
 use berth_integration::{Berthd, Options};
 use berth_proto::*;
@@ -187,18 +188,9 @@ async fn pod_start_span_has_namespace_and_network_children() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_steps_are_spans_under_their_calls() {
-    let env = NetEnv::new();
     let collector = Collector::start();
-    let registry = Registry::start(RegistryOptions::default());
-    images::busybox().push(&registry.client(), "library/busybox", "latest").unwrap();
-    let config = format!(
-        "{}{}{}",
-        tracing_config(&collector.endpoint(), 0),
-        mirror_config(&registry),
-        env.config_toml()
-    );
-    let berthd = Berthd::start_with(Options { config: Some(config), ..Default::default() }).await;
-    berthd.image().pull_image(busybox()).await.unwrap();
+    let node = Node::start_with_config(&tracing_config(&collector.endpoint(), 0)).await;
+    let (env, berthd) = (&node.env, &node.berthd);
     let logs = tempfile::tempdir().unwrap();
     let pod = env.pod_config("steps", logs.path());
     let mut rt = berthd.runtime();
@@ -208,13 +200,7 @@ async fn container_steps_are_spans_under_their_calls() {
         rt.run_pod_sandbox(traced(run, run_trace)).await.unwrap().into_inner().pod_sandbox_id;
     let create = CreateContainerRequest {
         pod_sandbox_id: pod_id.clone(),
-        config: Some(ContainerConfig {
-            metadata: Some(ContainerMetadata { name: "sleeper".into(), attempt: 0 }),
-            image: Some(ImageSpec { image: "busybox".into(), ..Default::default() }),
-            command: vec!["sleep".into(), "60".into()],
-            log_path: "sleeper.log".into(),
-            ..Default::default()
-        }),
+        config: Some(busybox_config("sleeper", &["sleep", "60"])),
         sandbox_config: Some(pod.clone()),
     };
     let (create_trace, start_trace, exec_trace) = (
