@@ -168,15 +168,15 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
     let idle = create(&node, &pod, "idle", &["sleep", "1000"]).await;
 
     // A created container has stats too (zeros: its process has not run).
-    let s = container_stats(&berthd, &idle).await;
+    let s = container_stats(berthd, &idle).await;
     assert_eq!(s.attributes.as_ref().unwrap().metadata.as_ref().unwrap().name, "idle");
     assert!(s.cpu.is_some() && s.memory.is_some(), "{s:?}");
 
-    start(&berthd, &burn).await;
-    start(&berthd, &mem).await;
+    start(berthd, &burn).await;
+    start(berthd, &mem).await;
 
     let s = eventually(30, "a busy loop uses about one core", || async {
-        let s = container_stats(&berthd, &burn).await;
+        let s = container_stats(berthd, &burn).await;
         let cpu = s.cpu.unwrap();
         let cores = v(&cpu.usage_nano_cores) as f64 / 1e9;
         if cores > 0.3 && v(&cpu.usage_core_nano_seconds) > 0 {
@@ -192,7 +192,7 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
     assert!(!layer.fs_id.unwrap().mountpoint.is_empty());
 
     eventually(30, "a container holding 72 MiB has that working set", || async {
-        let m = container_stats(&berthd, &mem).await.memory.unwrap();
+        let m = container_stats(berthd, &mem).await.memory.unwrap();
         if v(&m.working_set_bytes) > 64 * MIB && v(&m.usage_bytes) >= v(&m.working_set_bytes) {
             Ok(())
         } else {
@@ -204,18 +204,18 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
     // Filters: id (or prefix), pod, labels.
     let mut all = vec![burn.clone(), mem.clone(), idle.clone()];
     all.sort();
-    assert_eq!(list_stats(&berthd, ContainerStatsFilter::default()).await, all);
+    assert_eq!(list_stats(berthd, ContainerStatsFilter::default()).await, all);
     let by_pod = ContainerStatsFilter { pod_sandbox_id: pod.clone(), ..Default::default() };
-    assert_eq!(list_stats(&berthd, by_pod).await, all);
+    assert_eq!(list_stats(berthd, by_pod).await, all);
     let by_id = ContainerStatsFilter { id: burn[..12].into(), ..Default::default() };
-    assert_eq!(list_stats(&berthd, by_id).await, vec![burn.clone()]);
+    assert_eq!(list_stats(berthd, by_id).await, vec![burn.clone()]);
     let by_label = ContainerStatsFilter {
         label_selector: HashMap::from([("c".into(), "mem".into())]),
         ..Default::default()
     };
-    assert_eq!(list_stats(&berthd, by_label).await, vec![mem.clone()]);
+    assert_eq!(list_stats(berthd, by_label).await, vec![mem.clone()]);
     let none = ContainerStatsFilter { pod_sandbox_id: "nope".into(), ..Default::default() };
-    assert!(list_stats(&berthd, none).await.is_empty());
+    assert!(list_stats(berthd, none).await.is_empty());
 
     // The pod: its cgroup holds its containers', and its network counts traffic to it.
     let ip = berthd
@@ -235,13 +235,13 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
         assert_eq!(eth0.name, "eth0");
         v(&eth0.rx_bytes)
     };
-    let before = pod_stats(&berthd, &pod).await;
+    let before = pod_stats(berthd, &pod).await;
     let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
     for _ in 0..200 {
         sock.send_to(&[7u8; 1000], (ip.as_str(), 9)).unwrap();
     }
     let after = eventually(10, "pod rx bytes grow with traffic", || async {
-        let after = pod_stats(&berthd, &pod).await;
+        let after = pod_stats(berthd, &pod).await;
         if rx(&after) >= rx(&before) + 200_000 {
             Ok(after)
         } else {
@@ -270,12 +270,12 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
     assert_eq!(listed.len(), 1);
 
     // Metrics: every one is described, with as many label values as keys.
-    let descriptors: HashMap<String, usize> = metric_descriptors(&berthd)
+    let descriptors: HashMap<String, usize> = metric_descriptors(berthd)
         .await
         .into_iter()
         .map(|d| (d.name, d.label_keys.len()))
         .collect();
-    let ours = pod_metrics(&berthd, &pod).await;
+    let ours = pod_metrics(berthd, &pod).await;
     let mut seen = HashSet::new();
     let every = ours.metrics.iter().chain(ours.container_metrics.iter().flat_map(|c| &c.metrics));
     for m in every {
@@ -312,7 +312,7 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
     match (&disk, block_io) {
         (Some((_, name)), true) => {
             eventually(20, "burn's direct writes are counted on its disk", || async {
-                let ms = container_metrics(&berthd, &pod, &burn).await;
+                let ms = container_metrics(berthd, &pod, &burn).await;
                 let on_disk = |metric: &str| {
                     let m = ms.iter().find(|m| m.name == metric && m.label_values[5] == *name);
                     m.map_or(0, |m| v(&m.value))
@@ -339,7 +339,7 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
     let burn_cgroup = format!("{pod_cgroup}/{}", berth_integration::leaks::container_cgroup(&burn));
     let psi_file = v2_cgroup(&burn_cgroup).join("cpu.pressure");
     let psi = std::fs::read_to_string(&psi_file).is_ok_and(|t| t.starts_with("some"));
-    let ms = container_metrics(&berthd, &pod, &burn).await;
+    let ms = container_metrics(berthd, &pod, &burn).await;
     for name in [
         "container_pressure_cpu_waiting_seconds_total",
         "container_pressure_memory_waiting_seconds_total",
@@ -364,8 +364,8 @@ async fn stats_and_metrics_of_busy_containers_and_their_pod() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("container_id"), "{err:?}");
 
-    remove_pods(&berthd, &[pod]).await;
-    env.assert_no_leaks(&berthd).await;
+    remove_pods(berthd, &[pod]).await;
+    env.assert_no_leaks(berthd).await;
 }
 
 type Seen = Vec<(String, i32)>;
@@ -426,7 +426,7 @@ async fn events_of_every_container_once_and_in_order() {
     let b = berthd.runtime().get_container_events(GetEventsRequest {}).await.unwrap().into_inner();
     let (ta, tb) = (tokio::spawn(collect_events(a, 4)), tokio::spawn(collect_events(b, 4)));
     let one = create(&node, &pods[0], "one", &["sh", "-c", "sleep 0.2"]).await;
-    start(&berthd, &one).await;
+    start(berthd, &one).await;
     // It exits by itself: STOPPED comes from the runtime watching, not from a StopContainer.
     eventually(20, "container exits", || async {
         let s = berthd
@@ -490,7 +490,7 @@ async fn events_of_every_container_once_and_in_order() {
             }
         }
     };
-    eventually(60, "all 100 exit", || running(&berthd)).await;
+    eventually(60, "all 100 exit", || running(berthd)).await;
     futures::future::join_all(ids.iter().map(|id| {
         let mut rt = berthd.runtime();
         let id = id.clone();
@@ -510,8 +510,8 @@ async fn events_of_every_container_once_and_in_order() {
         assert_eq!(per[id.as_str()], order, "{id}");
     }
 
-    remove_pods(&berthd, &pods).await;
-    env.assert_no_leaks(&berthd).await;
+    remove_pods(berthd, &pods).await;
+    env.assert_no_leaks(berthd).await;
 }
 
 #[tokio::test]

@@ -242,7 +242,7 @@ async fn container_steps_are_spans_under_their_calls() {
 
     rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
-    env.assert_no_leaks(&berthd).await;
+    env.assert_no_leaks(berthd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
