@@ -1,6 +1,6 @@
 //! AppArmor: which profile a container runs under, and berth's own default profile.
 //!
-//! The request comes as a [`crate::container::ProfileRequest`]: cri-server decodes the
+//! The request comes as a [`crate::security_profile::ProfileRequest`]: cri-server decodes the
 //! CRI's two ways of asking (the `apparmor` field and the deprecated `apparmor_profile`
 //! string) into it, and neither set means `runtime/default`, as the CRI defines it.
 //!
@@ -14,8 +14,8 @@
 //! The profile travels in the OCI spec's `process.apparmorProfile`: runc applies it, and
 //! the native executor writes it to `/proc/self/attr/apparmor/exec` before execve.
 
-use crate::container::ProfileRequest as Request;
 use crate::error::RuntimeError;
+use crate::security_profile::ProfileRequest as Request;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

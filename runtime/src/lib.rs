@@ -25,6 +25,7 @@ pub mod mount_api;
 pub mod mount_table;
 pub mod oci_defaults;
 pub mod sandbox;
+pub mod security_profile;
 pub mod selinux;
 pub mod shim;
 pub mod snapshot;

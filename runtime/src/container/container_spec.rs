@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{IdMap, NsMode};
+pub use crate::security_profile::ProfileRequest;
 
 /// The container's identity within its pod.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -125,18 +126,6 @@ pub struct ContainerResources {
     pub hugepage_limits: BTreeMap<String, u64>,
     pub unified: BTreeMap<String, String>,
     pub memory_swap_limit_in_bytes: i64,
-}
-
-/// A profile request for seccomp or AppArmor.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ProfileRequest {
-    /// What the runtime thinks right: for seccomp and AppArmor, berth's default profile.
-    #[default]
-    RuntimeDefault,
-    Unconfined,
-    /// A profile on the node: a file path for seccomp, a loaded profile's name for
-    /// AppArmor.
-    Localhost(String),
 }
 
 /// The security context.
