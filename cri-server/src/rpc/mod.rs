@@ -7,7 +7,7 @@ mod container_create;
 mod container_events;
 mod container_exec_sync;
 mod container_lifecycle;
-mod container_spec;
+pub mod container_spec;
 mod container_stats;
 mod container_status;
 mod container_update;
