@@ -199,9 +199,8 @@ fn working_dir(cfg: &ContainerSpec, image: &ImageConfig) -> Result<String, Strin
 }
 
 fn capability(name: &str) -> Result<Capability, String> {
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
-    serde_json::from_value(serde_json::Value::String(full.clone()))
+    let full = crate::executor::caps::canonical_name(name);
+    serde_json::from_value(serde_json::Value::String(full))
         .map_err(|_| format!("linux.security_context.capabilities: unknown capability {name:?}"))
 }
 

@@ -51,10 +51,20 @@ pub const NAMES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// A capability name as the kernel and the OCI spec spell it: upper case, `CAP_` prefixed.
+/// CRI clients send either form (`NET_ADMIN`, `cap_net_admin`).
+pub fn canonical_name(name: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    }
+}
+
 /// The kernel number of a capability name (`CAP_` prefix optional, any case).
 pub fn number(name: &str) -> Option<u32> {
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    let full = canonical_name(name);
     NAMES.iter().position(|n| *n == full).map(|i| i as u32)
 }
 
