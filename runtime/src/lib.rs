@@ -7,6 +7,7 @@
 //! fields by their CRI path (`config.mounts[1].host_path`): that is what the user wrote.
 
 pub mod apparmor;
+pub mod cgroup_migration;
 pub mod cgroupfs;
 pub mod clock;
 pub mod container;

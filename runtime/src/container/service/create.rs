@@ -2,6 +2,7 @@
 //! image volumes, OCI spec) and handed to the pod's shim; and the undo of all of it
 //! when a create fails or was cut short by a crash.
 
+use crate::cgroup_migration::MigrationWarmer;
 use crate::clock::now_ns;
 use crate::container::container_spec::ContainerSpec;
 use crate::container::image_volumes;
@@ -56,6 +57,9 @@ impl Containers {
                     .into(),
             ));
         }
+        // The container's process is moved into its cgroup at the end of this create;
+        // the kernel's wait for that move starts now, beside the work below.
+        MigrationWarmer::shared().warm();
         image_volumes::validate(images, &config)?;
         if !pod.runtime_handler.is_empty() && config.mounts.iter().any(|m| m.recursive_read_only) {
             return Err(ContainerError::InvalidArgument(format!(
