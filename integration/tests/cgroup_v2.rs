@@ -88,6 +88,10 @@ async fn pod_and_container_limits_are_the_v2_files() {
     assert_eq!(inside.trim(), (64 * MIB).to_string());
     let procs = read(&dir, "cgroup.procs");
     assert_eq!(procs.lines().count(), 1, "the container's process alone: {procs}");
+    // An exec'd process runs in the container's cgroup (the shim forks it straight in).
+    let exec_cgroup = node.exec_ok(&id, &["cat", "/proc/self/cgroup"]).await;
+    let container_cgroup = dir.strip_prefix("/sys/fs/cgroup").unwrap().display().to_string();
+    assert_eq!(exec_cgroup.trim(), format!("0::/{container_cgroup}"), "an exec's cgroup");
 
     // A live update rewrites the files.
     node.berthd

@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
@@ -109,6 +110,55 @@ pub fn create_and_place(path: &Path, pid: i32, resources: Option<&LinuxResources
         write(&dir, "cgroup.procs", &pid.to_string())?;
     }
     Ok(())
+}
+
+/// On a host with cgroup v2 only, for a cgroupfs path: creates the cgroup, applies
+/// `resources` and returns its directory, opened, for the container's process to be
+/// forked into ([`super::clone_into`]). `None` elsewhere (v1 or hybrid hierarchies; a
+/// systemd scope, which systemd starts with the process in it): the process is moved
+/// in after the fork, by [`create_and_place`].
+pub fn prepare_direct(path: &Path, resources: Option<&LinuxResources>) -> Result<Option<OwnedFd>> {
+    if crate::systemd::resolve(path).is_some() {
+        return Ok(None);
+    }
+    let rel = check_path(path)?;
+    let hs = hierarchies()?;
+    let [h] = hs.as_slice() else { return Ok(None) };
+    if !h.v2 {
+        return Ok(None);
+    }
+    let dir = create_dir(h, &rel)?;
+    if let Some(r) = resources {
+        apply(h, &dir, r, &[])?;
+    }
+    open_dir(&dir).map(Some)
+}
+
+/// Moves `pid` into the cgroup [`prepare_direct`] made, when the fork could not be
+/// born in it.
+pub fn place(path: &Path, pid: i32) -> Result<()> {
+    let rel = check_path(path)?;
+    for h in hierarchies()? {
+        write(&h.mount.join(&rel), "cgroup.procs", &pid.to_string())?;
+    }
+    Ok(())
+}
+
+/// On a host with cgroup v2 only: the existing cgroup `path` (cgroupfs or a systemd
+/// scope), opened, for an exec's process to be forked into. `None` elsewhere, or when
+/// it does not exist: the process joins it as before.
+pub fn open_existing_direct(path: &Path) -> Option<OwnedFd> {
+    let rel = check_path(path).ok()?;
+    let hs = hierarchies().ok()?;
+    let [h] = hs.as_slice() else { return None };
+    if !h.v2 {
+        return None;
+    }
+    open_dir(&h.mount.join(rel)).ok()
+}
+
+fn open_dir(dir: &Path) -> Result<OwnedFd> {
+    fs::File::open(dir).map(OwnedFd::from).ctx(|| format!("cgroup: open {}", dir.display()))
 }
 
 /// Moves the calling process into `path` in every hierarchy where it exists.

@@ -10,7 +10,9 @@
 //! namespace if the spec asks for one without a path, and forks the *container* process
 //! (so that it is pid 1 of the new pid namespace), reports its pid and exits. The shim,
 //! the subreaper, inherits the container process. The shim then creates the cgroup,
-//! applies resources, moves the process in, sets oom_score_adj, and lets the child go on:
+//! applies resources, moves the process in (on a cgroup v2 host the cgroup is made
+//! first and the intermediate is forked into it, see `clone_into`), sets
+//! oom_score_adj, and lets the child go on:
 //! it unshares its mount namespace (and uts/ipc/cgroup/net when new), mounts the spec's
 //! mounts under the rootfs, pivot_roots, masks and read-only-binds paths, sets the
 //! hostname (only in a uts namespace of its own), sysctls, rlimits, stdio, user, groups,
@@ -33,6 +35,7 @@
 
 pub mod caps;
 pub mod cgroups;
+pub mod clone_into;
 pub mod device_filter;
 pub mod mounts;
 mod process;
@@ -180,9 +183,19 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
     }
     let (report_r, report_w) = pipe()?;
     let (control_r, control_w) = pipe()?;
+    let cgroup = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref());
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    // On cgroup v2 the intermediate is born in the container's cgroup, and the
+    // container process with it; elsewhere it is moved in below.
+    let direct = match cgroup {
+        Some(cg) => cgroups::prepare_direct(cg, resources)?,
+        None => None,
+    };
     // SAFETY: the process is single-threaded (checked above).
-    match unsafe { fork() }.ctx(|| "fork".into())? {
+    let (forked, placed) = unsafe { fork_maybe_into(direct.as_ref()) }?;
+    match forked {
         ForkResult::Child => {
+            drop(direct);
             drop(report_r);
             drop(control_w);
             let mut report = report_w;
@@ -214,9 +227,12 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
                 let _ = nix::sys::signal::kill(p.pid, nix::sys::signal::Signal::SIGKILL);
                 e
             };
-            if let Some(cg) = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
-                let res = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-                if let Err(e) = cgroups::create_and_place(cg, pid, res) {
+            if let Some(cg) = cgroup.filter(|_| !placed) {
+                let placing = match direct {
+                    Some(_) => cgroups::place(cg, pid),
+                    None => cgroups::create_and_place(cg, pid, resources),
+                };
+                if let Err(e) = placing {
                     return Err(fail(&pending, e));
                 }
             }
@@ -457,15 +473,22 @@ pub fn exec(container_pid: i32, spec: &Spec, process: &Process, stdio: Stdio) ->
         return Err(Error("process.args is empty".into()));
     }
     let (mut report_r, report_w) = pipe()?;
+    let cgroup = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref());
+    // On cgroup v2 the intermediate is born in the container's cgroup (see `create`).
+    let direct = cgroup.and_then(|cg| cgroups::open_existing_direct(cg));
     // SAFETY: single-threaded (checked).
-    match unsafe { fork() }.ctx(|| "fork".into())? {
+    let (forked, placed) = unsafe { fork_maybe_into(direct.as_ref()) }?;
+    drop(direct);
+    match forked {
         ForkResult::Child => {
             drop(report_r);
             let mut report = report_w;
-            let e = match exec_intermediate(container_pid, spec, process, stdio, &mut report) {
-                Ok(never) => match never {},
-                Err(e) => e,
-            };
+            let joined = if placed { None } else { cgroup };
+            let e =
+                match exec_intermediate(container_pid, joined, spec, process, stdio, &mut report) {
+                    Ok(never) => match never {},
+                    Err(e) => e,
+                };
             child_fail(&mut report, &e);
         }
         ForkResult::Parent { child } => {
@@ -490,15 +513,31 @@ pub fn exec(container_pid: i32, spec: &Spec, process: &Process, stdio: Stdio) ->
     }
 }
 
+/// Forks, into the cgroup `dir` where one is given and the kernel can; the flag says
+/// whether the child was born there.
+///
+/// # Safety
+/// As `fork`: the caller must be single-threaded.
+unsafe fn fork_maybe_into(dir: Option<&OwnedFd>) -> Result<(ForkResult, bool)> {
+    // SAFETY: the caller is single-threaded.
+    if let Some(forked) = dir.and_then(|d| unsafe { clone_into::fork_into(d.as_fd()) }) {
+        return Ok((forked, true));
+    }
+    // SAFETY: as above.
+    Ok((unsafe { fork() }.ctx(|| "fork".into())?, false))
+}
+
+/// `join`: the container's cgroup, unless this process was born in it.
 fn exec_intermediate(
     pid: i32,
+    join: Option<&PathBuf>,
     spec: &Spec,
     process: &Process,
     stdio: Stdio,
     report: &mut File,
 ) -> Result<Infallible> {
     reset_signals();
-    if let Some(cg) = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
+    if let Some(cg) = join {
         cgroups::join_self(cg)?;
     }
     // Open all first: after joining the mount namespace /proc/<pid> may not be visible.
