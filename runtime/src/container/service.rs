@@ -18,6 +18,7 @@ use crate::sandbox::record::SandboxRecord;
 use crate::shim::client::ShimClient;
 use crate::shim::protocol::Status;
 use crate::shim::ShimPaths;
+use oci_spec::runtime::Process;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -57,6 +58,9 @@ pub struct Containers {
     /// What observing containers learnt that cannot change behind berthd's back, so
     /// that listing does not ask every shim (the kubelet relists every second).
     known: std::sync::Mutex<KnownStates>,
+    /// Each container's process as its OCI spec gives it, read once for its execs:
+    /// an exec (a kubelet probe, often every few seconds) then reads and parses no spec.
+    exec_templates: std::sync::Mutex<std::collections::HashMap<String, Arc<Process>>>,
 }
 
 /// Container states that hold until berthd hears otherwise: an exit, once recorded, is
@@ -86,6 +90,7 @@ impl Containers {
             events: Default::default(),
             apparmor: crate::apparmor::AppArmor::disabled(),
             known: Default::default(),
+            exec_templates: Default::default(),
         }
     }
 

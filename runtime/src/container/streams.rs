@@ -10,7 +10,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use super::service::operations::{exec_process, running_pid};
+use super::service::operations::running_pid;
 use super::service::{ContainerError, Containers};
 use crate::error::internal;
 use crate::shim::client::Canceller;
@@ -68,7 +68,7 @@ impl Containers {
         let rec = self.get(wanted)?;
         let (io, child, mut shim, process) = self
             .blocking(move |this| {
-                let process = exec_process(&rec, cmd, opts.tty)?;
+                let process = this.exec_process(&rec, cmd, opts.tty)?;
                 let mut shim = this.shim(&rec.pod_id, false)?;
                 let pid = running_pid(&mut shim, &rec)?;
                 let (io, child) = session_stdio(opts, pid).map_err(internal)?;

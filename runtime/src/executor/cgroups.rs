@@ -15,9 +15,21 @@ use oci_spec::runtime::LinuxResources;
 use super::error::{Ctx, Error, Result};
 use crate::cgroupfs::{self, delegate_controllers, delegate_down, Hierarchy};
 
-/// The hierarchies mounted, with the executor's error.
+/// The hierarchies mounted, with the executor's error. Read once per process (the shim
+/// lives as long as its pod), then kept: the host's cgroup mounts do not change while
+/// pods run, while its mount table grows with every pod (namespace pins, rootfs
+/// overlays), so reading it on every exec would make execs slower as pods are added.
 pub(super) fn hierarchies() -> Result<Vec<Hierarchy>> {
-    cgroupfs::hierarchies().ctx(|| "read mountinfo".into())
+    static MOUNTED: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
+    if let Some(hs) = MOUNTED.get() {
+        return Ok(hs.clone());
+    }
+    let hs = cgroupfs::hierarchies().ctx(|| "read mountinfo".into())?;
+    // A read that found no hierarchy is not kept: the next one looks again.
+    if !hs.is_empty() {
+        let _ = MOUNTED.set(hs.clone());
+    }
+    Ok(hs)
 }
 
 /// The cgroup directory (relative to each hierarchy's mount) of a cgroups path: a

@@ -103,6 +103,7 @@ impl Containers {
         let _ = std::fs::remove_file(self.shim_paths(&rec.pod_id).exit_file(&rec.id));
         self.undo_create(images, &rec).await?;
         self.forget_state(&rec.id);
+        self.forget_exec_template(&rec.id);
         self.events.deleted(&rec.id, &rec.pod_id);
         Ok(())
     }

@@ -8,6 +8,8 @@ use crate::error::internal;
 use crate::image::Images;
 use crate::shim::client::ShimClient;
 use crate::shim::protocol::{ErrorKind, Status};
+use oci_spec::runtime::Process;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +30,7 @@ impl Containers {
         }
         let rec = self.get(wanted)?;
         self.blocking(move |this| {
-            let process = exec_process(&rec, cmd, false)?;
+            let process = this.exec_process(&rec, cmd, false)?;
             // Exec blocks its connection until the process ends: use a fresh one. The
             // shim refuses a container that is not running: no round trip to ask first.
             let mut shim = this.shim(&rec.pod_id, false)?;
@@ -146,26 +148,51 @@ impl Containers {
 
 /// The OCI process an exec runs: the container's own (user, environment, working
 /// directory, capabilities, rlimits) with `cmd` instead of its args.
-pub(in crate::container) fn exec_process(
-    rec: &ContainerRecord,
-    cmd: Vec<String>,
-    tty: bool,
-) -> Result<serde_json::Value> {
-    let spec: oci_spec::runtime::Spec = std::fs::read(rec.bundle.join("config.json"))
-        .map_err(internal)
-        .and_then(|b| serde_json::from_slice(&b).map_err(internal))?;
-    let mut process = spec.process().clone().unwrap_or_default();
-    process.set_args(Some(cmd));
-    process.set_terminal(Some(tty));
-    if tty {
-        // Programs look at TERM to decide how to draw; the kubelet's exec sets it too.
-        let mut env = process.env().clone().unwrap_or_default();
-        if !env.iter().any(|e| e.starts_with("TERM=")) {
-            env.push("TERM=xterm".into());
+impl Containers {
+    /// The process an exec of `cmd` runs: the container's own (user, environment,
+    /// working directory, capabilities, profiles) with `cmd` as its arguments.
+    pub(in crate::container) fn exec_process(
+        &self,
+        rec: &ContainerRecord,
+        cmd: Vec<String>,
+        tty: bool,
+    ) -> Result<serde_json::Value> {
+        let mut process = (*self.exec_template(rec)?).clone();
+        process.set_args(Some(cmd));
+        process.set_terminal(Some(tty));
+        if tty {
+            // Programs look at TERM to decide how to draw; the kubelet's exec sets it too.
+            let mut env = process.env().clone().unwrap_or_default();
+            if !env.iter().any(|e| e.starts_with("TERM=")) {
+                env.push("TERM=xterm".into());
+            }
+            process.set_env(Some(env));
         }
-        process.set_env(Some(env));
+        serde_json::to_value(&process).map_err(internal)
     }
-    serde_json::to_value(&process).map_err(internal)
+
+    /// The container's process from its spec, read from the bundle at its first exec.
+    /// The spec's process does not change while the container exists (a resource
+    /// update rewrites only its resources); RemoveContainer forgets it.
+    fn exec_template(&self, rec: &ContainerRecord) -> Result<Arc<Process>> {
+        if let Some(p) = self.exec_templates().get(&rec.id) {
+            return Ok(p.clone());
+        }
+        let spec: oci_spec::runtime::Spec = std::fs::read(rec.bundle.join("config.json"))
+            .map_err(internal)
+            .and_then(|b| serde_json::from_slice(&b).map_err(internal))?;
+        let process = Arc::new(spec.process().clone().unwrap_or_default());
+        self.exec_templates().insert(rec.id.clone(), process.clone());
+        Ok(process)
+    }
+
+    pub(in crate::container) fn forget_exec_template(&self, id: &str) {
+        self.exec_templates().remove(id);
+    }
+
+    fn exec_templates(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Process>>> {
+        self.exec_templates.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The host pid of a running container; an error naming it when it is not running.
