@@ -103,6 +103,7 @@ impl Shim {
                 fds.iter().map(|(fd, ev, _)| PollFd::new(*fd, *ev)).collect();
             // Last before sleeping: what runs between the release and the poll maps again.
             if std::mem::take(&mut self.release_code) {
+                super::anon_pages::release();
                 super::code_pages::release();
             }
             match poll(&mut pfds, timeout) {

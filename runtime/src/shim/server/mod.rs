@@ -21,6 +21,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::protocol::*;
 use super::ShimPaths;
 
+mod anon_pages;
 mod code_pages;
 mod event_loop;
 mod handlers;

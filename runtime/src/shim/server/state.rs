@@ -142,7 +142,8 @@ pub(super) struct Shim {
     /// Host pid of the pod's init, when the pod shares one PID namespace.
     pub(super) pod_init: Option<i32>,
     /// Whether a request ran since the shim last released its code pages
-    /// ([`super::code_pages`]), and whether it releases them before it next sleeps.
+    /// ([`super::code_pages`]) and its free heap and stack ([`super::anon_pages`]), and
+    /// whether it releases them before it next sleeps.
     pub(super) code_in_use: bool,
     pub(super) release_code: bool,
 }
