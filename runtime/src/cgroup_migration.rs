@@ -25,6 +25,9 @@ pub struct MigrationWarmer {
     procs: Option<Arc<PathBuf>>,
     /// One warm-up at a time: creates that begin together share the one grace period.
     in_flight: Arc<AtomicBool>,
+    /// A cgroup v2-only host: the native executor forks a cgroupfs container's process
+    /// straight into its cgroup (`executor::clone_into`), and nothing moves.
+    v2_only: bool,
 }
 
 impl MigrationWarmer {
@@ -39,7 +42,22 @@ impl MigrationWarmer {
     pub fn for_this_process() -> Self {
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let hierarchies = crate::cgroupfs::hierarchies().unwrap_or_default();
-        Self { procs: own_procs_file(&own, &hierarchies).map(Arc::new), ..Self::default() }
+        Self {
+            procs: own_procs_file(&own, &hierarchies).map(Arc::new),
+            v2_only: matches!(hierarchies.as_slice(), [h] if h.v2),
+            ..Self::default()
+        }
+    }
+
+    /// [`Self::warm`] for a container whose process is to be put in its cgroup (a
+    /// systemd scope or not): not when the native executor (`native`) forks it straight
+    /// into a cgroupfs cgroup on a v2-only host, where a warm-up would only slow every
+    /// fork on the node while the lock is held ready. An OCI runtime, or systemd starting
+    /// a scope, moves it.
+    pub fn warm_for(&self, systemd_scope: bool, native: bool) {
+        if !born_in_cgroup(self.v2_only, native, systemd_scope) {
+            self.warm();
+        }
     }
 
     /// Starts a no-op move in the background and returns at once.
@@ -66,6 +84,11 @@ impl MigrationWarmer {
     pub fn procs_file(&self) -> Option<&Path> {
         self.procs.as_deref().map(PathBuf::as_path)
     }
+}
+
+/// Whether a container's process is born in its cgroup instead of moved into it.
+fn born_in_cgroup(v2_only: bool, native: bool, systemd_scope: bool) -> bool {
+    v2_only && native && !systemd_scope
 }
 
 /// The `cgroup.procs` of the cgroup a process is in, given its `/proc/PID/cgroup` text:
@@ -109,6 +132,14 @@ mod tests {
             controllers: controllers.iter().map(|c| c.to_string()).collect(),
             v2: false,
         }
+    }
+
+    #[test]
+    fn only_the_native_executor_on_a_v2_only_host_with_cgroupfs_skips_the_move() {
+        assert!(born_in_cgroup(true, true, false));
+        assert!(!born_in_cgroup(true, false, false), "runc moves its process");
+        assert!(!born_in_cgroup(true, true, true), "systemd moves it into the scope");
+        assert!(!born_in_cgroup(false, true, false), "v1 and hybrid hosts move it");
     }
 
     #[test]

@@ -57,9 +57,11 @@ impl Containers {
                     .into(),
             ));
         }
-        // The container's process is moved into its cgroup at the end of this create;
-        // the kernel's wait for that move starts now, beside the work below.
-        MigrationWarmer::shared().warm();
+        // The container's process is moved into its cgroup at the end of this create
+        // (unless it is born there); the kernel's wait for that move starts now, beside
+        // the work below.
+        let in_scope = crate::sandbox::slice::slice_unit(&pod.cgroup).is_some();
+        MigrationWarmer::shared().warm_for(in_scope, pod.runtime_handler.is_empty());
         image_volumes::validate(images, &config)?;
         if !pod.runtime_handler.is_empty() && config.mounts.iter().any(|m| m.recursive_read_only) {
             return Err(ContainerError::InvalidArgument(format!(
