@@ -44,7 +44,7 @@ impl MigrationWarmer {
         let hierarchies = crate::cgroupfs::hierarchies().unwrap_or_default();
         Self {
             procs: own_procs_file(&own, &hierarchies).map(Arc::new),
-            v2_only: matches!(hierarchies.as_slice(), [h] if h.v2),
+            v2_only: crate::cgroupfs::unified_only(&hierarchies).is_some(),
             ..Self::default()
         }
     }

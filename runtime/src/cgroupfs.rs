@@ -77,6 +77,14 @@ pub fn hierarchies() -> io::Result<Vec<Hierarchy>> {
     Ok(parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo")?))
 }
 
+/// The one hierarchy of a cgroup v2-only host; `None` on a v1 or hybrid host.
+pub fn unified_only(hierarchies: &[Hierarchy]) -> Option<&Hierarchy> {
+    match hierarchies {
+        [h] if h.v2 => Some(h),
+        _ => None,
+    }
+}
+
 /// The v2 controllers berth sets limits with or reads stats from.
 const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids", "io", "hugetlb"];
 
@@ -142,6 +150,16 @@ mod tests {
         assert_eq!(hs[1].controllers, ["cpu", "cpuacct"]);
         assert!(hs[2].has("memory"));
         assert_eq!(hs[3].controllers, ["name=systemd"]);
+    }
+
+    #[test]
+    fn only_a_lone_v2_hierarchy_is_unified_only() {
+        let h = |mount: &str, v2: bool| Hierarchy { mount: mount.into(), controllers: vec![], v2 };
+        let v2 = [h("/sys/fs/cgroup", true)];
+        assert_eq!(unified_only(&v2), Some(&v2[0]));
+        assert_eq!(unified_only(&[h("/sys/fs/cgroup/pids", false)]), None);
+        assert_eq!(unified_only(&[h("/a", false), h("/sys/fs/cgroup/unified", true)]), None);
+        assert_eq!(unified_only(&[]), None);
     }
 
     #[test]

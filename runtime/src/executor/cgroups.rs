@@ -135,10 +135,7 @@ pub fn prepare_direct(path: &Path, resources: Option<&LinuxResources>) -> Result
     }
     let rel = check_path(path)?;
     let hs = hierarchies()?;
-    let [h] = hs.as_slice() else { return Ok(None) };
-    if !h.v2 {
-        return Ok(None);
-    }
+    let Some(h) = cgroupfs::unified_only(&hs) else { return Ok(None) };
     let dir = create_dir(h, &rel)?;
     if let Some(r) = resources {
         apply(h, &dir, r, &[])?;
@@ -162,10 +159,7 @@ pub fn place(path: &Path, pid: i32) -> Result<()> {
 pub fn open_existing_direct(path: &Path) -> Option<OwnedFd> {
     let rel = check_path(path).ok()?;
     let hs = hierarchies().ok()?;
-    let [h] = hs.as_slice() else { return None };
-    if !h.v2 {
-        return None;
-    }
+    let h = cgroupfs::unified_only(&hs)?;
     open_dir(&h.mount.join(rel)).ok()
 }
 

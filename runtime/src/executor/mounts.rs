@@ -379,40 +379,24 @@ fn mount_cgroups(sys: &dyn Syscalls, spec: &Spec, dst: &Path, opts: &MountOption
         None => PathBuf::new(),
     };
     let hierarchies = sys.cgroup_hierarchies().ctx(|| "read mountinfo".into())?;
-    if let [h] = hierarchies.as_slice() {
-        if h.v2 {
-            let ro = opts.flags & MsFlags::MS_RDONLY;
-            let own_ns =
-                spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|nss| {
-                    nss.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
-                });
-            if own_ns {
-                return mnt(
-                    sys,
-                    Some(Path::new("cgroup2")),
-                    dst,
-                    Some("cgroup2"),
-                    flags | ro,
-                    None,
-                );
-            }
-            mnt(
-                sys,
-                Some(&h.mount.join(&rel)),
-                dst,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None,
-            )?;
-            return mnt(
-                sys,
-                None,
-                dst,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | ro,
-                None,
-            );
+    if let Some(h) = crate::cgroupfs::unified_only(&hierarchies) {
+        let ro = opts.flags & MsFlags::MS_RDONLY;
+        let own_ns =
+            spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|nss| {
+                nss.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
+            });
+        if own_ns {
+            return mnt(sys, Some(Path::new("cgroup2")), dst, Some("cgroup2"), flags | ro, None);
         }
+        mnt(sys, Some(&h.mount.join(&rel)), dst, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        return mnt(
+            sys,
+            None,
+            dst,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | ro,
+            None,
+        );
     }
     mnt(sys, Some(Path::new("tmpfs")), dst, Some("tmpfs"), flags, Some("mode=755"))?;
     for h in hierarchies {
