@@ -9,6 +9,10 @@
 //! when a create begins, pays the wait while the create mounts the root filesystem and
 //! writes the spec; the container's move then finds the lock ready.
 //!
+//! The native executor no longer needs this: its processes get into their cgroups
+//! without the lock (`executor::cgroups::Placement`). It stays for what still takes it:
+//! an OCI runtime handler's (runc's) move, and systemd moving a process into its scope.
+//!
 //! A kernel whose cgroup hierarchy is mounted with `favordynmods` (6.0 and later) keeps
 //! the lock ready at all times, at some cost to every fork and exit on the node; then
 //! this write costs ~0.2 ms and saves nothing. That choice is the operator's, not berth's.
@@ -25,9 +29,6 @@ pub struct MigrationWarmer {
     procs: Option<Arc<PathBuf>>,
     /// One warm-up at a time: creates that begin together share the one grace period.
     in_flight: Arc<AtomicBool>,
-    /// A cgroup v2-only host: the native executor forks a cgroupfs container's process
-    /// straight into its cgroup (`executor::clone_into`), and nothing moves.
-    v2_only: bool,
 }
 
 impl MigrationWarmer {
@@ -42,20 +43,16 @@ impl MigrationWarmer {
     pub fn for_this_process() -> Self {
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let hierarchies = crate::cgroupfs::hierarchies().unwrap_or_default();
-        Self {
-            procs: own_procs_file(&own, &hierarchies).map(Arc::new),
-            v2_only: crate::cgroupfs::unified_only(&hierarchies).is_some(),
-            ..Self::default()
-        }
+        Self { procs: own_procs_file(&own, &hierarchies).map(Arc::new), ..Self::default() }
     }
 
-    /// [`Self::warm`] for a container whose process is to be put in its cgroup (a
-    /// systemd scope or not): not when the native executor (`native`) forks it straight
-    /// into a cgroupfs cgroup on a v2-only host, where a warm-up would only slow every
-    /// fork on the node while the lock is held ready. An OCI runtime, or systemd starting
-    /// a scope, moves it.
+    /// [`Self::warm`] for a container whose process is to be put in its cgroup: only
+    /// where something takes the lock — an OCI runtime (`!native`), or systemd moving the
+    /// process into its scope. The native executor puts a cgroupfs container's process in
+    /// without the lock (`executor::cgroups::Placement`), and a warm-up would only slow
+    /// every fork on the node while the lock is held ready.
     pub fn warm_for(&self, systemd_scope: bool, native: bool) {
-        if !born_in_cgroup(self.v2_only, native, systemd_scope) {
+        if !placed_without_the_lock(native, systemd_scope) {
             self.warm();
         }
     }
@@ -86,9 +83,9 @@ impl MigrationWarmer {
     }
 }
 
-/// Whether a container's process is born in its cgroup instead of moved into it.
-fn born_in_cgroup(v2_only: bool, native: bool, systemd_scope: bool) -> bool {
-    v2_only && native && !systemd_scope
+/// Whether a container's process gets into its cgroup without the global lock.
+fn placed_without_the_lock(native: bool, systemd_scope: bool) -> bool {
+    native && !systemd_scope
 }
 
 /// The `cgroup.procs` of the cgroup a process is in, given its `/proc/PID/cgroup` text:
@@ -135,11 +132,10 @@ mod tests {
     }
 
     #[test]
-    fn only_the_native_executor_on_a_v2_only_host_with_cgroupfs_skips_the_move() {
-        assert!(born_in_cgroup(true, true, false));
-        assert!(!born_in_cgroup(true, false, false), "runc moves its process");
-        assert!(!born_in_cgroup(true, true, true), "systemd moves it into the scope");
-        assert!(!born_in_cgroup(false, true, false), "v1 and hybrid hosts move it");
+    fn only_the_native_executor_with_cgroupfs_skips_the_lock() {
+        assert!(placed_without_the_lock(true, false));
+        assert!(!placed_without_the_lock(false, false), "runc moves its process");
+        assert!(!placed_without_the_lock(true, true), "systemd moves it into the scope");
     }
 
     #[test]

@@ -470,6 +470,59 @@ fn exec_returns_output_and_times_out() {
     c.delete("svc").unwrap();
 }
 
+/// The container's process and an exec's are in the container's cgroup in every mounted
+/// hierarchy: the executor's child joins the v1 ones itself (through `tasks`) and is
+/// forked into the v2 one, instead of being moved in by the shim.
+#[test]
+fn the_container_and_its_execs_are_in_its_cgroup_in_every_hierarchy() {
+    require_root();
+    let f = Fixture::new("placed");
+    let mut c = f.client();
+    f.create(&mut c, "svc", &f.spec(&["sleep", "100"])).unwrap();
+    c.start("svc").unwrap();
+    let pid = c.state("svc").unwrap().pid;
+    let host_view = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mounted = berth_runtime::cgroupfs::hierarchies().unwrap();
+    assert!(!mounted.is_empty());
+    let mut checked = 0;
+    for line in host_view.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        // Lines of hierarchies this host lists but does not mount say nothing here.
+        let is_mounted = mounted.iter().any(|h| {
+            if controllers.is_empty() {
+                h.v2
+            } else {
+                let named = controllers.strip_prefix("name=").unwrap_or(controllers);
+                h.controllers.iter().any(|c| controllers.split(',').any(|w| w == c))
+                    || h.mount.file_name().is_some_and(|n| n == named)
+            }
+        });
+        if is_mounted {
+            assert_eq!(path, f.cgroup, "container process {pid}: {host_view}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= mounted.len(), "only {checked} hierarchies checked: {host_view}");
+    // An exec sees the same cgroups as the container's first process, in every hierarchy.
+    let process = serde_json::to_value(
+        f.spec(&["sh", "-c", "cat /proc/self/cgroup; echo ---; cat /proc/1/cgroup"])
+            .process()
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap();
+    let r = c.exec("svc", process, None).unwrap();
+    assert_eq!(r.exit_code, 0, "{}", String::from_utf8_lossy(&r.stderr));
+    let out = String::from_utf8_lossy(&r.stdout).to_string();
+    let (exec_view, init_view) = out.split_once("---\n").unwrap();
+    assert_eq!(exec_view, init_view);
+    assert_eq!(exec_view.lines().count(), host_view.lines().count(), "{out}");
+    c.kill("svc", 9, true).unwrap();
+    c.wait("svc").unwrap();
+    c.delete("svc").unwrap();
+}
+
 #[test]
 fn reopen_log_after_rotation_and_long_lines() {
     require_root();

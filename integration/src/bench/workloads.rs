@@ -27,8 +27,8 @@ pub enum Rounds {
     /// StopContainer gives it that long (the usual graceful stop); with `image_volume`
     /// it also mounts that image (present) as an image volume at `/vol`.
     Lifecycle { image: String, stop_timeout: i64, image_volume: Option<String> },
-    /// ExecSync of `true` in one running container per endpoint.
-    Exec { image: String },
+    /// ExecSync of `true` in one running container per endpoint, each after `gap` idle.
+    Exec { image: String, gap: Duration },
     /// RunPodSandbox, StopPodSandbox, RemovePodSandbox of `runs` pods in all,
     /// `concurrency` at once (a round).
     Sandbox { runs: usize, concurrency: usize },
@@ -87,7 +87,7 @@ impl Rounds {
 
     async fn prepare(&self, t: &mut Target) -> anyhow::Result<Held> {
         match self {
-            Rounds::Exec { image } => {
+            Rounds::Exec { image, .. } => {
                 let name = format!("exec-{}-{}", std::process::id(), t.tag);
                 let (pod, ctr, _) = start_pod(&mut t.runtime, &name, image).await?;
                 Ok(Held::Pod { pod, ctr })
@@ -134,7 +134,8 @@ impl Rounds {
                 steps.push(vec![total]);
                 Ok(steps)
             }
-            (Rounds::Exec { .. }, Held::Pod { ctr, .. }) => {
+            (Rounds::Exec { gap, .. }, Held::Pod { ctr, .. }) => {
+                tokio::time::sleep(*gap).await;
                 let started = Instant::now();
                 let r = t
                     .runtime

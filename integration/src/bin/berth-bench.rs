@@ -99,6 +99,10 @@ enum Workload {
         image: String,
         #[arg(long, default_value_t = 100)]
         runs: usize,
+        /// Idle milliseconds before each exec, as between a probe's runs (the kernel
+        /// behaves differently after a quiet spell than in a tight loop).
+        #[arg(long, default_value_t = 0)]
+        gap_ms: u64,
     },
     /// RunPodSandbox, StopPodSandbox and RemovePodSandbox, `runs` times in rounds of
     /// `concurrency` pods started at once.
@@ -188,7 +192,10 @@ impl Workload {
                 };
                 (r, *runs)
             }
-            Workload::Exec { image, runs } => (Rounds::Exec { image: image.clone() }, *runs),
+            Workload::Exec { image, runs, gap_ms } => {
+                let gap = Duration::from_millis(*gap_ms);
+                (Rounds::Exec { image: image.clone(), gap }, *runs)
+            }
             Workload::Sandbox { runs, concurrency } => {
                 let c = (*concurrency).max(1);
                 (Rounds::Sandbox { runs: *runs, concurrency: c }, *runs)

@@ -87,96 +87,114 @@ fn v1_controllers(hs: &[Hierarchy]) -> Vec<String> {
     hs.iter().filter(|h| !h.v2).flat_map(|h| h.controllers.iter().cloned()).collect()
 }
 
-/// Creates the cgroup `path` in every hierarchy, applies `resources` and moves `pid` in.
-/// A systemd scope is started over D-Bus with `pid` in it (from a forked child: the
-/// caller, the shim, stays single-threaded), then given what systemd has no property for.
-pub fn create_and_place(path: &Path, pid: i32, resources: Option<&LinuxResources>) -> Result<()> {
+/// Where a new process — a container's first, or an exec's — goes into its cgroup
+/// without the kernel's global threadgroup lock. A write to `cgroup.procs` takes that lock
+/// for writing, and the first such write after a quiet spell waits for an RCU grace
+/// period (5–20 ms measured on the project's machine, kernel 6.18, nine v1 hierarchies);
+/// a thread that moves itself (`"0"`) through a v1 hierarchy's `tasks` file skips the
+/// lock (0.6–1.1 ms for all nine), and a fork into a v2 cgroup
+/// ([`super::clone_into`]) never moves at all. The child that uses a placement is
+/// single-threaded, so moving its one thread moves the whole process, and everything it
+/// forks afterwards is born there.
+pub struct Placement {
+    /// The cgroup's directory in the v2 hierarchy, if one is mounted (on a hybrid host
+    /// the `unified` one), and that directory opened for the fork to be born in.
+    v2: Option<(PathBuf, Option<OwnedFd>)>,
+    /// Its directories in the v1 hierarchies.
+    v1: Vec<PathBuf>,
+}
+
+impl Placement {
+    fn of(hs: &[Hierarchy], rel: &Path, only_existing: bool) -> Self {
+        let mut placement = Placement { v2: None, v1: Vec::new() };
+        for h in hs {
+            let dir = h.mount.join(rel);
+            if only_existing && !dir.is_dir() {
+                continue;
+            }
+            if h.v2 {
+                let opened = open_dir(&dir).ok();
+                placement.v2 = Some((dir, opened));
+            } else {
+                placement.v1.push(dir);
+            }
+        }
+        placement
+    }
+
+    /// The v2 cgroup, opened, for the child to be forked into.
+    pub fn v2_dir(&self) -> Option<&OwnedFd> {
+        self.v2.as_ref().and_then(|(_, fd)| fd.as_ref())
+    }
+
+    /// Run by the child itself, single-threaded: joins each v1 cgroup through `tasks`, and
+    /// the v2 one through `cgroup.procs` unless it was born there (`born_in_v2`).
+    pub fn join_self(&self, born_in_v2: bool) -> Result<()> {
+        for dir in &self.v1 {
+            write(dir, "tasks", "0")?;
+        }
+        match &self.v2 {
+            Some((dir, _)) if !born_in_v2 => write(dir, "cgroup.procs", "0"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// For a new container with a cgroupfs path: creates the cgroup `path` in every hierarchy,
+/// applies `resources`, and says where its process goes ([`Placement`]). `None` for a
+/// systemd scope: systemd starts the scope with the process in it ([`start_scope`]).
+pub fn prepare(path: &Path, resources: Option<&LinuxResources>) -> Result<Option<Placement>> {
+    if crate::systemd::resolve(path).is_some() {
+        return Ok(None);
+    }
     let rel = check_path(path)?;
     let hs = hierarchies()?;
-    if let Some(scope) = crate::systemd::resolve(path).transpose().map_err(Error)? {
-        let props =
-            crate::systemd::scope_properties(&scope.unit, &scope.slice, pid as u32, resources)
-                .map_err(|e| Error(format!("cgroup: {e}")))?;
-        crate::systemd::in_child(|| {
-            crate::systemd::Bus::system()?.start_transient(&scope.unit, props)
-        })
-        .map_err(|e| Error(format!("cgroup: systemd scope {}: {e}", scope.unit)))?;
-        let h = hs
-            .iter()
-            .find(|h| h.v2)
-            .ok_or_else(|| Error("cgroup: a systemd scope needs cgroup v2".into()))?;
-        // systemd enables the controllers it knows down to a delegated scope; hugetlb
-        // (and what else berth limits that systemd does not manage) berth enables itself.
-        delegate_down(&h.mount, rel.parent().unwrap_or(Path::new(""))).map_err(Error)?;
-        if let Some(r) = resources {
-            apply(h, &h.mount.join(&rel), r, &[])?;
-        }
-        return Ok(());
-    }
     let v1 = v1_controllers(&hs);
     for h in &hs {
         let dir = create_dir(h, &rel)?;
         if let Some(r) = resources {
             apply(h, &dir, r, &v1)?;
         }
-        write(&dir, "cgroup.procs", &pid.to_string())?;
     }
-    Ok(())
+    Ok(Some(Placement::of(&hs, &rel, false)))
 }
 
-/// On a host with cgroup v2 only, for a cgroupfs path: creates the cgroup, applies
-/// `resources` and returns its directory, opened, for the container's process to be
-/// forked into ([`super::clone_into`]). `None` elsewhere (v1 or hybrid hierarchies; a
-/// systemd scope, which systemd starts with the process in it): the process is moved
-/// in after the fork, by [`create_and_place`].
-pub fn prepare_direct(path: &Path, resources: Option<&LinuxResources>) -> Result<Option<OwnedFd>> {
-    if crate::systemd::resolve(path).is_some() {
-        return Ok(None);
-    }
+/// For an exec: the container's cgroup `path` (cgroupfs or a systemd scope), in every
+/// hierarchy where it exists.
+pub fn existing(path: &Path) -> Result<Placement> {
+    let rel = check_path(path)?;
+    Ok(Placement::of(&hierarchies()?, &rel, true))
+}
+
+/// Starts the systemd scope `path` over D-Bus with `pid` in it (from a forked child: the
+/// caller, the shim, stays single-threaded), then gives it what systemd has no property
+/// for. `path` must name a scope.
+pub fn start_scope(path: &Path, pid: i32, resources: Option<&LinuxResources>) -> Result<()> {
     let rel = check_path(path)?;
     let hs = hierarchies()?;
-    let Some(h) = cgroupfs::unified_only(&hs) else { return Ok(None) };
-    let dir = create_dir(h, &rel)?;
+    let scope = crate::systemd::resolve(path)
+        .transpose()
+        .map_err(Error)?
+        .ok_or_else(|| Error(format!("cgroup: {} is not a systemd scope", path.display())))?;
+    let props = crate::systemd::scope_properties(&scope.unit, &scope.slice, pid as u32, resources)
+        .map_err(|e| Error(format!("cgroup: {e}")))?;
+    crate::systemd::in_child(|| crate::systemd::Bus::system()?.start_transient(&scope.unit, props))
+        .map_err(|e| Error(format!("cgroup: systemd scope {}: {e}", scope.unit)))?;
+    let h = hs
+        .iter()
+        .find(|h| h.v2)
+        .ok_or_else(|| Error("cgroup: a systemd scope needs cgroup v2".into()))?;
+    // systemd enables the controllers it knows down to a delegated scope; hugetlb
+    // (and what else berth limits that systemd does not manage) berth enables itself.
+    delegate_down(&h.mount, rel.parent().unwrap_or(Path::new(""))).map_err(Error)?;
     if let Some(r) = resources {
-        apply(h, &dir, r, &[])?;
-    }
-    open_dir(&dir).map(Some)
-}
-
-/// Moves `pid` into the cgroup [`prepare_direct`] made, when the fork could not be
-/// born in it.
-pub fn place(path: &Path, pid: i32) -> Result<()> {
-    let rel = check_path(path)?;
-    for h in hierarchies()? {
-        write(&h.mount.join(&rel), "cgroup.procs", &pid.to_string())?;
+        apply(h, &h.mount.join(&rel), r, &[])?;
     }
     Ok(())
-}
-
-/// On a host with cgroup v2 only: the existing cgroup `path` (cgroupfs or a systemd
-/// scope), opened, for an exec's process to be forked into. `None` elsewhere, or when
-/// it does not exist: the process joins it as before.
-pub fn open_existing_direct(path: &Path) -> Option<OwnedFd> {
-    let rel = check_path(path).ok()?;
-    let hs = hierarchies().ok()?;
-    let h = cgroupfs::unified_only(&hs)?;
-    open_dir(&h.mount.join(rel)).ok()
 }
 
 fn open_dir(dir: &Path) -> Result<OwnedFd> {
     fs::File::open(dir).map(OwnedFd::from).ctx(|| format!("cgroup: open {}", dir.display()))
-}
-
-/// Moves the calling process into `path` in every hierarchy where it exists.
-pub fn join_self(path: &Path) -> Result<()> {
-    let rel = check_path(path)?;
-    for h in hierarchies()? {
-        let dir = h.mount.join(&rel);
-        if dir.is_dir() {
-            write(&dir, "cgroup.procs", "0")?;
-        }
-    }
-    Ok(())
 }
 
 /// Writes `resources` into the files of `h`'s controllers. `v1` are the controllers a

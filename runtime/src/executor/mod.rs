@@ -185,21 +185,26 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
     let (control_r, control_w) = pipe()?;
     let cgroup = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref());
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-    // On cgroup v2 the intermediate is born in the container's cgroup, and the
-    // container process with it; elsewhere it is moved in below.
-    let direct = match cgroup {
-        Some(cg) => cgroups::prepare_direct(cg, resources)?,
+    // The intermediate goes into the container's cgroup itself, before it forks the
+    // container process (which is born there): forked into the v2 cgroup where the kernel
+    // can, joining the v1 ones through `tasks` (see `cgroups::Placement`). A systemd
+    // scope is started with the container process in it, below.
+    let placement = match cgroup {
+        Some(cg) => cgroups::prepare(cg, resources)?,
         None => None,
     };
     // SAFETY: the process is single-threaded (checked above).
-    let (forked, placed) = unsafe { fork_maybe_into(direct.as_ref()) }?;
+    let (forked, born) = unsafe { fork_maybe_into(placement.as_ref().and_then(|p| p.v2_dir())) }?;
     match forked {
         ForkResult::Child => {
-            drop(direct);
             drop(report_r);
             drop(control_w);
             let mut report = report_w;
-            let e = match intermediate(spec, &rootfs, stdio, control_r, &mut report) {
+            let joined = placement.as_ref().map_or(Ok(()), |p| p.join_self(born));
+            drop(placement);
+            let e = match joined
+                .and_then(|()| intermediate(spec, &rootfs, stdio, control_r, &mut report))
+            {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -227,12 +232,8 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
                 let _ = nix::sys::signal::kill(p.pid, nix::sys::signal::Signal::SIGKILL);
                 e
             };
-            if let Some(cg) = cgroup.filter(|_| !placed) {
-                let placing = match direct {
-                    Some(_) => cgroups::place(cg, pid),
-                    None => cgroups::create_and_place(cg, pid, resources),
-                };
-                if let Err(e) = placing {
+            if let Some(cg) = cgroup.filter(|_| placement.is_none()) {
+                if let Err(e) = cgroups::start_scope(cg, pid, resources) {
                     return Err(fail(&pending, e));
                 }
             }
@@ -474,21 +475,22 @@ pub fn exec(container_pid: i32, spec: &Spec, process: &Process, stdio: Stdio) ->
     }
     let (mut report_r, report_w) = pipe()?;
     let cgroup = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref());
-    // On cgroup v2 the intermediate is born in the container's cgroup (see `create`).
-    let direct = cgroup.and_then(|cg| cgroups::open_existing_direct(cg));
+    // The intermediate goes into the container's cgroup as in `create`.
+    let placement = cgroup.map(|cg| cgroups::existing(cg)).transpose()?;
     // SAFETY: single-threaded (checked).
-    let (forked, placed) = unsafe { fork_maybe_into(direct.as_ref()) }?;
-    drop(direct);
+    let (forked, born) = unsafe { fork_maybe_into(placement.as_ref().and_then(|p| p.v2_dir())) }?;
     match forked {
         ForkResult::Child => {
             drop(report_r);
             let mut report = report_w;
-            let joined = if placed { None } else { cgroup };
-            let e =
-                match exec_intermediate(container_pid, joined, spec, process, stdio, &mut report) {
-                    Ok(never) => match never {},
-                    Err(e) => e,
-                };
+            let joined = placement.as_ref().map_or(Ok(()), |p| p.join_self(born));
+            drop(placement);
+            let e = match joined
+                .and_then(|()| exec_intermediate(container_pid, spec, process, stdio, &mut report))
+            {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
             child_fail(&mut report, &e);
         }
         ForkResult::Parent { child } => {
@@ -527,19 +529,14 @@ unsafe fn fork_maybe_into(dir: Option<&OwnedFd>) -> Result<(ForkResult, bool)> {
     Ok((unsafe { fork() }.ctx(|| "fork".into())?, false))
 }
 
-/// `join`: the container's cgroup, unless this process was born in it.
 fn exec_intermediate(
     pid: i32,
-    join: Option<&PathBuf>,
     spec: &Spec,
     process: &Process,
     stdio: Stdio,
     report: &mut File,
 ) -> Result<Infallible> {
     reset_signals();
-    if let Some(cg) = join {
-        cgroups::join_self(cg)?;
-    }
     // Open all first: after joining the mount namespace /proc/<pid> may not be visible.
     let mut fds = Vec::new();
     // The container's user namespace first (it owns the others), unless it is ours.

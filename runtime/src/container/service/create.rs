@@ -57,9 +57,9 @@ impl Containers {
                     .into(),
             ));
         }
-        // The container's process is moved into its cgroup at the end of this create
-        // (unless it is born there); the kernel's wait for that move starts now, beside
-        // the work below.
+        // Where the container's process is moved into its cgroup with the kernel's
+        // global lock (an OCI runtime's move, a systemd scope), the lock's wait starts
+        // now, beside the work below.
         let in_scope = crate::sandbox::slice::slice_unit(&pod.cgroup).is_some();
         MigrationWarmer::shared().warm_for(in_scope, pod.runtime_handler.is_empty());
         image_volumes::validate(images, &config)?;
