@@ -518,6 +518,23 @@ fn the_container_and_its_execs_are_in_its_cgroup_in_every_hierarchy() {
     let (exec_view, init_view) = out.split_once("---\n").unwrap();
     assert_eq!(exec_view, init_view);
     assert_eq!(exec_view.lines().count(), host_view.lines().count(), "{out}");
+    // Its /sys/fs/cgroup and every hierarchy in it: read-only, nosuid, nodev, noexec.
+    let process =
+        serde_json::to_value(f.spec(&["cat", "/proc/self/mountinfo"]).process().as_ref().unwrap())
+            .unwrap();
+    let r = c.exec("svc", process, None).unwrap();
+    let mountinfo = String::from_utf8_lossy(&r.stdout).to_string();
+    let cgroup_mounts: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with("/sys/fs/cgroup")))
+        .collect();
+    assert!(cgroup_mounts.len() > 1, "{mountinfo}");
+    for line in &cgroup_mounts {
+        let opts: Vec<&str> = line.split(' ').nth(5).unwrap().split(',').collect();
+        for want in ["ro", "nosuid", "nodev", "noexec"] {
+            assert!(opts.contains(&want), "{want} missing: {line}");
+        }
+    }
     c.kill("svc", 9, true).unwrap();
     c.wait("svc").unwrap();
     c.delete("svc").unwrap();

@@ -151,6 +151,8 @@ impl Syscalls for Linux {
     }
 
     fn cgroup_hierarchies(&self) -> io::Result<Vec<Hierarchy>> {
-        crate::cgroupfs::hierarchies()
+        // The shim's reading, kept (the container's process is its fork): the mount table
+        // grows with every pod, and the host's cgroup mounts do not change.
+        super::cgroups::hierarchies().map_err(|e| io::Error::other(e.0))
     }
 }
