@@ -360,7 +360,11 @@ impl Images {
             id,
             &RootfsRecord { id: id.to_string(), image: record.id.clone(), layers: layers.clone() },
         )?;
-        tx.commit()?;
+        // Not synced to disk: the container's record, synced before this call, already
+        // names the writable layer (start-up's undo of an unfinished create removes it by
+        // the container's id, record or not), and its create's last commit, synced, makes
+        // this one durable too. A collection in this process sees it at once.
+        tx.commit_unsynced()?;
         if let Err(e) = self.rootfs.create(id) {
             let mut tx = self.meta.write()?;
             tx.delete::<RootfsRecord>(id)?;

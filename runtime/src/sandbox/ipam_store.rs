@@ -50,7 +50,10 @@ impl IpAllocator for StoredIpam {
         let ip = ipam.allocate(pod_id)?;
         tx.put(pod_id, &LeaseRecord { ip, subnet: subnet.clone() }).map_err(db)?;
         tx.put(&subnet, &CursorRecord { last: ip }).map_err(db)?;
-        tx.commit().map_err(db)?;
+        // Not synced to disk: readers (the next allocation) see it at once, and the pod's
+        // READY record, synced, makes it durable with its own. A crash before that loses
+        // the lease of a pod that never became READY, which start-up removes anyway.
+        tx.commit_unsynced().map_err(db)?;
         Ok(ip)
     }
 

@@ -4,16 +4,18 @@
 use super::{Result, SandboxError, Sandboxes};
 use crate::cgroupfs::Hierarchy;
 use crate::error::internal;
-use crate::metadata::{MetadataError, MetadataStore};
+use crate::metadata::{MetadataError, MetadataStore, WriteTxn};
 use crate::sandbox::cgroup;
 use crate::sandbox::pod_spec::{self, Resources};
 use crate::sandbox::record::{CgroupDirRecord, SandboxRecord, SandboxState};
 use crate::sandbox::slice;
 use crate::sandbox::undo::Undo;
+use std::path::PathBuf;
 
 impl Sandboxes {
     /// The pod cgroup with the cgroupfs driver: the directories missing are recorded
-    /// before they are made.
+    /// before they are made — planned with the pod's reservation; a directory that went
+    /// missing since (another pod's teardown removed a shared parent) is recorded here.
     pub(super) fn make_pod_cgroup(
         &self,
         rec: &mut SandboxRecord,
@@ -23,16 +25,18 @@ impl Sandboxes {
         let meta = self.inner.meta.clone();
         let hs = self.inner.hierarchies.clone();
         let rel = rec.cgroup.clone();
-        let planned = cgroup::missing(&hs, &rel);
-        rec.cgroup_created = planned.clone();
-        {
+        let gone: Vec<PathBuf> = cgroup::missing(&hs, &rel)
+            .into_iter()
+            .filter(|d| !rec.cgroup_created.contains(d))
+            .collect();
+        if !gone.is_empty() {
+            rec.cgroup_created.extend(gone.iter().cloned());
             let mut tx = meta.write()?;
-            for p in planned.iter().filter(|d| !d.ends_with(&rel)) {
-                tx.put(&p.to_string_lossy(), &CgroupDirRecord {})?;
-            }
+            record_cgroup_parents(&mut tx, &gone, &rel)?;
             tx.put(&rec.id, &*rec)?;
             tx.commit()?;
         }
+        let planned = rec.cgroup_created.clone();
         {
             let (meta, hs, rel, planned) = (meta.clone(), hs.clone(), rel.clone(), planned.clone());
             undo.push("cgroup", move || {
@@ -184,6 +188,19 @@ impl Sandboxes {
 
 /// Removes the now-empty parent cgroups of `rel` that berth created (for this pod or
 /// another one), deepest first; parents still holding other pods stay.
+/// Records the shared parents among `planned` (every directory but the pod's own, `rel`)
+/// as berth's: the last pod in one removes it.
+pub(super) fn record_cgroup_parents(
+    tx: &mut WriteTxn,
+    planned: &[PathBuf],
+    rel: &str,
+) -> Result<(), MetadataError> {
+    for p in planned.iter().filter(|d| !d.ends_with(rel)) {
+        tx.put(&p.to_string_lossy(), &CgroupDirRecord {})?;
+    }
+    Ok(())
+}
+
 fn remove_berth_parents(
     meta: &MetadataStore,
     hs: &[Hierarchy],

@@ -8,6 +8,7 @@ use berth_network::cni::{self, PodRequest};
 use berth_network::netns;
 use berth_network::{PortMapping, Protocol};
 
+use super::pod_cgroup::record_cgroup_parents;
 use super::{Result, SandboxError, Sandboxes};
 use crate::clock::now_ns;
 use crate::error::internal;
@@ -140,6 +141,13 @@ impl Sandboxes {
 
     /// Makes the pod, in order; each part pushes its undo on `undo` as it is made.
     async fn create(&self, rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
+        // The cgroupfs directories to be made are planned now and recorded with the
+        // reservation: one sync to disk fewer than recording them on their own before
+        // they are made (`make_pod_cgroup` records only what went missing since).
+        let slice_unit = slice::slice_unit(&rec.cgroup).map(str::to_string);
+        if slice_unit.is_none() {
+            rec.cgroup_created = cgroup::missing(&self.inner.hierarchies, &rec.cgroup);
+        }
         self.reserve(rec, v, undo)?;
         crate::failpoint::crash_point("sandbox.recorded");
         self.start_shim_early(&rec.id, undo);
@@ -149,7 +157,7 @@ impl Sandboxes {
         // What will be made is recorded first, so that a crash at any point leaves a
         // record start-up can clean up from (removal tolerates what was never made, and
         // keeps a parent another pod still uses).
-        if let Some(unit) = slice::slice_unit(&rec.cgroup).map(str::to_string) {
+        if let Some(unit) = slice_unit {
             self.make_pod_slice(rec, &unit, v.spec.resources.as_ref(), undo).await?;
         } else {
             self.make_pod_cgroup(rec, v.spec.resources.as_ref(), undo)?;
@@ -163,7 +171,8 @@ impl Sandboxes {
         Ok(())
     }
 
-    /// The record and the name reservation, in one transaction.
+    /// The record and the name reservation, in one transaction, with the shared cgroup
+    /// parent directories the pod's cgroup plan makes (`rec.cgroup_created`).
     fn reserve(&self, rec: &SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
         let meta = self.inner.meta.clone();
         let (id, key) = (rec.id.clone(), v.metadata.key());
@@ -175,6 +184,7 @@ impl Sandboxes {
             )));
         }
         tx.put(&key, &NameRecord { sandbox_id: id.clone() })?;
+        record_cgroup_parents(&mut tx, &rec.cgroup_created, &rec.cgroup)?;
         tx.put(&id, rec)?;
         tx.commit()?;
         undo.push("record", move || {
