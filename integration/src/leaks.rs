@@ -196,6 +196,30 @@ impl NetEnv {
     }
 }
 
+impl NetEnv {
+    /// Container cgroups (directories named by a 64-hex-digit id) under this test's cgroup
+    /// root, on every hierarchy: a pod's container cgroups, or ones a failed create left.
+    pub fn container_cgroups(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    found.push(e.path());
+                }
+                walk(&e.path(), found);
+            }
+        }
+        let mut found = Vec::new();
+        for root in self.cgroups() {
+            walk(&root, &mut found);
+        }
+        found
+    }
+}
+
 impl Default for NetEnv {
     fn default() -> Self {
         Self::new()

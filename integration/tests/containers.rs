@@ -416,6 +416,8 @@ async fn a_crash_during_create_container_leaves_nothing_after_restart() {
         let snapshots = node.berthd.root_dir().join("snapshots/containers");
         let left = std::fs::read_dir(&snapshots).map(|d| d.count()).unwrap_or(0);
         assert_eq!(left, 0, "{point}: writable layers left in {}", snapshots.display());
+        let cgroups = node.env.container_cgroups();
+        assert!(cgroups.is_empty(), "{point}: container cgroups left: {cgroups:?}");
         // The name is free: the kubelet's retry succeeds.
         let id = node.run(&pod_id, busybox("svc", &["sleep", "1000"])).await;
         node.berthd

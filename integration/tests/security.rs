@@ -73,6 +73,9 @@ async fn run_as_group_without_a_user_is_refused_and_nothing_is_left() {
     assert!(err.message().contains("run_as_group"), "{err:?}");
     let listed = node.list_containers().await;
     assert!(listed.is_empty(), "a refused container was recorded: {listed:?}");
+    // Nor its cgroup, which berthd makes beside the spec (refused here).
+    let cgroups = node.env.container_cgroups();
+    assert!(cgroups.is_empty(), "cgroups of a refused container: {cgroups:?}");
     // The name is free again.
     let sc = LinuxContainerSecurityContext {
         run_as_user: Some(Int64Value { value: 1001 }),
@@ -457,6 +460,13 @@ async fn users_and_supplemental_groups_from_the_request() {
         LinuxContainerSecurityContext { run_as_username: "nosuch".into(), ..Default::default() };
     let err = node.create(&pod, busybox_with("n", &["true"], sc)).await.unwrap_err();
     assert!(err.message().contains("nosuch"), "{err:?}");
+    // The failed create (refused in the shim) left no cgroup behind: only the two
+    // running containers have one, in each hierarchy.
+    let cgroups = node.env.container_cgroups();
+    let ids = [&id, &root];
+    let strays: Vec<_> =
+        cgroups.iter().filter(|p| !ids.iter().any(|id| p.ends_with(id.as_str()))).collect();
+    assert!(strays.is_empty(), "cgroups of a failed create: {strays:?}");
     node.remove_pod_and_check(&pod).await;
 }
 

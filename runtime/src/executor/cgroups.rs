@@ -159,6 +159,19 @@ pub fn prepare(path: &Path, resources: Option<&LinuxResources>) -> Result<Option
     Ok(Some(Placement::of(&hs, &rel, false)))
 }
 
+/// Makes the cgroup directories of a cgroupfs `path` in every hierarchy, nothing else (a
+/// systemd scope: nothing). [`prepare`] finds them made.
+pub fn make_dirs(path: &Path) -> Result<()> {
+    if crate::systemd::resolve(path).is_some() {
+        return Ok(());
+    }
+    let rel = check_path(path)?;
+    for h in &hierarchies()? {
+        create_dir(h, &rel)?;
+    }
+    Ok(())
+}
+
 /// For an exec: the container's cgroup `path` (cgroupfs or a systemd scope), in every
 /// hierarchy where it exists.
 pub fn existing(path: &Path) -> Result<Placement> {
