@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use berth_network::cni::{self, PodRequest};
 use berth_network::netns;
-use berth_network::{PortMapping, Protocol};
+use berth_network::{Attached, PortMapping, Protocol};
 
 use super::pod_cgroup::record_cgroup_parents;
 use super::{Result, SandboxError, Sandboxes};
@@ -152,17 +152,31 @@ impl Sandboxes {
         crate::failpoint::crash_point("sandbox.recorded");
         self.start_shim_early(&rec.id, undo);
         make_pod_dir(&rec.dir, undo)?;
-        make_namespaces(rec, v, undo).await?;
-        make_shm(rec, v, undo)?;
-        // What will be made is recorded first, so that a crash at any point leaves a
-        // record start-up can clean up from (removal tolerates what was never made, and
-        // keeps a parent another pod still uses).
-        if let Some(unit) = slice_unit {
-            self.make_pod_slice(rec, &unit, v.spec.resources.as_ref(), undo).await?;
-        } else {
-            self.make_pod_cgroup(rec, v.spec.resources.as_ref(), undo)?;
+        make_netns(rec, v, undo).await?;
+        // The network needs only the pod's network namespace: it is connected on a task
+        // of its own beside the rest of the set-up, which does not need it (a CNI plugin
+        // chain takes tens of milliseconds, berth's bridge one or two; the rest about two).
+        let network = self.connect_network(rec, v, undo)?;
+        let rest = async {
+            make_ipc_uts(rec, v, undo).await?;
+            make_shm(rec, v, undo)?;
+            // What will be made is recorded first, so that a crash at any point leaves a
+            // record start-up can clean up from (removal tolerates what was never made,
+            // and keeps a parent another pod still uses).
+            if let Some(unit) = slice_unit {
+                self.make_pod_slice(rec, &unit, v.spec.resources.as_ref(), undo).await
+            } else {
+                self.make_pod_cgroup(rec, v.spec.resources.as_ref(), undo)
+            }
+        };
+        // Both end before either's failure is returned: the undo then removes all.
+        let (made, connected) = tokio::join!(rest, network);
+        made?;
+        if let Some(got) = connected.map_err(internal)?? {
+            rec.ip = got.ipv4();
+            rec.ips = got.ips;
+            rec.veth = got.veth;
         }
-        self.connect_network(rec, v, undo).await?;
         write_pod_files(rec, v)?;
         rec.state = SandboxState::Ready;
         let mut tx = self.inner.meta.write()?;
@@ -210,35 +224,40 @@ impl Sandboxes {
         });
     }
 
-    /// The pod network, then the net sysctls (some name the pod's eth0).
-    async fn connect_network(
+    /// Starts connecting the pod network, then writing the net sysctls (some name the
+    /// pod's eth0), on a task of its own; its undo is pushed first. `None` from the task
+    /// for a pod without a network namespace of its own.
+    fn connect_network(
         &self,
-        rec: &mut SandboxRecord,
+        rec: &SandboxRecord,
         v: &ValidSpec,
         undo: &mut Undo,
-    ) -> Result<()> {
-        let Some(pin) = rec.netns.clone() else { return Ok(()) };
+    ) -> Result<tokio::task::JoinHandle<Result<Option<Attached>>>> {
+        let Some(pin) = rec.netns.clone() else {
+            return Ok(tokio::spawn(async { Ok(None) }));
+        };
         let network = self.network()?;
+        let req = pod_request(rec, &pin);
         {
-            let (network, req) = (network.clone(), pod_request(rec, &pin));
+            let (network, req) = (network.clone(), req.clone());
             undo.push_async("network", move || async move {
                 network.teardown_pod(&req).await.map_err(|e| e.to_string())
             });
         }
-        let got = network.setup_pod(&pod_request(rec, &pin)).await?;
-        crate::failpoint::crash_point("sandbox.network");
-        rec.ip = got.ipv4();
-        rec.ips = got.ips;
-        rec.veth = got.veth;
         let net_sysctls: Vec<_> =
             v.sysctls.iter().filter(|s| s.ns == SysctlNs::Net).cloned().collect();
-        if !net_sysctls.is_empty() {
-            netns::run_in_async(&pin, move || {
-                net_sysctls.iter().try_for_each(namespaces::write_sysctl)
-            })
-            .await??;
-        }
-        Ok(())
+        let connect = async move {
+            let got = network.setup_pod(&req).await?;
+            crate::failpoint::crash_point("sandbox.network");
+            if !net_sysctls.is_empty() {
+                netns::run_in_async(&pin, move || {
+                    net_sysctls.iter().try_for_each(namespaces::write_sysctl)
+                })
+                .await??;
+            }
+            Ok(Some(got))
+        };
+        Ok(tokio::spawn(tracing::Instrument::in_current_span(connect)))
     }
 }
 
@@ -254,16 +273,21 @@ fn make_pod_dir(dir: &Path, undo: &mut Undo) -> Result<()> {
     Ok(())
 }
 
-/// The pod's namespaces, pinned in its directory. With a user namespace, net, IPC and
-/// UTS are made inside it (so it owns them) and only configured from here.
-async fn make_namespaces(rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
-    let dir = rec.dir.clone();
-    let mut req = NsRequest {
+/// The IPC and UTS namespaces' request: where they are pinned, and what they get.
+fn ipc_uts_request(rec: &SandboxRecord, v: &ValidSpec) -> NsRequest {
+    let dir = &rec.dir;
+    NsRequest {
         ipc: (!v.host_ipc()).then(|| dir.join("ns/ipc")),
         uts: (!v.host_network()).then(|| (dir.join("ns/uts"), v.spec.hostname.clone())),
         ipc_sysctls: v.sysctls.iter().filter(|s| s.ns == SysctlNs::Ipc).cloned().collect(),
         existing: false,
-    };
+    }
+}
+
+/// The pod's network namespace, pinned in its directory. With a user namespace, net,
+/// IPC and UTS are all made inside it (so it owns them) and configured from here.
+async fn make_netns(rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
+    let dir = rec.dir.clone();
     if let Some(userns) = v.userns {
         let pins = userns::Pins {
             user: dir.join("ns/user"),
@@ -283,7 +307,6 @@ async fn make_namespaces(rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo
             userns::remove(&pins);
             Ok(())
         });
-        req.existing = true;
     } else if !v.host_network() {
         let pin = dir.join("ns/net");
         netns::create_at(&pin)?;
@@ -291,6 +314,14 @@ async fn make_namespaces(rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo
         undo.push("netns pin", move || netns::remove(&pin).map_err(|e| e.to_string()));
     }
     crate::failpoint::crash_point("sandbox.netns");
+    Ok(())
+}
+
+/// The pod's IPC and UTS namespaces, pinned in its directory (made there, or with a user
+/// namespace made with it by [`make_netns`] and configured here).
+async fn make_ipc_uts(rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
+    let mut req = ipc_uts_request(rec, v);
+    req.existing = rec.userns.is_some();
     rec.ipc_ns = req.ipc.clone();
     rec.uts_ns = req.uts.as_ref().map(|(p, _)| p.clone());
     let pins: Vec<PathBuf> = rec.ipc_ns.iter().chain(rec.uts_ns.iter()).cloned().collect();
