@@ -528,7 +528,8 @@ fn the_container_and_its_execs_are_in_its_cgroup_in_every_hierarchy() {
         .lines()
         .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with("/sys/fs/cgroup")))
         .collect();
-    assert!(cgroup_mounts.len() > 1, "{mountinfo}");
+    // A hybrid or v1 host: a tmpfs and a bind per hierarchy; a v2 host: one cgroup2 mount.
+    assert!(!cgroup_mounts.is_empty(), "{mountinfo}");
     for line in &cgroup_mounts {
         let opts: Vec<&str> = line.split(' ').nth(5).unwrap().split(',').collect();
         for want in ["ro", "nosuid", "nodev", "noexec"] {

@@ -149,8 +149,9 @@ impl Containers {
             tx.put(&id, &record)?;
             tx.commit()?;
         }
-        let result = self
-            .create_inner(
+        let early_dirs = early_cgroup_dirs(pod, &id);
+        let prepared = self
+            .prepare_bundle(
                 images,
                 pod,
                 &config,
@@ -163,6 +164,7 @@ impl Containers {
                 apparmor_profile,
             )
             .await;
+        let result = self.create_in_shim(pod, &id, early_dirs, prepared).await;
         match result {
             Ok((user, views)) => {
                 crate::failpoint::crash_point("container.created");
@@ -253,35 +255,15 @@ impl Containers {
         self.blocking(|this| this.stop_orphan_shims()).await?
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn create_inner(
+    /// Asks the pod's shim to create the container from its prepared bundle, once the
+    /// cgroup directories berthd made early (if any) are made.
+    async fn create_in_shim(
         self: &Arc<Self>,
-        images: &Images,
         pod: &SandboxRecord,
-        config: &ContainerSpec,
-        image: &str,
-        image_config: &crate::image::record::ImageConfig,
         id: &str,
-        bundle: &Path,
-        rootfs_dir: &Path,
-        log_file: Option<PathBuf>,
-        apparmor_profile: Option<String>,
+        early_dirs: Option<EarlyDirs>,
+        prepared: Result<(UserRecord, Vec<image_volumes::MountedView>, CreateRequest)>,
     ) -> Result<(UserRecord, Vec<image_volumes::MountedView>)> {
-        let early_dirs = early_cgroup_dirs(pod, id);
-        let prepared = self
-            .prepare_bundle(
-                images,
-                pod,
-                config,
-                image,
-                image_config,
-                id,
-                bundle,
-                rootfs_dir,
-                log_file,
-                apparmor_profile,
-            )
-            .await;
         // Waited for on every path, so that no directory is made after a failed create
         // was undone. A failure here is the shim's to report: it makes them again.
         if let Some(made) = early_dirs {
@@ -439,16 +421,16 @@ impl Containers {
     }
 }
 
+/// The task making a container's cgroup directories early.
+type EarlyDirs = tokio::task::JoinHandle<std::result::Result<(), crate::executor::Error>>;
+
 /// The container's cgroup directories, made on the blocking pool beside the bundle's
 /// preparation (the root filesystem's mount, the spec): on a hybrid host that is ten
 /// `mkdir`s of the kernel's heavier kind (about 0.4 ms), which the shim otherwise makes
 /// after the spec is written, on the create's critical path; it finds them made. Only for
 /// the native executor with cgroupfs: a systemd scope is systemd's to make, and an OCI
 /// runtime makes its own.
-fn early_cgroup_dirs(
-    pod: &SandboxRecord,
-    id: &str,
-) -> Option<tokio::task::JoinHandle<std::result::Result<(), crate::executor::Error>>> {
+fn early_cgroup_dirs(pod: &SandboxRecord, id: &str) -> Option<EarlyDirs> {
     let path = early_cgroup_dirs_path(pod, id)?;
     Some(crate::traced::spawn_blocking(move || crate::executor::cgroups::make_dirs(&path)))
 }
