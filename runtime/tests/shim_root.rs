@@ -86,6 +86,11 @@ impl Fixture {
         default_spec(&self.rootfs(), args, &PodNamespaces::default(), Some(&self.cgroup))
     }
 
+    /// The process of [`Self::spec`], as an exec request carries it.
+    fn process(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::to_value(self.spec(args).process().as_ref().unwrap()).unwrap()
+    }
+
     /// Writes the spec and creates the container `id`; returns the log path.
     fn create(&self, c: &mut ShimClient, id: &str, spec: &Spec) -> Result<PathBuf, String> {
         let bundle = self.dir.path().join(format!("bundle-{id}"));
@@ -432,14 +437,10 @@ fn exec_returns_output_and_times_out() {
     let mut c = f.client();
     f.create(&mut c, "svc", &f.spec(&["sleep", "100"])).unwrap();
     c.start("svc").unwrap();
-    let process = |args: &[&str]| {
-        let spec = f.spec(args);
-        serde_json::to_value(spec.process().as_ref().unwrap()).unwrap()
-    };
     let r = c
         .exec(
             "svc",
-            process(&["sh", "-c", "echo out; echo err >&2; cat /proc/1/cmdline; exit 5"]),
+            f.process(&["sh", "-c", "echo out; echo err >&2; cat /proc/1/cmdline; exit 5"]),
             None,
         )
         .unwrap();
@@ -448,7 +449,7 @@ fn exec_returns_output_and_times_out() {
     assert_eq!(r.stderr, b"err\n");
     assert!(!r.timed_out);
     let t = Instant::now();
-    let r = c.exec("svc", process(&["sleep", "30"]), Some(Duration::from_millis(300))).unwrap();
+    let r = c.exec("svc", f.process(&["sleep", "30"]), Some(Duration::from_millis(300))).unwrap();
     assert!(r.timed_out);
     assert_eq!(r.exit_code, 137);
     assert!(t.elapsed() < Duration::from_secs(5));
@@ -505,13 +506,7 @@ fn the_container_and_its_execs_are_in_its_cgroup_in_every_hierarchy() {
     }
     assert!(checked >= mounted.len(), "only {checked} hierarchies checked: {host_view}");
     // An exec sees the same cgroups as the container's first process, in every hierarchy.
-    let process = serde_json::to_value(
-        f.spec(&["sh", "-c", "cat /proc/self/cgroup; echo ---; cat /proc/1/cgroup"])
-            .process()
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap();
+    let process = f.process(&["sh", "-c", "cat /proc/self/cgroup; echo ---; cat /proc/1/cgroup"]);
     let r = c.exec("svc", process, None).unwrap();
     assert_eq!(r.exit_code, 0, "{}", String::from_utf8_lossy(&r.stderr));
     let out = String::from_utf8_lossy(&r.stdout).to_string();
@@ -519,10 +514,7 @@ fn the_container_and_its_execs_are_in_its_cgroup_in_every_hierarchy() {
     assert_eq!(exec_view, init_view);
     assert_eq!(exec_view.lines().count(), host_view.lines().count(), "{out}");
     // Its /sys/fs/cgroup and every hierarchy in it: read-only, nosuid, nodev, noexec.
-    let process =
-        serde_json::to_value(f.spec(&["cat", "/proc/self/mountinfo"]).process().as_ref().unwrap())
-            .unwrap();
-    let r = c.exec("svc", process, None).unwrap();
+    let r = c.exec("svc", f.process(&["cat", "/proc/self/mountinfo"]), None).unwrap();
     let mountinfo = String::from_utf8_lossy(&r.stdout).to_string();
     let cgroup_mounts: Vec<&str> = mountinfo
         .lines()
@@ -640,8 +632,6 @@ fn streaming_exec_runs_on_passed_stdio_and_dies_with_its_connection() {
     let mut c = f.client();
     f.create(&mut c, "svc", &f.spec(&["sleep", "100"])).unwrap();
     c.start("svc").unwrap();
-    let process =
-        |args: &[&str]| serde_json::to_value(f.spec(args).process().as_ref().unwrap()).unwrap();
     let pipe = || nix::unistd::pipe().unwrap();
     let (in_r, in_w) = pipe();
     let (out_r, out_w) = pipe();
@@ -653,7 +643,7 @@ fn streaming_exec_runs_on_passed_stdio_and_dies_with_its_connection() {
     let code = streaming
         .exec_stream(
             "svc",
-            process(&["sh", "-c", "cat; echo err >&2; exit 3"]),
+            f.process(&["sh", "-c", "cat; echo err >&2; exit 3"]),
             false,
             [in_r, out_w, err_w],
         )
