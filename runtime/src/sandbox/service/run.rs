@@ -139,7 +139,8 @@ impl Sandboxes {
         }
     }
 
-    /// Makes the pod, in order; each part pushes its undo on `undo` as it is made.
+    /// Makes the pod, part by part (the network beside the parts that do not need it); each
+    /// part pushes its undo on `undo` as it is made.
     async fn create(&self, rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
         // The cgroupfs directories to be made are planned now and recorded with the
         // reservation: one sync to disk fewer than recording them on their own before
