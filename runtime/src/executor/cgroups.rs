@@ -90,7 +90,7 @@ fn v1_controllers(hs: &[Hierarchy]) -> Vec<String> {
 /// Where a new process — a container's first, or an exec's — goes into its cgroup
 /// without the kernel's global threadgroup lock. A write to `cgroup.procs` takes that lock
 /// for writing, and the first such write after a quiet spell waits for an RCU grace
-/// period (5–20 ms measured on the project's machine, kernel 6.18, nine v1 hierarchies);
+/// period (5–21 ms measured on the project's machine, kernel 6.18, nine v1 hierarchies);
 /// a thread that moves itself (`"0"`) through a v1 hierarchy's `tasks` file skips the
 /// lock (0.6–1.1 ms for all nine), and a fork into a v2 cgroup
 /// ([`super::clone_into`]) never moves at all. The child that uses a placement is
@@ -159,17 +159,10 @@ pub fn prepare(path: &Path, resources: Option<&LinuxResources>) -> Result<Option
     Ok(Some(Placement::of(&hs, &rel, false)))
 }
 
-/// Makes the cgroup directories of a cgroupfs `path` in every hierarchy, nothing else (a
-/// systemd scope: nothing). [`prepare`] finds them made.
+/// Makes the cgroup directories of a cgroupfs `path` in every hierarchy, without limits (a
+/// systemd scope: nothing): [`prepare`] of the shim then finds them made.
 pub fn make_dirs(path: &Path) -> Result<()> {
-    if crate::systemd::resolve(path).is_some() {
-        return Ok(());
-    }
-    let rel = check_path(path)?;
-    for h in &hierarchies()? {
-        create_dir(h, &rel)?;
-    }
-    Ok(())
+    prepare(path, None).map(drop)
 }
 
 /// For an exec: the container's cgroup `path` (cgroupfs or a systemd scope), in every
