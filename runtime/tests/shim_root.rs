@@ -534,6 +534,53 @@ fn the_container_and_its_execs_are_in_its_cgroup_in_every_hierarchy() {
 }
 
 #[test]
+fn processes_are_born_in_their_pid_namespace_and_the_shims_own_stay_in_its() {
+    require_root();
+    let f = Fixture::new("pidns");
+    let ns = |pid: i32, kind: &str| fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+    let own = ns(f.shim_pid, "pid");
+    let mut c = f.client();
+    // A container in a new pid namespace (the spec's default): its process is pid 1 there.
+    f.create(&mut c, "first", &f.spec(&["sleep", "100"])).unwrap();
+    c.start("first").unwrap();
+    let first = c.state("first").unwrap().pid;
+    assert_ne!(ns(first, "pid"), own);
+    let r = c.exec("first", f.process(&["sh", "-c", "echo $$; cat /proc/1/cmdline"]), None);
+    let r = r.unwrap();
+    let out = String::from_utf8_lossy(&r.stdout).to_string();
+    let mut lines = out.lines();
+    let exec_pid: i32 = lines.next().unwrap().parse().unwrap();
+    assert!(exec_pid > 1, "an exec is not the namespace's init: {out}");
+    assert_eq!(lines.next(), Some("sleep\0100\0"), "pid 1 seen from the exec: {out:?}");
+    // A second container joining the first one's pid namespace by path, as a pod's do.
+    let mut spec = f.spec(&["sh", "-c", "echo $$"]);
+    let mut linux = spec.linux().clone().unwrap();
+    let mut namespaces = linux.namespaces().clone().unwrap();
+    for n in namespaces.iter_mut().filter(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid)
+    {
+        n.set_path(Some(PathBuf::from(format!("/proc/{first}/ns/pid"))));
+    }
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    let log = f.create(&mut c, "second", &spec).unwrap();
+    let second = c.state("second").unwrap().pid;
+    assert_eq!(ns(second, "pid"), ns(first, "pid"));
+    c.start("second").unwrap();
+    c.wait("second").unwrap();
+    let text = fs::read_to_string(&log).unwrap();
+    let joiner: i32 =
+        text.lines().find_map(|l| l.split(" stdout F ").nth(1)).unwrap().parse().unwrap();
+    assert!(joiner > 1, "the joiner is not the namespace's init: {text}");
+    // After all that, the shim's own children are still born in its pid namespace.
+    assert_eq!(ns(f.shim_pid, "pid_for_children"), own);
+    c.kill("first", 9, true).unwrap();
+    c.wait("first").unwrap();
+    for id in ["first", "second"] {
+        c.delete(id).unwrap();
+    }
+}
+
+#[test]
 fn reopen_log_after_rotation_and_long_lines() {
     require_root();
     let f = Fixture::new("reopen");

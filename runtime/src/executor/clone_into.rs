@@ -3,8 +3,8 @@
 //! kernel's global threadgroup lock, whose first write after a quiet spell costs an RCU
 //! grace period (milliseconds; see `crate::cgroup_migration`).
 //!
-//! The shim forks a container's (or an exec's) intermediate child this way; the
-//! intermediate's own children inherit the cgroup. Where the kernel cannot do it (no
+//! The shim forks a container's (or an exec's) process this way; what it forks in turn
+//! is born there too. Where the kernel cannot do it (no
 //! `clone3`, no `CLONE_INTO_CGROUP`, a cgroup that takes no processes), the caller forks
 //! as before and moves the process in.
 

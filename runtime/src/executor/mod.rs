@@ -5,14 +5,15 @@
 //! process leaves locks held by threads that no longer exist in the child).
 //!
 //! # Create
-//! The caller (the shim) forks an *intermediate* child, which joins the namespaces the
-//! spec names by path (`setns`: net, ipc, uts, pid, cgroup, mnt), unshares a new pid
-//! namespace if the spec asks for one without a path, and forks the *container* process
-//! (so that it is pid 1 of the new pid namespace), reports its pid and exits. The shim,
-//! the subreaper, inherits the container process. The shim then creates the cgroup,
-//! applies resources, moves the process in (on a cgroup v2 host the cgroup is made
-//! first and the intermediate is forked into it, see `clone_into`), sets
-//! oom_score_adj, and lets the child go on:
+//! The caller (the shim) forks the container's process straight into its pid namespace
+//! (joined by path, or new, the child its pid 1; see `pid_ns`) and, on a cgroup v2 host,
+//! into its cgroup (made first, with its limits; see `clone_into`). The child joins its
+//! v1 cgroups itself, joins the namespaces the spec names by path (net, ipc, uts,
+//! cgroup, mnt; a pod's user namespace first) and says so. Only a new pid namespace in a
+//! pod's user namespace is made by an *intermediate* child, from inside that user
+//! namespace, which forks the container's process, reports its pid and exits (the shim,
+//! the subreaper, inherits the process). The shim then starts a systemd scope with the
+//! process in it where the cgroup is one, sets oom_score_adj, and lets the child go on:
 //! it unshares its mount namespace (and uts/ipc/cgroup/net when new), mounts the spec's
 //! mounts under the rootfs, pivot_roots, masks and read-only-binds paths, sets the
 //! hostname (only in a uts namespace of its own), sysctls, rlimits, stdio, user, groups,
@@ -28,20 +29,22 @@
 //! mounted on the host before Create.
 //!
 //! # Exec
-//! [`exec`] runs a process in a running container: the intermediate child joins the
-//! container's cgroup and namespaces (`/proc/<pid>/ns/*`), forks, and the grandchild
-//! applies the process spec (user, caps, AppArmor profile, no_new_privs, the container's
-//! seccomp) and execs.
+//! [`exec`] runs a process in a running container: the shim forks it into the
+//! container's pid namespace and cgroup as in Create; it joins the container's other
+//! namespaces (`/proc/<pid>/ns/*`), applies the process spec (user, caps, AppArmor
+//! profile, no_new_privs, the container's seccomp) and execs.
 
 pub mod caps;
 pub mod cgroups;
 pub mod clone_into;
 pub mod device_filter;
 pub mod mounts;
+mod pid_ns;
 mod process;
 pub mod seccomp;
 pub mod syscalls;
 
+use pid_ns::PidNs;
 use process::prepare_process;
 use syscalls::{Linux, Syscalls};
 
@@ -185,16 +188,19 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
     let (control_r, control_w) = pipe()?;
     let cgroup = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref());
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-    // The intermediate goes into the container's cgroup itself, before it forks the
-    // container process (which is born there): forked into the v2 cgroup where the kernel
-    // can, joining the v1 ones through `tasks` (see `cgroups::Placement`). A systemd
-    // scope is started with the container process in it, below.
+    // The child goes into the container's cgroup itself, before anything else: forked
+    // into the v2 cgroup where the kernel can, joining the v1 ones through `tasks` (see
+    // `cgroups::Placement`). A systemd scope is started with the process in it, below.
     let placement = match cgroup {
         Some(cg) => cgroups::prepare(cg, resources)?,
         None => None,
     };
+    // Born in its pid namespace, the child is the container's process; else it is the
+    // intermediate, which forks it (see `pid_ns`).
+    let (pid_ns, direct) = container_pid_ns(spec)?;
     // SAFETY: the process is single-threaded (checked above).
-    let (forked, born) = unsafe { fork_maybe_into(placement.as_ref().and_then(|p| p.v2_dir())) }?;
+    let (forked, born) =
+        unsafe { pid_ns::fork(&pid_ns, placement.as_ref().and_then(|p| p.v2_dir())) }?;
     match forked {
         ForkResult::Child => {
             drop(report_r);
@@ -203,7 +209,7 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
             let joined = placement.as_ref().map_or(Ok(()), |p| p.join_self(born));
             drop(placement);
             let e = match joined
-                .and_then(|()| intermediate(spec, &rootfs, stdio, control_r, &mut report))
+                .and_then(|()| intermediate(spec, &rootfs, stdio, control_r, &mut report, direct))
             {
                 Ok(never) => match never {},
                 Err(e) => e,
@@ -214,12 +220,20 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
             drop(report_w);
             drop(control_r);
             drop(stdio);
-            let _ = nix::sys::wait::waitpid(child, None);
+            if !direct {
+                let _ = nix::sys::wait::waitpid(child, None);
+            }
             let mut pending =
                 Pending { pid: Pid::from_raw(0), control: control_w, report: report_r };
-            let first = read_line(&mut pending.report, REPORT_TIMEOUT)?;
-            let pid = match first.as_deref() {
-                Some(l) if l.starts_with('P') => {
+            let first = read_line(&mut pending.report, REPORT_TIMEOUT);
+            if direct && !matches!(first.as_ref().map(|l| l.as_deref()), Ok(Some("J"))) {
+                // It failed, and exits (or is stopped here): the shim's child, reaped here.
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+            }
+            let pid = match first?.as_deref() {
+                Some("J") if direct => child.as_raw(),
+                Some(l) if l.starts_with('P') && !direct => {
                     l[1..].parse::<i32>().map_err(|_| Error(format!("bad report {l:?}")))?
                 }
                 Some(l) if l.starts_with('E') => return Err(Error(l[1..].to_string())),
@@ -258,6 +272,26 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
     }
 }
 
+/// The pid namespace the shim forks a new container's process into, and whether it can
+/// (`true`: the child is the container's process). A new pid namespace for a container
+/// in a pod's user namespace is made by the intermediate, inside it (see `pid_ns`).
+fn container_pid_ns(spec: &Spec) -> Result<(PidNs, bool)> {
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    let of = |t| namespaces.and_then(|ns| ns.iter().find(|n| n.typ() == t));
+    let in_userns = of(LinuxNamespaceType::User).is_some();
+    Ok(match of(LinuxNamespaceType::Pid) {
+        None => (PidNs::Ours, true),
+        Some(ns) => match ns.path() {
+            Some(p) => {
+                let f = File::open(p).ctx(|| format!("open namespace {}", p.display()))?;
+                (PidNs::Join(f), true)
+            }
+            None if in_userns => (PidNs::Ours, false),
+            None => (PidNs::New, true),
+        },
+    })
+}
+
 /// Writes `/proc/<pid>/oom_score_adj`, never below the caller's own value (without
 /// CAP_SYS_RESOURCE the kernel refuses that, as on nested nodes).
 pub fn set_oom_score_adj(pid: i32, wanted: i32) -> Result<()> {
@@ -291,12 +325,16 @@ impl Pending {
     }
 }
 
+/// The container's process (`direct`: born in its pid namespace), or the intermediate
+/// that forks it: joins the namespaces the spec names by path, then, as the container's
+/// process, waits for the shim to have placed it and sets the container up.
 fn intermediate(
     spec: &Spec,
     rootfs: &Path,
     stdio: Stdio,
     control: File,
     report: &mut File,
+    direct: bool,
 ) -> Result<Infallible> {
     reset_signals();
     let linux = spec.linux().as_ref();
@@ -312,6 +350,8 @@ fn intermediate(
     let mut joins = Vec::new();
     for ns in &namespaces {
         match (ns.typ(), ns.path()) {
+            // Born in it.
+            (LinuxNamespaceType::Pid, _) if direct => {}
             (LinuxNamespaceType::User, None) => {
                 return Err(Error(
                     "a new user namespace is not supported (join the pod's by path)".into(),
@@ -333,6 +373,10 @@ fn intermediate(
             become_userns_root()?;
         }
     }
+    if direct {
+        report.write_all(b"J\n").ctx(|| "report joined".into())?;
+        return released(spec, rootfs, stdio, new, idmapped, control, report);
+    }
     if new.contains(CloneFlags::CLONE_NEWPID) {
         unshare(CloneFlags::CLONE_NEWPID).ctx(|| "unshare pid namespace".into())?;
     }
@@ -344,16 +388,29 @@ fn intermediate(
             unsafe { libc::_exit(0) }
         }
         ForkResult::Child => {
-            let mut control = control;
-            let mut b = [0u8; 1];
-            if control.read(&mut b).unwrap_or(0) != 1 {
-                // SAFETY: _exit in a forked child; the shim went away.
-                unsafe { libc::_exit(1) }
-            }
             let new = new & !CloneFlags::CLONE_NEWPID;
-            container_init(spec, rootfs, stdio, new, idmapped, control, report)
+            released(spec, rootfs, stdio, new, idmapped, control, report)
         }
     }
+}
+
+/// The container's process: once the shim has placed it (the control pipe's first
+/// byte), sets the container up.
+fn released(
+    spec: &Spec,
+    rootfs: &Path,
+    stdio: Stdio,
+    new: CloneFlags,
+    idmapped: Vec<Option<OwnedFd>>,
+    mut control: File,
+    report: &mut File,
+) -> Result<Infallible> {
+    let mut b = [0u8; 1];
+    if control.read(&mut b).unwrap_or(0) != 1 {
+        // SAFETY: _exit in a forked child; the shim went away.
+        unsafe { libc::_exit(1) }
+    }
+    container_init(spec, rootfs, stdio, new, idmapped, control, report)
 }
 
 fn container_init(
@@ -466,8 +523,8 @@ fn reopen_dev_null() -> Result<()> {
 
 /// Starts `process` inside the running container `container_pid` (its namespaces and
 /// cgroup, the container spec's seccomp). Returns the host pid once it has exec'd.
-/// Must be called from a single-threaded process; the caller reaps the returned pid
-/// (it is re-parented to the caller, a subreaper).
+/// Must be called from a single-threaded process; the caller reaps the returned pid (its
+/// child).
 pub fn exec(container_pid: i32, spec: &Spec, process: &Process, stdio: Stdio) -> Result<Pid> {
     single_threaded()?;
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
@@ -475,19 +532,25 @@ pub fn exec(container_pid: i32, spec: &Spec, process: &Process, stdio: Stdio) ->
     }
     let (mut report_r, report_w) = pipe()?;
     let cgroup = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref());
-    // The intermediate goes into the container's cgroup as in `create`.
+    // The child goes into the container's cgroup as in `create`, and is born in its pid
+    // namespace.
     let placement = cgroup.map(|cg| cgroups::existing(cg)).transpose()?;
+    let pid_ns = if same_namespace(container_pid, "pid") {
+        PidNs::Ours
+    } else {
+        let p = format!("/proc/{container_pid}/ns/pid");
+        PidNs::Join(File::open(&p).ctx(|| format!("open {p}"))?)
+    };
     // SAFETY: single-threaded (checked).
-    let (forked, born) = unsafe { fork_maybe_into(placement.as_ref().and_then(|p| p.v2_dir())) }?;
+    let (forked, born) =
+        unsafe { pid_ns::fork(&pid_ns, placement.as_ref().and_then(|p| p.v2_dir())) }?;
     match forked {
         ForkResult::Child => {
             drop(report_r);
             let mut report = report_w;
             let joined = placement.as_ref().map_or(Ok(()), |p| p.join_self(born));
             drop(placement);
-            let e = match joined
-                .and_then(|()| exec_intermediate(container_pid, spec, process, stdio, &mut report))
-            {
+            let e = match joined.and_then(|()| exec_child(container_pid, spec, process, stdio)) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -496,46 +559,21 @@ pub fn exec(container_pid: i32, spec: &Spec, process: &Process, stdio: Stdio) ->
         ForkResult::Parent { child } => {
             drop(report_w);
             drop(stdio);
-            let _ = nix::sys::wait::waitpid(child, None);
-            let pid = match read_line(&mut report_r, REPORT_TIMEOUT)? {
-                Some(l) if l.starts_with('P') => {
-                    l[1..].parse::<i32>().map_err(|_| Error(format!("bad report {l:?}")))?
-                }
-                Some(l) => return Err(Error(l.strip_prefix('E').unwrap_or(&l).to_string())),
-                None => return Err(Error("exec process died".into())),
+            let failed = match read_line(&mut report_r, REPORT_TIMEOUT) {
+                Ok(None) => return Ok(child),
+                Ok(Some(l)) => Error(l.strip_prefix('E').unwrap_or(&l).to_string()),
+                Err(e) => e,
             };
-            match read_line(&mut report_r, REPORT_TIMEOUT)? {
-                None => Ok(Pid::from_raw(pid)),
-                Some(l) => {
-                    let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
-                    Err(Error(l.strip_prefix('E').unwrap_or(&l).to_string()))
-                }
-            }
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
+            Err(failed)
         }
     }
 }
 
-/// Forks, into the cgroup `dir` where one is given and the kernel can; the flag says
-/// whether the child was born there.
-///
-/// # Safety
-/// As `fork`: the caller must be single-threaded.
-unsafe fn fork_maybe_into(dir: Option<&OwnedFd>) -> Result<(ForkResult, bool)> {
-    // SAFETY: the caller is single-threaded.
-    if let Some(forked) = dir.and_then(|d| unsafe { clone_into::fork_into(d.as_fd()) }) {
-        return Ok((forked, true));
-    }
-    // SAFETY: as above.
-    Ok((unsafe { fork() }.ctx(|| "fork".into())?, false))
-}
-
-fn exec_intermediate(
-    pid: i32,
-    spec: &Spec,
-    process: &Process,
-    stdio: Stdio,
-    report: &mut File,
-) -> Result<Infallible> {
+/// The exec's process, born in the container's pid namespace and cgroup: joins the
+/// container's other namespaces, then applies the process spec and execs.
+fn exec_child(pid: i32, spec: &Spec, process: &Process, stdio: Stdio) -> Result<Infallible> {
     reset_signals();
     // Open all first: after joining the mount namespace /proc/<pid> may not be visible.
     let mut fds = Vec::new();
@@ -549,7 +587,6 @@ fn exec_intermediate(
         ("ipc", CloneFlags::CLONE_NEWIPC),
         ("uts", CloneFlags::CLONE_NEWUTS),
         ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
         ("mnt", CloneFlags::CLONE_NEWNS),
     ] {
         // Ours already (the host's, for what the container shares with it): from inside
@@ -568,20 +605,11 @@ fn exec_intermediate(
         }
     }
     drop(fds);
-    // SAFETY: single-threaded child.
-    match unsafe { fork() }.ctx(|| "fork exec process".into())? {
-        ForkResult::Parent { child } => {
-            report.write_all(format!("P{child}\n").as_bytes()).ctx(|| "report pid".into())?;
-            // SAFETY: _exit in a forked child.
-            unsafe { libc::_exit(0) }
-        }
-        ForkResult::Child => {
-            setup_stdio(&stdio)?;
-            drop(stdio);
-            let prepared = prepare_process(process, spec)?;
-            Err(prepared.exec())
-        }
-    }
+    setup_stdio(&stdio)?;
+    drop(stdio);
+    let prepared = prepare_process(process, spec)?;
+    // The report pipe closes on exec: the shim reads EOF.
+    Err(prepared.exec())
 }
 
 /// After joining a user namespace: become its root. Host root is not mapped in a pod's
