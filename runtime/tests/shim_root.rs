@@ -551,7 +551,7 @@ fn processes_are_born_in_their_pid_namespace_and_the_shims_own_stay_in_its() {
     let mut lines = out.lines();
     let exec_pid: i32 = lines.next().unwrap().parse().unwrap();
     assert!(exec_pid > 1, "an exec is not the namespace's init: {out}");
-    assert_eq!(lines.next(), Some("sleep\0100\0"), "pid 1 seen from the exec: {out:?}");
+    assert_eq!(lines.next(), Some("sleep\x00100\x00"), "pid 1 seen from the exec: {out:?}");
     // A second container joining the first one's pid namespace by path, as a pod's do.
     let mut spec = f.spec(&["sh", "-c", "echo $$"]);
     let mut linux = spec.linux().clone().unwrap();
