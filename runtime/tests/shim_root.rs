@@ -276,6 +276,23 @@ fn create_reports_the_child_error() {
 }
 
 #[test]
+fn start_fails_with_the_exec_error_of_a_binary_the_kernel_cannot_run() {
+    require_root();
+    let f = Fixture::new("noexec");
+    // Executable, so create finds nothing wrong, but no binary the kernel can run.
+    let bad = f.rootfs().join("bin/foreign");
+    fs::write(&bad, b"\x7fELF not for this machine").unwrap();
+    fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut c = f.client();
+    f.create(&mut c, "foreign", &f.spec(&["/bin/foreign"])).unwrap();
+    let err = c.start("foreign").unwrap_err();
+    assert!(err.to_string().contains("exec /bin/foreign: ENOEXEC"), "{err}");
+    c.kill("foreign", 9, true).unwrap();
+    c.wait("foreign").unwrap();
+    c.delete("foreign").unwrap();
+}
+
+#[test]
 fn user_capabilities_masks_readonly_and_seccomp() {
     require_root();
     let f = Fixture::new("sec");
