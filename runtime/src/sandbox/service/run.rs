@@ -149,11 +149,25 @@ impl Sandboxes {
         if slice_unit.is_none() {
             rec.cgroup_created = cgroup::missing(&self.inner.hierarchies, &rec.cgroup);
         }
-        self.reserve(rec, v, undo)?;
+        // The record goes to disk beside the making of the pod's directory and network
+        // namespace (a sync and a new namespace each take a fraction of a millisecond): a
+        // crash before the record lands leaves a directory no record names, which
+        // start-up removes with the namespace pinned in it. Nothing else is made before.
+        let reserving = self.reserve(rec, v);
+        let made = async {
+            make_pod_dir(&rec.dir, undo)?;
+            make_netns(rec, v, undo).await
+        }
+        .await;
+        let reserved = reserving.await.map_err(internal)?;
+        if let Ok(record) = &reserved {
+            let record = record.clone();
+            undo.push("record", move || record.run());
+        }
+        made?;
+        reserved?;
         crate::failpoint::crash_point("sandbox.recorded");
         self.start_shim_early(&rec.id, undo);
-        make_pod_dir(&rec.dir, undo)?;
-        make_netns(rec, v, undo).await?;
         // The network needs only the pod's network namespace: it is connected on a task
         // of its own beside the rest of the set-up, which does not need it (a CNI plugin
         // chain takes tens of milliseconds, berth's bridge one or two; the rest about two).
@@ -187,28 +201,29 @@ impl Sandboxes {
     }
 
     /// The record and the name reservation, in one transaction, with the shared cgroup
-    /// parent directories the pod's cgroup plan makes (`rec.cgroup_created`).
-    fn reserve(&self, rec: &SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
+    /// parent directories the pod's cgroup plan makes (`rec.cgroup_created`), committed on
+    /// the blocking pool; the task's answer is the undo that deletes them again.
+    fn reserve(
+        &self,
+        rec: &SandboxRecord,
+        v: &ValidSpec,
+    ) -> tokio::task::JoinHandle<Result<RecordUndo>> {
         let meta = self.inner.meta.clone();
-        let (id, key) = (rec.id.clone(), v.metadata.key());
-        let mut tx = meta.write()?;
-        if let Some(holder) = tx.get::<NameRecord>(&key)? {
-            return Err(SandboxError::AlreadyExists(format!(
-                "pod sandbox name {key:?} is reserved for {}",
-                holder.sandbox_id
-            )));
-        }
-        tx.put(&key, &NameRecord { sandbox_id: id.clone() })?;
-        record_cgroup_parents(&mut tx, &rec.cgroup_created, &rec.cgroup)?;
-        tx.put(&id, rec)?;
-        tx.commit()?;
-        undo.push("record", move || {
-            let mut tx = meta.write().map_err(|e| e.to_string())?;
-            tx.delete::<SandboxRecord>(&id).map_err(|e| e.to_string())?;
-            tx.delete::<NameRecord>(&key).map_err(|e| e.to_string())?;
-            tx.commit().map_err(|e| e.to_string())
-        });
-        Ok(())
+        let (rec, key) = (rec.clone(), v.metadata.key());
+        crate::traced::spawn_blocking(move || {
+            let mut tx = meta.write()?;
+            if let Some(holder) = tx.get::<NameRecord>(&key)? {
+                return Err(SandboxError::AlreadyExists(format!(
+                    "pod sandbox name {key:?} is reserved for {}",
+                    holder.sandbox_id
+                )));
+            }
+            tx.put(&key, &NameRecord { sandbox_id: rec.id.clone() })?;
+            record_cgroup_parents(&mut tx, &rec.cgroup_created, &rec.cgroup)?;
+            tx.put(&rec.id, &rec)?;
+            tx.commit()?;
+            Ok(RecordUndo { meta, id: rec.id, key })
+        })
     }
 
     /// The pod's shim starts now, beside the rest of the set-up, and is not waited for:
@@ -259,6 +274,23 @@ impl Sandboxes {
             Ok(Some(got))
         };
         Ok(tokio::spawn(tracing::Instrument::in_current_span(connect)))
+    }
+}
+
+/// Deletes a pod's record and its name reservation: the undo of [`Sandboxes::reserve`].
+#[derive(Clone)]
+struct RecordUndo {
+    meta: std::sync::Arc<crate::metadata::MetadataStore>,
+    id: String,
+    key: String,
+}
+
+impl RecordUndo {
+    fn run(self) -> std::result::Result<(), String> {
+        let mut tx = self.meta.write().map_err(|e| e.to_string())?;
+        tx.delete::<SandboxRecord>(&self.id).map_err(|e| e.to_string())?;
+        tx.delete::<NameRecord>(&self.key).map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())
     }
 }
 
