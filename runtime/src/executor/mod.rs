@@ -375,7 +375,7 @@ fn intermediate(
     }
     if direct {
         report.write_all(b"J\n").ctx(|| "report joined".into())?;
-        return released(spec, rootfs, stdio, new, idmapped, control, report);
+        return container_init(spec, rootfs, stdio, new, idmapped, control, report);
     }
     if new.contains(CloneFlags::CLONE_NEWPID) {
         unshare(CloneFlags::CLONE_NEWPID).ctx(|| "unshare pid namespace".into())?;
@@ -389,14 +389,14 @@ fn intermediate(
         }
         ForkResult::Child => {
             let new = new & !CloneFlags::CLONE_NEWPID;
-            released(spec, rootfs, stdio, new, idmapped, control, report)
+            container_init(spec, rootfs, stdio, new, idmapped, control, report)
         }
     }
 }
 
 /// The container's process: once the shim has placed it (the control pipe's first
-/// byte), sets the container up.
-fn released(
+/// byte), sets the container up, reports ready and waits for the start.
+fn container_init(
     spec: &Spec,
     rootfs: &Path,
     stdio: Stdio,
@@ -410,25 +410,12 @@ fn released(
         // SAFETY: _exit in a forked child; the shim went away.
         unsafe { libc::_exit(1) }
     }
-    container_init(spec, rootfs, stdio, new, idmapped, control, report)
-}
-
-fn container_init(
-    spec: &Spec,
-    rootfs: &Path,
-    stdio: Stdio,
-    new: CloneFlags,
-    idmapped: Vec<Option<OwnedFd>>,
-    mut control: File,
-    report: &mut File,
-) -> Result<Infallible> {
     let process = spec.process().as_ref().ok_or_else(|| Error("spec has no process".into()))?;
     set_up_namespaces(&Linux, spec, rootfs, new, idmapped)?;
     setup_stdio(&stdio)?;
     drop(stdio);
     let prepared = prepare_process(process, spec)?;
     report.write_all(b"R\n").ctx(|| "report ready".into())?;
-    let mut b = [0u8; 1];
     if control.read(&mut b).unwrap_or(0) != 1 {
         // SAFETY: _exit in a forked child; never started.
         unsafe { libc::_exit(0) }
