@@ -159,11 +159,10 @@ impl Sandboxes {
             make_netns(rec, v, undo).await
         }
         .await;
-        let reserved = reserving.await.map_err(internal)?;
-        if let Ok(record) = &reserved {
-            let record = record.clone();
-            undo.push("record", move || record.run());
-        }
+        let reserved = reserving
+            .await
+            .map_err(internal)?
+            .map(|record| undo.push("record", move || record.run()));
         made?;
         reserved?;
         crate::failpoint::crash_point("sandbox.recorded");
@@ -278,7 +277,6 @@ impl Sandboxes {
 }
 
 /// Deletes a pod's record and its name reservation: the undo of [`Sandboxes::reserve`].
-#[derive(Clone)]
 struct RecordUndo {
     meta: std::sync::Arc<crate::metadata::MetadataStore>,
     id: String,
