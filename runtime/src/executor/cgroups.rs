@@ -19,7 +19,7 @@ use crate::cgroupfs::{self, delegate_controllers, delegate_down, Hierarchy};
 /// lives as long as its pod), then kept: the host's cgroup mounts do not change while
 /// pods run, while its mount table grows with every pod (namespace pins, rootfs
 /// overlays), so reading it on every exec would make execs slower as pods are added.
-pub(super) fn hierarchies() -> Result<Vec<Hierarchy>> {
+pub(crate) fn hierarchies() -> Result<Vec<Hierarchy>> {
     static MOUNTED: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
     if let Some(hs) = MOUNTED.get() {
         return Ok(hs.clone());
@@ -128,6 +128,23 @@ impl Placement {
         placement
     }
 
+    /// Writes `resources` but the device rules ([`prepare`] wrote those) into the
+    /// container's cgroup, in every hierarchy.
+    pub fn apply_limits(&self, r: &LinuxResources) -> Result<()> {
+        let hs = hierarchies()?;
+        let v1 = v1_controllers(&hs);
+        for h in &hs {
+            let dir = match h.v2 {
+                true => self.v2.as_ref().map(|(d, _)| d),
+                false => self.v1.iter().find(|d| d.starts_with(&h.mount)),
+            };
+            if let Some(dir) = dir {
+                apply_limits(h, dir, r, &v1)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The v2 cgroup, opened, for the child to be forked into.
     pub fn v2_dir(&self) -> Option<&OwnedFd> {
         self.v2.as_ref().and_then(|(_, fd)| fd.as_ref())
@@ -149,6 +166,10 @@ impl Placement {
 /// For a new container with a cgroupfs path: creates the cgroup `path` in every hierarchy,
 /// applies `resources`, and says where its process goes ([`Placement`]). `None` for a
 /// systemd scope: systemd starts the scope with the process in it ([`start_scope`]).
+///
+/// Only the device rules are written here, before the process exists; the other limits
+/// are the caller's to write with [`Placement::apply_limits`] while the child joins its
+/// namespaces, before it is released to set the container up.
 pub fn prepare(path: &Path, resources: Option<&LinuxResources>) -> Result<Option<Placement>> {
     if crate::systemd::resolve(path).is_some() {
         return Ok(None);
@@ -159,7 +180,7 @@ pub fn prepare(path: &Path, resources: Option<&LinuxResources>) -> Result<Option
     for h in &hs {
         let dir = create_dir(h, &rel)?;
         if let Some(r) = resources {
-            apply(h, &dir, r, &v1)?;
+            apply_devices(h, &dir, r, &v1)?;
         }
     }
     Ok(Some(Placement::of(&hs, &rel, false)))
@@ -212,6 +233,31 @@ fn open_dir(dir: &Path) -> Result<OwnedFd> {
 /// Writes `resources` into the files of `h`'s controllers. `v1` are the controllers a
 /// v1 hierarchy carries: on v2, what none of them carries must take effect or fail.
 pub fn apply(h: &Hierarchy, dir: &Path, r: &LinuxResources, v1: &[String]) -> Result<()> {
+    apply_devices(h, dir, r, v1)?;
+    apply_limits(h, dir, r, v1)
+}
+
+/// The device rules of `resources` (a v1 `devices` hierarchy's files, or v2's filter).
+fn apply_devices(h: &Hierarchy, dir: &Path, r: &LinuxResources, v1: &[String]) -> Result<()> {
+    if h.v2 {
+        if let Some(rules) = r.devices().as_deref().filter(|d| !d.is_empty()) {
+            if !v1.iter().any(|c| c == "devices") {
+                super::device_filter::apply(dir, rules)
+                    .ctx(|| format!("cgroup: device rules for {}", dir.display()))?;
+            }
+        }
+    } else if h.has("devices") {
+        // Rules apply in order: a leading deny-all, then what is allowed.
+        for d in r.devices().iter().flatten() {
+            let file = if d.allow() { "devices.allow" } else { "devices.deny" };
+            write(dir, file, &d.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Everything of `resources` but the device rules.
+fn apply_limits(h: &Hierarchy, dir: &Path, r: &LinuxResources, v1: &[String]) -> Result<()> {
     if h.v2 {
         apply_v2(dir, r, v1)?;
         if let Some(unified) = r.unified() {
@@ -223,13 +269,6 @@ pub fn apply(h: &Hierarchy, dir: &Path, r: &LinuxResources, v1: &[String]) -> Re
             }
         }
         return Ok(());
-    }
-    if h.has("devices") {
-        // Rules apply in order: a leading deny-all, then what is allowed.
-        for d in r.devices().iter().flatten() {
-            let file = if d.allow() { "devices.allow" } else { "devices.deny" };
-            write(dir, file, &d.to_string())?;
-        }
     }
     if h.has("memory") {
         if let Some(m) = r.memory() {
@@ -293,7 +332,8 @@ pub fn apply(h: &Hierarchy, dir: &Path, r: &LinuxResources, v1: &[String]) -> Re
     Ok(())
 }
 
-/// The v1-style values translated to cgroup v2 files, as runc does. On a hybrid host the
+/// The v1-style values translated to cgroup v2 files (the device filter aside), as runc
+/// does. On a hybrid host the
 /// v2 tree has no controllers and the v1 hierarchies (`v1`) carry the limits; a limit no
 /// v1 hierarchy carries must be written here, and a missing file (the controller not
 /// enabled for this cgroup) is an error naming it rather than a limit dropped.
@@ -370,12 +410,6 @@ fn apply_v2(dir: &Path, r: &LinuxResources, v1: &[String]) -> Result<()> {
         let file = format!("hugetlb.{}.max", l.page_size());
         if has("hugetlb", &file)? {
             write(dir, &file, &l.limit().to_string())?;
-        }
-    }
-    if let Some(rules) = r.devices().as_deref().filter(|d| !d.is_empty()) {
-        if !carried("devices") {
-            super::device_filter::apply(dir, rules)
-                .ctx(|| format!("cgroup: device rules for {}", dir.display()))?;
         }
     }
     Ok(())

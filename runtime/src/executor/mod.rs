@@ -220,8 +220,24 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
             drop(report_w);
             drop(control_r);
             drop(stdio);
+            // The limits are written while the child joins its namespaces and cgroups
+            // (on the other core, where there is one); it waits for the release below
+            // before it sets anything up.
+            let limited = match (&placement, resources) {
+                (Some(p), Some(r)) => p.apply_limits(r),
+                _ => Ok(()),
+            };
             if !direct {
                 let _ = nix::sys::wait::waitpid(child, None);
+            }
+            if let Err(e) = limited {
+                // The child (the container's process, or the intermediate's) waits for a
+                // release that never comes; it is killed with the shim's child.
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                if direct {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                }
+                return Err(e);
             }
             let mut pending =
                 Pending { pid: Pid::from_raw(0), control: control_w, report: report_r };
@@ -270,6 +286,14 @@ pub fn create(spec: &Spec, bundle: &Path, stdio: Stdio) -> Result<Pending> {
             }
         }
     }
+}
+
+/// Reads now what every create reads once per process and keeps (the host's cgroup
+/// mounts, the shim's own pid namespace), so that the pod's first container does not:
+/// the shim calls it when it has started, before the pod's first create comes.
+pub fn warm_caches() {
+    let _ = cgroups::hierarchies();
+    let _ = pid_ns::own();
 }
 
 /// The pid namespace the shim forks a new container's process into, and whether it can

@@ -399,6 +399,7 @@ fn mount_cgroups(sys: &dyn Syscalls, spec: &Spec, dst: &Path, opts: &MountOption
         );
     }
     mnt(sys, Some(Path::new("tmpfs")), dst, Some("tmpfs"), flags, Some("mode=755"))?;
+    let mut binds = Vec::new();
     for h in hierarchies {
         let name = h.mount.file_name().map(PathBuf::from).unwrap_or_default();
         if name.as_os_str().is_empty() {
@@ -408,17 +409,15 @@ fn mount_cgroups(sys: &dyn Syscalls, spec: &Spec, dst: &Path, opts: &MountOption
         if !src.is_dir() {
             continue;
         }
+        // The tmpfs is fresh: its mount points are made without a look first.
         let target = dst.join(&name);
-        ensure_target(&target, false)?;
+        match fs::create_dir(&target) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(Error(format!("create mount point {}: {e}", target.display())))
+            }
+            _ => {}
+        }
         mnt(sys, Some(&src), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        mnt(
-            sys,
-            None,
-            &target,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | (opts.flags & MsFlags::MS_RDONLY),
-            None,
-        )?;
         // cpu,cpuacct is also reachable as cpu and cpuacct.
         if h.controllers.len() > 1 {
             for c in &h.controllers {
@@ -428,16 +427,21 @@ fn mount_cgroups(sys: &dyn Syscalls, spec: &Spec, dst: &Path, opts: &MountOption
                 }
             }
         }
+        binds.push(target);
     }
-    if opts.flags.contains(MsFlags::MS_RDONLY) {
-        mnt(
-            sys,
-            None,
-            dst,
-            None,
-            MsFlags::MS_REMOUNT | flags | MsFlags::MS_RDONLY,
-            Some("mode=755"),
-        )?;
+    // The tmpfs and every bind under it made nosuid, nodev, noexec (and read-only if
+    // asked) in one call; a kernel without mount_setattr (before 5.12) remounts each.
+    let read_only = opts.flags.contains(MsFlags::MS_RDONLY);
+    match sys.restrict_recursively(dst, read_only) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+        r => return r.map_err(|e| Error(format!("restrict {}: {e}", dst.display()))),
+    }
+    let ro = opts.flags & MsFlags::MS_RDONLY;
+    for target in &binds {
+        mnt(sys, None, target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | ro, None)?;
+    }
+    if read_only {
+        mnt(sys, None, dst, None, MsFlags::MS_REMOUNT | flags | ro, Some("mode=755"))?;
     }
     Ok(())
 }

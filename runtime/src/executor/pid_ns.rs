@@ -40,7 +40,7 @@ pub enum PidNs {
 /// fork then tries again first, and fails rather than be born in a container's.
 static STRAYED: AtomicBool = AtomicBool::new(false);
 
-fn own() -> Result<&'static OwnedFd> {
+pub(super) fn own() -> Result<&'static OwnedFd> {
     static OWN: OnceLock<OwnedFd> = OnceLock::new();
     if let Some(fd) = OWN.get() {
         return Ok(fd);

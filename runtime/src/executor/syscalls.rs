@@ -35,6 +35,9 @@ pub trait Syscalls {
     fn mount_flags(&self, path: &Path) -> Option<FsFlags>;
     /// Makes the mount at `path` and every mount below it read-only.
     fn read_only_recursively(&self, path: &Path) -> io::Result<()>;
+    /// Makes the mount at `path` and every mount under it nosuid, nodev and noexec, and
+    /// read-only with `read_only` (ENOSYS before Linux 5.12).
+    fn restrict_recursively(&self, path: &Path, read_only: bool) -> io::Result<()>;
     /// Attaches a detached mount tree (an idmapped clone) at `target`.
     fn attach(&self, tree: OwnedFd, target: &Path) -> io::Result<()>;
     /// Makes a device node with exactly `mode` (whatever the umask).
@@ -88,6 +91,13 @@ impl Syscalls for Linux {
     fn read_only_recursively(&self, path: &Path) -> io::Result<()> {
         use crate::mount_api::{mount_setattr, MOUNT_ATTR_RDONLY};
         mount_setattr(None, path, libc::AT_RECURSIVE as libc::c_uint, MOUNT_ATTR_RDONLY, None)
+    }
+
+    fn restrict_recursively(&self, path: &Path, read_only: bool) -> io::Result<()> {
+        use crate::mount_api::*;
+        let ro = if read_only { MOUNT_ATTR_RDONLY } else { 0 };
+        let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC | ro;
+        mount_setattr(None, path, libc::AT_RECURSIVE as libc::c_uint, attrs, None)
     }
 
     fn attach(&self, tree: OwnedFd, target: &Path) -> io::Result<()> {

@@ -259,6 +259,44 @@ pub fn remove(created: &[PathBuf], pod: &str) -> Result<(), String> {
     first.map_or(Ok(()), Err)
 }
 
+/// The name of a pod's spare container cgroup: made with the pod, renamed to its first
+/// container's id by that container's create (never a container id: not 64 hex digits).
+pub const SPARE: &str = "berth-spare";
+
+/// Makes the spare container cgroup of pod cgroup `pod` (cgroupfs) in every hierarchy, as
+/// the shim would make a container's (cpuset filled in): a v1 cgroup directory takes a
+/// fraction of a millisecond to make, ten of them on a hybrid host, and a rename of one
+/// almost nothing, so the pod's first container finds its directories made.
+pub fn make_spare(pod: &str) -> Result<(), String> {
+    let path = PathBuf::from(container_cgroups_path(pod, SPARE));
+    crate::executor::cgroups::make_dirs(&path).map_err(|e| e.0)
+}
+
+/// Renames pod `pod`'s spare container cgroup to container `id`'s in each v1 hierarchy
+/// (the kernel renames cgroups on v1 only, within their parent). Returns whether every
+/// hierarchy has the container's directory now: where not (a v2 hierarchy, no spare left,
+/// a create beside this one took it), the caller makes the rest.
+pub fn take_spare(hs: &[Hierarchy], pod: &str, id: &str) -> bool {
+    let pod = pod.trim_matches('/');
+    let mut all = true;
+    for h in hs {
+        let dir = h.mount.join(pod);
+        if h.v2 || fs::rename(dir.join(SPARE), dir.join(id)).is_err() {
+            all = false;
+        }
+    }
+    all
+}
+
+/// Removes pod `pod`'s spare container cgroup wherever it is left (the pod had no
+/// container), before the pod cgroup itself goes.
+pub fn remove_spare(hs: &[Hierarchy], pod: &str) {
+    let pod = pod.trim_matches('/');
+    for h in hs {
+        let _ = fs::remove_dir(h.mount.join(pod).join(SPARE));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

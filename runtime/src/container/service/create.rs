@@ -432,6 +432,11 @@ type EarlyDirs = tokio::task::JoinHandle<std::result::Result<(), crate::executor
 /// runtime makes its own.
 fn early_cgroup_dirs(pod: &SandboxRecord, id: &str) -> Option<EarlyDirs> {
     let path = early_cgroup_dirs_path(pod, id)?;
+    // The pod's spare, renamed, where the kernel can (v1): nothing left to make beside.
+    let hierarchies = crate::executor::cgroups::hierarchies().ok()?;
+    if crate::sandbox::cgroup::take_spare(&hierarchies, &pod.cgroup, id) {
+        return None;
+    }
     Some(crate::traced::spawn_blocking(move || crate::executor::cgroups::make_dirs(&path)))
 }
 

@@ -110,6 +110,11 @@ fn the_rootfs_is_a_slave_bound_onto_itself_before_any_mount_under_it() {
         calls[cg + 1].starts_with("mount ")
             && calls[cg + 1].ends_with("-> <root>/sys/fs/cgroup/memory - MS_BIND | MS_REC")
     );
+    // Then the tmpfs and its binds are made read-only (nosuid, nodev, noexec) in one call,
+    // not remounted one by one.
+    let restrict = position(&calls, "restrict recursively <root>/sys/fs/cgroup read-only");
+    assert_eq!(restrict, cg + 2, "{calls:#?}");
+    assert!(!calls.iter().any(|c| c.contains("sys/fs/cgroup") && c.contains("MS_REMOUNT")));
     // A fresh /dev gets the standard nodes, and the mount points were made in the rootfs.
     for node in ["null c 1:3 666", "zero c 1:5 666", "urandom c 1:9 666", "tty c 5:0 666"] {
         position(&calls, &format!("mknod <root>/dev/{node}"));

@@ -105,6 +105,11 @@ impl Syscalls for Recorder {
         Ok(self.record(format!("read-only recursively {}", path.display()))?)
     }
 
+    fn restrict_recursively(&self, path: &Path, read_only: bool) -> io::Result<()> {
+        let ro = if read_only { " read-only" } else { "" };
+        Ok(self.record(format!("restrict recursively {}{ro}", path.display()))?)
+    }
+
     fn attach(&self, _tree: OwnedFd, target: &Path) -> io::Result<()> {
         Ok(self.record(format!("attach {}", target.display()))?)
     }

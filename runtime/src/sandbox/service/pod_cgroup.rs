@@ -40,6 +40,7 @@ impl Sandboxes {
         {
             let (meta, hs, rel, planned) = (meta.clone(), hs.clone(), rel.clone(), planned.clone());
             undo.push("cgroup", move || {
+                cgroup::remove_spare(&hs, &rel);
                 cgroup::remove(&planned, &rel)?;
                 remove_berth_parents(&meta, &hs, &rel).map_err(|e| e.to_string())
             });
@@ -49,7 +50,14 @@ impl Sandboxes {
         if let Some(r) = resources {
             cgroup::apply(&hs, &rec.cgroup, r).map_err(SandboxError::InvalidArgument)?;
         }
-
+        // Made here, beside the pod's network (under CNI its plugins take far longer), not
+        // on the first CreateContainer's path. Only for berth's own executor: an OCI
+        // runtime makes its container cgroups itself.
+        if rec.runtime_handler.is_empty() {
+            if let Err(e) = cgroup::make_spare(&rel) {
+                tracing::debug!(pod_id = %rec.id, error = %e, "no spare container cgroup");
+            }
+        }
         Ok(())
     }
 
@@ -118,6 +126,7 @@ impl Sandboxes {
                 .release_pod_slice(&rec.id, unit, !rec.cgroup_created.is_empty())
                 .map_err(|e| SandboxError::FailedPrecondition(format!("pod slice: {e}")));
         }
+        cgroup::remove_spare(&self.inner.hierarchies, &rec.cgroup);
         cgroup::remove(&rec.cgroup_created, &rec.cgroup).map_err(|e| {
             SandboxError::FailedPrecondition(format!("pod cgroup still in use: {e}"))
         })?;

@@ -94,6 +94,7 @@ fn start(paths: ShimPaths) -> io::Result<()> {
                 Ok(sfd) => {
                     let _ = ready.write_all(b"ok");
                     drop(ready);
+                    crate::executor::warm_caches();
                     let mut shim = Shim {
                         paths,
                         containers: HashMap::new(),
