@@ -429,6 +429,101 @@ async fn a_crash_during_create_container_leaves_nothing_after_restart() {
     node.remove_pod_and_check(&pod_id).await;
 }
 
+#[tokio::test]
+async fn a_crash_once_the_create_is_recorded_leaves_the_container_to_the_kubelets_retry() {
+    let mut node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod_id = node.run_pod("crashrecorded", logs.path()).await;
+    node.berthd.kill();
+    node.berthd.set_env(vec![("BERTH_CRASH_AT".into(), "container.recorded".into())]);
+    node.berthd.restart().await;
+    // The record lands while the shim sets the container up; berthd dies before it
+    // answers.
+    let err = node.create(&pod_id, busybox("svc", &["sleep", "1000"])).await.unwrap_err();
+    assert!(
+        matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+        "berthd should have died: {err:?}"
+    );
+    node.berthd.kill();
+    node.berthd.set_env(vec![]);
+    node.berthd.restart().await;
+    let listed = node.list_containers().await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].state, ContainerState::ContainerCreated as i32, "{listed:?}");
+    // The kubelet's retry of the same create gets that container, which starts and runs.
+    let id = node.create(&pod_id, busybox("svc", &["sleep", "1000"])).await.unwrap();
+    assert_eq!(id, listed[0].id);
+    node.berthd
+        .runtime()
+        .start_container(StartContainerRequest { container_id: id.clone() })
+        .await
+        .unwrap();
+    assert_eq!(node.exec_ok(&id, &["echo", "up"]).await, "up\n");
+    node.berthd
+        .runtime()
+        .stop_container(StopContainerRequest { container_id: id.clone(), timeout: 0 })
+        .await
+        .unwrap();
+    node.berthd
+        .runtime()
+        .remove_container(RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
+    node.remove_pod_and_check(&pod_id).await;
+}
+
+/// The mount points of the host's cgroup v1 hierarchies (none on a cgroup v2-only host).
+fn v1_hierarchies() -> Vec<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split(' ').next() == Some("cgroup"))
+                .then(|| left.split(' ').nth(4).unwrap().into())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pods_first_container_takes_the_spare_cgroup_made_with_the_pod() {
+    let node = Node::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod_id = node.run_pod("spare", logs.path()).await;
+    let rel = node.env.cgroup_parent("spare");
+    let rel = rel.trim_start_matches('/');
+    // Where the kernel renames cgroups (v1) and berth's cgroupfs driver makes containers'
+    // cgroups, the pod has a spare for its first container; on a v2-only host (or with
+    // the systemd driver) none anywhere.
+    let v1 = if berth_integration::leaks::systemd_driver() { Vec::new() } else { v1_hierarchies() };
+    let spares = |h: &[std::path::PathBuf]| {
+        h.iter().filter(|m| m.join(rel).join("berth-spare").is_dir()).count()
+    };
+    assert_eq!(spares(&v1), v1.len(), "spares in {v1:?}");
+    let everywhere: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .chain([std::path::PathBuf::from("/sys/fs/cgroup")])
+        .collect();
+    assert_eq!(spares(&everywhere), v1.len(), "spares outside the v1 hierarchies");
+    let first = node.run(&pod_id, busybox("first", &["sleep", "1000"])).await;
+    let second = node.run(&pod_id, busybox("second", &["sleep", "1000"])).await;
+    assert_eq!(spares(&everywhere), 0, "the spare outlived the first create");
+    for id in [&first, &second] {
+        // Its directory in every v1 hierarchy, with the container's process in it.
+        for h in &v1 {
+            let procs = std::fs::read_to_string(h.join(rel).join(id).join("cgroup.procs"));
+            assert!(procs.is_ok_and(|p| !p.trim().is_empty()), "{id} not in {}", h.display());
+        }
+    }
+    node.remove_pod_and_check(&pod_id).await;
+    // A pod with no container gives its spare back with its cgroup.
+    let idle = node.run_pod("spare", logs.path()).await;
+    assert_eq!(spares(&v1), v1.len());
+    node.remove_pod_and_check(&idle).await;
+    assert!(node.env.cgroups().is_empty(), "{:?}", node.env.cgroups());
+}
+
 /// Waits (5 s) until `node` runs `n` shims.
 async fn wait_shims(node: &Node, n: usize) {
     let deadline = Instant::now() + berth_integration::scaled(Duration::from_secs(5));

@@ -5,6 +5,7 @@ use berth_integration::pods::{busybox, busybox_with, Node};
 use berth_proto::*;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 fn legacy_seccomp(path: &str, add_caps: &[&str]) -> LinuxContainerSecurityContext {
     #[allow(deprecated)]
@@ -552,7 +553,14 @@ async fn the_configured_pids_limit_holds() {
     let script = "i=0; while [ $i -lt 40 ]; do sleep 1717 & i=$((i+1)); done";
     let r = node.exec(&id, &["sh", "-c", script]).await.unwrap();
     assert_ne!(r.exit_code, 0, "forty forks succeeded under a limit of 12");
-    let sleepers = processes_running(&["sleep", "1717"]);
+    // The shell exits at its first refused fork, while children it forked just before may
+    // not have become `sleep` yet (on a loaded machine): count once they all have.
+    let deadline = Instant::now() + berth_integration::scaled(Duration::from_secs(5));
+    let mut sleepers = processes_running(&["sleep", "1717"]);
+    while sleepers < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        sleepers = processes_running(&["sleep", "1717"]);
+    }
     // The container's sleep and the exec's shell take two of the twelve.
     assert!((5..=10).contains(&sleepers), "{sleepers} sleepers under a limit of 12");
     node.remove_pod_and_check(&pod).await;

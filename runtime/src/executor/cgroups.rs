@@ -56,7 +56,7 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
 /// has are enabled for its children on the way down (`cgroup.subtree_control`): a
 /// controller not enabled there gives the container's cgroup none of its files, and
 /// its limits would not exist.
-fn create_dir(h: &Hierarchy, rel: &Path) -> Result<PathBuf> {
+pub(crate) fn create_dir(h: &Hierarchy, rel: &Path) -> Result<PathBuf> {
     // Made already, as berthd makes a container's before the shim is asked to create it
     // (one look instead of a mkdir per level, ten hierarchies on a hybrid host).
     let made = h.mount.join(rel);

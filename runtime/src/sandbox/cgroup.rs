@@ -267,9 +267,13 @@ pub const SPARE: &str = "berth-spare";
 /// the shim would make a container's (cpuset filled in): a v1 cgroup directory takes a
 /// fraction of a millisecond to make, ten of them on a hybrid host, and a rename of one
 /// almost nothing, so the pod's first container finds its directories made.
-pub fn make_spare(pod: &str) -> Result<(), String> {
-    let path = PathBuf::from(container_cgroups_path(pod, SPARE));
-    crate::executor::cgroups::make_dirs(&path).map_err(|e| e.0)
+/// Only in v1 hierarchies: only those rename (none on a cgroup v2 host).
+pub fn make_spare(hs: &[Hierarchy], pod: &str) -> Result<(), String> {
+    let rel = Path::new(pod.trim_matches('/')).join(SPARE);
+    for h in hs.iter().filter(|h| !h.v2) {
+        crate::executor::cgroups::create_dir(h, &rel).map_err(|e| e.0)?;
+    }
+    Ok(())
 }
 
 /// Renames pod `pod`'s spare container cgroup to container `id`'s in each v1 hierarchy

@@ -215,6 +215,26 @@ impl ShimClient {
         }
     }
 
+    /// [`Self::create`], running `meanwhile` once the request is sent and before its
+    /// answer is read: berthd's own work beside the container's set-up in the shim. A
+    /// request that could not be sent runs nothing.
+    pub fn create_while<T>(
+        &mut self,
+        req: CreateRequest,
+        meanwhile: impl FnOnce() -> T,
+    ) -> (Result<i32>, Option<T>) {
+        if let Err(e) = self.send(Request::Create(req), &[]) {
+            return (Err(e), None);
+        }
+        let done = meanwhile();
+        let created = match self.recv() {
+            Ok(Response::Created { pid }) => Ok(pid),
+            Ok(other) => Err(ShimError::Unexpected(Box::new(other))),
+            Err(e) => Err(e),
+        };
+        (created, Some(done))
+    }
+
     #[tracing::instrument(name = "shim.start", skip(self))]
     pub fn start(&mut self, id: &str) -> Result<()> {
         self.ok(Request::Start { id: id.into() })

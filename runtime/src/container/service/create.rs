@@ -101,7 +101,7 @@ impl Containers {
         let rootfs_dir = bundle.join("rootfs");
         // The record goes in first, marked as being created, with the name: a crash at any
         // later point leaves a record start-up removes along with what it names.
-        let mut record = ContainerRecord {
+        let record = ContainerRecord {
             id: id.clone(),
             pod_id: pod.id.clone(),
             name: meta.name.clone(),
@@ -164,27 +164,28 @@ impl Containers {
                 apparmor_profile,
             )
             .await;
-        let result = self.create_in_shim(pod, &id, early_dirs, prepared).await;
-        match result {
-            Ok((user, views)) => {
-                crate::failpoint::crash_point("container.created");
-                record.creating = false;
-                record.user = Some(user);
-                for view in views {
-                    let m = &mut record.mounts[view.index];
-                    let requested = config.mounts[view.index].image.as_deref();
-                    let requested = requested.map(str::trim).unwrap_or_default();
-                    m.host_path = view.source.display().to_string();
-                    m.readonly = true;
-                    m.image = Some(ImageMountRecord {
-                        image: requested.to_string(),
-                        image_ref: digest_reference(requested, &view.image),
-                        sub_path: config.mounts[view.index].image_sub_path.clone(),
-                    });
-                }
-                let mut tx = self.meta.write()?;
-                tx.put(&id, &record)?;
-                tx.commit()?;
+        // The record as it will be once created, made durable while the shim creates the
+        // container (a sync beside the container's set-up instead of after it).
+        let created = prepared.map(|(user, views, request)| {
+            let mut done = record.clone();
+            done.creating = false;
+            done.user = Some(user);
+            for view in views {
+                let m = &mut done.mounts[view.index];
+                let requested = config.mounts[view.index].image.as_deref();
+                let requested = requested.map(str::trim).unwrap_or_default();
+                m.host_path = view.source.display().to_string();
+                m.readonly = true;
+                m.image = Some(ImageMountRecord {
+                    image: requested.to_string(),
+                    image_ref: digest_reference(requested, &view.image),
+                    sub_path: config.mounts[view.index].image_sub_path.clone(),
+                });
+            }
+            (done, request)
+        });
+        match self.create_in_shim(pod, &id, early_dirs, created).await {
+            Ok(()) => {
                 self.events.created(&id, &pod.id);
                 Ok(id)
             }
@@ -256,14 +257,18 @@ impl Containers {
     }
 
     /// Asks the pod's shim to create the container from its prepared bundle, once the
-    /// cgroup directories berthd made early (if any) are made.
+    /// cgroup directories berthd made early (if any) are made; while the shim sets the
+    /// container up, the record `done` (no longer being created) is committed. A crash
+    /// before that commit leaves a record start-up undoes (the shim's container with it);
+    /// one after it, a container the shim has or had the request for. A failed create
+    /// is undone by the caller, record and all.
     async fn create_in_shim(
         self: &Arc<Self>,
         pod: &SandboxRecord,
         id: &str,
         early_dirs: Option<EarlyDirs>,
-        prepared: Result<(UserRecord, Vec<image_volumes::MountedView>, CreateRequest)>,
-    ) -> Result<(UserRecord, Vec<image_volumes::MountedView>)> {
+        prepared: Result<(ContainerRecord, CreateRequest)>,
+    ) -> Result<()> {
         // Waited for on every path, so that no directory is made after a failed create
         // was undone. A failure here is the shim's to report: it makes them again.
         if let Some(made) = early_dirs {
@@ -271,16 +276,24 @@ impl Containers {
                 tracing::debug!(container_id = %id, error = %e, "early container cgroup failed");
             }
         }
-        let (user, views, request) = prepared?;
+        let (done, request) = prepared?;
         let pod_id = pod.id.clone();
         self.blocking(move |this| {
             let mut shim = this.shim(&pod_id, true)?;
-            shim.create(request).map_err(|e| {
+            let (created, recorded) = shim.create_while(request, || {
+                crate::failpoint::crash_point("container.created");
+                let mut tx = this.meta.write()?;
+                tx.put(&done.id, &done)?;
+                tx.commit()?;
+                crate::failpoint::crash_point("container.recorded");
+                Ok::<(), ContainerError>(())
+            });
+            created.map_err(|e| {
                 ContainerError::FailedPrecondition(format!("creating the container: {e}"))
-            })
+            })?;
+            recorded.unwrap_or(Ok(()))
         })
-        .await??;
-        Ok((user, views))
+        .await?
     }
 
     /// The container's bundle: image volumes, the root filesystem mounted, the OCI spec

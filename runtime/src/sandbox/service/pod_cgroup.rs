@@ -54,7 +54,7 @@ impl Sandboxes {
         // on the first CreateContainer's path. Only for berth's own executor: an OCI
         // runtime makes its container cgroups itself.
         if rec.runtime_handler.is_empty() {
-            if let Err(e) = cgroup::make_spare(&rel) {
+            if let Err(e) = cgroup::make_spare(&hs, &rel) {
                 tracing::debug!(pod_id = %rec.id, error = %e, "no spare container cgroup");
             }
         }
