@@ -218,6 +218,9 @@ pub struct NetworkConfig {
     /// MTU of the bridge and pods' interfaces; unset: the uplink's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Bridge mode: keep one pod network (a network namespace with its veth pair) made
+    /// ahead, so that the next pod adopts it instead of making its own on its start.
+    pub warm_pod: bool,
 }
 
 impl Default for NetworkConfig {
@@ -231,6 +234,7 @@ impl Default for NetworkConfig {
             subnet: "10.88.0.0/16".into(),
             nft_table: "berth".into(),
             mtu: None,
+            warm_pod: true,
         }
     }
 }
@@ -247,6 +251,7 @@ impl NetworkConfig {
             subnet,
             nft_table: self.nft_table.clone(),
             mtu: self.mtu,
+            warm: self.warm_pod,
         })
     }
 

@@ -368,6 +368,93 @@ async fn host_network_pod_shares_the_host_netns() {
     env.assert_no_leaks(&b).await;
 }
 
+/// Network namespaces `pid` holds open (by inode), but the one it runs in.
+fn held_netns(pid: u32) -> Vec<(u64, PathBuf)> {
+    let own = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let mut held = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+        let t = target.to_string_lossy();
+        if t.starts_with("net:[") && target != own {
+            let inode = t.trim_start_matches("net:[").trim_end_matches(']').parse().unwrap();
+            held.push((inode, fd.path()));
+        }
+    }
+    held
+}
+
+/// Waits until `pid` holds exactly one network namespace other than those in `but`.
+async fn one_held_netns(pid: u32, but: &[u64]) -> (u64, PathBuf) {
+    let deadline =
+        std::time::Instant::now() + berth_integration::time_scale::scaled(Duration::from_secs(5));
+    loop {
+        let held: Vec<_> =
+            held_netns(pid).into_iter().filter(|(inode, _)| !but.contains(inode)).collect();
+        if held.len() == 1 {
+            return held.into_iter().next().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "berthd holds {held:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The host-side index of `eth0`'s peer, in the namespace at `ns`.
+fn eth0_peer_index(ns: &std::path::Path) -> u32 {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(["ip", "-o", "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let peer = line.split("eth0@if").nth(1).unwrap_or_else(|| panic!("eth0 in {line:?}"));
+    peer.split(':').next().unwrap().parse().unwrap()
+}
+
+fn host_link_exists(index: u32) -> bool {
+    let out = std::process::Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with(&format!("{index}:")))
+}
+
+#[tokio::test]
+async fn a_pod_adopts_the_network_made_ahead_and_none_outlives_berthd() {
+    let env = NetEnv::new();
+    let mut b = env.berthd().await;
+    let pid = b.pid().unwrap();
+    // berthd makes a pod network ahead once its bridge is up: a namespace it holds open,
+    // with eth0 inside, its peer on the host not yet on the bridge.
+    let (ahead, _) = one_held_netns(pid, &[]).await;
+    assert!(env.bridge_ports().is_empty(), "{:?}", env.bridge_ports());
+    let mut rt = b.runtime();
+    let id =
+        rt.run_pod_sandbox(run_req(pod(&env, "ahead"))).await.unwrap().into_inner().pod_sandbox_id;
+    let (st, info) = status(&b, &id).await;
+    let netns = path_of(&info, "netnsPath");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&netns).unwrap().ino(), ahead, "the pod's is the one made ahead");
+    // Adopted: on the bridge under the pod's veth name, addressed, reachable.
+    let ports = env.bridge_ports();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert!(!ports[0].starts_with("bwarm"), "{ports:?}");
+    let ip: Ipv4Addr = st.network.unwrap().ip.parse().unwrap();
+    let port = serve_in(Some(netns.clone()), "0.0.0.0:0".parse().unwrap(), "pod");
+    let got = fetch(SocketAddr::from((ip, port))).unwrap();
+    assert!(got.starts_with("pod "), "{got}");
+    // The next one is made; it ends with berthd, its veth with it.
+    let (next, next_fd) = one_held_netns(pid, &[ahead]).await;
+    assert_ne!(next, ahead);
+    let host_end = eth0_peer_index(&next_fd);
+    assert!(host_link_exists(host_end));
+    remove(&b, &id).await;
+    env.assert_no_leaks(&b).await;
+    b.stop().await;
+    let deadline =
+        std::time::Instant::now() + berth_integration::time_scale::scaled(Duration::from_secs(2));
+    while host_link_exists(host_end) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!host_link_exists(host_end), "the veth made ahead outlived berthd");
+}
+
 #[tokio::test]
 async fn fifty_pods_concurrently_without_ip_collision() {
     let env = NetEnv::new();

@@ -160,7 +160,7 @@ pub async fn find_link(handle: &Handle, name: &str) -> Result<Option<LinkMessage
     }
 }
 
-async fn link_index(handle: &Handle, name: &str) -> Result<u32> {
+pub(crate) async fn link_index(handle: &Handle, name: &str) -> Result<u32> {
     find_link(handle, name)
         .await?
         .map(|l| l.header.index)
@@ -312,26 +312,7 @@ pub async fn create_pod_veth(
             netns_path.display()
         )));
     }
-    let peer = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(POD_IFNAME)
-        .setns_by_fd(ns.as_raw_fd())
-        .mtu(addr.mtu)
-        .build();
-    let msg = LinkVeth::new(host_name, POD_IFNAME)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-        .controller(bridge_index)
-        .mtu(addr.mtu)
-        .build();
-    match within(|| format!("create veth {host_name}"), handle.link().add(msg).execute()).await? {
-        Ok(()) => {}
-        Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {
-            return Err(NetworkError::AlreadyExists(format!(
-                "veth {host_name} (or {POD_IFNAME} in {})",
-                netns_path.display()
-            )))
-        }
-        Err(e) => return Err(NetworkError::netlink(format!("create veth {host_name}"), e)),
-    }
+    create_veth_into(handle, host_name, &ns, Some(bridge_index), addr.mtu).await?;
     drop(ns);
 
     let result = async {
@@ -348,11 +329,7 @@ pub async fn create_pod_veth(
         within(|| format!("set {host_name} up"), up)
             .await?
             .map_err(|e| NetworkError::netlink(format!("set {host_name} up"), e))?;
-        let hairpin =
-            handle.link().set_port(LinkBridgePort::new(index).hairpin(true).build()).execute();
-        within(|| format!("set hairpin on {host_name}"), hairpin)
-            .await?
-            .map_err(|e| NetworkError::netlink(format!("set hairpin on {host_name}"), e))?;
+        set_hairpin(handle, index, host_name).await?;
         configure_pod_side(netns_path, addr).await
     }
     .await;
@@ -364,11 +341,98 @@ pub async fn create_pod_veth(
     result
 }
 
+/// Creates a veth pair: `host_name` here (on the bridge `controller`, if given), its peer
+/// `eth0` in the namespace `ns`, both with `mtu`. `AlreadyExists` if either name is taken.
+pub(crate) async fn create_veth_into(
+    handle: &Handle,
+    host_name: &str,
+    ns: &std::fs::File,
+    controller: Option<u32>,
+    mtu: u32,
+) -> Result<()> {
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(POD_IFNAME)
+        .setns_by_fd(ns.as_raw_fd())
+        .mtu(mtu)
+        .build();
+    let mut veth =
+        LinkVeth::new(host_name, POD_IFNAME).set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
+    if let Some(index) = controller {
+        veth = veth.controller(index);
+    }
+    let msg = veth.mtu(mtu).build();
+    match within(|| format!("create veth {host_name}"), handle.link().add(msg).execute()).await? {
+        Ok(()) => Ok(()),
+        Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => Err(NetworkError::AlreadyExists(
+            format!("veth {host_name} (or {POD_IFNAME} in the pod's namespace)"),
+        )),
+        Err(e) => Err(NetworkError::netlink(format!("create veth {host_name}"), e)),
+    }
+}
+
+/// Makes the host end `index` of a pair made ahead pod `pod_id`'s: renamed `name`, on the
+/// bridge, with the pod's alias and up (one request: the kernel renames before it raises),
+/// then in hairpin mode.
+pub(crate) async fn adopt_host_end(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    bridge_index: u32,
+    pod_id: &str,
+) -> Result<()> {
+    validate_ifname(name)?;
+    let set = handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .name(name.to_string())
+                .controller(bridge_index)
+                .alias(format!("{VETH_ALIAS_PREFIX}{pod_id}"))
+                .up()
+                .build(),
+        )
+        .execute();
+    match within(|| format!("rename {name}, attach it and set it up"), set).await? {
+        Ok(()) => {}
+        Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {
+            return Err(NetworkError::AlreadyExists(format!("veth {name}")))
+        }
+        Err(e) => {
+            return Err(NetworkError::netlink(format!("rename {name}, attach it and set it up"), e))
+        }
+    }
+    set_hairpin(handle, index, name).await
+}
+
+async fn set_hairpin(handle: &Handle, index: u32, name: &str) -> Result<()> {
+    let hairpin =
+        handle.link().set_port(LinkBridgePort::new(index).hairpin(true).build()).execute();
+    within(|| format!("set hairpin on {name}"), hairpin)
+        .await?
+        .map_err(|e| NetworkError::netlink(format!("set hairpin on {name}"), e))
+}
+
+/// Sets link `index` (`name`, for errors) up.
+pub(crate) async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<()> {
+    let up = handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute();
+    within(|| format!("set {name} up in pod netns"), up)
+        .await?
+        .map_err(|e| NetworkError::netlink(format!("set {name} up in pod netns"), e))
+}
+
 /// Inside the pod namespace: `eth0` gets `ip/prefix` and goes up, `lo` goes up, and the
 /// default route points at the gateway.
 pub async fn configure_pod_side(netns_path: &Path, addr: PodAddress) -> Result<()> {
     let handle = netns::netlink_in(netns_path)?;
     let eth0 = link_index(&handle, POD_IFNAME).await?;
+    for (name, index) in [(POD_IFNAME, eth0), ("lo", link_index(&handle, "lo").await?)] {
+        set_up(&handle, index, name).await?;
+    }
+    address_pod_side(&handle, eth0, addr).await
+}
+
+/// `eth0` (`index`, up) gets `ip/prefix`, and the default route points at the gateway.
+pub(crate) async fn address_pod_side(handle: &Handle, eth0: u32, addr: PodAddress) -> Result<()> {
     let add = handle.address().add(eth0, IpAddr::V4(addr.ip), addr.prefix).execute();
     match within(|| format!("add {}/{} to {POD_IFNAME}", addr.ip, addr.prefix), add).await? {
         Ok(()) => {}
@@ -379,12 +443,6 @@ pub async fn configure_pod_side(netns_path: &Path, addr: PodAddress) -> Result<(
                 e,
             ))
         }
-    }
-    for (name, index) in [(POD_IFNAME, eth0), ("lo", link_index(&handle, "lo").await?)] {
-        let up = handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute();
-        within(|| format!("set {name} up in pod netns"), up)
-            .await?
-            .map_err(|e| NetworkError::netlink(format!("set {name} up in pod netns"), e))?;
     }
     let route =
         RouteMessageBuilder::<Ipv4Addr>::new().gateway(addr.gateway).output_interface(eth0).build();

@@ -9,6 +9,7 @@
 //! * [`firewall`]: masquerade and hostPort DNAT in an nftables table of berth's own,
 //!   changed over netlink (`nft` internally: the nf_tables messages it needs);
 //! * [`Network`]: the bridge network's facade;
+//! * [`warm`]: a pod network made ahead for the next pod (bridge mode);
 //! * [`cni`]: CNI plugin mode;
 //! * [`PodNetworks`]: the one the runtime calls, bridge or CNI.
 
@@ -23,6 +24,7 @@ mod network;
 mod nft;
 mod pod_networks;
 mod readiness;
+pub mod warm;
 
 pub use error::{validate_pod_id, NetworkError, Result};
 pub use firewall::{Firewall, PortMapping, Protocol};

@@ -14,10 +14,14 @@ use crate::error::{validate_pod_id, NetworkError, Result};
 use crate::firewall::{Firewall, PortMapping, DEFAULT_TABLE};
 use crate::ipam::Ipam;
 use crate::readiness::Readiness;
+use crate::warm::{self, WarmPair};
 
 const DEFAULT_MTU: u32 = 1500;
 const MIN_MTU: u32 = 68;
 const MAX_MTU: u32 = 65535;
+/// How long after a pod took the pair made ahead the next one is made: after that pod's
+/// own start (its container's create and start, a few milliseconds), not on top of it.
+const WARM_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Settings of the bridge network (all of them are berth config keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +36,8 @@ pub struct NetworkConfig {
     /// interface holding the default route, or 1500 without one — so pods on a host whose
     /// uplink has a small MTU (tunnels, some clouds) do not send packets it cannot carry.
     pub mtu: Option<u32>,
+    /// Whether a pod network is kept made ahead for the next pod (see [`crate::warm`]).
+    pub warm: bool,
 }
 
 impl Default for NetworkConfig {
@@ -41,6 +47,7 @@ impl Default for NetworkConfig {
             subnet: "10.88.0.0/16".parse().expect("valid default subnet"),
             nft_table: DEFAULT_TABLE.into(),
             mtu: None,
+            warm: true,
         }
     }
 }
@@ -96,6 +103,16 @@ pub struct Network {
     mtu: tokio::sync::OnceCell<u32>,
     /// veth deletions under way, by pod (see [`Network::teardown_pod`]).
     unlinking: Mutex<HashMap<String, JoinHandle<Result<()>>>>,
+    warm: Mutex<Warm>,
+}
+
+/// The pod network made ahead: the one waiting (or being made), and those pods took whose
+/// namespace is pinned and whose veth is not attached yet.
+#[derive(Default)]
+struct Warm {
+    ready: Option<WarmPair>,
+    making: bool,
+    taken: HashMap<String, WarmPair>,
 }
 
 impl std::fmt::Debug for Network {
@@ -133,7 +150,57 @@ impl Network {
             base_ready: tokio::sync::OnceCell::new(),
             mtu: tokio::sync::OnceCell::new(),
             unlinking: Mutex::default(),
+            warm: Mutex::default(),
         })
+    }
+
+    fn warm(&self) -> std::sync::MutexGuard<'_, Warm> {
+        self.warm.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts making the pod network made ahead, `after` from now, unless the network keeps
+    /// none, or one is waiting or being made. Needs a tokio runtime.
+    pub fn warm_up(self: &Arc<Self>, after: std::time::Duration) {
+        {
+            let mut w = self.warm();
+            if !self.config.warm || w.ready.is_some() || w.making {
+                return;
+            }
+            w.making = true;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let made = async {
+                this.ensure().await?;
+                warm::make(&this.handle, this.mtu().await?).await
+            }
+            .await;
+            let mut w = this.warm();
+            w.making = false;
+            match made {
+                Ok(pair) => w.ready = Some(pair),
+                Err(e) => tracing::warn!(error = %e, "cannot make a pod network ahead"),
+            }
+        });
+    }
+
+    /// For pod `pod_id`: pins the namespace of the pod network made ahead at `path`, if one
+    /// is waiting ([`Network::setup_pod`] then attaches its veth), and starts making the
+    /// next. `false`, with nothing done, if none is waiting.
+    pub fn pin_warm(self: &Arc<Self>, pod_id: &str, path: &Path) -> Result<bool> {
+        validate_pod_id(pod_id)?;
+        let Some(pair) = self.warm().ready.take() else { return Ok(false) };
+        self.warm_up(WARM_AGAIN_AFTER);
+        pair.pin(path)?;
+        self.warm().taken.insert(pod_id.to_string(), pair);
+        Ok(true)
+    }
+
+    /// Lets go of the pair pod `pod_id` took ahead and never attached (its start failed
+    /// before the network): with its namespace unpinned, the pair is gone.
+    pub fn release_warm(&self, pod_id: &str) {
+        self.warm().taken.remove(pod_id);
     }
 
     /// The configuration (subnet with host bits cleared).
@@ -246,8 +313,15 @@ impl Network {
         }
         let addr =
             PodAddress { ip, prefix: self.prefix, gateway: self.gateway, mtu: self.mtu().await? };
-        // create_pod_veth removes the pair itself if configuring it fails.
-        bridge::create_pod_veth(&self.handle, bridge_index, veth, pod_id, netns_path, addr).await?;
+        // Either removes the pair itself if configuring it fails.
+        let taken = self.warm().taken.remove(pod_id);
+        match taken {
+            Some(pair) => pair.attach(&self.handle, bridge_index, veth, pod_id, addr).await?,
+            None => {
+                bridge::create_pod_veth(&self.handle, bridge_index, veth, pod_id, netns_path, addr)
+                    .await?
+            }
+        }
         if !port_mappings.is_empty() {
             if let Err(e) = self.firewall.add_port_mappings(pod_id, ip, port_mappings).await {
                 // add_port_mappings is one transaction: on failure it added nothing, but a
@@ -281,6 +355,7 @@ impl Network {
                 first_err.get_or_insert(e);
             }
         };
+        self.release_warm(pod_id);
         note(self.firewall.remove_pod(pod_id).await);
 
         note(self.unlink_veth(pod_id).await);

@@ -77,6 +77,23 @@ impl PodNetworks {
         }
     }
 
+    /// Pins the namespace of the pod network made ahead at `path` for pod `pod_id`, if the
+    /// bridge keeps one waiting; `false` (nothing done) otherwise: the caller makes one.
+    pub fn pin_warm(&self, pod_id: &str, path: &std::path::Path) -> Result<bool> {
+        match self {
+            PodNetworks::Bridge(n) => n.pin_warm(pod_id, path),
+            PodNetworks::Cni(_) => Ok(false),
+        }
+    }
+
+    /// Lets go of what [`PodNetworks::pin_warm`] took for a pod whose start failed before
+    /// its network was set up.
+    pub fn release_warm(&self, pod_id: &str) {
+        if let PodNetworks::Bridge(n) = self {
+            n.release_warm(pod_id);
+        }
+    }
+
     /// Takes the pod's network away. Idempotent.
     pub async fn teardown_pod(&self, req: &PodRequest) -> Result<()> {
         match self {

@@ -618,3 +618,79 @@ fn pins_propagate_to_copied_mount_namespaces_and_so_do_removals() {
     env.dir.unmount().unwrap();
     env.assert_no_leaks();
 }
+
+/// The host-side index of `eth0`'s peer, in the namespace pinned at `ns`.
+fn eth0_peer_index(ns: &std::path::Path) -> u32 {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(["ip", "-o", "link", "show", POD_IFNAME])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let peer = line.split("eth0@if").nth(1).unwrap_or_else(|| panic!("eth0 in {line:?}"));
+    peer.split(':').next().unwrap().parse().unwrap()
+}
+
+async fn link_by_index_exists(net: &Network, index: u32) -> bool {
+    use futures::TryStreamExt;
+    let mut links = net.netlink().link().get().match_index(index).execute();
+    links.try_next().await.map(|l| l.is_some()).unwrap_or(false)
+}
+
+/// Pins the pod network `net` made ahead for `id` (waiting for it to be made).
+async fn pin_made_ahead(net: &Arc<Network>, id: &str, at: &std::path::Path) {
+    for _ in 0..250 {
+        if net.pin_warm(id, at).unwrap() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no pod network was made ahead");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_network_made_ahead_is_adopted_or_let_go() {
+    require_root!();
+    let env = Env::new();
+    let net = Arc::new(env.network());
+    net.ensure().await.unwrap();
+    net.warm_up(std::time::Duration::ZERO);
+
+    // Adopted: the pod's pin is the namespace made ahead, its veth joins the bridge under
+    // the pod's name, and the pod answers on its address.
+    let id = env.pod_id();
+    let ns = env.dir.path().join(&id);
+    pin_made_ahead(&net, &id, &ns).await;
+    assert!(netns::is_netns(&ns));
+    let made_ahead = eth0_peer_index(&ns);
+    let p = net.setup_pod(&id, &ns, &[]).await.unwrap();
+    let veth = bridge::find_link(net.netlink(), &p.veth).await.unwrap().expect("the pod's veth");
+    assert_eq!(veth.header.index, made_ahead, "the pair made ahead, renamed");
+    let listener = common::listen_in(&ns, 7000);
+    let (_, got) = common::round_trip(&listener, None, SocketAddr::from((p.ip, 7000)), "hi");
+    assert_eq!(got, "hi");
+    drop(listener);
+
+    // Let go (the next pod's start failed before its network): unpinned, the pair is gone.
+    let failed = env.pod_id();
+    let failed_ns = env.dir.path().join(&failed);
+    pin_made_ahead(&net, &failed, &failed_ns).await;
+    let host_end = eth0_peer_index(&failed_ns);
+    assert!(link_by_index_exists(&net, host_end).await);
+    net.release_warm(&failed);
+    env.dir.remove(&failed).unwrap();
+    for _ in 0..100 {
+        if !link_by_index_exists(&net, host_end).await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!link_by_index_exists(&net, host_end).await, "a released pair outlived its pin");
+
+    net.teardown_pod(&id).await.unwrap();
+    net.settle_pod(&id).await.unwrap();
+    env.dir.remove(&id).unwrap();
+    net.destroy().await.unwrap();
+    env.dir.unmount().unwrap();
+    env.assert_no_leaks();
+}

@@ -71,6 +71,7 @@ impl Env {
                 subnet: format!("10.250.{x}.0/24").parse().unwrap(),
                 nft_table: format!("bt_{u:08x}"),
                 mtu: None,
+                warm: true,
             },
             x,
             tmp,

@@ -105,10 +105,15 @@ impl Sandboxes {
                 let ipam = Arc::new(StoredIpam::new(meta.clone(), net_config.subnet));
                 match Network::new(net_config, ipam.clone()) {
                     Ok(n) => {
-                        if let Err(e) = n.ensure().await {
-                            tracing::error!(error = %e, "cannot set up the bridge network; pods with their own network will fail until it works");
+                        let n = Arc::new(n);
+                        match n.ensure().await {
+                            // The first pod's network, made ahead.
+                            Ok(_) => n.warm_up(std::time::Duration::ZERO),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot set up the bridge network; pods with their own network will fail until it works")
+                            }
                         }
-                        (Ok(PodNetworks::Bridge(Arc::new(n))), Some(ipam))
+                        (Ok(PodNetworks::Bridge(n)), Some(ipam))
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "bridge network unusable");

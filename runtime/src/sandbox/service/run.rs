@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use berth_network::cni::{self, PodRequest};
 use berth_network::netns;
-use berth_network::{Attached, PortMapping, Protocol};
+use berth_network::{Attached, PodNetworks, PortMapping, Protocol};
 
 use super::pod_cgroup::record_cgroup_parents;
 use super::{Result, SandboxError, Sandboxes};
@@ -154,9 +154,10 @@ impl Sandboxes {
         // crash before the record lands leaves a directory no record names, which
         // start-up removes with the namespace pinned in it. Nothing else is made before.
         let reserving = self.reserve(rec, v);
+        let network = self.inner.network.as_ref().ok();
         let made = async {
             make_pod_dir(&rec.dir, undo)?;
-            make_netns(rec, v, undo).await
+            make_netns(rec, v, network, undo).await
         }
         .await;
         let reserved = reserving
@@ -317,7 +318,12 @@ fn ipc_uts_request(rec: &SandboxRecord, v: &ValidSpec) -> NsRequest {
 
 /// The pod's network namespace, pinned in its directory. With a user namespace, net,
 /// IPC and UTS are all made inside it (so it owns them) and configured from here.
-async fn make_netns(rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> Result<()> {
+async fn make_netns(
+    rec: &mut SandboxRecord,
+    v: &ValidSpec,
+    network: Option<&PodNetworks>,
+    undo: &mut Undo,
+) -> Result<()> {
     let dir = rec.dir.clone();
     if let Some(userns) = v.userns {
         let pins = userns::Pins {
@@ -340,9 +346,22 @@ async fn make_netns(rec: &mut SandboxRecord, v: &ValidSpec, undo: &mut Undo) -> 
         });
     } else if !v.host_network() {
         let pin = dir.join("ns/net");
-        netns::create_at(&pin)?;
+        // The bridge's pod network made ahead, if one waits: its namespace, pinned here.
+        let warm = match network {
+            Some(n) => n.pin_warm(&rec.id, &pin)?,
+            None => false,
+        };
+        if !warm {
+            netns::create_at(&pin)?;
+        }
         rec.netns = Some(pin.clone());
-        undo.push("netns pin", move || netns::remove(&pin).map_err(|e| e.to_string()));
+        let (network, id) = (network.filter(|_| warm).cloned(), rec.id.clone());
+        undo.push("netns pin", move || {
+            if let Some(n) = network {
+                n.release_warm(&id);
+            }
+            netns::remove(&pin).map_err(|e| e.to_string())
+        });
     }
     crate::failpoint::crash_point("sandbox.netns");
     Ok(())
