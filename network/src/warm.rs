@@ -73,6 +73,7 @@ impl WarmPair {
     /// Pins the namespace at `path` (an empty file made there, the namespace bound onto
     /// it), as [`netns::create_at`] would have made a new one. Fails with `AlreadyExists`
     /// if `path` exists; on failure nothing is left at `path`.
+    #[tracing::instrument(name = "netns.adopt", skip_all, fields(path = %path.display()))]
     pub fn pin(&self, path: &Path) -> Result<()> {
         netns::create_pin_file(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => {

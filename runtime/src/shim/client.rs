@@ -207,17 +207,14 @@ impl ShimClient {
     }
 
     /// Creates a container; returns its host pid.
-    #[tracing::instrument(name = "shim.create", skip_all, fields(container_id = %req.container_id))]
     pub fn create(&mut self, req: CreateRequest) -> Result<i32> {
-        match self.call(Request::Create(req))? {
-            Response::Created { pid } => Ok(pid),
-            other => Err(ShimError::Unexpected(Box::new(other))),
-        }
+        self.create_while(req, || ()).0
     }
 
     /// [`Self::create`], running `meanwhile` once the request is sent and before its
     /// answer is read: berthd's own work beside the container's set-up in the shim. A
     /// request that could not be sent runs nothing.
+    #[tracing::instrument(name = "shim.create", skip_all, fields(container_id = %req.container_id))]
     pub fn create_while<T>(
         &mut self,
         req: CreateRequest,
