@@ -133,6 +133,23 @@ impl Node {
             .map(|r| r.into_inner().container_id)
     }
 
+    /// Restarts berthd set to crash at `point` (a `BERTH_CRASH_AT` crash point), asks it to
+    /// create a container from `config` in the pod, checks that it died there, and starts
+    /// it again as it normally runs.
+    pub async fn create_crashing_at(&mut self, point: &str, pod_id: &str, config: ContainerConfig) {
+        self.berthd.kill();
+        self.berthd.set_env(vec![("BERTH_CRASH_AT".into(), point.into())]);
+        self.berthd.restart().await;
+        let err = self.create(pod_id, config).await.unwrap_err();
+        assert!(
+            matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+            "{point}: berthd should have died: {err:?}"
+        );
+        self.berthd.kill();
+        self.berthd.set_env(vec![]);
+        self.berthd.restart().await;
+    }
+
     /// Creates and starts a container from `config`; returns its id.
     pub async fn run(&self, pod_id: &str, config: ContainerConfig) -> String {
         let id = self.create(pod_id, config).await.unwrap();

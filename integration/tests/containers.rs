@@ -396,17 +396,7 @@ async fn a_crash_during_create_container_leaves_nothing_after_restart() {
     let logs = tempfile::tempdir().unwrap();
     let pod_id = node.run_pod("crashcreate", logs.path()).await;
     for point in ["container.rootfs", "container.created"] {
-        node.berthd.kill();
-        node.berthd.set_env(vec![("BERTH_CRASH_AT".into(), point.into())]);
-        node.berthd.restart().await;
-        let err = node.create(&pod_id, busybox("svc", &["sleep", "1000"])).await.unwrap_err();
-        assert!(
-            matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
-            "{point}: berthd should have died: {err:?}"
-        );
-        node.berthd.kill();
-        node.berthd.set_env(vec![]);
-        node.berthd.restart().await;
+        node.create_crashing_at(point, &pod_id, busybox("svc", &["sleep", "1000"])).await;
         let listed = node.list_containers().await;
         assert!(listed.is_empty(), "{point}: {listed:?}");
         let leftovers: Vec<_> = std::fs::read_dir(node.berthd.state_dir().join("containers"))
@@ -434,19 +424,10 @@ async fn a_crash_once_the_create_is_recorded_leaves_the_container_to_the_kubelet
     let mut node = Node::start().await;
     let logs = tempfile::tempdir().unwrap();
     let pod_id = node.run_pod("crashrecorded", logs.path()).await;
-    node.berthd.kill();
-    node.berthd.set_env(vec![("BERTH_CRASH_AT".into(), "container.recorded".into())]);
-    node.berthd.restart().await;
     // The record lands while the shim sets the container up; berthd dies before it
     // answers.
-    let err = node.create(&pod_id, busybox("svc", &["sleep", "1000"])).await.unwrap_err();
-    assert!(
-        matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
-        "berthd should have died: {err:?}"
-    );
-    node.berthd.kill();
-    node.berthd.set_env(vec![]);
-    node.berthd.restart().await;
+    let svc = busybox("svc", &["sleep", "1000"]);
+    node.create_crashing_at("container.recorded", &pod_id, svc).await;
     let listed = node.list_containers().await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].state, ContainerState::ContainerCreated as i32, "{listed:?}");

@@ -304,17 +304,7 @@ async fn a_crash_while_creating_a_container_with_image_volumes_leaves_nothing() 
     let mounts = || vec![image_mount("/vol", &content, ""), image_mount("/lay", &layered, "data")];
     // Both points come after the views are mounted.
     for point in ["container.rootfs", "container.created"] {
-        node.berthd.kill();
-        node.berthd.set_env(vec![("BERTH_CRASH_AT".into(), point.into())]);
-        node.berthd.restart().await;
-        let err = node.create(&pod_id, with_mounts("svc", mounts())).await.unwrap_err();
-        assert!(
-            matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
-            "{point}: berthd should have died: {err:?}"
-        );
-        node.berthd.kill();
-        node.berthd.set_env(vec![]);
-        node.berthd.restart().await;
+        node.create_crashing_at(point, &pod_id, with_mounts("svc", mounts())).await;
         assert!(node.list_containers().await.is_empty(), "{point}");
         assert_nothing_left(&node, point);
         assert!(pinned(&node).await.iter().all(|(_, p)| !p), "{point}: images still held");

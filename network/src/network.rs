@@ -186,12 +186,14 @@ impl Network {
     }
 
     /// For pod `pod_id`: pins the namespace of the pod network made ahead at `path`, if one
-    /// is waiting ([`Network::setup_pod`] then attaches its veth), and starts making the
-    /// next. `false`, with nothing done, if none is waiting.
+    /// is waiting ([`Network::setup_pod`] then attaches its veth); starts making the next
+    /// either way. `false`, with nothing pinned, if none is waiting.
     pub fn pin_warm(self: &Arc<Self>, pod_id: &str, path: &Path) -> Result<bool> {
         validate_pod_id(pod_id)?;
-        let Some(pair) = self.warm().ready.take() else { return Ok(false) };
+        let taken = self.warm().ready.take();
+        // The next, or a first one if none was made yet (the bridge was not up at start-up).
         self.warm_up(WARM_AGAIN_AFTER);
+        let Some(pair) = taken else { return Ok(false) };
         pair.pin(path)?;
         self.warm().taken.insert(pod_id.to_string(), pair);
         Ok(true)

@@ -45,7 +45,7 @@ impl std::fmt::Debug for WarmPair {
 /// end down under a temporary name, `lo` and `eth0` up. `mtu` is the pod interfaces'.
 pub async fn make(handle: &Handle, mtu: u32) -> Result<WarmPair> {
     let ns = new_netns()?;
-    let host = format!("{WARM_PREFIX}{:08x}", rand_u32());
+    let host = format!("{WARM_PREFIX}{:08x}", rand_u32()?);
     let fd_path = fd_path(&ns);
     bridge::create_veth_into(handle, &host, &ns, None, mtu).await?;
     let made = async {
@@ -137,14 +137,10 @@ fn fd_path(ns: &File) -> PathBuf {
 }
 
 /// A name suffix no other berthd on the host picks at the same time (tests run several).
-fn rand_u32() -> u32 {
+fn rand_u32() -> Result<u32> {
     let mut b = [0u8; 4];
-    if File::open("/dev/urandom")
+    File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_ok()
-    {
-        return u32::from_ne_bytes(b);
-    }
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    t.subsec_nanos() ^ std::process::id().rotate_left(16)
+        .map_err(|e| NetworkError::io("read /dev/urandom", e))?;
+    Ok(u32::from_ne_bytes(b))
 }
