@@ -150,6 +150,15 @@ impl Node {
         self.berthd.restart().await;
     }
 
+    /// Removes container `id` (stopped or never started).
+    pub async fn remove_container(&self, id: &str) {
+        self.berthd
+            .runtime()
+            .remove_container(RemoveContainerRequest { container_id: id.into() })
+            .await
+            .unwrap();
+    }
+
     /// Creates and starts a container from `config`; returns its id.
     pub async fn run(&self, pod_id: &str, config: ContainerConfig) -> String {
         let id = self.create(pod_id, config).await.unwrap();

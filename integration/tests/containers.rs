@@ -410,11 +410,7 @@ async fn a_crash_during_create_container_leaves_nothing_after_restart() {
         assert!(cgroups.is_empty(), "{point}: container cgroups left: {cgroups:?}");
         // The name is free: the kubelet's retry succeeds.
         let id = node.run(&pod_id, busybox("svc", &["sleep", "1000"])).await;
-        node.berthd
-            .runtime()
-            .remove_container(RemoveContainerRequest { container_id: id })
-            .await
-            .unwrap();
+        node.remove_container(&id).await;
     }
     node.remove_pod_and_check(&pod_id).await;
 }
@@ -445,11 +441,7 @@ async fn a_crash_once_the_create_is_recorded_leaves_the_container_to_the_kubelet
         .stop_container(StopContainerRequest { container_id: id.clone(), timeout: 0 })
         .await
         .unwrap();
-    node.berthd
-        .runtime()
-        .remove_container(RemoveContainerRequest { container_id: id })
-        .await
-        .unwrap();
+    node.remove_container(&id).await;
     node.remove_pod_and_check(&pod_id).await;
 }
 

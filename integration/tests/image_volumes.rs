@@ -311,11 +311,7 @@ async fn a_crash_while_creating_a_container_with_image_volumes_leaves_nothing() 
         // The kubelet's retry succeeds.
         let id = node.run(&pod_id, with_mounts("svc", mounts())).await;
         assert_eq!(node.exec_ok(&id, &["cat", "/lay/keep"]).await, "keep\n");
-        node.berthd
-            .runtime()
-            .remove_container(RemoveContainerRequest { container_id: id })
-            .await
-            .unwrap();
+        node.remove_container(&id).await;
     }
     node.remove_pod_and_check(&pod_id).await;
     remove_image(&node, &content).await.unwrap();
